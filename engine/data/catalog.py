@@ -1,0 +1,226 @@
+"""The dataset registry: every name a user can type, and how each one is found on disk.
+
+Real datasets load through torchvision from ``data_dir`` (downloading only when asked and
+online); MNIST-style sets are read from IDX files wherever they are, including Debian's
+``dataset-fashion-mnist`` package. ``auto`` picks the first one present.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.data.base import ImageSet
+from engine.data.idx import find_idx_dir, load_idx_dir
+from engine.errors import DataError
+from engine.registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What a loader is asked for; sizes let the synthetic set render only what is used."""
+
+    data_dir: Path
+    download: bool = False
+    train_size: int = 0
+    test_size: int = 0
+
+
+Loader = Callable[[DatasetRequest], ImageSet]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+# Where distribution packages put datasets (Debian: /usr/share/datasets/<name>/).
+SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]
+
+FASHION_CLASSES = [
+    "t-shirt", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+]
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+DIGITS = [str(d) for d in range(10)]
+
+AUTO_ORDER = ("mnist", "fashion-mnist")
+IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # torchvision's folder names
+
+
+def default_data_dir() -> Path:
+    """$WMTUI_DATA_DIR, else the platform cache directory (what ``--data-dir`` defaults to)."""
+    env = os.environ.get("WMTUI_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("wmtui")) / "data"
+
+
+def _idx_candidates(data_dir: Path, name: str, torchvision_folder: str) -> list[Path]:
+    return [
+        data_dir / name,
+        data_dir / torchvision_folder / "raw",
+        *(base / name for base in SYSTEM_DATA_DIRS),
+    ]
+
+
+def _idx_dataset(name: str, torchvision_cls: str, classes: list[str]) -> Loader:
+    folder = IDX_FOLDERS[name]
+
+    def load(request: DatasetRequest) -> ImageSet:
+        found = find_idx_dir(_idx_candidates(request.data_dir, name, folder))
+        if found is None and request.download:
+            _torchvision_download(name, torchvision_cls, request.data_dir)
+            found = find_idx_dir(_idx_candidates(request.data_dir, name, folder))
+        if found is None:
+            raise DataError(_missing_message(name, request.data_dir))
+        parts = load_idx_dir(found)
+        return ImageSet(name=name, classes=classes, source=str(found), **parts)
+
+    return load
+
+
+def _missing_message(name: str, data_dir: Path) -> str:
+    hint = (
+        " or install Debian's dataset-fashion-mnist package" if name == "fashion-mnist" else ""
+    )
+    return (
+        f"dataset {name!r} is not in {data_dir}; run `wmtui data fetch {name}` while online"
+        f"{hint}, or pass --data-dir where it lives"
+    )
+
+
+def _torchvision_download(name: str, cls_name: str, data_dir: Path, **kwargs: object) -> object:
+    """Let torchvision fetch the files; being offline becomes a DataError naming the fix."""
+    import torchvision.datasets as tvd
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return getattr(tvd, cls_name)(root=str(data_dir), download=True, **kwargs)
+    except Exception as exc:  # torchvision raises URLError, RuntimeError, OSError...
+        raise DataError(f"could not download {name!r} into {data_dir}: {exc}") from None
+
+
+def _torchvision_set(name: str, request: DatasetRequest, cls_name: str, **kwargs: object) -> object:
+    import torchvision.datasets as tvd
+
+    try:
+        return getattr(tvd, cls_name)(root=str(request.data_dir), download=False, **kwargs)
+    except (RuntimeError, OSError) as exc:
+        if not request.download:
+            raise DataError(_missing_message(name, request.data_dir)) from exc
+    return _torchvision_download(name, cls_name, request.data_dir, **kwargs)
+
+
+def _hwc_to_chw(array: object) -> torch.Tensor:
+    return torch.as_tensor(array).permute(0, 3, 1, 2).contiguous()
+
+
+DATASETS.register("mnist")(_idx_dataset("mnist", "MNIST", DIGITS))
+DATASETS.register("fashion-mnist")(_idx_dataset("fashion-mnist", "FashionMNIST", FASHION_CLASSES))
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(request: DatasetRequest) -> ImageSet:
+    """CIFAR-10, 32x32 RGB, 10 classes."""
+    train = _torchvision_set("cifar10", request, "CIFAR10", train=True)
+    test = _torchvision_set("cifar10", request, "CIFAR10", train=False)
+    return ImageSet(
+        "cifar10", _hwc_to_chw(train.data), torch.tensor(train.targets),
+        _hwc_to_chw(test.data), torch.tensor(test.targets), list(train.classes),
+        source=str(request.data_dir),
+    )
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(request: DatasetRequest) -> ImageSet:
+    """CIFAR-100, 32x32 RGB, 100 classes."""
+    train = _torchvision_set("cifar100", request, "CIFAR100", train=True)
+    test = _torchvision_set("cifar100", request, "CIFAR100", train=False)
+    return ImageSet(
+        "cifar100", _hwc_to_chw(train.data), torch.tensor(train.targets),
+        _hwc_to_chw(test.data), torch.tensor(test.targets), list(train.classes),
+        source=str(request.data_dir),
+    )
+
+
+@DATASETS.register("svhn")
+def load_svhn(request: DatasetRequest) -> ImageSet:
+    """SVHN house numbers, 32x32 RGB, 10 classes."""
+    train = _torchvision_set("svhn", request, "SVHN", split="train")
+    test = _torchvision_set("svhn", request, "SVHN", split="test")
+    return ImageSet(
+        "svhn", torch.as_tensor(train.data), torch.as_tensor(train.labels).long(),
+        torch.as_tensor(test.data), torch.as_tensor(test.labels).long(), DIGITS,
+        source=str(request.data_dir),
+    )
+
+
+def _resize_images(images: list[object], size: int) -> torch.Tensor:
+    """PIL images of any size -> uint8 [N,3,size,size]; done once at load, then cached."""
+    import numpy as np
+
+    return torch.from_numpy(
+        np.stack([np.asarray(img.convert("RGB").resize((size, size))) for img in images])
+    ).permute(0, 3, 1, 2).contiguous()
+
+
+@DATASETS.register("gtsrb")
+def load_gtsrb(request: DatasetRequest) -> ImageSet:
+    """German traffic signs, resized to 32x32 RGB, 43 classes."""
+    from PIL import Image
+
+    from engine.data.cache import cached
+
+    def build() -> dict[str, torch.Tensor]:
+        parts = {}
+        for split, prefix in (("train", "train"), ("test", "test")):
+            ds = _torchvision_set("gtsrb", request, "GTSRB", split=split)
+            samples = ds._samples
+            parts[f"{prefix}_x"] = _resize_images([Image.open(p) for p, _ in samples], 32)
+            parts[f"{prefix}_y"] = torch.tensor([label for _, label in samples])
+        return parts
+
+    parts = cached(request.data_dir / "wmtui-cache" / "gtsrb-32.safetensors", build)
+    return ImageSet("gtsrb", classes=[str(i) for i in range(43)], source=str(request.data_dir), **parts)
+
+
+@DATASETS.register("stl10-unlabeled")
+def load_stl10_unlabeled(request: DatasetRequest) -> ImageSet:
+    """STL-10's 100k unlabelled images at 32x32: an unlabelled source for FTAU."""
+    from engine.data.cache import cached
+
+    def build() -> dict[str, torch.Tensor]:
+        ds = _torchvision_set("stl10-unlabeled", request, "STL10", split="unlabeled")
+        x = torch.as_tensor(ds.data)
+        small = torch.nn.functional.interpolate(x.float(), size=32, mode="area").round().to(torch.uint8)
+        empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+        return {
+            "train_x": small, "train_y": torch.full((len(small),), -1),
+            "test_x": empty, "test_y": torch.zeros(0, dtype=torch.long),
+        }
+
+    parts = cached(request.data_dir / "wmtui-cache" / "stl10-unlabeled-32.safetensors", build)
+    return ImageSet("stl10-unlabeled", classes=CIFAR10_CLASSES, source=str(request.data_dir), **parts)
+
+
+def is_present(name: str, data_dir: Path) -> bool:
+    """Whether a dataset loads without downloading (used by ``auto`` and ``data list``)."""
+    try:
+        DATASETS.get(name).factory(DatasetRequest(data_dir, train_size=1, test_size=1))
+    except DataError:
+        return False
+    return True
+
+
+def resolve_auto(data_dir: Path) -> tuple[str, str]:
+    """Pick a dataset for ``auto`` and say why, so the user never wonders what ran."""
+    for name in AUTO_ORDER:
+        found = find_idx_dir(_idx_candidates(data_dir, name, IDX_FOLDERS[name]))
+        if found is not None:
+            return name, f"auto: found {name} in {found}"
+    places = ", ".join(str(p) for p in [data_dir, *SYSTEM_DATA_DIRS])
+    return "synthetic", f"auto: no mnist or fashion-mnist in {places}; using synthetic (offline)"

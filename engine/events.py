@@ -1,0 +1,132 @@
+"""Typed events: the one stream that feeds the TUI, headless output, metrics.jsonl and replay.
+
+Every event is a small JSON-serialisable dataclass. ``time`` is seconds since the session
+started, so a recorded run can be replayed at its original pace.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclasses.dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float = dataclasses.field(default=0.0, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass
+class Metrics(Event):
+    """A progress reading; ``test_acc`` is None between evaluations."""
+
+    kind: ClassVar[str] = "metrics"
+    phase: str
+    step: int
+    epoch: float
+    lr: float
+    loss: float
+    images_per_s: float
+    test_acc: float | None = None
+    retention: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ClassScan(Event):
+    """One class's perturbation-size estimate from a trigger search (GAN, Neural Cleanse)."""
+
+    kind: ClassVar[str] = "class_scan"
+    phase: str
+    cls: int
+    size: float
+    done: bool = False
+
+
+@dataclasses.dataclass
+class TriggerPreview(Event):
+    """A small uint8 image (CHW, base64) to show beside another: true vs reversed trigger."""
+
+    kind: ClassVar[str] = "trigger_preview"
+    name: str
+    shape: list[int]
+    pixels: str
+
+    @classmethod
+    def from_tensor(cls, name: str, image: torch.Tensor) -> TriggerPreview:
+        """From a float [0,1] or uint8 image [C,H,W]."""
+        if image.dtype != torch.uint8:
+            image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        image = image.cpu().contiguous()
+        return cls(name, list(image.shape), base64.b64encode(image.numpy().tobytes()).decode())
+
+    def to_tensor(self) -> torch.Tensor:
+        raw = bytearray(base64.b64decode(self.pixels))
+        return torch.frombuffer(raw, dtype=torch.uint8).reshape(self.shape)
+
+
+@dataclasses.dataclass
+class Phase(Event):
+    """A phase starts or ends; ``info`` says what it is (dataset, model, scheme, ...)."""
+
+    kind: ClassVar[str] = "phase"
+    name: str
+    status: str  # "start" | "end"
+    index: int = 0
+    total: int = 1
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Log(Event):
+    kind: ClassVar[str] = "log"
+    message: str
+    level: str = "info"  # "info" | "warning" | "error"
+
+
+@dataclasses.dataclass
+class Checkpoint(Event):
+    kind: ClassVar[str] = "checkpoint"
+    path: str
+    step: int
+    epoch: float
+
+
+@dataclasses.dataclass
+class Error(Event):
+    """A phase failed (bad input, NaN loss, ...); ``step`` is where, when known."""
+
+    kind: ClassVar[str] = "error"
+    message: str
+    phase: str = ""
+    step: int | None = None
+
+
+@dataclasses.dataclass
+class Done(Event):
+    """The session ended: ``status`` is completed, stopped or failed."""
+
+    kind: ClassVar[str] = "done"
+    status: str
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (Metrics, ClassScan, TriggerPreview, Phase, Log, Checkpoint, Error, Done)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSON form (``replay``); unknown kinds raise ValueError."""
+    data = dict(data)
+    kind = data.pop("event", None)
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"unknown event kind {kind!r}")
+    cls = EVENT_TYPES[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

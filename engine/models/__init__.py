@@ -1,0 +1,40 @@
+"""Classifier architectures by name; each is built for a dataset's input shape and classes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from engine.models import classifiers as _classifiers  # noqa: F401  (registers models)
+from engine.models import resnet as _resnet  # noqa: F401
+from engine.models.registry import MODELS
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """Everything needed to rebuild a model before loading its weights (saved as JSON)."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "in_shape": list(self.in_shape), "num_classes": self.num_classes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        shape = tuple(int(v) for v in data["in_shape"])
+        if len(shape) != 3:
+            raise ValueError("in_shape must have 3 entries")
+        return cls(str(data["name"]), shape, int(data["num_classes"]))  # type: ignore[arg-type]
+
+
+def build_model(arch: Architecture) -> nn.Module:
+    """Instantiate a registered architecture; unknown names suggest the closest one."""
+    factory = MODELS.get(arch.name).factory
+    return factory(arch.in_shape, arch.num_classes)
+
+
+__all__ = ["MODELS", "Architecture", "build_model"]

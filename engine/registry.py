@@ -1,0 +1,155 @@
+"""The one registry pattern: named plugins, each with a params dataclass.
+
+Datasets, models, watermark schemes and attacks all register here. A plugin declares its
+parameters once, as a dataclass whose fields carry ``help`` and bounds in their metadata;
+CLI flags, TOML keys and TUI forms are generated from that declaration, and values from any of
+them are validated by :func:`parse_params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, get_args, get_type_hints
+
+from engine.errors import ConfigError, unknown_name
+
+T = TypeVar("T")
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field with the metadata every front end reads (help text and bounds)."""
+    meta = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "choices": choices,
+    }
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plugin(Generic[T]):
+    name: str
+    factory: T
+    params: type | None
+    summary: str
+
+
+class Registry(Generic[T]):
+    """Maps names to plugins; unknown names fail with the closest valid suggestion."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._plugins: dict[str, Plugin[T]] = {}
+
+    def register(self, name: str, params: type | None = None) -> Callable[[T], T]:
+        def decorate(factory: T) -> T:
+            if name in self._plugins:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
+            self._plugins[name] = Plugin(name, factory, params, doc[0] if doc else "")
+            return factory
+
+        return decorate
+
+    def get(self, name: str) -> Plugin[T]:
+        try:
+            return self._plugins[name]
+        except KeyError:
+            raise unknown_name(self.kind, name, self._plugins) from None
+
+    def names(self) -> list[str]:
+        return list(self._plugins)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plugins
+
+    def __iter__(self) -> Iterator[Plugin[T]]:
+        return iter(self._plugins.values())
+
+
+def scalar_type(hint: Any) -> type:
+    """The scalar behind a hint such as ``float`` or ``int | None``; anything else is text."""
+    for candidate in (hint, *get_args(hint)):
+        if candidate in (bool, int, float, str):
+            return candidate
+    return str
+
+
+def check_value(name: str, value: Any, field: dataclasses.Field, kind: type) -> Any:
+    """Coerce one value to its declared type and check its bounds; the one validator."""
+    meta = field.metadata
+    label = name.replace("_", "-")
+    if kind is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ConfigError(f"{label}: expected true or false, got {value!r}")
+            value = lowered in {"true", "1", "yes"}
+        return bool(value)
+    if kind in (int, float):
+        try:
+            number = kind(value)
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: expected a number, got {value!r}") from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ConfigError(f"{label}: must be a finite number, got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        if low is not None and (number < low or (meta.get("low_open") and number == low)):
+            bound = ">" if meta.get("low_open") else ">="
+            raise ConfigError(f"{label}: must be {bound} {low}, got {value!r}")
+        if high is not None and (number > high or (meta.get("high_open") and number == high)):
+            bound = "<" if meta.get("high_open") else "<="
+            raise ConfigError(f"{label}: must be {bound} {high}, got {value!r}")
+        return number
+    text = str(value)
+    choices = meta.get("choices")
+    if choices and text not in choices:
+        raise unknown_name(label, text, choices)
+    return text
+
+
+def parse_params(cls: type[T], values: Mapping[str, Any] | None = None) -> T:
+    """Build a params dataclass from loose values (CLI strings, TOML), validating every field."""
+    values = dict(values or {})
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in values if key.replace("-", "_") not in fields]
+    if unknown:
+        raise unknown_name(f"{cls.__name__} key", unknown[0], [f.replace("_", "-") for f in fields])
+    kwargs = {}
+    for name, field in fields.items():
+        raw = values.get(name, values.get(name.replace("_", "-"), field.default))
+        kwargs[name] = None if raw is None else check_value(name, raw, field, scalar_type(hints[name]))
+    return cls(**kwargs)
+
+
+def describe_params(cls: type) -> list[dict[str, Any]]:
+    """Field name, type, default, help and bounds: what a form or --help page shows."""
+    hints = get_type_hints(cls)
+    rows = []
+    for field in dataclasses.fields(cls):
+        rows.append(
+            {
+                "name": field.name,
+                "type": scalar_type(hints[field.name]).__name__,
+                "default": field.default,
+                **{k: v for k, v in field.metadata.items() if v is not None},
+            }
+        )
+    return rows

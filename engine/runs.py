@@ -1,0 +1,279 @@
+"""Run directories: manifest, model, checkpoint, key, metrics and event logs.
+
+Every file is written atomically (temp file + rename) so a crash or a quit mid-write never
+leaves half a file. Models are stored as safetensors plus a JSON architecture record and are
+never unpickled; a ``.pt`` import goes through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from engine import __version__
+from engine.errors import RunError
+from engine.events import Event, Metrics
+from engine.models import Architecture, build_model
+
+MANIFEST = "manifest.json"
+MODEL = "model.safetensors"
+MODEL_ARCH = "model.json"
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+EVENTS = "events.jsonl"
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode(), mode)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], mode: int | None = None) -> None:
+    """safetensors, atomically: serialise to a temp file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise RunError(f"{what} is corrupt: {path} ({exc})") from None
+
+
+def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise RunError(f"{what} not found: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{what} is corrupt or not safetensors: {path} ({exc})") from None
+
+
+def save_model(folder: Path, model: nn.Module, arch: Architecture, name: str = "model") -> None:
+    """Weights as safetensors and the architecture as JSON, so loading needs no code objects."""
+    save_tensors(folder / f"{name}.safetensors", dict(model.state_dict()))
+    atomic_write_json(folder / f"{name}.json", arch.to_dict())
+
+
+def load_model(
+    folder: Path, device: torch.device | str = "cpu", name: str = "model"
+) -> tuple[nn.Module, Architecture]:
+    """Rebuild the architecture, then load weights; mismatches are corrupt files, not crashes."""
+    record = read_json(folder / f"{name}.json", "model architecture record")
+    try:
+        arch = Architecture.from_dict(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"model architecture record is corrupt: {folder / f'{name}.json'} ({exc})") from None
+    model = build_model(arch)
+    state = load_tensors(folder / f"{name}.safetensors", "model weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise RunError(f"model weights do not match {arch.name}: {first}") from None
+    return model.to(device), arch
+
+
+def import_pt(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pt`` file, refusing anything that would need unpickling code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"model file not found: {path}") from None
+    except Exception as exc:  # UnpicklingError for code objects, zip errors for garbage
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"refusing {path}: not a plain tensor state dict ({first[:160]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"refusing {path}: expected a dict of tensors")
+    return state
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state -> tensors (safetensors) + plain values (JSON); no pickling."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, entries in state["state"].items():
+        plain["state"][str(pid)] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{pid}/{key}"] = value
+            else:
+                plain["state"][str(pid)][key] = value
+    return tensors, plain
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(v) for pid, v in plain["state"].items()}
+    for name, value in tensors.items():
+        _, pid, key = name.split("/", 2)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+class RunDir:
+    """One experiment's folder (see DESIGN.md, "Runs")."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- creating and opening -----------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, manifest: dict[str, Any], overwrite: bool = False) -> RunDir:
+        run = cls(path)
+        if (run.path / MANIFEST).exists() and not overwrite:
+            raise RunError(f"{run.path} already holds a run; choose another --out or use `wmtui resume`")
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            probe = run.path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunError(f"cannot write to {run.path}: {exc.strerror or exc}") from None
+        for name in (METRICS, EVENTS):
+            (run.path / name).unlink(missing_ok=True)
+        run.write_manifest(manifest)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunError(f"run directory not found: {run.path}")
+        run.manifest()  # validates
+        return run
+
+    def manifest(self) -> dict[str, Any]:
+        data = read_json(self.path / MANIFEST, "run manifest")
+        if not isinstance(data, dict) or "config" not in data:
+            raise RunError(f"run manifest is corrupt: {self.path / MANIFEST} (no config)")
+        return data
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.path / MANIFEST, {**versions(), **manifest})
+
+    # -- models and checkpoints ---------------------------------------------------------
+    def save_model(self, model: nn.Module, arch: Architecture) -> None:
+        save_model(self.path, model, arch)
+
+    def load_model(self, device: torch.device | str = "cpu") -> tuple[nn.Module, Architecture]:
+        return load_model(self.path, device)
+
+    def save_checkpoint(
+        self, model: nn.Module, arch: Architecture, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> Path:
+        """Model + optimizer + loop position; the model file is updated in the same breath."""
+        opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
+        tensors = {f"model/{k}": v for k, v in model.state_dict().items()} | opt_tensors
+        save_tensors(self.path / CHECKPOINT, tensors)
+        atomic_write_json(self.path / CHECKPOINT_STATE, {**state, "optimizer": opt_plain})
+        self.save_model(model, arch)
+        return self.path / CHECKPOINT
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """(model state, optimizer state, loop state) of the last checkpoint."""
+        state = read_json(self.path / CHECKPOINT_STATE, "checkpoint state")
+        tensors = load_tensors(self.path / CHECKPOINT, "checkpoint")
+        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer/")}
+        try:
+            optimizer = _unflatten_optimizer(opt_tensors, state.pop("optimizer"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RunError(f"checkpoint state is corrupt: {exc}") from None
+        return model_state, optimizer, state
+
+    # -- streams and results ------------------------------------------------------------
+    def event_sink(self) -> EventLog:
+        return EventLog(self.path)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / SUMMARY, summary)
+
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.path / SUMMARY, "run summary")
+
+    def events(self) -> list[dict[str, Any]]:
+        """Recorded events for replay; a torn last line (crash mid-write) is skipped."""
+        path = self.path / EVENTS
+        if not path.is_file():
+            raise RunError(f"no recorded events in {self.path}")
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+class EventLog:
+    """The worker-side sink that appends every event to events.jsonl (metrics also to
+    metrics.jsonl); one line per write, flushed, so a reader sees whole lines only."""
+
+    def __init__(self, folder: Path) -> None:
+        self.events = (folder / EVENTS).open("a", encoding="utf-8")
+        self.metrics = (folder / METRICS).open("a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        line = json.dumps(event.to_dict(), allow_nan=True) + "\n"
+        self.events.write(line)
+        self.events.flush()
+        if isinstance(event, Metrics):
+            self.metrics.write(line)
+            self.metrics.flush()
+
+    def close(self) -> None:
+        self.events.close()
+        self.metrics.close()
+
+
+def versions() -> dict[str, Any]:
+    import torchvision
+
+    return {
+        "wmtui_version": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

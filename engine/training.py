@@ -1,0 +1,333 @@
+"""THE training loop. Embedding, fine-tuning attacks and removal all run through it.
+
+A step draws one mixed batch from several sources (owner data, key samples, unlabelled data
+with pseudo-labels...), takes an optimizer step, and between steps hands control to the
+session so commands apply without the UI touching the model. The loop never syncs with the
+device per step: losses go into a device-side buffer read every ``log_every`` steps, and test
+accuracy is measured every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine import commands as cmd
+from engine.data.base import ImageSet
+from engine.errors import ConfigError, UserError
+from engine.events import Metrics
+from engine.metrics import Probe, Transform, accuracy, prepare
+from engine.session import JobContext
+
+
+class Diverged(UserError):
+    """The loss became NaN/inf; the model was restored to its last good state."""
+
+    def __init__(self, message: str, step: int, phase: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.phase = phase
+
+
+@dataclasses.dataclass
+class Source:
+    """Where part of every batch comes from.
+
+    ``y`` gives labels; or ``label`` computes them from the (transformed) float batch, as
+    pseudo-labelling does. ``transform`` stamps a trigger or perturbation onto the batch.
+    """
+
+    name: str
+    x: torch.Tensor
+    per_batch: int
+    y: torch.Tensor | None = None
+    transform: Transform | None = None
+    label: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.y is None and self.label is None:
+            raise ValueError(f"source {self.name!r} needs labels or a labelling function")
+        if len(self.x) == 0:
+            raise ConfigError(f"source {self.name!r} has no images")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSettings:
+    """Optimizer and schedule; the same for owners training and attackers fine-tuning."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    step_size: int = 500
+    gamma: float = 0.9
+
+    @classmethod
+    def from_config(cls, config: Any) -> OptimSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+
+
+def lr_factor(settings: OptimSettings, step: int, total_steps: int) -> float:
+    """Multiplier of the base rate at ``step``: constant, step decay or cosine."""
+    if settings.schedule == "step":
+        return settings.gamma ** (step // settings.step_size)
+    if settings.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    return 1.0
+
+
+def make_optimizer(params: Iterable[nn.Parameter], settings: OptimSettings) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    return torch.optim.SGD(
+        params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+
+
+class IndexStream:
+    """Batches of indices into one source, reshuffled every pass, reproducible by step.
+
+    The permutation of pass ``c`` depends only on (seed, c), so resuming at any step replays
+    exactly the batches an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, n: int, per_batch: int, seed: int, device: torch.device) -> None:
+        self.n, self.per_batch, self.seed, self.device = n, per_batch, seed, device
+        self.batches_per_pass = max(1, math.ceil(n / per_batch))
+        self._pass = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> torch.Tensor:
+        pass_index, j = divmod(step, self.batches_per_pass)
+        if pass_index != self._pass:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + pass_index)
+            perm = torch.randperm(self.n, generator=gen)
+            if self.n < self.per_batch:
+                perm = perm.repeat(math.ceil(self.per_batch / self.n))[: self.per_batch]
+            self._perm, self._pass = perm.to(self.device), pass_index
+        return self._perm[j * self.per_batch : (j + 1) * self.per_batch]
+
+
+@dataclasses.dataclass
+class LoopResult:
+    steps: int
+    test_acc: float | None
+    retention: dict[str, float]
+    loss: float
+
+
+class TrainLoop:
+    """One phase of training. Sources and probes may be swapped mid-run by command handlers."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sources: list[Source],
+        settings: OptimSettings,
+        *,
+        ctx: JobContext,
+        phase: str,
+        total_steps: int,
+        probes: list[Probe] | None = None,
+        eval_every: int = 100,
+        log_every: int = 20,
+        seed: int = 0,
+        params: Iterable[nn.Parameter] | None = None,
+        start_step: int = 0,
+        optimizer_state: dict[str, Any] | None = None,
+        on_checkpoint: Callable[[TrainLoop], str] | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
+        if not sources:
+            raise ConfigError("training needs at least one data source")
+        if total_steps <= 0:
+            raise ConfigError("training needs at least one step")
+        self.model = model
+        self.sources = sources
+        self.settings = settings
+        self.ctx = ctx
+        self.phase = phase
+        self.total_steps = total_steps
+        self.probes = probes or []
+        self.eval_every = eval_every
+        self.log_every = max(1, min(log_every, eval_every))
+        self.seed = seed
+        self.device = next(model.parameters()).device
+        self.amp = self.device.type == "cuda"
+        if self.amp:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(params if params is not None else model.parameters(), settings)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.base_lr = settings.lr
+        self.step = start_step
+        self.on_checkpoint = on_checkpoint
+        self.checkpoint_every = checkpoint_every
+        self._streams = self._make_streams()
+        self._losses = torch.zeros(self.log_every, device=self.device)
+        self._good_state: dict[str, torch.Tensor] | None = None
+        self._good_step = start_step
+        self.last_eval: dict[str, float] = {}
+
+    # -- data ---------------------------------------------------------------------------
+    def _make_streams(self) -> list[IndexStream]:
+        return [
+            IndexStream(len(s.x), s.per_batch, self.seed + 7919 * i, self.device)
+            for i, s in enumerate(self.sources)
+        ]
+
+    def replace_source(self, index: int, source: Source) -> None:
+        """Swap what part of each batch is (SetTrigger): takes effect from the next step."""
+        self.sources[index] = source
+        self._streams[index] = IndexStream(
+            len(source.x), source.per_batch, self.seed + 7919 * index, self.device
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self._streams[0].batches_per_pass
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for source, stream in zip(self.sources, self._streams, strict=True):
+            idx = stream.indices(step)
+            x = prepare(source.x[idx], self.amp)
+            if source.transform is not None:
+                x = source.transform(x)
+            if source.y is not None:
+                y = source.y[idx]
+            else:
+                with torch.no_grad():
+                    y = source.label(x)  # type: ignore[misc]
+            xs.append(x)
+            ys.append(y)
+        if len(xs) == 1:
+            return xs[0], ys[0]
+        return torch.cat(xs), torch.cat(ys)
+
+    # -- commands -----------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.base_lr * lr_factor(self.settings, self.step, self.total_steps)
+
+    def set_lr(self, value: float) -> str:
+        if not (math.isfinite(value) and 0 < value <= 100):
+            raise ConfigError(f"learning rate must be in (0, 100], got {value}")
+        factor = lr_factor(self.settings, self.step, self.total_steps)
+        self.base_lr = value / factor if factor > 0 else value
+        return f"learning rate set to {value:.4g} at step {self.step}"
+
+    def _checkpoint_now(self, _command: object = None) -> str:
+        if self.on_checkpoint is None:
+            return "checkpoint: this phase does not save checkpoints"
+        return f"checkpoint saved: {self.on_checkpoint(self)}"
+
+    def _register_handlers(self) -> None:
+        self.ctx.on(cmd.SetLR, lambda c: self.set_lr(float(c.lr)))
+        self.ctx.on(cmd.ScaleLR, lambda c: self.set_lr(self.lr * float(c.factor)))
+        self.ctx.on(cmd.Checkpoint, self._checkpoint_now)
+
+    # -- measuring ----------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        self.last_eval = {p.name: accuracy(self.model, p, amp=self.amp) for p in self.probes}
+        return self.last_eval
+
+    def _report(self, count: int, started: float, images: int, evaluate: bool) -> float:
+        losses = self._losses[:count]
+        mean = losses.mean().item()  # the one sync per log interval
+        if not math.isfinite(mean):
+            self._diverged(losses)
+        scores = self.evaluate() if evaluate else {}
+        if evaluate:
+            self._snapshot()
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        self.ctx.emit(
+            Metrics(
+                phase=self.phase,
+                step=self.step,
+                epoch=round(self.step / self.steps_per_epoch, 4),
+                lr=self.lr,
+                loss=mean,
+                images_per_s=images / elapsed,
+                test_acc=scores.get("test"),
+                retention={k: v for k, v in scores.items() if k != "test"},
+            )
+        )
+        return mean
+
+    def _snapshot(self) -> None:
+        self._good_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._good_step = self.step
+
+    def _diverged(self, losses: torch.Tensor) -> None:
+        bad = (~torch.isfinite(losses)).nonzero()
+        first = self.step - len(losses) + 1 + int(bad[0]) if len(bad) else self.step
+        if self._good_state is not None:
+            self.model.load_state_dict(self._good_state)
+        raise Diverged(
+            f"loss became non-finite at step {first}; phase {self.phase!r} stopped, model "
+            f"restored to step {self._good_step} (lower the learning rate?)",
+            step=first,
+            phase=self.phase,
+        )
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> LoopResult:
+        self._register_handlers()
+        self._snapshot()
+        model, optimizer = self.model, self.optimizer
+        model.train()
+        since, images, started = 0, 0, time.perf_counter()
+        loss_value = float("nan")
+        try:
+            while self.step < self.total_steps:
+                self.ctx.between_steps()
+                lr = self.lr
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = self._batch(self.step)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self._losses[since] = loss.detach()
+                self.step += 1
+                since += 1
+                images += len(y)
+                last = self.step == self.total_steps
+                epoch_end = self.step % self.steps_per_epoch == 0
+                evaluate = last or epoch_end or self.step % self.eval_every == 0
+                if since == self.log_every or evaluate:
+                    loss_value = self._report(since, started, images, evaluate)
+                    since, images, started = 0, 0, time.perf_counter()
+                if self.on_checkpoint is not None and (last or (epoch_end and self._checkpoint_due())):
+                    self.ctx.log(f"checkpoint saved: {self.on_checkpoint(self)}")
+        finally:
+            self.ctx.off(cmd.SetLR, cmd.ScaleLR, cmd.Checkpoint)
+        scores = self.last_eval
+        return LoopResult(
+            steps=self.step,
+            test_acc=scores.get("test"),
+            retention={k: v for k, v in scores.items() if k != "test"},
+            loss=loss_value,
+        )
+
+    def _checkpoint_due(self) -> bool:
+        every = self.checkpoint_every or 1
+        return (self.step // self.steps_per_epoch) % every == 0
+
+
+def clean_test_probe(data: ImageSet) -> Probe:
+    """The referee's clean test-accuracy probe."""
+    return Probe("test", data.test_x, data.test_y)

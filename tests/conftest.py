@@ -1,0 +1,48 @@
+"""Shared fixtures: a private data dir (so tests never see datasets installed on the machine)
+and small synthetic datasets that go through the same loading code as real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.data import catalog, load_dataset
+from engine.data.idx import write_idx
+
+torch.set_num_threads(2)
+
+SMALL_TRAIN, SMALL_TEST = 1024, 256
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(autouse=True)
+def isolated_data(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every loader at the test's data dir and hide system-wide datasets."""
+    monkeypatch.setenv("WMTUI_DATA_DIR", str(shared_data_dir))
+    monkeypatch.setattr(catalog, "SYSTEM_DATA_DIRS", [])
+    return shared_data_dir
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(shared_data_dir: Path):
+    return load_dataset("synthetic", shared_data_dir, train_size=SMALL_TRAIN, test_size=SMALL_TEST).data
+
+
+def write_mnist_style(folder: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0) -> None:
+    """Tiny IDX files in the layout of MNIST / Fashion-MNIST (class c = bright band in row c)."""
+    gen = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=gen, dtype=torch.uint8)
+        images = torch.randint(0, 40, (n, 28, 28), generator=gen, dtype=torch.uint8)
+        for i, c in enumerate(labels.tolist()):
+            images[i, 2 + 2 * c : 4 + 2 * c, :] = 250
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels)

@@ -1,0 +1,88 @@
+import time
+
+import pytest
+
+from engine import commands as cmd
+from engine.config import TrainConfig
+from engine.events import Error
+from tests.wmtui.fakes import FakeSession, training_script
+from wmtui.app import WmtuiApp, training_session
+
+
+async def test_keys_reach_the_session_and_are_acknowledged() -> None:
+    fake = FakeSession(training_script(100))
+    app = WmtuiApp(lambda: fake, refresh=4.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.pump()
+        await pilot.press("space")
+        app.pump()
+        assert app.state.status == "paused"
+        await pilot.press("space", "plus", "minus", "s")
+        app.pump()
+        await pilot.pause()
+    kinds = [type(c) for c in fake.sent]
+    assert kinds == [cmd.Pause, cmd.Resume, cmd.ScaleLR, cmd.ScaleLR, cmd.Stop]
+    assert [c.factor for c in fake.sent if isinstance(c, cmd.ScaleLR)] == [2.0, 0.5]
+    assert app.state.status == "stopped"
+
+
+async def test_plot_data_grows_with_metrics() -> None:
+    fake = FakeSession(training_script(100)[:4])
+    app = WmtuiApp(lambda: fake, refresh=4.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.pump()
+        first = len(app.state.loss_series.x)
+        plot = app.query_one("#loss-plot")
+        assert len(plot._datasets) == 1 and len(plot._datasets[0].x) == first
+        fake.feed(*training_script(100)[4:])
+        await pilot.pause(0.6)  # the timer, not the test, repaints
+        assert len(app.state.loss_series.x) > first
+        assert len(plot._datasets[0].x) == len(app.state.loss_series.x)
+        assert app.state.acc_series.y[-1] > app.state.acc_series.y[0]
+
+
+async def test_errors_keep_the_app_up_and_are_shown() -> None:
+    fake = FakeSession(training_script(40))
+    app = WmtuiApp(lambda: fake, refresh=4.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        fake.feed(Error("loss became non-finite at step 33; phase 'train' stopped", step=33))
+        app.pump()
+        await pilot.pause()
+        status = str(app.query_one("#status").render())
+        assert "non-finite at step 33" in status
+        assert app.is_running
+
+
+async def test_quit_mid_training_ends_the_worker_quickly(tmp_path) -> None:
+    config = TrainConfig(dataset="synthetic", epochs=50, train_size=512, test_size=128, eval_every=2)
+    sessions = []
+
+    def factory():
+        sessions.append(training_session(config, None))
+        return sessions[-1]
+
+    app = WmtuiApp(factory, refresh=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(50):
+            await pilot.pause(0.1)
+            if app.state.step > 0:
+                break
+        assert app.state.step > 0
+        started = time.monotonic()
+        await pilot.press("ctrl+q")
+    assert time.monotonic() - started < 2.0
+    assert not sessions[0].running
+    assert "session stopped" in app.exit_message
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_dashboard_snapshot(snap_compare, size) -> None:
+    fake = FakeSession(training_script(200))
+
+    async def settle(pilot) -> None:
+        pilot.app.pump()
+        await pilot.pause()
+
+    app = WmtuiApp(lambda: fake, refresh=2.0)
+    app.theme = "textual-dark"
+    assert snap_compare(app, terminal_size=size, run_before=settle)

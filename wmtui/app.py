@@ -1,0 +1,176 @@
+"""The Textual playground: a live view of a session, steered from the keyboard.
+
+The worker thread never touches widgets: a timer (2-4 Hz by default) drains the session's
+event queue, folds it into :class:`DashboardState` and repaints only what changed. Keys turn
+into commands; the worker acknowledges each one in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Footer, Log, Static
+from textual_plot import HiResMode, PlotWidget
+
+from engine import commands as cmd
+from engine.config import TrainConfig
+from engine.events import Event
+from engine.jobs import train_job
+from engine.runs import RunDir
+from engine.session import Session
+from wmtui.state import DashboardState, Series
+
+
+class SessionLike(Protocol):
+    """What the app needs of a session; tests pass a scripted fake."""
+
+    def start(self) -> object: ...
+    def poll(self) -> list[Event]: ...
+    def send(self, command: cmd.Command) -> None: ...
+    def stop(self, timeout: float = 2.0) -> bool: ...
+
+
+def training_session(config: TrainConfig, run: RunDir | None) -> Session:
+    sinks = [run.event_sink()] if run is not None else []
+    return Session(train_job(config, run), sinks)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+class LivePlot(PlotWidget):
+    """A plot that never takes focus, so its zoom/pan keys don't shadow the app's."""
+
+    can_focus = False
+
+
+class WmtuiApp(App[None]):
+    """Live training dashboard (loss, accuracy, status, log)."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "wmtui"
+    BINDINGS = [
+        Binding("space", "toggle_pause", "pause/resume"),
+        Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),
+        Binding("minus", "lr_down", "lr÷2", key_display="-"),
+        Binding("s", "stop", "stop"),
+        Binding("ctrl+q", "quit", "quit", priority=True),
+    ]
+
+    def __init__(self, session_factory: Callable[[], SessionLike], refresh: float = 2.0) -> None:
+        super().__init__()
+        self._session_factory = session_factory
+        self.session: SessionLike | None = None
+        self.state = DashboardState()
+        self.refresh_hz = refresh
+        self._painted = -1
+        self.exit_message = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("wmtui", id="title")
+        yield Static("starting…", id="status")
+        with Horizontal(id="plots"):
+            yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
+            yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
+        yield Log(id="log", max_lines=1000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        acc = self.query_one("#acc-plot", PlotWidget)
+        acc.set_ylabel("accuracy %")
+        acc.set_xlabel("step")
+        acc.set_ylimits(0, 100)
+        loss = self.query_one("#loss-plot", PlotWidget)
+        loss.set_ylabel("loss")
+        loss.set_xlabel("step")
+        loss.set_ylimits(0, None)
+        self.session = self._session_factory()
+        self.session.start()
+        self.set_interval(1.0 / self.refresh_hz, self.pump)
+
+    # -- event pump -----------------------------------------------------------------------
+    def pump(self) -> None:
+        """Drain new events and repaint; called by the timer, never per training step."""
+        if self.session is None:
+            return
+        for event in self.session.poll():
+            self.state.apply(event)
+        if self.state.version != self._painted:
+            self._painted = self.state.version
+            self.repaint()
+
+    def repaint(self) -> None:
+        state = self.state
+        info = state.info
+        title = " · ".join(
+            str(part) for part in (
+                "wmtui", state.phase or "-", info.get("dataset_reason") or info.get("dataset", ""),
+                info.get("model", ""), info.get("device", ""),
+            ) if part
+        )
+        self.query_one("#title", Static).update(title)
+        total = f"/{state.total_steps}" if state.total_steps else ""
+        lr = f"{state.lr:.4g}" if state.lr is not None else "-"
+        loss = f"{state.loss:.4f}" if state.loss is not None else "-"
+        status = (
+            f"{state.status.upper()}  step {state.step}{total}  epoch {state.epoch:.2f}  "
+            f"lr {lr}  loss {loss}  test acc {_pct(state.test_acc)}  "
+            f"{state.images_per_s:,.0f} img/s"
+        )
+        if state.error:
+            status += f"\nerror: {state.error}"
+        self.query_one("#status", Static).update(status)
+        self._plot("#acc-plot", [("test acc", state.acc_series, "green")]
+                   + [(name, s, "magenta") for name, s in state.retention.items()])
+        self._plot("#loss-plot", [("loss", state.loss_series, "yellow")])
+        log = self.query_one("#log", Log)
+        for line in state.take_log():
+            log.write_line(line)
+
+    def _plot(self, selector: str, lines: list[tuple[str, Series, str]]) -> None:
+        plot = self.query_one(selector, PlotWidget)
+        plot.clear()
+        # The x axis spans the whole planned run, so the line grows left to right.
+        plot.set_xlimits(0, max(self.state.total_steps, self.state.step, 1))
+        for label, series, style in lines:
+            if series.x:
+                plot.plot(series.x, series.y, line_style=style, hires_mode=HiResMode.BRAILLE, label=label)
+        for start in self.state.phase_starts[1:]:
+            plot.add_v_line(start, "grey50")
+
+    # -- controls -------------------------------------------------------------------------
+    def _send(self, command: cmd.Command, note: str) -> None:
+        if self.session is not None:
+            self.session.send(command)
+            self.query_one("#log", Log).write_line(f"> {note}")
+
+    def action_toggle_pause(self) -> None:
+        if self.state.status == "paused":
+            self._send(cmd.Resume(), "resume")
+        else:
+            self._send(cmd.Pause(), "pause")
+
+    def action_lr_up(self) -> None:
+        self._send(cmd.ScaleLR(2.0), "learning rate ×2")
+
+    def action_lr_down(self) -> None:
+        self._send(cmd.ScaleLR(0.5), "learning rate ÷2")
+
+    def action_stop(self) -> None:
+        self._send(cmd.Stop(), "stop")
+
+    async def action_quit(self) -> None:
+        """Stop the worker (at most ~1.5 s) and leave; the run directory stays valid."""
+        if self.session is not None:
+            self.session.stop(timeout=1.5)
+        self.pump()
+        status = self.state.status
+        run = self.state.info.get("run")
+        self.exit_message = f"wmtui: session {status}" + (f"; run saved in {run}" if run else "")
+        self.exit()

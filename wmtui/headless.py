@@ -1,0 +1,109 @@
+"""Headless output of an event stream: JSON lines on stdout, human progress on stderr.
+
+A TTY gets a Rich progress bar; anything else (CI logs, pipes) gets plain lines at most every
+few seconds, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any
+
+from engine.events import Checkpoint, Done, Error, Event, Log, Metrics, Phase
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def metrics_line(event: Metrics) -> str:
+    parts = [
+        f"{event.phase} step {event.step}",
+        f"epoch {event.epoch:.2f}",
+        f"loss {event.loss:.4f}",
+        f"lr {event.lr:.4g}",
+        f"{event.images_per_s:,.0f} img/s",
+    ]
+    if event.test_acc is not None:
+        parts.append(f"test acc {_pct(event.test_acc)}")
+    parts += [f"{name} {_pct(value)}" for name, value in event.retention.items()]
+    return " | ".join(parts)
+
+
+class HeadlessReporter:
+    """Renders events for a terminal or a pipe; ``json_mode`` adds JSON lines on stdout."""
+
+    def __init__(
+        self,
+        json_mode: bool = False,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        interval: float = 5.0,
+    ) -> None:
+        self.json_mode = json_mode
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.interval = interval
+        self._last_line = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self._total = 0
+        if self.err.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                console=Console(file=self.err), transient=False,
+            )
+
+    def say(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.err, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        if self.json_mode:
+            print(json.dumps(event.to_dict()), file=self.out, flush=True)
+        if isinstance(event, Phase) and event.status == "start":
+            self._total = int(event.info.get("steps", 0))
+            details = ", ".join(f"{k}={v}" for k, v in event.info.items() if v not in ("", None))
+            self.say(f"== {event.name}: {details}")
+            if self._progress is not None and self._total:
+                self._progress.start()
+                self._task = self._progress.add_task(event.name, total=self._total, status="")
+        elif isinstance(event, Metrics):
+            self._on_metrics(event)
+        elif isinstance(event, Log):
+            self.say(("warning: " if event.level == "warning" else "") + event.message)
+        elif isinstance(event, Error):
+            self.say(f"wmtui: error: {event.message}")
+        elif isinstance(event, Checkpoint):
+            pass  # acknowledged through a Log line already
+        elif isinstance(event, Done):
+            self.close()
+            if event.status != "failed":  # a failure was already said, as the last line
+                acc = event.summary.get("test_acc")
+                tail = f", test accuracy {_pct(acc)}" if isinstance(acc, float) else ""
+                self.say(f"== {event.status}{tail}")
+
+    def _on_metrics(self, event: Metrics) -> None:
+        if self._progress is not None and self._task is not None:
+            status = f"loss {event.loss:.3f}"
+            if event.test_acc is not None:
+                status += f" acc {_pct(event.test_acc)}"
+            self._progress.update(self._task, completed=event.step, status=status)
+            return
+        now = time.monotonic()
+        if event.test_acc is not None or now - self._last_line >= self.interval:
+            self._last_line = now
+            self.say(metrics_line(event))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._task = None

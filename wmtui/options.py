@@ -1,0 +1,84 @@
+"""CLI options generated from a params dataclass: the declaration is the single source.
+
+Every generated option is read as text and validated by ``engine.registry.parse_params``, so
+a bad value gets the same one-line message whether it came from a flag, a TOML file or a
+form. Only the options the user actually gave are passed on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+from engine.registry import describe_params
+
+
+def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), panel: str | None = None) -> list[inspect.Parameter]:
+    params = []
+    for row in describe_params(cls):
+        if row["name"] in exclude:
+            continue
+        help_text = row.get("help", "")
+        if row.get("choices"):
+            help_text += f" ({'|'.join(row['choices'])})"
+        if row["default"] != "":
+            help_text += f" (default: {row['default']})"
+        option = typer.Option(
+            f"--{row['name'].replace('_', '-')}",
+            help=help_text,
+            show_default=False,
+            metavar=row["type"].upper(),
+            rich_help_panel=panel,
+        )
+        params.append(
+            inspect.Parameter(
+                row["name"],
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[str | None, option],
+            )
+        )
+    return params
+
+
+def with_dataclass_options(*classes: type, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--field`` options for every dataclass field to a typer command.
+
+    The wrapped command receives them as one dict, ``given``, holding only the flags used.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        hints = get_type_hints(func, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(func).parameters.values()
+            if p.name != "given"
+        ]
+        names = {p.name for p in own}
+        extra: list[inspect.Parameter] = []
+        field_names: set[str] = set()
+        for cls in classes:
+            for param in dataclass_options(cls, exclude=exclude):
+                if param.name not in names and param.name not in field_names:
+                    extra.append(param)
+                    field_names.add(param.name)
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
+            return func(given={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {}
+        return wrapper
+
+    return decorate
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}

@@ -1,0 +1,103 @@
+"""What the dashboard shows, folded from the event stream; no Textual here.
+
+Keeping this pure lets the same fold serve the live app, replay and tests, and keeps the
+UI thread's work per repaint proportional to the new events only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.events import Checkpoint, Done, Error, Event, Log, Metrics, Phase
+
+MAX_POINTS = 600
+
+
+@dataclasses.dataclass
+class Series:
+    """One plotted line; thinned by half when it grows past MAX_POINTS."""
+
+    x: list[float] = dataclasses.field(default_factory=list)
+    y: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, x: float, y: float) -> None:
+        self.x.append(x)
+        self.y.append(y)
+        if len(self.x) > MAX_POINTS:
+            self.x, self.y = self.x[::2], self.y[::2]
+
+
+@dataclasses.dataclass
+class DashboardState:
+    status: str = "starting"
+    phase: str = ""
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    lr: float | None = None
+    loss: float | None = None
+    test_acc: float | None = None
+    images_per_s: float = 0.0
+    info: dict[str, object] = dataclasses.field(default_factory=dict)
+    loss_series: Series = dataclasses.field(default_factory=Series)
+    acc_series: Series = dataclasses.field(default_factory=Series)
+    retention: dict[str, Series] = dataclasses.field(default_factory=dict)
+    phase_starts: list[int] = dataclasses.field(default_factory=list)
+    pending_log: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    summary: dict[str, object] = dataclasses.field(default_factory=dict)
+    version: int = 0  # bumped on every change, so widgets repaint only when needed
+
+    def apply(self, event: Event) -> None:
+        self.version += 1
+        if isinstance(event, Metrics):
+            self._metrics(event)
+        elif isinstance(event, Phase):
+            self._phase(event)
+        elif isinstance(event, Log):
+            prefix = {"warning": "! ", "error": "x "}.get(event.level, "")
+            self.log(f"{prefix}{event.message}")
+            if event.message == "paused":
+                self.status = "paused"
+            elif event.message == "resumed":
+                self.status = "running"
+        elif isinstance(event, Checkpoint):
+            pass  # acknowledged through a Log line
+        elif isinstance(event, Error):
+            first = event.message.splitlines()[0] if event.message else "error"
+            self.error = first
+            self.log(f"x error: {first}")
+        elif isinstance(event, Done):
+            self.status = event.status if not (self.error and event.status == "failed") else "failed"
+            self.summary = dict(event.summary)
+            self.log(f"session {event.status}")
+
+    def _metrics(self, event: Metrics) -> None:
+        if self.status in {"starting", "stopping"}:
+            self.status = "running"
+        self.phase, self.step, self.epoch = event.phase, event.step, event.epoch
+        self.lr, self.loss, self.images_per_s = event.lr, event.loss, event.images_per_s
+        self.loss_series.add(event.step, event.loss)
+        if event.test_acc is not None:
+            self.test_acc = event.test_acc
+            self.acc_series.add(event.step, 100 * event.test_acc)
+        for name, value in event.retention.items():
+            self.retention.setdefault(name, Series()).add(event.step, 100 * value)
+
+    def _phase(self, event: Phase) -> None:
+        if event.status == "start":
+            self.phase = event.name
+            self.info = dict(event.info)
+            self.total_steps = int(event.info.get("steps", 0) or 0)
+            self.phase_starts.append(self.step)
+            self.status = "running"
+            self.log(f"phase {event.name} started")
+        else:
+            self.log(f"phase {event.name} ended")
+
+    def log(self, line: str) -> None:
+        self.pending_log.append(line)
+
+    def take_log(self) -> list[str]:
+        lines, self.pending_log = self.pending_log, []
+        return lines
