@@ -44,8 +44,14 @@ def bare_loop(model, x_all, y_all, batch, steps, lr) -> float:
 
 def engine_loop(model, x_all, y_all, batch, steps, lr) -> float:
     loop = TrainLoop(
-        model, [Source("owner", x_all, batch, y=y_all)], OptimSettings(lr=lr, schedule="cosine"),
-        ctx=JobContext(), phase="bench", total_steps=steps, probes=[], eval_every=10**9,
+        model,
+        [Source("owner", x_all, batch, y=y_all)],
+        OptimSettings(lr=lr, schedule="cosine"),
+        ctx=JobContext(),
+        phase="bench",
+        total_steps=steps,
+        probes=[],
+        eval_every=10**9,
     )
     start = time.perf_counter()
     loop.run()
@@ -69,14 +75,19 @@ def main() -> None:
     runs = {"engine": [], "bare": []}
     for repeat in range(args.repeats + 1):  # the first round warms caches and is dropped
         for name, fn in (("engine", engine_loop), ("bare", bare_loop)):
-            speed = fn(copy.deepcopy(template), data.train_x, data.train_y, args.batch, args.steps, 0.05)
+            speed = fn(
+                copy.deepcopy(template), data.train_x, data.train_y, args.batch, args.steps, 0.05
+            )
             if repeat:
                 runs[name].append(speed)
     engine, bare = statistics.median(runs["engine"]), statistics.median(runs["bare"])
-    print(f"device {device}, {args.model}, {data.name} {tuple(data.shape)}, batch {args.batch}, "
-          f"{args.steps} steps x {args.repeats} repeats, torch threads {torch.get_num_threads()}")
-    print(f"engine loop: {engine:10,.0f} images/s  (runs: {', '.join(f'{v:,.0f}' for v in runs['engine'])})")
-    print(f"bare loop:   {bare:10,.0f} images/s  (runs: {', '.join(f'{v:,.0f}' for v in runs['bare'])})")
+    print(
+        f"device {device}, {args.model}, {data.name} {tuple(data.shape)}, batch {args.batch}, "
+        f"{args.steps} steps x {args.repeats} repeats, torch threads {torch.get_num_threads()}"
+    )
+    for name, value in (("engine", engine), ("bare", bare)):
+        each = ", ".join(f"{v:,.0f}" for v in runs[name])
+        print(f"{name + ' loop:':13}{value:10,.0f} images/s  (runs: {each})")
     print(f"ratio engine/bare: {engine / bare:.3f}  (target >= 0.95)")
 
 

@@ -28,10 +28,16 @@ class TrainConfig:
     optimizer: str = param("sgd", "optimizer", choices=("sgd", "adam"))
     momentum: float = param(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
     weight_decay: float = param(0.0, "L2 weight decay", low=0.0, high=1.0)
-    schedule: str = param("cosine", "learning-rate schedule", choices=("constant", "step", "cosine"))
+    schedule: str = param(
+        "cosine", "learning-rate schedule", choices=("constant", "step", "cosine")
+    )
     step_size: int = param(500, "steps between decays for the 'step' schedule", low=1)
-    gamma: float = param(0.9, "decay factor for the 'step' schedule", low=0.0, high=1.0, low_open=True)
-    eval_every: int = param(100, "steps between test evaluations (each one syncs the device)", low=1)
+    gamma: float = param(
+        0.9, "decay factor for the 'step' schedule", low=0.0, high=1.0, low_open=True
+    )
+    eval_every: int = param(
+        100, "steps between test evaluations (each one syncs the device)", low=1
+    )
     train_size: int = param(0, "use only this many training images (0: all)", low=0)
     test_size: int = param(0, "use only this many test images (0: all)", low=0)
     seed: int = param(0, "seed for data order, splits and initialisation", low=0, high=2**32 - 1)

@@ -117,7 +117,8 @@ class Done(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (Metrics, ClassScan, TriggerPreview, Phase, Log, Checkpoint, Error, Done)
+    cls.kind: cls
+    for cls in (Metrics, ClassScan, TriggerPreview, Phase, Log, Checkpoint, Error, Done)
 }
 
 

@@ -135,7 +135,9 @@ def parse_params(cls: type[T], values: Mapping[str, Any] | None = None) -> T:
     kwargs = {}
     for name, field in fields.items():
         raw = values.get(name, values.get(name.replace("_", "-"), field.default))
-        kwargs[name] = None if raw is None else check_value(name, raw, field, scalar_type(hints[name]))
+        kwargs[name] = (
+            None if raw is None else check_value(name, raw, field, scalar_type(hints[name]))
+        )
     return cls(**kwargs)
 
 

@@ -103,7 +103,9 @@ def load_model(
     try:
         arch = Architecture.from_dict(record)
     except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"model architecture record is corrupt: {folder / f'{name}.json'} ({exc})") from None
+        raise RunError(
+            f"model architecture record is corrupt: {folder / f'{name}.json'} ({exc})"
+        ) from None
     model = build_model(arch)
     state = load_tensors(folder / f"{name}.safetensors", "model weights")
     try:
@@ -161,7 +163,9 @@ class RunDir:
     def create(cls, path: str | Path, manifest: dict[str, Any], overwrite: bool = False) -> RunDir:
         run = cls(path)
         if (run.path / MANIFEST).exists() and not overwrite:
-            raise RunError(f"{run.path} already holds a run; choose another --out or use `wmtui resume`")
+            raise RunError(
+                f"{run.path} already holds a run; choose another --out or use `wmtui resume`"
+            )
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / f".write-test-{os.getpid()}"
@@ -199,7 +203,11 @@ class RunDir:
         return load_model(self.path, device)
 
     def save_checkpoint(
-        self, model: nn.Module, arch: Architecture, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+        self,
+        model: nn.Module,
+        arch: Architecture,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
     ) -> Path:
         """Model + optimizer + loop position; the model file is updated in the same breath."""
         opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
@@ -213,7 +221,7 @@ class RunDir:
         """(model state, optimizer state, loop state) of the last checkpoint."""
         state = read_json(self.path / CHECKPOINT_STATE, "checkpoint state")
         tensors = load_tensors(self.path / CHECKPOINT, "checkpoint")
-        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
         opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer/")}
         try:
             optimizer = _unflatten_optimizer(opt_tensors, state.pop("optimizer"))

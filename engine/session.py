@@ -62,7 +62,9 @@ class JobContext:
         """Apply queued commands; block while paused; raise StopRequested on Stop."""
         while True:
             try:
-                command = self._commands.get(timeout=0.1) if self.paused else self._commands.get_nowait()
+                command = (
+                    self._commands.get(timeout=0.1) if self.paused else self._commands.get_nowait()
+                )
             except queue.Empty:
                 if self.paused:
                     continue
@@ -176,4 +178,7 @@ class Session:
 
 def _finite(summary: dict[str, Any]) -> dict[str, Any]:
     """NaN is not JSON; summaries report it as None."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in summary.items()
+    }

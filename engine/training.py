@@ -85,7 +85,9 @@ def lr_factor(settings: OptimSettings, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def make_optimizer(params: Iterable[nn.Parameter], settings: OptimSettings) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], settings: OptimSettings
+) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -166,7 +168,9 @@ class TrainLoop:
         self.amp = self.device.type == "cuda"
         if self.amp:
             model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(params if params is not None else model.parameters(), settings)
+        self.optimizer = make_optimizer(
+            params if params is not None else model.parameters(), settings
+        )
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         self.base_lr = settings.lr
@@ -311,7 +315,9 @@ class TrainLoop:
                 if since == self.log_every or evaluate:
                     loss_value = self._report(since, started, images, evaluate)
                     since, images, started = 0, 0, time.perf_counter()
-                if self.on_checkpoint is not None and (last or (epoch_end and self._checkpoint_due())):
+                if self.on_checkpoint is not None and (
+                    last or (epoch_end and self._checkpoint_due())
+                ):
                     self.ctx.log(f"checkpoint saved: {self.on_checkpoint(self)}")
         finally:
             self.ctx.off(cmd.SetLR, cmd.ScaleLR, cmd.Checkpoint)

@@ -31,10 +31,14 @@ def isolated_data(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 @pytest.fixture(scope="session")
 def small_synthetic(shared_data_dir: Path):
-    return load_dataset("synthetic", shared_data_dir, train_size=SMALL_TRAIN, test_size=SMALL_TEST).data
+    return load_dataset(
+        "synthetic", shared_data_dir, train_size=SMALL_TRAIN, test_size=SMALL_TEST
+    ).data
 
 
-def write_mnist_style(folder: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0) -> None:
+def write_mnist_style(
+    folder: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0
+) -> None:
     """Tiny IDX files in the layout of MNIST / Fashion-MNIST (class c = bright band in row c)."""
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer, Log, Static
 from textual_plot import HiResMode, PlotWidget
@@ -40,6 +40,19 @@ def training_session(config: TrainConfig, run: RunDir | None) -> Session:
     return Session(train_job(config, run), sinks)
 
 
+def nice_ticks(upper: float, most: int = 4) -> list[float]:
+    """At most ``most`` ticks from 0 at a 1/2/5 x 10^k spacing: narrow plots stay legible."""
+    if upper <= 0:
+        return [0.0]
+    spacing = 1.0
+    while upper / spacing > most - 1:
+        for factor in (2.0, 2.5, 2.0):  # 1 -> 2 -> 5 -> 10 ...
+            spacing *= factor
+            if upper / spacing <= most - 1:
+                break
+    return [i * spacing for i in range(int(upper // spacing) + 1)]
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -55,7 +68,7 @@ class WmtuiApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "wmtui"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_pause", "pause/resume"),
         Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),
         Binding("minus", "lr_down", "lr÷2", key_display="-"),
@@ -109,25 +122,32 @@ class WmtuiApp(App[None]):
         state = self.state
         info = state.info
         title = " · ".join(
-            str(part) for part in (
-                "wmtui", state.phase or "-", info.get("dataset_reason") or info.get("dataset", ""),
-                info.get("model", ""), info.get("device", ""),
-            ) if part
+            str(part)
+            for part in (
+                "wmtui",
+                state.phase or "-",
+                info.get("dataset_reason") or info.get("dataset", ""),
+                info.get("model", ""),
+                info.get("device", ""),
+            )
+            if part
         )
         self.query_one("#title", Static).update(title)
         total = f"/{state.total_steps}" if state.total_steps else ""
-        lr = f"{state.lr:.4g}" if state.lr is not None else "-"
+        lr = f"{state.lr:.3g}" if state.lr is not None else "-"
         loss = f"{state.loss:.4f}" if state.loss is not None else "-"
         status = (
-            f"{state.status.upper()}  step {state.step}{total}  epoch {state.epoch:.2f}  "
-            f"lr {lr}  loss {loss}  test acc {_pct(state.test_acc)}  "
-            f"{state.images_per_s:,.0f} img/s"
+            f"{state.status.upper()}  step {state.step}{total}  ep {state.epoch:.2f}  lr {lr}  "
+            f"loss {loss}  acc {_pct(state.test_acc)}  {state.images_per_s:,.0f} img/s"
         )
         if state.error:
             status += f"\nerror: {state.error}"
         self.query_one("#status", Static).update(status)
-        self._plot("#acc-plot", [("test acc", state.acc_series, "green")]
-                   + [(name, s, "magenta") for name, s in state.retention.items()])
+        self._plot(
+            "#acc-plot",
+            [("test acc", state.acc_series, "green")]
+            + [(name, s, "magenta") for name, s in state.retention.items()],
+        )
         self._plot("#loss-plot", [("loss", state.loss_series, "yellow")])
         log = self.query_one("#log", Log)
         for line in state.take_log():
@@ -137,10 +157,14 @@ class WmtuiApp(App[None]):
         plot = self.query_one(selector, PlotWidget)
         plot.clear()
         # The x axis spans the whole planned run, so the line grows left to right.
-        plot.set_xlimits(0, max(self.state.total_steps, self.state.step, 1))
+        upper = max(self.state.total_steps, self.state.step, 1)
+        plot.set_xlimits(0, upper)
+        plot.set_xticks(nice_ticks(upper, most=4 if plot.size.width < 60 else 8))
         for label, series, style in lines:
             if series.x:
-                plot.plot(series.x, series.y, line_style=style, hires_mode=HiResMode.BRAILLE, label=label)
+                plot.plot(
+                    series.x, series.y, line_style=style, hires_mode=HiResMode.BRAILLE, label=label
+                )
         for start in self.state.phase_starts[1:]:
             plot.add_v_line(start, "grey50")
 

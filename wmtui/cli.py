@@ -43,8 +43,13 @@ app.add_typer(data_app, name="data")
 _debug = {"on": False}
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="one JSON object per line on stdout")]
-OutOption = Annotated[Path | None, typer.Option("--out", help="run directory to create (default: runs/<command>-<time>)")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML file with a [train] table")]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="run directory to create (default: runs/<command>-<time>)"),
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with a [train] table")
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -133,7 +138,9 @@ def train(
     given: dict[str, str],
     out: OutOption = None,
     json_mode: JsonFlag = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace a run already in --out")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Train a clean model headless and save it as a run."""
@@ -148,7 +155,9 @@ def train(
 @guarded
 def resume(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory to continue")],
-    epochs: Annotated[int | None, typer.Option("--epochs", help="train to this many epochs in total")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="train to this many epochs in total")
+    ] = None,
     json_mode: JsonFlag = False,
 ) -> None:
     """Continue a run from its last checkpoint."""
@@ -220,10 +229,18 @@ def data_fetch(
     loaded = load_dataset(name, data_dir, download=True)
     data = loaded.data
     row = {
-        "name": data.name, "train": len(data.train_x), "test": len(data.test_x),
-        "shape": list(data.shape), "classes": data.num_classes, "source": data.source,
+        "name": data.name,
+        "train": len(data.train_x),
+        "test": len(data.test_x),
+        "shape": list(data.shape),
+        "classes": data.num_classes,
+        "source": data.source,
     }
-    typer.echo(json.dumps(row) if json_mode else f"{data.name}: {row['train']} train / {row['test']} test images, shape {tuple(data.shape)}, in {data.source}")
+    human = (
+        f"{data.name}: {row['train']} train / {row['test']} test images, "
+        f"shape {tuple(data.shape)}, in {data.source}"
+    )
+    typer.echo(json.dumps(row) if json_mode else human)
 
 
 def main() -> None:
@@ -234,4 +251,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["app", "main", "Done", "dataclasses", "sys"]
+__all__ = ["Done", "app", "dataclasses", "main", "sys"]

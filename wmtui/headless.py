@@ -55,9 +55,13 @@ class HeadlessReporter:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                console=Console(file=self.err), transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(file=self.err),
+                transient=False,
             )
 
     def say(self, text: str) -> None:

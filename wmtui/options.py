@@ -18,7 +18,9 @@ import typer
 from engine.registry import describe_params
 
 
-def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), panel: str | None = None) -> list[inspect.Parameter]:
+def dataclass_options(
+    cls: type, *, exclude: tuple[str, ...] = (), panel: str | None = None
+) -> list[inspect.Parameter]:
     params = []
     for row in describe_params(cls):
         if row["name"] in exclude:
@@ -46,7 +48,9 @@ def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), panel: str | 
     return params
 
 
-def with_dataclass_options(*classes: type, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def with_dataclass_options(
+    *classes: type, exclude: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--field`` options for every dataclass field to a typer command.
 
     The wrapped command receives them as one dict, ``given``, holding only the flags used.

@@ -68,7 +68,9 @@ class DashboardState:
             self.error = first
             self.log(f"x error: {first}")
         elif isinstance(event, Done):
-            self.status = event.status if not (self.error and event.status == "failed") else "failed"
+            self.status = (
+                event.status if not (self.error and event.status == "failed") else "failed"
+            )
             self.summary = dict(event.summary)
             self.log(f"session {event.status}")
 

@@ -25,7 +25,10 @@ class ImageSet:
     source: str = ""
 
     def __post_init__(self) -> None:
-        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+        for split, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("test", self.test_x, self.test_y),
+        ):
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise ValueError(f"{self.name} {split} images must be uint8 [N,C,H,W]")
             if len(x) != len(y):
@@ -50,6 +53,7 @@ class ImageSet:
 
     def limit(self, train_size: int = 0, test_size: int = 0) -> ImageSet:
         """Keep the first N images of each split (0 keeps all): quick runs and tests."""
+
         def cut(x: torch.Tensor, n: int) -> torch.Tensor:
             return x[:n] if n else x
 

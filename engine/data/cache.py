@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,6 @@ def cached(path: Path, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str
         except (SafetensorError, OSError, ValueError):
             pass
     tensors = build()
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache dir costs time, never correctness
         save_tensors(path, tensors)
-    except OSError:
-        pass  # a read-only cache dir only costs time, never correctness
     return tensors

@@ -37,11 +37,28 @@ DATASETS: Registry[Loader] = Registry("dataset")
 SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]
 
 FASHION_CLASSES = [
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 ]
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 DIGITS = [str(d) for d in range(10)]
 
@@ -84,9 +101,7 @@ def _idx_dataset(name: str, torchvision_cls: str, classes: list[str]) -> Loader:
 
 
 def _missing_message(name: str, data_dir: Path) -> str:
-    hint = (
-        " or install Debian's dataset-fashion-mnist package" if name == "fashion-mnist" else ""
-    )
+    hint = " or install Debian's dataset-fashion-mnist package" if name == "fashion-mnist" else ""
     return (
         f"dataset {name!r} is not in {data_dir}; run `wmtui data fetch {name}` while online"
         f"{hint}, or pass --data-dir where it lives"
@@ -129,8 +144,12 @@ def load_cifar10(request: DatasetRequest) -> ImageSet:
     train = _torchvision_set("cifar10", request, "CIFAR10", train=True)
     test = _torchvision_set("cifar10", request, "CIFAR10", train=False)
     return ImageSet(
-        "cifar10", _hwc_to_chw(train.data), torch.tensor(train.targets),
-        _hwc_to_chw(test.data), torch.tensor(test.targets), list(train.classes),
+        "cifar10",
+        _hwc_to_chw(train.data),
+        torch.tensor(train.targets),
+        _hwc_to_chw(test.data),
+        torch.tensor(test.targets),
+        list(train.classes),
         source=str(request.data_dir),
     )
 
@@ -141,8 +160,12 @@ def load_cifar100(request: DatasetRequest) -> ImageSet:
     train = _torchvision_set("cifar100", request, "CIFAR100", train=True)
     test = _torchvision_set("cifar100", request, "CIFAR100", train=False)
     return ImageSet(
-        "cifar100", _hwc_to_chw(train.data), torch.tensor(train.targets),
-        _hwc_to_chw(test.data), torch.tensor(test.targets), list(train.classes),
+        "cifar100",
+        _hwc_to_chw(train.data),
+        torch.tensor(train.targets),
+        _hwc_to_chw(test.data),
+        torch.tensor(test.targets),
+        list(train.classes),
         source=str(request.data_dir),
     )
 
@@ -153,8 +176,12 @@ def load_svhn(request: DatasetRequest) -> ImageSet:
     train = _torchvision_set("svhn", request, "SVHN", split="train")
     test = _torchvision_set("svhn", request, "SVHN", split="test")
     return ImageSet(
-        "svhn", torch.as_tensor(train.data), torch.as_tensor(train.labels).long(),
-        torch.as_tensor(test.data), torch.as_tensor(test.labels).long(), DIGITS,
+        "svhn",
+        torch.as_tensor(train.data),
+        torch.as_tensor(train.labels).long(),
+        torch.as_tensor(test.data),
+        torch.as_tensor(test.labels).long(),
+        DIGITS,
         source=str(request.data_dir),
     )
 
@@ -163,9 +190,13 @@ def _resize_images(images: list[object], size: int) -> torch.Tensor:
     """PIL images of any size -> uint8 [N,3,size,size]; done once at load, then cached."""
     import numpy as np
 
-    return torch.from_numpy(
-        np.stack([np.asarray(img.convert("RGB").resize((size, size))) for img in images])
-    ).permute(0, 3, 1, 2).contiguous()
+    return (
+        torch.from_numpy(
+            np.stack([np.asarray(img.convert("RGB").resize((size, size))) for img in images])
+        )
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
 
 
 @DATASETS.register("gtsrb")
@@ -185,7 +216,9 @@ def load_gtsrb(request: DatasetRequest) -> ImageSet:
         return parts
 
     parts = cached(request.data_dir / "wmtui-cache" / "gtsrb-32.safetensors", build)
-    return ImageSet("gtsrb", classes=[str(i) for i in range(43)], source=str(request.data_dir), **parts)
+    return ImageSet(
+        "gtsrb", classes=[str(i) for i in range(43)], source=str(request.data_dir), **parts
+    )
 
 
 @DATASETS.register("stl10-unlabeled")
@@ -196,15 +229,21 @@ def load_stl10_unlabeled(request: DatasetRequest) -> ImageSet:
     def build() -> dict[str, torch.Tensor]:
         ds = _torchvision_set("stl10-unlabeled", request, "STL10", split="unlabeled")
         x = torch.as_tensor(ds.data)
-        small = torch.nn.functional.interpolate(x.float(), size=32, mode="area").round().to(torch.uint8)
+        small = (
+            torch.nn.functional.interpolate(x.float(), size=32, mode="area").round().to(torch.uint8)
+        )
         empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
         return {
-            "train_x": small, "train_y": torch.full((len(small),), -1),
-            "test_x": empty, "test_y": torch.zeros(0, dtype=torch.long),
+            "train_x": small,
+            "train_y": torch.full((len(small),), -1),
+            "test_x": empty,
+            "test_y": torch.zeros(0, dtype=torch.long),
         }
 
     parts = cached(request.data_dir / "wmtui-cache" / "stl10-unlabeled-32.safetensors", build)
-    return ImageSet("stl10-unlabeled", classes=CIFAR10_CLASSES, source=str(request.data_dir), **parts)
+    return ImageSet(
+        "stl10-unlabeled", classes=CIFAR10_CLASSES, source=str(request.data_dir), **parts
+    )
 
 
 def is_present(name: str, data_dir: Path) -> bool:

@@ -36,7 +36,9 @@ def read_idx(path: Path) -> torch.Tensor:
     for d in dims:
         expected *= d
     if len(raw) - header != expected:
-        raise DataError(f"{path}: expected {expected} bytes of data for shape {dims}, found {len(raw) - header}")
+        raise DataError(
+            f"{path}: expected {expected} bytes of data for shape {dims}, found {len(raw) - header}"
+        )
     data = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8)
     return data.reshape(dims)
 
@@ -83,7 +85,9 @@ def load_idx_dir(folder: Path) -> dict[str, torch.Tensor]:
     for split in ("train", "test"):
         x, y = parts[f"{split}_x"], parts[f"{split}_y"]
         if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
-            raise DataError(f"{folder}: {split} images {tuple(x.shape)} do not match labels {tuple(y.shape)}")
+            raise DataError(
+                f"{folder}: {split} images {tuple(x.shape)} do not match labels {tuple(y.shape)}"
+            )
         parts[f"{split}_x"] = x.unsqueeze(1)
         parts[f"{split}_y"] = y.long()
     return parts

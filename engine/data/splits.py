@@ -50,12 +50,12 @@ def make_splits(
         raise ConfigError("attacker and unlabeled fractions add up to more than the training set")
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n_train, generator=gen)
-    n_unlabeled = int(round(unlabeled_fraction * n_train))
-    n_attacker = int(round(attacker_fraction * n_train))
+    n_unlabeled = round(unlabeled_fraction * n_train)
+    n_attacker = round(attacker_fraction * n_train)
     unlabeled = perm[n_train - n_unlabeled :]
     pool = perm[: n_train - n_unlabeled]
     attacker = pool[len(pool) - n_attacker :] if n_attacker else pool[:0]
     owner = pool if attacker_overlaps_owner else pool[: len(pool) - n_attacker]
-    n_key = int(round(key_fraction * len(owner)))
+    n_key = round(key_fraction * len(owner))
     key = owner[:n_key]
     return Splits(owner=owner, attacker=attacker, unlabeled=unlabeled, key=key)

@@ -31,8 +31,12 @@ def lenet5(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """LeNet-5 (ReLU, max-pool): the default for 28x28 digits and clothes."""
     c = in_shape[0]
     features = nn.Sequential(
-        nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     flat = _flat_features(features, in_shape)
     classifier = nn.Sequential(
@@ -45,8 +49,12 @@ def lenet5(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
 def digit_cnn(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """2 conv + 2 dense, the null-embedding paper's Digit model (its Table 10)."""
     features = nn.Sequential(
-        nn.Conv2d(in_shape[0], 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_shape[0], 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     flat = _flat_features(features, in_shape)
     classifier = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, num_classes))
@@ -64,8 +72,11 @@ def object_cnn(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     channels = in_shape[0]
     for width in (32, 64, 128):
         layers += [
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         ]
         channels = width
     features = nn.Sequential(*layers)

@@ -17,7 +17,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -29,9 +31,13 @@ class ResNet18(nn.Module):
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-            *self._stage(64, 64, 1), *self._stage(64, 128, 2),
-            *self._stage(128, 256, 2), *self._stage(256, 512, 2),
+            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            *self._stage(64, 64, 1),
+            *self._stage(64, 128, 2),
+            *self._stage(128, 256, 2),
+            *self._stage(256, 512, 2),
             nn.AdaptiveAvgPool2d(1),
         )
         self.classifier = nn.Sequential(nn.Linear(512, num_classes))

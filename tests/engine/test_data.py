@@ -20,7 +20,12 @@ def test_idx_round_trip_plain_and_gzip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"garbage!", bytes([0, 0, 8, 2, 0, 0, 0, 5, 0, 0, 0, 5]) + b"\x00" * 3, gzip.compress(b"\x00\x00")],
+    [
+        b"",
+        b"garbage!",
+        bytes([0, 0, 8, 2, 0, 0, 0, 5, 0, 0, 0, 5]) + b"\x00" * 3,
+        gzip.compress(b"\x00\x00"),
+    ],
 )
 def test_corrupt_idx_is_a_data_error(tmp_path: Path, payload: bytes) -> None:
     path = tmp_path / "bad-idx3-ubyte"
@@ -95,7 +100,9 @@ def test_synthetic_is_cached_on_disk(tmp_path: Path) -> None:
     again = load_dataset("synthetic", tmp_path, train_size=30, test_size=10).data
     assert torch.equal(first.train_x, again.train_x)
     cached[0].write_bytes(b"corrupt")  # a broken cache is rebuilt, not fatal
-    assert torch.equal(load_dataset("synthetic", tmp_path, train_size=30, test_size=10).data.train_x, first.train_x)
+    assert torch.equal(
+        load_dataset("synthetic", tmp_path, train_size=30, test_size=10).data.train_x, first.train_x
+    )
 
 
 def test_splits_are_seeded_and_disjoint() -> None:

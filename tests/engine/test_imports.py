@@ -10,12 +10,16 @@ def test_engine_imports_no_ui_library() -> None:
         "bad = [m for m in ('textual', 'rich', 'typer') if m in sys.modules]\n"
         "print(','.join(bad))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == ""
 
 
 def test_cli_module_does_not_import_textual() -> None:
     """Headless commands start without loading Textual (only `tui` imports it)."""
     code = "import sys, wmtui.cli\nprint('textual' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"

@@ -42,7 +42,9 @@ def test_corrupt_model_files_are_run_errors(tmp_path: Path, damage: str) -> None
     elif damage == "arch":
         (tmp_path / "model.json").write_text("{not json")
     elif damage == "mismatch":
-        (tmp_path / "model.json").write_text('{"name": "lenet5", "in_shape": [3, 32, 32], "num_classes": 10}')
+        (tmp_path / "model.json").write_text(
+            '{"name": "lenet5", "in_shape": [3, 32, 32], "num_classes": 10}'
+        )
     else:
         (tmp_path / "model.safetensors").unlink()
     with pytest.raises(RunError):
@@ -105,7 +107,14 @@ def run_training(out: Path, config: TrainConfig, resume: bool = False) -> Sessio
 
 
 def test_resume_continues_exactly_where_the_checkpoint_left(tmp_path: Path) -> None:
-    base = TrainConfig(dataset="synthetic", train_size=256, test_size=64, batch_size=64, eval_every=2, schedule="step")
+    base = TrainConfig(
+        dataset="synthetic",
+        train_size=256,
+        test_size=64,
+        batch_size=64,
+        eval_every=2,
+        schedule="step",
+    )
     straight = run_training(tmp_path / "straight", base.replace(epochs=2))
     assert straight.status == "completed"
     run_training(tmp_path / "halves", base.replace(epochs=1))

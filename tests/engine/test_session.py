@@ -72,4 +72,6 @@ def test_train_job_streams_phase_metrics_and_summary() -> None:
     assert kinds[0] == "log" and "phase" in kinds and kinds[-1] == "done"
     done = events[-1]
     assert done.status == "completed" and done.summary["steps"] == 4
-    assert done.summary["test_acc"] == pytest.approx([e for e in events if e.kind == "metrics"][-1].test_acc)
+    assert done.summary["test_acc"] == pytest.approx(
+        [e for e in events if e.kind == "metrics"][-1].test_acc
+    )

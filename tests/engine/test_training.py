@@ -19,14 +19,20 @@ def make_loop(data, events, steps=60, sources=None, **kwargs) -> TrainLoop:
         model,
         sources or [Source("owner", data.train_x, 64, y=data.train_y)],
         kwargs.pop("settings", OptimSettings(lr=0.05, schedule="cosine")),
-        ctx=ctx, phase="train", total_steps=steps,
-        probes=[Probe("test", data.test_x, data.test_y)], eval_every=20, **kwargs,
+        ctx=ctx,
+        phase="train",
+        total_steps=steps,
+        probes=[Probe("test", data.test_x, data.test_y)],
+        eval_every=20,
+        **kwargs,
     )
 
 
 def test_loop_learns_and_reports(small_synthetic) -> None:
     events: list = []
-    loop = make_loop(small_synthetic, events, steps=80, settings=OptimSettings(optimizer="adam", lr=0.003))
+    loop = make_loop(
+        small_synthetic, events, steps=80, settings=OptimSettings(optimizer="adam", lr=0.003)
+    )
     result = loop.run()
     metrics = [e for e in events if isinstance(e, Metrics)]
     assert [m.step for m in metrics if m.test_acc is not None] == [16, 20, 32, 40, 48, 60, 64, 80]
@@ -39,17 +45,25 @@ def test_mixed_batches_take_each_source_share(small_synthetic) -> None:
     data = small_synthetic
     seen = []
     marker = Source(
-        "key", data.train_x[:10], 8, y=torch.full((10,), 3),
+        "key",
+        data.train_x[:10],
+        8,
+        y=torch.full((10,), 3),
         transform=lambda x: seen.append(len(x)) or x.clamp(max=0.5),
     )
-    loop = make_loop(data, [], steps=5, sources=[Source("owner", data.train_x, 24, y=data.train_y), marker])
+    loop = make_loop(
+        data, [], steps=5, sources=[Source("owner", data.train_x, 24, y=data.train_y), marker]
+    )
     x, y = loop._batch(0)
     assert x.shape[0] == 32 and (y[24:] == 3).all()
     assert x[24:].max() <= 0.5 and seen == [8]
 
 
 def test_index_stream_is_reproducible_and_covers_each_pass() -> None:
-    a, b = IndexStream(10, 4, seed=1, device=torch.device("cpu")), IndexStream(10, 4, seed=1, device=torch.device("cpu"))
+    a, b = (
+        IndexStream(10, 4, seed=1, device=torch.device("cpu")),
+        IndexStream(10, 4, seed=1, device=torch.device("cpu")),
+    )
     first_pass = torch.cat([a.indices(s) for s in range(3)])
     assert sorted(first_pass.tolist()) == list(range(10))
     assert torch.equal(b.indices(4), a.indices(4))  # jump straight to a later step
@@ -60,7 +74,9 @@ def test_index_stream_is_reproducible_and_covers_each_pass() -> None:
 
 def test_schedules() -> None:
     step = OptimSettings(schedule="step", step_size=500, gamma=0.9)
-    assert lr_factor(step, 499, 10_000) == 1.0 and lr_factor(step, 1000, 10_000) == pytest.approx(0.81)
+    assert lr_factor(step, 499, 10_000) == 1.0 and lr_factor(step, 1000, 10_000) == pytest.approx(
+        0.81
+    )
     cosine = OptimSettings(schedule="cosine")
     assert lr_factor(cosine, 0, 100) == 1.0 and lr_factor(cosine, 50, 100) == pytest.approx(0.5)
     assert lr_factor(OptimSettings(), 123, 200) == 1.0
@@ -89,7 +105,13 @@ def test_nan_loss_stops_phase_names_step_and_restores_model(small_synthetic) -> 
 
     source = Source("owner", data.train_x, 32, y=data.train_y, transform=poison)
     events: list = []
-    loop = make_loop(data, events, steps=100, sources=[source], settings=OptimSettings(optimizer="adam", lr=0.003))
+    loop = make_loop(
+        data,
+        events,
+        steps=100,
+        sources=[source],
+        settings=OptimSettings(optimizer="adam", lr=0.003),
+    )
     with pytest.raises(Diverged) as info:
         loop.run()
     assert info.value.step == 30

@@ -45,16 +45,30 @@ def training_script(steps: int = 200, every: int = 20) -> list[Event]:
     """A plausible short run: loss falls, accuracy rises, evaluated every 40 steps."""
     events: list[Event] = [
         Log("dataset: synthetic (asked for)"),
-        Phase("train", "start", info={
-            "dataset": "synthetic", "dataset_reason": "synthetic (asked for)", "model": "lenet5",
-            "device": "cpu", "steps": steps, "run": "runs/demo",
-        }),
+        Phase(
+            "train",
+            "start",
+            info={
+                "dataset": "synthetic",
+                "dataset_reason": "synthetic (asked for)",
+                "model": "lenet5",
+                "device": "cpu",
+                "steps": steps,
+                "run": "runs/demo",
+            },
+        ),
     ]
     for step in range(every, steps + 1, every):
         progress = step / steps
-        events.append(Metrics(
-            phase="train", step=step, epoch=round(progress * 2, 2), lr=0.05 * (1 - progress) + 1e-4,
-            loss=2.3 * (1 - progress) ** 2 + 0.05, images_per_s=12_000.0,
-            test_acc=(0.1 + 0.88 * progress ** 0.5) if step % 40 == 0 else None,
-        ))
+        events.append(
+            Metrics(
+                phase="train",
+                step=step,
+                epoch=round(progress * 2, 2),
+                lr=0.05 * (1 - progress) + 1e-4,
+                loss=2.3 * (1 - progress) ** 2 + 0.05,
+                images_per_s=12_000.0,
+                test_acc=(0.1 + 0.88 * progress**0.5) if step % 40 == 0 else None,
+            )
+        )
     return events

@@ -54,7 +54,9 @@ async def test_errors_keep_the_app_up_and_are_shown() -> None:
 
 
 async def test_quit_mid_training_ends_the_worker_quickly(tmp_path) -> None:
-    config = TrainConfig(dataset="synthetic", epochs=50, train_size=512, test_size=128, eval_every=2)
+    config = TrainConfig(
+        dataset="synthetic", epochs=50, train_size=512, test_size=128, eval_every=2
+    )
     sessions = []
 
     def factory():

@@ -11,7 +11,18 @@ from tests.conftest import write_mnist_style
 from wmtui.cli import app
 
 runner = CliRunner()
-TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "64", "--batch-size", "64", "--eval-every", "2"]
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    "256",
+    "--test-size",
+    "64",
+    "--batch-size",
+    "64",
+    "--eval-every",
+    "2",
+]
 
 
 def invoke(*args: str):
@@ -29,7 +40,14 @@ def test_train_json_stream_and_run_directory(tmp_path: Path) -> None:
     events = json_lines(result.stdout)
     assert events[-1]["event"] == "done" and events[-1]["status"] == "completed"
     assert {"log", "phase", "metrics", "checkpoint"} <= {e["event"] for e in events}
-    for name in ("manifest.json", "model.safetensors", "model.json", "metrics.jsonl", "events.jsonl", "summary.json"):
+    for name in (
+        "manifest.json",
+        "model.safetensors",
+        "model.json",
+        "metrics.jsonl",
+        "events.jsonl",
+        "summary.json",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_acc"] == events[-1]["summary"]["test_acc"]
@@ -116,7 +134,11 @@ def test_nan_loss_exits_2_and_keeps_last_good_checkpoint(tmp_path: Path) -> None
     result = invoke("resume", str(out), "--epochs", "2", "--json")
     assert result.exit_code == 2, result.output
     errors = [e for e in json_lines(result.stdout) if e["event"] == "error"]
-    assert len(errors) == 1 and "non-finite at step 5" in errors[0]["message"] and errors[0]["step"] == 5
+    assert (
+        len(errors) == 1
+        and "non-finite at step 5" in errors[0]["message"]
+        and errors[0]["step"] == 5
+    )
     assert result.stderr.strip().splitlines()[-1].startswith("wmtui: error: loss became non-finite")
     assert (out / "model.safetensors").read_bytes() == good_model
     assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
@@ -136,8 +158,19 @@ def test_data_list_and_fetch_offline(tmp_path: Path) -> None:
 
 def test_train_reads_toml_config(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[train]\ndataset = "synthetic"\nepochs = 1\ntrain_size = 128\ntest_size = 32\n')
-    result = invoke("train", "--config", str(config), "--batch-size", "64", "--out", str(tmp_path / "r"), "--json")
+    config.write_text(
+        '[train]\ndataset = "synthetic"\nepochs = 1\ntrain_size = 128\ntest_size = 32\n'
+    )
+    result = invoke(
+        "train",
+        "--config",
+        str(config),
+        "--batch-size",
+        "64",
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json_lines(result.stdout)[-1]["summary"]["steps"] == 2
     bad = tmp_path / "bad.toml"
