@@ -23,7 +23,7 @@ class TrainConfig:
     dataset: str = param("auto", "dataset name, or 'auto' (mnist, fashion-mnist, else synthetic)")
     model: str = param("lenet5", "model architecture")
     epochs: int = param(2, "passes over the owner's training data", low=1, high=10_000)
-    batch_size: int = param(128, "images per step", low=1, high=65_536)
+    batch_size: int = param(64, "images per step", low=1, high=65_536)
     lr: float = param(0.05, "learning rate", low=0.0, high=100.0, low_open=True)
     optimizer: str = param("sgd", "optimizer", choices=("sgd", "adam"))
     momentum: float = param(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)

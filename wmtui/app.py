@@ -23,7 +23,11 @@ from engine.events import Event
 from engine.jobs import train_job
 from engine.runs import RunDir
 from engine.session import Session
+from wmtui.screens.prompt import PromptScreen, int_in_range, positive_float
 from wmtui.state import DashboardState, Series
+
+TRIGGER_CYCLE = ("text", "square", "noise")
+RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
 
 
 class SessionLike(Protocol):
@@ -69,9 +73,12 @@ class WmtuiApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "wmtui"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle_pause", "pause/resume"),
+        Binding("space", "toggle_pause", "pause"),
         Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),
         Binding("minus", "lr_down", "lr÷2", key_display="-"),
+        Binding("r", "set_lr", "lr="),
+        Binding("t", "next_trigger", "trigger"),
+        Binding("l", "set_label", "label"),
         Binding("s", "stop", "stop"),
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
@@ -83,6 +90,7 @@ class WmtuiApp(App[None]):
         self.state = DashboardState()
         self.refresh_hz = refresh
         self._painted = -1
+        self._trigger_index = 0
         self.exit_message = ""
 
     def compose(self) -> ComposeResult:
@@ -92,7 +100,7 @@ class WmtuiApp(App[None]):
             yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
             yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
         yield Log(id="log", max_lines=1000)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         acc = self.query_one("#acc-plot", PlotWidget)
@@ -146,7 +154,10 @@ class WmtuiApp(App[None]):
         self._plot(
             "#acc-plot",
             [("test acc", state.acc_series, "green")]
-            + [(name, s, "magenta") for name, s in state.retention.items()],
+            + [
+                (name, series, RETENTION_COLOURS[i % len(RETENTION_COLOURS)])
+                for i, (name, series) in enumerate(state.retention.items())
+            ],
         )
         self._plot("#loss-plot", [("loss", state.loss_series, "yellow")])
         log = self.query_one("#log", Log)
@@ -185,6 +196,28 @@ class WmtuiApp(App[None]):
 
     def action_lr_down(self) -> None:
         self._send(cmd.ScaleLR(0.5), "learning rate ÷2")
+
+    def action_set_lr(self) -> None:
+        def send(text: str | None) -> None:
+            if text is not None:
+                self._send(cmd.SetLR(float(text)), f"learning rate = {text}")
+
+        self.push_screen(PromptScreen("Learning rate:", positive_float(100.0), "e.g. 0.01"), send)
+
+    def action_next_trigger(self) -> None:
+        self._trigger_index = (self._trigger_index + 1) % len(TRIGGER_CYCLE)
+        kind = TRIGGER_CYCLE[self._trigger_index]
+        self._send(cmd.SetTrigger(kind), f"trigger -> {kind}")
+
+    def action_set_label(self) -> None:
+        classes = self.state.info.get("classes")
+        high = int(classes) - 1 if isinstance(classes, int) else None
+
+        def send(text: str | None) -> None:
+            if text is not None:
+                self._send(cmd.SetTargetLabel(int(text)), f"target label -> {text}")
+
+        self.push_screen(PromptScreen("Target label:", int_in_range(0, high), "class index"), send)
 
     def action_stop(self) -> None:
         self._send(cmd.Stop(), "stop")

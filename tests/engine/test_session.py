@@ -65,7 +65,9 @@ def test_user_errors_become_error_events() -> None:
 
 
 def test_train_job_streams_phase_metrics_and_summary() -> None:
-    config = TrainConfig(dataset="synthetic", epochs=1, train_size=512, test_size=128, eval_every=4)
+    config = TrainConfig(
+        dataset="synthetic", epochs=1, train_size=512, test_size=128, batch_size=128, eval_every=4
+    )
     session = Session(train_job(config, None)).start()
     events = list(session.events())
     kinds = [e.kind for e in events]

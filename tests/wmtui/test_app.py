@@ -88,3 +88,26 @@ def test_dashboard_snapshot(snap_compare, size) -> None:
     app = WmtuiApp(lambda: fake, refresh=2.0)
     app.theme = "textual-dark"
     assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+async def test_trigger_label_and_exact_lr_controls() -> None:
+    fake = FakeSession(training_script(40))
+    app = WmtuiApp(lambda: fake, refresh=4.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.pump()
+        await pilot.press("t", "t")
+        await pilot.press("l")
+        await pilot.press("x", "enter")  # refused in place: the prompt stays open
+        assert "not a whole number" in str(app.screen.query_one("#prompt-error").render())
+        await pilot.press("backspace", "3", "enter")
+        await pilot.press("r", "n", "a", "n", "enter")
+        assert "out of range" in str(app.screen.query_one("#prompt-error").render())
+        await pilot.press("escape")  # cancelled: nothing is sent
+        await pilot.press("r", "0", ".", "0", "2", "enter")
+        await pilot.pause()
+    assert fake.sent == [
+        cmd.SetTrigger("square"),
+        cmd.SetTrigger("noise"),
+        cmd.SetTargetLabel(3),
+        cmd.SetLR(0.02),
+    ]
