@@ -249,12 +249,13 @@ class TrainLoop:
     def _report(self, count: int, started: float, images: int, evaluate: bool) -> float:
         losses = self._losses[:count]
         mean = losses.mean().item()  # the one sync per log interval
+        # training throughput: measured before the evaluation, which is not training
+        elapsed = max(time.perf_counter() - started, 1e-9)
         if not math.isfinite(mean):
             self._diverged(losses)
         scores = self.evaluate() if evaluate else {}
         if evaluate:
             self._snapshot()
-        elapsed = max(time.perf_counter() - started, 1e-9)
         self.ctx.emit(
             Metrics(
                 phase=self.phase,
