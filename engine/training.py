@@ -149,6 +149,7 @@ class TrainLoop:
         optimizer_state: dict[str, Any] | None = None,
         on_checkpoint: Callable[[TrainLoop], str] | None = None,
         checkpoint_every: int = 0,
+        amp: bool | None = None,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one data source")
@@ -165,7 +166,9 @@ class TrainLoop:
         self.log_every = max(1, min(log_every, eval_every))
         self.seed = seed
         self.device = next(model.parameters()).device
-        self.amp = self.device.type == "cuda"
+        # bf16 autocast + channels_last: on by default on CUDA only (forcing it on CPU is how
+        # the tests exercise the GPU path on machines without one)
+        self.amp = self.device.type == "cuda" if amp is None else amp
         if self.amp:
             model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(
