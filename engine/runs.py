@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from engine import __version__
@@ -57,18 +57,9 @@ def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], mode: int | None = None) -> None:
-    """safetensors, atomically: serialise to a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """safetensors, atomically (serialised in memory, then written through a temp file)."""
+    payload = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    atomic_write_bytes(path, payload, mode)
 
 
 def read_json(path: Path, what: str) -> Any:

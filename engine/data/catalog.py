@@ -97,6 +97,7 @@ def _idx_dataset(name: str, torchvision_cls: str, classes: list[str]) -> Loader:
         parts = load_idx_dir(found)
         return ImageSet(name=name, classes=classes, source=str(found), **parts)
 
+    load.__doc__ = f"{name}, 28x28 grey, 10 classes (IDX files)."
     return load
 
 
@@ -138,36 +139,26 @@ DATASETS.register("mnist")(_idx_dataset("mnist", "MNIST", DIGITS))
 DATASETS.register("fashion-mnist")(_idx_dataset("fashion-mnist", "FashionMNIST", FASHION_CLASSES))
 
 
-@DATASETS.register("cifar10")
-def load_cifar10(request: DatasetRequest) -> ImageSet:
-    """CIFAR-10, 32x32 RGB, 10 classes."""
-    train = _torchvision_set("cifar10", request, "CIFAR10", train=True)
-    test = _torchvision_set("cifar10", request, "CIFAR10", train=False)
-    return ImageSet(
-        "cifar10",
-        _hwc_to_chw(train.data),
-        torch.tensor(train.targets),
-        _hwc_to_chw(test.data),
-        torch.tensor(test.targets),
-        list(train.classes),
-        source=str(request.data_dir),
-    )
+def _cifar(name: str, cls_name: str) -> Loader:
+    def load(request: DatasetRequest) -> ImageSet:
+        train = _torchvision_set(name, request, cls_name, train=True)
+        test = _torchvision_set(name, request, cls_name, train=False)
+        return ImageSet(
+            name,
+            _hwc_to_chw(train.data),
+            torch.tensor(train.targets),
+            _hwc_to_chw(test.data),
+            torch.tensor(test.targets),
+            list(train.classes),
+            source=str(request.data_dir),
+        )
+
+    load.__doc__ = f"{cls_name}, 32x32 RGB, {cls_name[5:]} classes."
+    return load
 
 
-@DATASETS.register("cifar100")
-def load_cifar100(request: DatasetRequest) -> ImageSet:
-    """CIFAR-100, 32x32 RGB, 100 classes."""
-    train = _torchvision_set("cifar100", request, "CIFAR100", train=True)
-    test = _torchvision_set("cifar100", request, "CIFAR100", train=False)
-    return ImageSet(
-        "cifar100",
-        _hwc_to_chw(train.data),
-        torch.tensor(train.targets),
-        _hwc_to_chw(test.data),
-        torch.tensor(test.targets),
-        list(train.classes),
-        source=str(request.data_dir),
-    )
+DATASETS.register("cifar10")(_cifar("cifar10", "CIFAR10"))
+DATASETS.register("cifar100")(_cifar("cifar100", "CIFAR100"))
 
 
 @DATASETS.register("svhn")
