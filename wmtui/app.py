@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Log, Static
 from textual_plot import HiResMode, PlotWidget
 
@@ -25,6 +25,7 @@ from engine.runs import RunDir
 from engine.session import Session
 from wmtui.screens.prompt import PromptScreen, int_in_range, positive_float
 from wmtui.state import DashboardState, Series
+from wmtui.widgets.image_view import ImageView
 
 TRIGGER_CYCLE = ("text", "square", "noise")
 RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
@@ -99,6 +100,11 @@ class WmtuiApp(App[None]):
         with Horizontal(id="plots"):
             yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
             yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
+            with Vertical(id="scan"):
+                yield LivePlot(id="bars", allow_pan_and_zoom=False)
+                with Horizontal(id="previews"):
+                    yield ImageView(id="preview-0")
+                    yield ImageView(id="preview-1")
         yield Log(id="log", max_lines=1000)
         yield Footer(show_command_palette=False)
 
@@ -111,6 +117,10 @@ class WmtuiApp(App[None]):
         loss.set_ylabel("loss")
         loss.set_xlabel("step")
         loss.set_ylimits(0, None)
+        bars = self.query_one("#bars", PlotWidget)
+        bars.set_xlabel("class")
+        bars.set_ylabel("perturbation size")
+        self.on_resize()
         self.session = self._session_factory()
         self.session.start()
         self.set_interval(1.0 / self.refresh_hz, self.pump)
@@ -160,9 +170,48 @@ class WmtuiApp(App[None]):
             ],
         )
         self._plot("#loss-plot", [("loss", state.loss_series, "yellow")])
+        if state.scan_sizes or state.previews:
+            self.screen.add_class("scanning")
+            self._paint_scan()
         log = self.query_one("#log", Log)
         for line in state.take_log():
             log.write_line(line)
+
+    def _paint_scan(self) -> None:
+        """Per-class perturbation sizes; the outlier in red, the threshold as a line."""
+        state = self.state
+        bars = self.query_one("#bars", PlotWidget)
+        bars.clear()
+        if state.scan_sizes:
+            classes = sorted(state.scan_sizes)
+            outlier = state.scan_outlier()
+            styles = [
+                "red" if c == outlier else ("green" if c in state.scan_done else "grey50")
+                for c in classes
+            ]
+            top = max(max(state.scan_sizes.values()), state.scan_threshold or 0.0)
+            bars.set_ylimits(0, top * 1.1 or 1.0)
+            bars.set_xlimits(-0.6, max(classes) + 0.6)
+            bars.set_xticks(classes if len(classes) <= 12 else nice_ticks(max(classes)))
+            if state.scan_threshold is not None:  # drawn first so the bars stay whole
+                bars.plot(
+                    [-0.6, max(classes) + 0.6],
+                    [state.scan_threshold] * 2,
+                    line_style="yellow",
+                    hires_mode=HiResMode.BRAILLE,
+                    label="threshold",
+                )
+            bars.bar(
+                classes,
+                [state.scan_sizes[c] for c in classes],
+                width=0.5,
+                bar_style=styles,
+                hires_mode=HiResMode.QUADRANT,
+            )
+        for i, (name, image) in enumerate(list(state.previews.items())[:2]):
+            view = self.query_one(f"#preview-{i}", ImageView)
+            view.border_title = name
+            view.show(image)
 
     def _plot(self, selector: str, lines: list[tuple[str, Series, str]]) -> None:
         plot = self.query_one(selector, PlotWidget)
@@ -178,6 +227,10 @@ class WmtuiApp(App[None]):
                 )
         for start in self.state.phase_starts[1:]:
             plot.add_v_line(start, "grey50")
+
+    def on_resize(self) -> None:
+        """Small terminals (80x24) drop the trigger previews so the bars keep their height."""
+        self.screen.set_class(self.size.height < 32, "compact")
 
     # -- controls -------------------------------------------------------------------------
     def _send(self, command: cmd.Command, note: str) -> None:

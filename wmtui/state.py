@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import Checkpoint, Done, Error, Event, Log, Metrics, Phase
+import torch
+
+from engine.events import (
+    Checkpoint,
+    ClassScan,
+    Done,
+    Error,
+    Event,
+    Log,
+    Metrics,
+    Phase,
+    TriggerPreview,
+)
 
 MAX_POINTS = 600
 
@@ -46,6 +58,12 @@ class DashboardState:
     pending_log: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     summary: dict[str, object] = dataclasses.field(default_factory=dict)
+    scan_sizes: dict[int, float] = dataclasses.field(default_factory=dict)
+    scan_done: set[int] = dataclasses.field(default_factory=set)
+    scan_threshold: float | None = None
+    flagged_class: int | None = None
+    scan_verdict: bool = False  # True once the engine has decided (flagged_class may be None)
+    previews: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     version: int = 0  # bumped on every change, so widgets repaint only when needed
 
     def apply(self, event: Event) -> None:
@@ -61,6 +79,14 @@ class DashboardState:
                 self.status = "paused"
             elif event.message == "resumed":
                 self.status = "running"
+        elif isinstance(event, ClassScan):
+            if event.phase != self.phase:
+                self.phase = event.phase
+            self.scan_sizes[event.cls] = event.size
+            if event.done:
+                self.scan_done.add(event.cls)
+        elif isinstance(event, TriggerPreview):
+            self.previews[event.name] = event.to_tensor()
         elif isinstance(event, Checkpoint):
             pass  # acknowledged through a Log line
         elif isinstance(event, Error):
@@ -93,9 +119,25 @@ class DashboardState:
             self.total_steps = int(event.info.get("steps", 0) or 0)
             self.phase_starts.append(self.step)
             self.status = "running"
+            if "threshold" in event.info:
+                self.scan_sizes, self.scan_done, self.flagged_class = {}, set(), None
+                self.scan_verdict = False
+                self.scan_threshold = _float_or_none(event.info.get("threshold"))
             self.log(f"phase {event.name} started")
         else:
+            if "flagged_class" in event.info:
+                flagged = event.info.get("flagged_class")
+                self.flagged_class = int(flagged) if isinstance(flagged, int) else None
+                self.scan_verdict = True
+                verdict = "none" if self.flagged_class is None else str(self.flagged_class)
+                self.log(f"flagged class: {verdict}")
             self.log(f"phase {event.name} ended")
+
+    def scan_outlier(self) -> int | None:
+        """The engine's verdict once given; while scanning, the current smallest class."""
+        if self.scan_verdict or not self.scan_sizes:
+            return self.flagged_class
+        return min(self.scan_sizes, key=self.scan_sizes.__getitem__)
 
     def log(self, line: str) -> None:
         self.pending_log.append(line)
@@ -103,3 +145,7 @@ class DashboardState:
     def take_log(self) -> list[str]:
         lines, self.pending_log = self.pending_log, []
         return lines
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

@@ -72,3 +72,24 @@ def training_script(steps: int = 200, every: int = 20) -> list[Event]:
             )
         )
     return events
+
+
+def scan_script(target: int = 7, classes: int = 10) -> list[Event]:
+    """A detection phase: sizes for every class, the watermark target clearly smallest."""
+    import torch
+
+    from engine.events import ClassScan, TriggerPreview
+
+    events: list[Event] = [Phase("gan-scan", "start", info={"threshold": 2.0, "classes": classes})]
+    for c in range(classes):
+        events.append(ClassScan("gan-scan", c, 0.8 if c == target else 3.0 + 0.25 * c, done=True))
+    true = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    true[0, 20:26, 20:26] = 255
+    reversed_ = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    reversed_[0, 19:27, 19:27] = 180
+    events += [
+        TriggerPreview.from_tensor("true trigger", true),
+        TriggerPreview.from_tensor("reversed", reversed_),
+        Phase("gan-scan", "end", info={"flagged_class": target, "anomaly_index": 4.2}),
+    ]
+    return events

@@ -111,3 +111,35 @@ async def test_trigger_label_and_exact_lr_controls() -> None:
         cmd.SetTargetLabel(3),
         cmd.SetLR(0.02),
     ]
+
+
+async def test_scan_bars_outlier_and_previews() -> None:
+    from tests.wmtui.fakes import scan_script
+
+    fake = FakeSession(training_script(40) + scan_script(target=4))
+    app = WmtuiApp(lambda: fake, refresh=4.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.pump()
+        await pilot.pause()
+        assert app.screen.has_class("scanning")
+        bars = app.query_one("#bars")
+        heights = next(list(d.y) for d in bars._datasets if type(d).__name__ == "BarPlot")
+        assert len(heights) == 10 and min(range(10), key=heights.__getitem__) == 4
+        assert app.state.scan_outlier() == 4
+        assert app.query_one("#preview-0").image is not None
+        assert app.query_one("#preview-1").border_title == "reversed"
+        assert "flagged class: 4" in "\n".join(app.query_one("#log").lines)
+
+
+def test_scan_snapshot(snap_compare) -> None:
+    from tests.wmtui.fakes import scan_script
+
+    fake = FakeSession(training_script(40) + scan_script(target=7))
+
+    async def settle(pilot) -> None:
+        pilot.app.pump()
+        await pilot.pause()
+
+    app = WmtuiApp(lambda: fake, refresh=2.0)
+    app.theme = "textual-dark"
+    assert snap_compare(app, terminal_size=(100, 30), run_before=settle)
