@@ -11,7 +11,9 @@ import torch
 from engine.data import catalog, load_dataset
 from engine.data.idx import write_idx
 
-torch.set_num_threads(2)
+# One intra-op thread: the models under test are tiny, and OpenMP's spinning threads slow
+# them by an order of magnitude whenever another process holds one of CI's two cores.
+torch.set_num_threads(1)
 
 SMALL_TRAIN, SMALL_TEST = 1024, 256
 

@@ -243,6 +243,16 @@ def data_fetch(
     typer.echo(json.dumps(row) if json_mode else human)
 
 
+def _register_plugin_commands() -> None:
+    """Commands that live in their own modules (they import this one lazily)."""
+    from wmtui import cli_attacks
+
+    cli_attacks.register(app)
+
+
+_register_plugin_commands()
+
+
 def main() -> None:
     app()
 

@@ -135,10 +135,16 @@ def test_mixed_precision_channels_last_path_runs_and_learns(small_synthetic) -> 
     """The CUDA path (bf16 autocast + channels_last), forced on CPU so CI exercises it."""
     events: list = []
     loop = make_loop(
-        small_synthetic, events, steps=60, amp=True, settings=OptimSettings(optimizer="adam", lr=0.003)
+        small_synthetic,
+        events,
+        steps=60,
+        amp=True,
+        settings=OptimSettings(optimizer="adam", lr=0.003),
     )
     conv2 = loop.model.features[3].weight  # 16x6x5x5: channels_last differs from contiguous
     assert conv2.is_contiguous(memory_format=torch.channels_last) and not conv2.is_contiguous()
     result = loop.run()
     assert result.test_acc is not None and result.test_acc > 0.5
-    assert all(p.dtype == torch.float32 for p in loop.model.parameters())  # master weights stay fp32
+    assert all(
+        p.dtype == torch.float32 for p in loop.model.parameters()
+    )  # master weights stay fp32

@@ -1,0 +1,113 @@
+"""``distill``: model extraction by distillation into a fresh student.
+
+The student (any registered architecture) never sees the suspect's weights, only its soft
+outputs ``softmax(teacher(x) / T)`` on the attacker's unlabelled images. The one training
+loop computes ``cross_entropy(model(x), y)``; with class-probability targets and the student
+wrapped to emit ``logits / T`` this *is* Hinton et al.'s soft-target loss (up to the constant
+T^2 gradient scale, which the learning rate absorbs), so no second loop is needed. Every
+source of a distillation run gives soft targets: labelled images, if the budget has any and
+``--labeled-batch`` asks for them, enter as one-hot probability vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.common import TuneParams, frozen_copy
+from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
+from engine.errors import ConfigError
+from engine.models import MODELS, Architecture, build_model
+from engine.registry import param
+from engine.training import Source
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillParams(TuneParams):
+    student: str = param("", "student architecture (empty: the suspect's own)")
+    temperature: float = param(
+        1.0,
+        "softmax temperature of the teacher's outputs and the student's logits",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+    )
+    batch: int = param(100, "queried (unlabelled) images per step", low=1, high=65_536)
+    labeled_batch: int = param(
+        0,
+        "labelled images per step with one-hot targets beside the queries (0: none)",
+        low=0,
+        high=65_536,
+    )
+    lr: float = param(0.05, "initial learning rate", low=0.0, high=100.0, low_open=True)
+    schedule: str = param(
+        "cosine", "learning-rate schedule", choices=("constant", "step", "cosine")
+    )
+
+
+class Tempered(nn.Module):
+    """``student(x) / T``: makes the loop's cross-entropy the soft-target distillation loss."""
+
+    def __init__(self, student: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.student = student
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x) / self.temperature
+
+
+def soft_labeller(teacher: nn.Module, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One query of the suspect per image: its softened class probabilities."""
+
+    @torch.no_grad()
+    def label(x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(teacher(x).float() / temperature, dim=1)
+
+    return label
+
+
+@register_attack("distill", DistillParams)
+class Distill(Attack[DistillParams]):
+    """Extraction: train a fresh student on the suspect's soft outputs over unlabelled data."""
+
+    def __init__(self, params: DistillParams) -> None:
+        super().__init__(params)
+        if params.student:
+            MODELS.get(params.student)
+
+    def check_budget(self, budget: AttackerBudget) -> None:
+        if not budget.unlabeled:
+            raise ConfigError("distill queries the suspect on unlabelled data: give --unlabeled")
+        if self.params.labeled_batch and budget.data_fraction == 0:
+            raise ConfigError("distill --labeled-batch needs labelled data: --data-fraction > 0")
+
+    def planned_steps(self, data: AttackerData) -> int:
+        return data.total_steps(len(data.unlabeled_x), self.params.batch)
+
+    def run(
+        self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
+    ) -> AttackResult:
+        p = self.params
+        teacher = frozen_copy(model)
+        student_arch = Architecture(p.student or arch.name, arch.in_shape, arch.num_classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(data.seed)
+            student = build_model(student_arch).to(env.device)
+        sources = [data.unlabeled_source(p.batch, soft_labeller(teacher, p.temperature))]
+        if p.labeled_batch:
+            one_hot = F.one_hot(data.labeled_y, data.num_classes).float()
+            sources.append(Source("attacker-labeled", data.labeled_x, p.labeled_batch, y=one_hot))
+        report = env.train(
+            Tempered(student, p.temperature),
+            sources,
+            p.settings(),
+            steps=self.planned_steps(data),
+        )
+        info = {"student": student_arch.name, "loss": report.loss, "queries": len(data.unlabeled_x)}
+        return AttackResult(student, student_arch, report.steps, info)

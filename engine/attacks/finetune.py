@@ -1,0 +1,63 @@
+"""``finetune``: the classic fine-tuning baselines FTLL, FTAL, RTLL and RTAL.
+
+From Adi et al. (2018), the baselines REFIT argues were run with too small a learning rate:
+fine-tune the last layer (FTLL) or all layers (FTAL), optionally after re-initialising the
+last layer (RTLL, RTAL). The default rate, 0.001, is theirs: the low-LR baseline that leaves
+watermarks in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.common import HeadOnly, TuneParams, last_layer, only_trainable, reinitialise
+from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
+from engine.errors import ConfigError
+from engine.models import Architecture
+from engine.registry import param
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneParams(TuneParams):
+    mode: str = param(
+        "ftal",
+        "ftll/rtll: last layer only; ftal/rtal: all layers; rt*: re-initialise the last layer",
+        choices=("ftll", "ftal", "rtll", "rtal"),
+    )
+
+
+@register_attack("finetune", FinetuneParams)
+class Finetune(Attack[FinetuneParams]):
+    """Fine-tuning baselines FTLL/FTAL/RTLL/RTAL on the attacker's labelled data (lr 0.001)."""
+
+    def check_budget(self, budget: AttackerBudget) -> None:
+        if budget.data_fraction == 0:
+            raise ConfigError("finetune needs labelled data: give --data-fraction > 0")
+
+    def planned_steps(self, data: AttackerData) -> int:
+        return data.total_steps(len(data.labeled_x), self.params.batch)
+
+    def run(
+        self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
+    ) -> AttackResult:
+        p = self.params
+        head = last_layer(model)
+        if p.mode.startswith("rt"):
+            reinitialise(head, data.seed)
+        source = data.labeled_source(p.batch)
+        steps = self.planned_steps(data)
+        if p.mode.endswith("ll"):
+            with only_trainable(model, head):
+                report = env.train(
+                    HeadOnly(model, head),
+                    [source],
+                    p.settings(),
+                    steps=steps,
+                    params=head.parameters(),
+                )
+        else:
+            report = env.train(model, [source], p.settings(), steps=steps)
+        return AttackResult(model, arch, report.steps, {"mode": p.mode, "loss": report.loss})

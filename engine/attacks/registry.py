@@ -1,0 +1,105 @@
+"""The attack registry and what an attack is handed: a model, the attacker's data, a trainer.
+
+An attack never sees the owner's key. The referee (``engine.attacks.job``) measures test
+accuracy and retention; the attack only gets :class:`AttackEnv`, whose ``train`` runs the one
+training loop with the referee's probes hidden inside a closure, and which returns the loss
+and the step count but no scores. That is the threat model of every removal paper we
+reproduce: the adversary cannot query the watermark verifier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import torch
+from torch import nn
+
+from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.models import Architecture
+from engine.registry import Registry
+from engine.session import JobContext
+from engine.training import OptimSettings, Source
+
+P = TypeVar("P")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainReport:
+    """What a training phase tells the attacker: how far it went and its last loss."""
+
+    steps: int
+    loss: float
+
+
+TrainFn = Callable[..., TrainReport]
+
+
+@dataclasses.dataclass
+class AttackEnv:
+    """The engine's services for one attack: the training loop, logging, device and seed.
+
+    ``train(model, sources, settings, steps=N, params=None)`` runs :class:`TrainLoop` under
+    the attack's phase name; SetLR/ScaleLR/Stop/Pause from the UI reach it as in any phase.
+    """
+
+    ctx: JobContext
+    device: torch.device
+    seed: int
+    train_fn: TrainFn
+
+    def train(
+        self,
+        model: nn.Module,
+        sources: list[Source],
+        settings: OptimSettings,
+        *,
+        steps: int,
+        params: Iterable[nn.Parameter] | None = None,
+    ) -> TrainReport:
+        return self.train_fn(model, sources, settings, steps=steps, params=params)
+
+    def log(self, message: str) -> None:
+        self.ctx.log(message)
+
+
+@dataclasses.dataclass
+class AttackResult:
+    """The attacker's model (possibly a new architecture: distillation) and what it did."""
+
+    model: nn.Module
+    arch: Architecture
+    steps: int = 0
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Attack(Generic[P]):
+    """Base of every attack: holds its validated params; ``run`` does the removal.
+
+    ``planned_steps`` lets the referee announce the phase length (progress bars) before
+    anything runs; attacks that do not train return 0.
+    """
+
+    def __init__(self, params: P) -> None:
+        self.params = params
+
+    def check_budget(self, budget: AttackerBudget) -> None:
+        """Refuse a budget the attack cannot use, before any data is loaded or run created."""
+
+    def planned_steps(self, data: AttackerData) -> int:
+        return 0
+
+    def run(
+        self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
+    ) -> AttackResult:
+        raise NotImplementedError
+
+
+AttackFactory = Callable[[Any], Attack[Any]]
+ATTACKS: Registry[AttackFactory] = Registry("attack")
+
+
+def register_attack(name: str, params: type) -> Callable[[AttackFactory], AttackFactory]:
+    """``@register_attack("ft-basic", FTBasicParams)`` on an :class:`Attack` subclass."""
+    return ATTACKS.register(name, params)

@@ -1,0 +1,217 @@
+"""``wmtui attack``: run a removal attack on a run's model under an explicit attacker budget.
+
+    wmtui attack --attack ft-basic --run RUN --data-fraction 0.2 --out RUN2 [--json]
+    wmtui attack --attack prune --method neuron --run RUN --sweep 0,0.2,0.4,0.6,0.8
+    wmtui attack --list
+
+Budget flags (``--data-fraction``, ``--unlabeled``, ``--steps``...) are generated from
+:class:`AttackerBudget`; each attack's own flags (``--lr``, ``--mode``, ``--ratio``...) come
+from its params dataclass and are parsed after ``--attack`` is known, so a flag that does not
+belong to the chosen attack is one clear error line (exit 2), not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+from engine.attacks import ATTACKS, AttackerBudget, attack_job, attack_manifest, make_attack
+from engine.attacks.job import sweep_params
+from engine.errors import UserError, closest
+from engine.jobs import resolve_device
+from engine.registry import Plugin, describe_params, scalar_type
+from engine.runs import RunDir
+from wmtui.options import with_dataclass_options
+
+COMMAND = "attack"
+
+AttackName = Annotated[
+    str | None, typer.Option("--attack", help="attack to run (see --list)", show_default=False)
+]
+RunOption = Annotated[
+    Path | None,
+    typer.Option("--run", help="run directory holding the suspect model", show_default=False),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="run directory to create (default: runs/attack-<time>)"),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="one JSON object per line on stdout")]
+SweepOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sweep",
+        help="comma-separated ratios: run the attack at each and print a table (prune, fine-prune)",
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="compute device (auto|cpu|cuda)")]
+EvalEvery = Annotated[
+    int, typer.Option("--eval-every", help="steps between the referee's measurements")
+]
+OverwriteFlag = Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")]
+ListFlag = Annotated[bool, typer.Option("--list", help="list the attacks and their flags")]
+
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``attack`` command to ``app``; a second call is a no-op."""
+    if any(info.name == COMMAND for info in app.registered_commands):
+        return
+    from wmtui.cli import guarded  # here, not at import: wmtui.cli imports this module
+
+    command = guarded(with_dataclass_options(AttackerBudget)(attack))
+    app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
+
+
+def attack(
+    ctx: typer.Context,
+    given: dict[str, str],
+    attack_name: AttackName = None,
+    run_dir: RunOption = None,
+    out: OutOption = None,
+    json_mode: JsonFlag = False,
+    sweep: SweepOption = None,
+    device: DeviceOption = "auto",
+    eval_every: EvalEvery = 100,
+    overwrite: OverwriteFlag = False,
+    list_attacks: ListFlag = False,
+) -> None:
+    """Remove a watermark: fine-tune, prune or distill a run's model within a budget.
+
+    The attack's own flags follow --attack (see --list); the engine measures test accuracy
+    and retention with the owner's key, before, during and after.
+    """
+    from wmtui.cli import default_out, run_headless
+
+    if list_attacks:
+        print_attacks(json_mode)
+        return
+    if not attack_name:
+        raise UserError(f"--attack is required; choose one of: {', '.join(ATTACKS.names())}")
+    plugin = ATTACKS.get(attack_name)
+    params = make_attack(attack_name, attack_flags(ctx.args, plugin)).params
+    budget = AttackerBudget.from_mapping(given)
+    if run_dir is None:
+        raise UserError("--run RUN is required: the run whose model is attacked")
+    ratios = parse_ratios(sweep) if sweep is not None else None
+    # every input check before --out is created, so a typo never leaves an empty run behind
+    make_attack(attack_name, params).check_budget(budget)
+    if ratios is not None:
+        sweep_params(make_attack(attack_name, params), ratios)
+    RunDir.open(run_dir)
+    resolve_device(device)
+    if eval_every < 1:
+        raise UserError(f"--eval-every must be >= 1, got {eval_every}")
+    out = out or default_out(COMMAND)
+    manifest = attack_manifest(run_dir, attack_name, params, budget, ratios)
+    run = RunDir.create(out, manifest, overwrite=overwrite)
+    job = attack_job(
+        run_dir,
+        attack_name,
+        params,
+        budget,
+        run,
+        device=device,
+        eval_every=eval_every,
+        sweep=ratios,
+    )
+    code = run_headless(job, run, json_mode)
+    if code == 0:
+        print_results(run.summary(), json_mode)
+    raise typer.Exit(code)
+
+
+def attack_flags(args: list[str], plugin: Plugin[Any]) -> dict[str, str]:
+    """``--name value`` / ``--name=value`` pairs for the chosen attack; anything else is an
+    error naming the attack's real flags. A bool flag alone means true."""
+    assert plugin.params is not None
+    hints = get_type_hints(plugin.params)
+    fields = {f.name for f in dataclasses.fields(plugin.params)}
+    flags = [f"--{name.replace('_', '-')}" for name in fields]
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--"):
+            raise UserError(f"unexpected argument {token!r}")
+        flag, has_value, value = token.partition("=")
+        key = flag[2:].replace("-", "_")
+        if key not in fields:
+            raise UserError(
+                f"{flag} is not an option of attack {plugin.name!r}{closest(flag, flags)}; "
+                f"its options: {' '.join(sorted(flags)) or '(none)'}"
+            )
+        if not has_value:
+            alone = i + 1 == len(args) or args[i + 1].startswith("--")
+            if alone and scalar_type(hints[key]) is bool:
+                value = "true"
+            elif alone:
+                raise UserError(f"{flag} needs a value")
+            else:
+                value = args[i + 1]
+                i += 1
+        values[key] = value
+        i += 1
+    return values
+
+
+def parse_ratios(text: str) -> list[float]:
+    """``0,0.25,0.5`` -> floats; bounds are checked by the attack's own ``ratio`` field."""
+    ratios = []
+    for part in text.split(","):
+        try:
+            ratios.append(float(part))
+        except ValueError:
+            raise UserError(f"--sweep: expected comma-separated numbers, got {part!r}") from None
+    return ratios
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def print_results(summary: dict[str, Any], json_mode: bool) -> None:
+    """The sweep table, or before/after; JSON rows instead with --json (the before/after
+    numbers are already in the ``done`` event's summary there)."""
+    rows = summary.get("sweep")
+    if rows is not None:
+        keys = sorted({k for row in rows for k in row.get("retention", {})})
+        if json_mode:
+            for row in rows:
+                typer.echo(json.dumps({"event": "sweep_row", **row}))
+            return
+        typer.echo("  ".join(["ratio ", "  pruned", "sparsity", "test acc", *keys]))
+        for row in rows:
+            cells = [f"{row['ratio']:<6g}", f"{_pct(row.get('pruned')):>8}"]
+            cells.append(f"{_pct(row.get('sparsity')):>8}")
+            cells.append(f"{_pct(row.get('test_acc')):>8}")
+            cells += [f"{_pct(row['retention'].get(k)):>{len(k)}}" for k in keys]
+            typer.echo("  ".join(cells))
+        return
+    if json_mode:
+        return
+    before, after = summary.get("before", {}), summary.get("after", {})
+    keys = sorted(set(before.get("retention", {})) | set(after.get("retention", {})))
+    typer.echo("  ".join(["      ", "test acc", *keys]))
+    for label, scores in (("before", before), ("after ", after)):
+        cells = [label, f"{_pct(scores.get('test_acc')):>8}"]
+        cells += [f"{_pct(scores.get('retention', {}).get(k)):>{len(k)}}" for k in keys]
+        typer.echo("  ".join(cells))
+
+
+def print_attacks(json_mode: bool) -> None:
+    for plugin in ATTACKS:
+        rows = describe_params(plugin.params) if plugin.params else []
+        if json_mode:
+            typer.echo(json.dumps({"name": plugin.name, "summary": plugin.summary, "params": rows}))
+            continue
+        typer.echo(f"{plugin.name:11} {plugin.summary}")
+        for row in rows:
+            flag = f"--{row['name'].replace('_', '-')}"
+            typer.echo(f"    {flag:24} {row.get('help', '')} (default: {row['default']!r})")
