@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
@@ -57,3 +58,130 @@ def accuracy(model: nn.Module, probe: Probe, *, batch_size: int = 1024, amp: boo
     finally:
         model.train(was_training)
     return correct.item() / n
+
+
+# -- ownership verification ------------------------------------------------------------
+def _log_binom_pmf(k: int, n: int, log_p: float, log_q: float) -> float:
+    return (
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+        + k * log_p
+        + (n - k) * log_q
+    )
+
+
+def log_binomial_tail(matches: int, n: int, p: float) -> float:
+    """ln P[X >= matches] for X ~ Binomial(n, p), summed exactly in log space (no scipy).
+
+    Ownership claims live far in the tail (1e-6 and far below), where ``1 - cdf`` loses
+    every digit; summing the upper terms with log-sum-exp keeps them, even past the point
+    where the probability itself underflows to 0.0.
+    """
+    if not 0 <= matches <= n:
+        raise ValueError(f"matches must be in [0, {n}], got {matches}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if matches == 0 or p >= 1.0:
+        return 0.0
+    if p <= 0.0:
+        return -math.inf
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [_log_binom_pmf(k, n, log_p, log_q) for k in range(matches, n + 1)]
+    top = max(terms)
+    return min(0.0, top + math.log(sum(math.exp(t - top) for t in terms)))
+
+
+def binomial_tail(matches: int, n: int, p: float) -> float:
+    """P[X >= matches] for X ~ Binomial(n, p) (0.0 once it underflows)."""
+    return math.exp(log_binomial_tail(matches, n, p))
+
+
+@dataclasses.dataclass
+class Verdict:
+    """The referee's ownership decision for one key against one model.
+
+    ``null_rate`` is the match probability of a model *not* trained with this key: never
+    below chance (1/K), and raised to the suspect's own rate of giving the key label to the
+    clean counterparts of the key samples where they exist (a model that already calls every
+    shoe a "sneaker" must not be credited for calling stamped shoes one). The decision is the
+    binomial tail of the observed matches under that rate, never ``retention > 0``.
+    """
+
+    retention: float
+    matches: int
+    n_key: int
+    null_rate: float
+    p_value: float
+    alpha: float
+    verified: bool
+    log10_p_value: float = 0.0
+    test_acc: float | None = None
+    clean_rate: float | None = None
+    null_reason: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def make_verdict(
+    matches: int,
+    n_key: int,
+    *,
+    chance: float,
+    alpha: float,
+    clean_rate: float | None = None,
+    test_acc: float | None = None,
+) -> Verdict:
+    """Retention, null rate, exact p-value and the decision at ``alpha``."""
+    if n_key <= 0:
+        raise ValueError("a verdict needs at least one key sample")
+    null = chance if clean_rate is None else max(chance, clean_rate)
+    if clean_rate is None:
+        reason = f"chance 1/{round(1 / chance)}"
+    elif clean_rate > chance:
+        reason = "model's rate on the clean counterparts"
+    else:
+        reason = f"chance 1/{round(1 / chance)} (clean rate {clean_rate:.4f} is lower)"
+    log_tail = log_binomial_tail(matches, n_key, null)
+    p_value = math.exp(log_tail)
+    return Verdict(
+        retention=matches / n_key,
+        matches=matches,
+        n_key=n_key,
+        null_rate=null,
+        p_value=p_value,
+        alpha=alpha,
+        verified=log_tail < math.log(alpha),
+        log10_p_value=round(log_tail / math.log(10), 3),
+        test_acc=test_acc,
+        clean_rate=clean_rate,
+        null_reason=reason,
+    )
+
+
+@torch.no_grad()
+def predictions(
+    model: nn.Module,
+    x: torch.Tensor,
+    transform: Transform | None = None,
+    *,
+    classes: int | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Argmax labels of uint8 images ``x`` (optionally stamped by ``transform``)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(x), batch_size):
+            batch = as_float(x[start : start + batch_size])
+            if transform is not None:
+                batch = transform(batch)
+            logits = model(batch)
+            if classes is not None:
+                logits = logits[:, :classes]
+            out.append(logits.argmax(1))
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat(out)

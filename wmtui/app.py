@@ -217,7 +217,7 @@ class WmtuiApp(App[None]):
         plot = self.query_one(selector, PlotWidget)
         plot.clear()
         # The x axis spans the whole planned run, so the line grows left to right.
-        upper = max(self.state.total_steps, self.state.step, 1)
+        upper = self.state.x_upper
         plot.set_xlimits(0, upper)
         plot.set_xticks(nice_ticks(upper, most=4 if plot.size.width < 60 else 8))
         for label, series, style in lines:

@@ -8,26 +8,29 @@ internal error, 2 bad input (one line; ``--debug`` shows the traceback).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
-import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 
-from engine.config import TrainConfig, load_toml
+from engine.config import TrainConfig
 from engine.data import DATASETS, default_data_dir, is_present, load_dataset
 from engine.errors import UserError
 from engine.events import Done
-from engine.jobs import new_run_manifest, resolve_device, train_job
-from engine.models import MODELS
+from engine.jobs import new_run_manifest, train_job
 from engine.runs import RunDir
-from engine.session import Job, Session
-from wmtui.headless import HeadlessReporter
+from wmtui.cli_common import (
+    DEBUG,
+    ConfigOption,
+    JsonFlag,
+    OutOption,
+    build_config,
+    default_out,
+    guarded,
+    run_headless,
+)
 from wmtui.options import with_dataclass_options
 
 app = typer.Typer(
@@ -40,37 +43,6 @@ app = typer.Typer(
 data_app = typer.Typer(help="List and fetch datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
-_debug = {"on": False}
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="one JSON object per line on stdout")]
-OutOption = Annotated[
-    Path | None,
-    typer.Option("--out", help="run directory to create (default: runs/<command>-<time>)"),
-]
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML file with a [train] table")
-]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"wmtui: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input becomes one line and exit 2; ``--debug`` adds the traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            if _debug["on"]:
-                traceback.print_exc()
-            fail(str(exc))
-
-    return wrapper
-
 
 @app.callback()
 def root(
@@ -78,57 +50,9 @@ def root(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
 ) -> None:
     """Without a command, start the playground on the offline default (--dataset auto)."""
-    _debug["on"] = debug
+    DEBUG["on"] = debug
     if ctx.invoked_subcommand is None:
         guarded(launch_tui)(TrainConfig(), refresh=2.0, out=None)
-
-
-def build_config(given: dict[str, str], config_file: Path | None) -> TrainConfig:
-    """TOML values, overridden by flags; names and device checked before anything starts."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        table = load_toml(config_file)
-        values.update(table.get("train", table))
-    values.update(given)
-    config = TrainConfig.from_mapping(values)
-    if config.dataset != "auto":
-        DATASETS.get(config.dataset)
-    MODELS.get(config.model)
-    resolve_device(config.device)
-    return config
-
-
-def default_out(command: str) -> Path:
-    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def run_headless(job: Job, run: RunDir | None, json_mode: bool) -> int:
-    """Drive a session to its end in the foreground; Ctrl-C stops it cleanly."""
-    sink = run.event_sink() if run is not None else None
-    session = Session(job, [sink] if sink else []).start()
-    reporter = HeadlessReporter(json_mode)
-    try:
-        for event in session.events():
-            reporter(event)
-    except KeyboardInterrupt:
-        reporter.say("interrupted: stopping (checkpoint kept)")
-        session.stop()
-        for event in session.poll():
-            reporter(event)
-        return 130
-    finally:
-        reporter.close()
-        if sink is not None:
-            session.join(2.0)
-            sink.close()
-    if run is not None and session.status == "failed" and not (run.path / "summary.json").exists():
-        message = str(session.error).splitlines()[0] if session.error else "failed"
-        run.write_summary({"status": "failed", "error": message})
-    if session.status == "completed":
-        return 0
-    if session.status == "stopped":
-        return 130
-    return 2 if isinstance(session.error, UserError) else 1
 
 
 @app.command()
@@ -245,8 +169,9 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui import cli_attacks
+    from wmtui import cli_attacks, cli_watermarks
 
+    cli_watermarks.register(app)
     cli_attacks.register(app)
 
 

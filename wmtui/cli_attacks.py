@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``attack`` command to ``app``; a second call is a no-op."""
     if any(info.name == COMMAND for info in app.registered_commands):
         return
-    from wmtui.cli import guarded  # here, not at import: wmtui.cli imports this module
+    from wmtui.cli_common import guarded
 
     command = guarded(with_dataclass_options(AttackerBudget)(attack))
     app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
@@ -87,7 +87,7 @@ def attack(
     The attack's own flags follow --attack (see --list); the engine measures test accuracy
     and retention with the owner's key, before, during and after.
     """
-    from wmtui.cli import default_out, run_headless
+    from wmtui.cli_common import default_out, run_headless
 
     if list_attacks:
         print_attacks(json_mode)

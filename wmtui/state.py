@@ -55,6 +55,8 @@ class DashboardState:
     acc_series: Series = dataclasses.field(default_factory=Series)
     retention: dict[str, Series] = dataclasses.field(default_factory=dict)
     phase_starts: list[int] = dataclasses.field(default_factory=list)
+    x_offset: int = 0  # plots share one x axis across phases: phase steps start here
+    last_x: int = 0
     pending_log: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     summary: dict[str, object] = dataclasses.field(default_factory=dict)
@@ -105,19 +107,23 @@ class DashboardState:
             self.status = "running"
         self.phase, self.step, self.epoch = event.phase, event.step, event.epoch
         self.lr, self.loss, self.images_per_s = event.lr, event.loss, event.images_per_s
-        self.loss_series.add(event.step, event.loss)
+        x = self.x_offset + event.step
+        self.last_x = x
+        self.loss_series.add(x, event.loss)
         if event.test_acc is not None:
             self.test_acc = event.test_acc
-            self.acc_series.add(event.step, 100 * event.test_acc)
+            self.acc_series.add(x, 100 * event.test_acc)
         for name, value in event.retention.items():
-            self.retention.setdefault(name, Series()).add(event.step, 100 * value)
+            self.retention.setdefault(name, Series()).add(x, 100 * value)
 
     def _phase(self, event: Phase) -> None:
         if event.status == "start":
             self.phase = event.name
             self.info = dict(event.info)
             self.total_steps = int(event.info.get("steps", 0) or 0)
-            self.phase_starts.append(self.step)
+            self.x_offset = self.last_x
+            self.step = 0
+            self.phase_starts.append(self.x_offset)
             self.status = "running"
             if "threshold" in event.info:
                 self.scan_sizes, self.scan_done, self.flagged_class = {}, set(), None
@@ -132,6 +138,11 @@ class DashboardState:
                 verdict = "none" if self.flagged_class is None else str(self.flagged_class)
                 self.log(f"flagged class: {verdict}")
             self.log(f"phase {event.name} ended")
+
+    @property
+    def x_upper(self) -> int:
+        """Right end of the shared x axis: the end of the current phase as planned."""
+        return max(self.x_offset + self.total_steps, self.last_x, 1)
 
     def scan_outlier(self) -> int | None:
         """The engine's verdict once given; while scanning, the current smallest class."""

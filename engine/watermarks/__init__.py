@@ -1,0 +1,36 @@
+"""Watermark schemes, one module each, registered by ``@register_scheme``."""
+
+from engine.watermarks import abstract as _abstract  # noqa: F401  (registers "abstract")
+from engine.watermarks import newlabel as _newlabel  # noqa: F401
+from engine.watermarks import pattern as _pattern  # noqa: F401
+from engine.watermarks import unrelated as _unrelated  # noqa: F401
+from engine.watermarks.base import (
+    SCHEMES,
+    Key,
+    KeyContext,
+    KeySamples,
+    Watermark,
+    check_key_matches,
+    get_scheme,
+    load_key,
+    parse_scheme_params,
+    register_scheme,
+    save_key,
+)
+from engine.watermarks.triggers import make_trigger, stamp
+
+__all__ = [
+    "SCHEMES",
+    "Key",
+    "KeyContext",
+    "KeySamples",
+    "Watermark",
+    "check_key_matches",
+    "get_scheme",
+    "load_key",
+    "make_trigger",
+    "parse_scheme_params",
+    "register_scheme",
+    "save_key",
+    "stamp",
+]

@@ -1,0 +1,281 @@
+"""The watermark-scheme contract, the scheme registry and the owner's Key on disk.
+
+A scheme turns params into a secret :class:`Key` (``keygen``), says what to mix into the one
+training loop (``training_sources``), which held-out samples prove ownership
+(``key_samples``) and how to decide (``verify``, shared here: a binomial test, never
+``retention > 0``). The Key lives in ``RUN/key/`` (``key.json`` + ``key.safetensors``, mode
+0600), never inside the model file: whoever gets the model must not get the secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from engine.data.base import ImageSet
+from engine.errors import ConfigError, RunError
+from engine.metrics import Probe, Transform, Verdict, accuracy, make_verdict, predictions
+from engine.registry import Registry, parse_params
+from engine.runs import atomic_write_json, load_tensors, read_json, save_tensors
+from engine.training import Source
+
+KEY_JSON = "key.json"
+KEY_TENSORS = "key.safetensors"
+KEY_FORMAT = 1
+SECRET_MODE = 0o600
+
+
+@dataclasses.dataclass
+class KeyContext:
+    """What keygen may look at: the owner's data (on its device) and who will be trained."""
+
+    data: ImageSet
+    model: str
+    seed: int
+    data_dir: str = ""
+    log: Callable[[str], None] = lambda message: None
+
+
+@dataclasses.dataclass
+class Key:
+    """The owner's secret. ``meta`` pins it to a dataset and output layout; ``tensors`` hold
+    triggers, key images and labels (uint8 images, float patterns)."""
+
+    scheme: str
+    params: dict[str, Any]
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.meta["num_outputs"])
+
+    def tensor(self, name: str, device: torch.device | str | None = None) -> torch.Tensor:
+        value = self.tensors[name]
+        return value if device is None else value.to(device)
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.params.items() if v not in ("", None)}
+        return f"{self.scheme}(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
+
+
+@dataclasses.dataclass
+class KeySamples:
+    """Held-out samples a verifier queries: uint8 images, the labels the key claims, the
+    stamp to apply, and whether the un-stamped images are a fair null (pattern keys)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    transform: Transform | None = None
+    clean_counterpart: bool = False
+
+
+class Watermark:
+    """Base of every scheme. Subclasses set ``Params`` and implement keygen, sources and
+    key samples; verification and mid-run switching are shared."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = type(None)
+    #: the params SetTrigger and SetTargetLabel change mid-run (None: not switchable)
+    trigger_field: ClassVar[str | None] = None
+    target_field: ClassVar[str | None] = None
+
+    def check(self, params: Any) -> None:
+        """Validate what the params dataclass cannot (trigger syntax...) before any work."""
+
+    def num_outputs(self, params: Any, num_classes: int) -> int:
+        """Classifier outputs for this scheme (new-label keys add one class)."""
+        return num_classes
+
+    def keygen(self, params: Any, ctx: KeyContext) -> Key:
+        raise NotImplementedError
+
+    def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
+        raise NotImplementedError
+
+    def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------
+    def new_key(self, params: Any, ctx: KeyContext, tensors: dict[str, torch.Tensor]) -> Key:
+        data = ctx.data
+        meta = {
+            "format": KEY_FORMAT,
+            "dataset": data.name,
+            "in_shape": list(data.shape),
+            "num_classes": data.num_classes,
+            "num_outputs": self.num_outputs(params, data.num_classes),
+            "model": ctx.model,
+            "seed": ctx.seed,
+        }
+        return Key(self.name, dataclasses.asdict(params), meta, tensors)
+
+    def params_of(self, key: Key) -> Any:
+        return parse_params(self.Params, key.params)
+
+    def probe(self, key: Key, data: ImageSet, name: str, limit: int = 2000) -> Probe:
+        """A retention probe for the live stream: the first ``limit`` held-out key samples."""
+        samples = self.key_samples(key, data)
+        return Probe(name, samples.x[:limit], samples.y[:limit], transform=samples.transform)
+
+    def verify(
+        self, model: nn.Module, key: Key, data: ImageSet, alpha: float, *, test_acc: bool = True
+    ) -> Verdict:
+        """Retention on held-out key samples and its p-value under "not trained with it"."""
+        samples = self.key_samples(key, data)
+        device = next(model.parameters()).device
+        x, y = samples.x.to(device), samples.y.to(device)
+        matches = int((predictions(model, x, samples.transform) == y).sum())
+        clean_rate = None
+        if samples.clean_counterpart:
+            clean_rate = float((predictions(model, x) == y).float().mean())
+        test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+        test = Probe("test", test_x, test_y, classes=key.num_classes)
+        return make_verdict(
+            matches,
+            len(y),
+            chance=1.0 / key.num_outputs,
+            alpha=alpha,
+            clean_rate=clean_rate,
+            test_acc=accuracy(model, test) if test_acc else None,
+        )
+
+    def switch(
+        self, key: Key, ctx: KeyContext, *, trigger: str | None = None, target: int | None = None
+    ) -> Key:
+        """A new key with the trigger or target changed (mid-run SetTrigger / SetTargetLabel);
+        keygen validates it exactly as at the start."""
+        changes: dict[str, Any] = {}
+        for what, field, value in (
+            ("trigger", self.trigger_field, trigger),
+            ("target label", self.target_field, target),
+        ):
+            if value is None:
+                continue
+            if field is None:
+                raise ConfigError(f"scheme {self.name!r} has no {what} to switch")
+            changes[field] = value
+        params = parse_params(self.Params, {**key.params, **changes})
+        self.check(params)
+        return self.keygen(params, ctx)
+
+
+SCHEMES: Registry[type[Watermark]] = Registry("scheme")
+
+
+def register_scheme(name: str, params: type) -> Callable[[type[Watermark]], type[Watermark]]:
+    """``@register_scheme("pattern", PatternParams)`` on a :class:`Watermark` subclass."""
+
+    def decorate(cls: type[Watermark]) -> type[Watermark]:
+        cls.name = name
+        cls.Params = params
+        return SCHEMES.register(name, params)(cls)
+
+    return decorate
+
+
+def get_scheme(name: str) -> Watermark:
+    return SCHEMES.get(name).factory()
+
+
+def parse_scheme_params(name: str, values: Mapping[str, Any] | None = None) -> Any:
+    """Validated params for scheme ``name``; a flag of another scheme is named as such."""
+    plugin = SCHEMES.get(name)
+    assert plugin.params is not None
+    own = {f.name for f in dataclasses.fields(plugin.params)}
+    for given in values or {}:
+        if given.replace("-", "_") not in own:
+            flags = ", ".join("--" + f.replace("_", "-") for f in sorted(own))
+            flag = "--" + given.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to scheme {name!r} (its flags: {flags})")
+    params = parse_params(plugin.params, values)
+    plugin.factory().check(params)
+    return params
+
+
+def per_batch(batch_size: int, ratio: float) -> int:
+    """Key images per step: a share of the owner's batch, at least one."""
+    return max(1, round(batch_size * ratio))
+
+
+# -- the Key on disk ----------------------------------------------------------------------
+def save_key(folder: str | Path, key: Key) -> Path:
+    """Write ``key.json`` + ``key.safetensors`` (0600) into ``folder`` (0700), atomically:
+    both files are written into a temporary sibling folder that is then renamed."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        raise RunError(f"{folder} already holds a key; refusing to overwrite a secret")
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, 0o700)
+        save_tensors(tmp / KEY_TENSORS, key.tensors, mode=SECRET_MODE)
+        record = {"scheme": key.scheme, "params": key.params, **key.meta}
+        atomic_write_json(tmp / KEY_JSON, record, mode=SECRET_MODE)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_key(folder: str | Path) -> Key:
+    """Read a key folder; anything missing or malformed is one RunError line."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"key directory not found: {folder}")
+    record = read_json(folder / KEY_JSON, "key record")
+    if not isinstance(record, dict) or "scheme" not in record or "params" not in record:
+        raise RunError(f"key record is corrupt: {folder / KEY_JSON} (no scheme/params)")
+    tensors = load_tensors(folder / KEY_TENSORS, "key tensors")
+    scheme = record.pop("scheme")
+    params = record.pop("params")
+    if scheme not in SCHEMES:
+        raise RunError(f"key in {folder} uses unknown scheme {scheme!r}")
+    for field in ("dataset", "in_shape", "num_classes", "num_outputs"):
+        if field not in record:
+            raise RunError(f"key record is corrupt: {folder / KEY_JSON} (no {field})")
+    return Key(scheme, params, record, tensors)
+
+
+def check_key_matches(key: Key, dataset: str, in_shape: tuple[int, ...], num_classes: int) -> None:
+    """A key made for other data cannot be queried against this model: say which part differs.
+
+    The model architecture is deliberately not compared: verification is black-box, and a
+    stolen model may have been distilled into another architecture.
+    """
+    problems = []
+    if key.meta["dataset"] != dataset:
+        problems.append(f"dataset {key.meta['dataset']!r} vs the run's {dataset!r}")
+    if tuple(key.meta["in_shape"]) != tuple(in_shape):
+        problems.append(f"input shape {tuple(key.meta['in_shape'])} vs {tuple(in_shape)}")
+    if int(key.meta["num_classes"]) != num_classes:
+        problems.append(f"{key.meta['num_classes']} classes vs {num_classes}")
+    if problems:
+        raise RunError("key does not match the run: " + "; ".join(problems))
+
+
+def check_label(label: int, num_classes: int, flag: str = "target-label") -> None:
+    if not 0 <= label < num_classes:
+        raise ConfigError(
+            f"{flag} {label}: the dataset has {num_classes} classes (0-{num_classes - 1})"
+        )
+
+
+def generator(seed: int, salt: str) -> torch.Generator:
+    """A private CPU generator per (seed, purpose): keygen never touches the global RNG, so
+    a watermarked model starts from the same weights as a clean one with the same seed."""
+    mixed = (seed * 1_000_003 + sum(ord(c) * 131**i for i, c in enumerate(salt))) % 2**63
+    return torch.Generator().manual_seed(mixed)

@@ -1,0 +1,160 @@
+"""``wmtui embed`` and ``wmtui verify``: watermark a model headless, and claim ownership.
+
+Scheme flags are generated from every registered scheme's params dataclass (the same
+declaration that gives TOML keys and TUI forms); a flag of another scheme than the chosen
+one is refused by name. ``verify`` exits 0 when the key verifies, 1 when it does not, and 2
+on bad input (missing run or key, a key made for other data).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.config import TrainConfig, load_toml
+from engine.errors import ConfigError
+from engine.jobs import KEY_DIR, embed_job, new_run_manifest, verify_run
+from engine.runs import RunDir
+from engine.watermarks import SCHEMES, parse_scheme_params
+from wmtui.cli_common import (
+    ConfigOption,
+    JsonFlag,
+    OutOption,
+    build_config,
+    default_out,
+    guarded,
+    run_headless,
+)
+from wmtui.options import field_names, with_dataclass_options
+
+SCHEME_PARAMS = sorted(
+    (plugin.params for plugin in SCHEMES if plugin.params is not None),
+    key=lambda cls: cls.__name__ != "PatternParams",  # its help shows for shared flags
+)
+# what --from carries over when the flags do not say otherwise
+INHERITED = ("dataset", "model", "data_dir", "train_size", "test_size")
+
+
+def split_config(
+    given: dict[str, str], config_file: Path | None, scheme: str | None
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(train values, scheme values, scheme name) from TOML ``[train]``/``[scheme]`` tables
+    overridden by flags."""
+    train_names = field_names(TrainConfig)
+    train: dict[str, Any] = {}
+    scheme_values: dict[str, Any] = {}
+    name = scheme
+    if config_file is not None:
+        table = load_toml(config_file)
+        unknown = set(table) - {"train", "scheme"}
+        if unknown:
+            raise ConfigError(f"{config_file}: unknown table {sorted(unknown)[0]!r}; use [train] "
+                              "and [scheme]")
+        train.update(table.get("train", {}))
+        from_file = dict(table.get("scheme", {}))
+        file_name = from_file.pop("name", None)
+        name = name or file_name
+        scheme_values.update(from_file)
+    train.update({k: v for k, v in given.items() if k in train_names})
+    scheme_values.update({k: v for k, v in given.items() if k not in train_names})
+    return train, scheme_values, name or "pattern"
+
+
+def embed(
+    given: dict[str, str],
+    scheme: Annotated[
+        str | None,
+        typer.Option("--scheme", help=f"watermark scheme ({'|'.join(SCHEMES.names())}; "
+                                      "default: pattern)"),
+    ] = None,
+    out: OutOption = None,
+    from_run: Annotated[
+        Path | None, typer.Option("--from", help="start from this run's model, not from scratch")
+    ] = None,
+    json_mode: JsonFlag = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace a run (and its key) already in --out")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file with [train] and [scheme] tables")
+    ] = None,
+) -> None:
+    """Train while embedding a watermark; the key goes to RUN/key/ (0600), apart from the
+    model."""
+    train_values, scheme_values, name = split_config(given, config, scheme)
+    SCHEMES.get(name)
+    if from_run is not None:
+        base = RunDir.open(from_run).manifest()["config"]
+        for field in INHERITED:
+            if field in base:
+                train_values.setdefault(field, base[field])
+    cfg = build_config({k: str(v) for k, v in train_values.items()}, None)
+    params = parse_scheme_params(name, scheme_values)
+    out = out or default_out("embed")
+    manifest = new_run_manifest(cfg, "embed") | {
+        "scheme": name,
+        "scheme_params": {k: getattr(params, k) for k in field_names(type(params))},
+        "from": str(from_run or ""),
+    }
+    run = RunDir.create(out, manifest, overwrite=overwrite)
+    if overwrite:
+        for old in run.path.glob(f"{KEY_DIR}*"):
+            if old.is_dir() and (old / "key.json").exists():
+                shutil.rmtree(old)
+    code = run_headless(embed_job(cfg, name, params, run, from_run=from_run), run, json_mode)
+    raise typer.Exit(code)
+
+
+def verify(
+    run_dir: Annotated[Path, typer.Option("--run", help="run whose model is queried")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="key directory (default: RUN/key)")
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="significance: verified when p-value < alpha")
+    ] = 1e-3,
+    json_mode: JsonFlag = False,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "auto",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="where datasets live")
+    ] = None,
+) -> None:
+    """Claim ownership: retention on held-out key samples, its p-value, the decision.
+
+    Exit 0 verified, 1 not verified, 2 bad input.
+    """
+    result = verify_run(
+        run_dir, key, alpha=alpha, device=device, data_dir=str(data_dir) if data_dir else None
+    )
+    if json_mode:
+        typer.echo(json.dumps(result))
+    else:
+        p = result["p_value"]
+        shown = f"1e{result['log10_p_value']:.0f}" if p == 0.0 else f"{p:.3g}"
+        acc = result["test_acc"]
+        typer.echo(
+            f"{'VERIFIED' if result['verified'] else 'NOT VERIFIED'}: {result['scheme']} key "
+            f"{result['key']}\n"
+            f"  retention {100 * result['retention']:.2f}% ({result['matches']}/"
+            f"{result['n_key']} held-out key samples)\n"
+            f"  p-value {shown} under null rate {result['null_rate']:.4g} "
+            f"({result['null_reason']}), alpha {alpha:g}\n"
+            f"  test accuracy {'-' if acc is None else f'{100 * acc:.2f}%'}"
+        )
+    raise typer.Exit(0 if result["verified"] else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``embed`` and ``verify`` to ``app`` (once; a second call does nothing)."""
+    existing = {info.name for info in app.registered_commands}
+    if "embed" not in existing:
+        app.command("embed")(guarded(with_dataclass_options(TrainConfig, *SCHEME_PARAMS)(embed)))
+    if "verify" not in existing:
+        app.command("verify")(guarded(verify))
+
+
+__all__ = ["ConfigOption", "embed", "register", "verify"]
