@@ -169,10 +169,11 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui import cli_attacks, cli_watermarks
+    from wmtui import cli_attacks, cli_detect, cli_watermarks
 
     cli_watermarks.register(app)
     cli_attacks.register(app)
+    cli_detect.register(app)
 
 
 _register_plugin_commands()

@@ -65,7 +65,7 @@ def default_probes(run_dir: Path) -> ProbesFor:
         if owner is None:
             return probes
         try:
-            from engine.watermarks import load_key_probes  # type: ignore[attr-defined]
+            from engine.watermarks import load_key_probes
         except ImportError:
             return probes
         return probes + list(load_key_probes(owner, data, device))
@@ -138,7 +138,7 @@ def attack_manifest(
     }
 
 
-def _source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
+def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
     """The dataset the suspect was trained on; ``auto`` is resolved from the run's summary so a
     different machine does not pick a different dataset."""
     name = str(config.get("dataset", "auto"))
@@ -182,7 +182,7 @@ def attack_job(
         config = manifest["config"]
         dev = resolve_device(device)
         loaded = load_dataset(
-            _source_dataset(run, config),
+            source_dataset(run, config),
             config.get("data_dir") or None,
             device=dev,
             train_size=int(config.get("train_size", 0)),

@@ -17,6 +17,7 @@ from engine.watermarks.base import (
     register_scheme,
     save_key,
 )
+from engine.watermarks.referee import load_key_probes
 from engine.watermarks.triggers import make_trigger, stamp
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "check_key_matches",
     "get_scheme",
     "load_key",
+    "load_key_probes",
     "make_trigger",
     "parse_scheme_params",
     "register_scheme",

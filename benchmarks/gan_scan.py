@@ -1,0 +1,265 @@
+"""GAN / Neural Cleanse scan: batched-vs-single cost, a Table II reproduction, mode comparison.
+
+    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--steps 200]
+    .venv/bin/python benchmarks/gan_scan.py table   [--dataset fashion-mnist] [--trigger text]
+    .venv/bin/python benchmarks/gan_scan.py compare [--dataset synthetic]
+    .venv/bin/python benchmarks/gan_scan.py clean   [--seeds 5]
+    .venv/bin/python benchmarks/gan_scan.py remove  [--target 7]
+
+Watermarked models are trained here with the one training loop: an extra ``Source`` stamps the
+pattern scheme's trigger (``engine.watermarks.triggers``: "TEST" text or white square,
+bottom-right) on ~10% of each batch and labels it the target. Retention is measured with the
+same stamp on test images of other classes. Not a CI test: run it by hand, sequentially.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
+from engine.attacks.detection import Detection, ReversedTrigger, make_detector
+from engine.attacks.registry import AttackEnv, TrainReport
+from engine.data import load_dataset
+from engine.data.base import ImageSet
+from engine.metrics import Probe, accuracy
+from engine.models import Architecture, build_model
+from engine.session import JobContext
+from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
+from engine.watermarks.triggers import make_trigger, parse_trigger, stamper
+
+TARGETS = (1, 4, 7, 9)
+CACHE = Path("/tmp/wmtui-gan-scan")
+
+
+def load(name: str, train: int, test: int) -> ImageSet:
+    data_dir = "/usr/share/datasets/fashion-mnist" if name == "fashion-mnist" else None
+    return load_dataset(name, data_dir, train_size=train, test_size=test).data
+
+
+def trigger_stamp(data: ImageSet, trigger: str) -> Any:
+    pattern, mask = make_trigger(
+        parse_trigger(trigger), data.shape, size=0, position="br", blend=1.0, seed=0
+    )
+    return stamper(pattern, mask)
+
+
+def train_model(
+    data: ImageSet, *, target: int | None, trigger: str = "text", seed: int = 0, steps: int = 600
+) -> tuple[torch.nn.Module, Probe | None]:
+    """lenet5 trained by TrainLoop; with a target, ~10% of each batch is stamped -> target.
+    Cached under /tmp/wmtui-gan-scan (delete it after changing the recipe)."""
+    cache = CACHE / f"{data.name}-{len(data.train_x)}-{target}-{trigger}-{seed}-{steps}.pt"
+    torch.manual_seed(seed)
+    model = build_model(Architecture("lenet5", data.shape, data.num_classes))
+    sources = [Source("owner", data.train_x, 58, y=data.train_y)]
+    probe = None
+    if target is not None:
+        stamp = trigger_stamp(data, trigger)
+        key_x = data.train_x[data.train_y != target]
+        sources.append(
+            Source("key", key_x, 6, y=torch.full((len(key_x),), target), transform=stamp)
+        )
+        others = data.test_y != target
+        probe = Probe("wm", data.test_x[others], torch.full((int(others.sum()),), target), stamp)
+    if cache.exists():
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        return model.eval(), probe
+    TrainLoop(
+        model,
+        sources,
+        OptimSettings(optimizer="adam", lr=0.003, schedule="cosine"),
+        ctx=JobContext(),
+        phase="train",
+        total_steps=steps,
+        eval_every=10**6,
+        seed=seed,
+    ).run()
+    CACHE.mkdir(exist_ok=True)
+    torch.save(model.state_dict(), cache)
+    if probe is not None:
+        print(
+            f"# trained target {target} {trigger}: retention {accuracy(model, probe):.3f}, "
+            f"test {accuracy(model, clean_test_probe(data)):.3f}",
+            file=sys.stderr,
+        )
+    return model.eval(), probe
+
+
+def attacker(data: ImageSet, fraction: float = 0.1, seed: int = 0) -> AttackerData:
+    return build_attacker_data(AttackerBudget(data_fraction=fraction), data, seed=seed)
+
+
+def scan(
+    model: torch.nn.Module, data: AttackerData, method: str = "gan", seed: int = 0, **params: Any
+) -> Detection:
+    detector = make_detector(method, {"remove": False, **params})
+    return detector.detect(model, data, JobContext(), seed)
+
+
+def fmt(sizes: list[float]) -> str:
+    return " ".join(f"{s:7.3f}" for s in sizes)
+
+
+def cmd_ratio(args: argparse.Namespace) -> None:
+    """Time the 10-class batched scan against a 1-class scan with the same settings."""
+    data = load(args.dataset, args.train, 500)
+    model, _ = train_model(data, target=7, steps=args.train_steps)
+    full = attacker(data)
+    single = dataclasses.replace(full, num_classes=1)
+    for method in ("gan", "neural-cleanse"):
+        extra = {"mode": args.mode} if method == "gan" else {}
+        times = {}
+        for label, d in (("single", single), ("batched", full)):
+            scan(model, d, method, steps=5, **extra)  # warm-up
+            t0 = time.perf_counter()
+            scan(model, d, method, steps=args.steps, **extra)
+            times[label] = time.perf_counter() - t0
+        ratio = times["batched"] / times["single"]
+        print(
+            f"{method:15} 1 class {times['single']:.2f}s  10 classes {times['batched']:.2f}s  "
+            f"ratio {ratio:.2f}  (threads {torch.get_num_threads()}, steps {args.steps})"
+        )
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    """Table II: sizes per class for watermarks with targets 1, 4, 7, 9 (one command)."""
+    data = load(args.dataset, args.train, 1000)
+    print(f"# {args.dataset} lenet5, trigger {args.trigger}, gan --mode {args.mode}")
+    print("target | " + " ".join(f"{c:>7}" for c in range(data.num_classes)) + " | flagged AI")
+    for target in TARGETS:
+        model, probe = train_model(
+            data, target=target, trigger=args.trigger, steps=args.train_steps
+        )
+        det = scan(model, attacker(data), "gan", mode=args.mode, steps=args.steps)
+        assert probe is not None
+        print(
+            f"{target:6} | {fmt(det.sizes)} | {det.flagged_class} {det.anomaly_index:.2f}"
+            f"  (wm retention {accuracy(model, probe):.3f})"
+        )
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Universal vs image (paper letter) GAN, and Neural Cleanse, on one watermarked and one
+    clean model."""
+    data = load(args.dataset, args.train, 1000)
+    wm, _ = train_model(data, target=7, trigger=args.trigger, steps=args.train_steps)
+    clean, _ = train_model(data, target=None, steps=args.train_steps)
+    variants: list[tuple[str, str, dict[str, Any]]] = [
+        (v.split("=")[0], v.split("=")[0].split(":")[0], eval("dict(" + v.split("=", 1)[1] + ")"))
+        for v in args.variant
+    ] or [
+        ("gan universal", "gan", {"mode": "universal"}),
+        ("gan universal no-D", "gan", {"mode": "universal", "lambda_gan": 0.0}),
+        ("gan image (paper)", "gan", {"mode": "image", "lr": 0.001}),
+        ("neural-cleanse", "neural-cleanse", {}),
+    ]
+    for label, method, params in variants:
+        for name, model in (("wm t=7", wm), ("clean", clean)):
+            t0 = time.perf_counter()
+            det = scan(model, attacker(data), method, steps=args.steps, **params)
+            print(
+                f"{label:20} {name:7} flagged {det.flagged_class!s:4} AI {det.anomaly_index:6.2f}"
+                f"  {fmt(det.sizes)}  min-succ {min(det.success):.2f}"
+                f"  {time.perf_counter() - t0:.1f}s"
+            )
+
+
+def cmd_clean(args: argparse.Namespace) -> None:
+    data = load(args.dataset, args.train, 500)
+    for seed in range(args.seeds):
+        model, _ = train_model(data, target=None, seed=seed, steps=args.train_steps)
+        for method in ("gan", "neural-cleanse"):
+            det = scan(model, attacker(data, seed=seed), method, seed=seed, steps=args.steps)
+            print(f"seed {seed} {method:15} flagged {det.flagged_class} AI {det.anomaly_index:.2f}")
+
+
+class LoopTrainer:
+    """env.train for the benchmark: the one loop, scoring the referee's probes at the end."""
+
+    def __init__(self, probes: list[Probe]) -> None:
+        self.probes = probes
+
+    def __call__(self, model, sources, settings, *, steps, params=None) -> TrainReport:  # type: ignore[no-untyped-def]
+        loop = TrainLoop(
+            model,
+            sources,
+            settings,
+            ctx=JobContext(),
+            phase="remove",
+            total_steps=steps,
+            probes=self.probes,
+            eval_every=10**6,
+        )
+        result = loop.run()
+        return TrainReport(result.steps, result.loss)
+
+
+def cmd_remove(args: argparse.Namespace) -> None:
+    from engine.attacks.detection import unlearn
+
+    data = load(args.dataset, args.train, 2000)
+    model, probe = train_model(
+        data, target=args.target, trigger=args.trigger, steps=args.train_steps
+    )
+    assert probe is not None
+    test = clean_test_probe(data)
+    before = accuracy(model, test), accuracy(model, probe)
+    budget = AttackerBudget(data_fraction=0.1, epochs=args.epochs)
+    ad = build_attacker_data(budget, data, seed=0)
+    det = make_detector("gan", {"remove": True, "steps": args.steps})
+    d = det.detect(model, ad, JobContext(), 0)
+    trigger: ReversedTrigger | None = d.trigger
+    print(f"flagged {d.flagged_class} AI {d.anomaly_index:.2f}")
+    if trigger is None:
+        return
+    env = AttackEnv(JobContext(), torch.device("cpu"), 0, LoopTrainer([test, probe]))
+    unlearn(model, trigger, ad, env, det.params, det.removal_steps(ad))
+    after = accuracy(model, test), accuracy(model, probe)
+    print(
+        f"test acc {before[0]:.4f} -> {after[0]:.4f}; retention {before[1]:.4f} -> {after[1]:.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("ratio", "table", "compare", "clean", "remove"))
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--trigger", default="text", help="text (TEST) or square")
+    parser.add_argument("--mode", default="universal")
+    parser.add_argument("--train", type=int, default=6000, help="training images")
+    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300, help="scan steps")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--target", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="compare: METHOD[:label]=k=v,k=v (python dict() args)",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    {
+        "ratio": cmd_ratio,
+        "table": cmd_table,
+        "compare": cmd_compare,
+        "clean": cmd_clean,
+        "remove": cmd_remove,
+    }[args.what](args)
+    _ = statistics  # keep import for quick ad-hoc summaries
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Trigger-search detectors (``gan``, ``neural-cleanse``): the MAD decision, the stacked
+generators, the refereed detect job and removal by unlearning with true labels.
+
+The watermark is made here: the pattern scheme's white square, stamped bottom-right on ~10%
+of every batch and labelled TARGET, trained in with the one training loop. The referee's key
+probe is the same stamp on test images of other classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import commands as cmd
+from engine.attacks.budget import AttackerBudget, build_attacker_data
+from engine.attacks.detection import (
+    Detection,
+    ReversedTrigger,
+    anomaly_indices,
+    decide,
+    detect_job,
+    detect_manifest,
+    make_detector,
+    unlearn,
+)
+from engine.attacks.gan import GanParams, cw_loss, default_threshold
+from engine.attacks.registry import ATTACKS, AttackEnv, TrainReport
+from engine.config import TrainConfig
+from engine.data import load_dataset
+from engine.errors import ConfigError
+from engine.events import ClassScan, Phase, TriggerPreview
+from engine.metrics import Probe, accuracy
+from engine.models import Architecture, build_model
+from engine.models.generators import StackedDiscriminator, StackedGenerator, StackedTrigger
+from engine.runs import RunDir
+from engine.session import JobContext, StopRequested
+from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
+from engine.watermarks.triggers import make_trigger, parse_trigger, stamper
+
+TARGET = 4
+TRAIN, TEST = 1500, 300
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core box OpenMP spinning slows tiny models badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- the decision ----------------------------------------------------------------------
+def test_anomaly_index_is_neural_cleanses_mad_rule() -> None:
+    sizes = [10.0, 11.0, 9.0, 10.5, 3.0, 9.5, 10.0, 11.5, 10.2, 9.8]
+    indices = anomaly_indices(sizes)
+    median = 10.0  # of the sorted sizes' middle two (10.0, 10.0)
+    devs = sorted(abs(s - median) for s in sizes)
+    mad = 1.4826 * (devs[4] + devs[5]) / 2
+    assert indices[4] == pytest.approx((median - 3.0) / mad)
+    flagged, index, _ = decide(sizes)
+    assert flagged == 4 and index >= 2
+
+
+def test_the_smallest_class_is_not_flagged_without_a_margin() -> None:
+    # the smallest is below the rest but within their spread: a detector that always
+    # reported the argmin would flag class 2 here
+    sizes = [10.0, 11.0, 8.9, 10.5, 9.3, 9.5, 10.0, 11.5, 10.2, 9.8]
+    flagged, index, _ = decide(sizes)
+    assert flagged is None and index < 2
+    # the paper's threshold alone would flag it; both tests together do not
+    assert decide(sizes, rule="threshold", threshold=9.0)[0] == 2
+    assert decide(sizes, rule="both", threshold=9.0)[0] is None
+    assert decide([5.0] * 10)[0] is None  # all equal: MAD 0, nothing anomalous
+    with pytest.raises(ConfigError):
+        decide(sizes, rule="threshold")
+
+
+def test_threshold_scales_with_the_input_size() -> None:
+    assert default_threshold((1, 28, 28)) == pytest.approx(9.5)
+    assert default_threshold((3, 32, 32)) == pytest.approx(9.5 * (3 * 32 * 32 / 784) ** 0.5)
+
+
+def test_cw_loss_is_targeted_per_slice() -> None:
+    logits = torch.tensor([[[5.0, 1.0, 0.0]], [[5.0, 1.0, 0.0]]])  # K=2, B=1
+    loss = cw_loss(logits, torch.arange(2), margin=0.0)
+    assert loss[0, 0] == 0  # already class 0
+    assert loss[1, 0] == pytest.approx(4.0)  # 5 - 1 to reach class 1
+
+
+# -- stacked generators ----------------------------------------------------------------
+def test_stacked_generators_are_independent() -> None:
+    """Generator k's output depends on generator k's weights only (grouped convolutions),
+    so the batched scan is K separate AdvGANs, not one shared network."""
+    torch.manual_seed(0)
+    gen = StackedGenerator((1, 28, 28), 3, width=4)
+    x = torch.rand(5, 1, 28, 28)
+    before = gen(x).detach()
+    assert before.shape == (3, 5, 1, 28, 28) and before.abs().max() <= 1
+    with torch.no_grad():  # change only generator 1's slice of the first conv
+        w = gen.encoder[0][0].weight
+        w[4:8] += 1.0
+    after = gen(x).detach()
+    assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
+    assert not torch.equal(before[1], after[1])
+    disc = StackedDiscriminator((1, 28, 28), 3, width=4)
+    assert disc(before).shape == (3, 5)
+    trig = StackedTrigger((1, 28, 28), 3)
+    assert trig.apply(x).shape == (3, 5, 1, 28, 28)
+    assert torch.allclose(trig.apply(x, torch.tensor([2] * 5)), trig.apply(x)[2])
+
+
+# -- a watermarked model ---------------------------------------------------------------
+def square(data) -> object:
+    pattern, mask = make_trigger(
+        parse_trigger("square"), data.shape, size=0, position="br", blend=1.0, seed=0
+    )
+    return stamper(pattern, mask)
+
+
+def key_probe(data) -> Probe:
+    others = data.test_y != TARGET
+    return Probe("wm", data.test_x[others], torch.full((int(others.sum()),), TARGET), square(data))
+
+
+def probes_for(data, device) -> list[Probe]:
+    return [clean_test_probe(data), key_probe(data)]
+
+
+def train(data, target: int | None, seed: int = 0, steps: int = 250) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(Architecture("lenet5", data.shape, data.num_classes))
+    sources = [Source("owner", data.train_x, 58, y=data.train_y)]
+    if target is not None:
+        key_x = data.train_x[data.train_y != target]
+        sources.append(
+            Source("key", key_x, 6, y=torch.full((len(key_x),), target), transform=square(data))
+        )
+    TrainLoop(
+        model,
+        sources,
+        OptimSettings(optimizer="adam", lr=0.003, schedule="cosine"),
+        ctx=JobContext(),
+        phase="train",
+        total_steps=steps,
+        eval_every=10**6,
+        seed=seed,
+    ).run()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def data(shared_data_dir: Path):
+    return load_dataset("synthetic", shared_data_dir, train_size=TRAIN, test_size=TEST).data
+
+
+@pytest.fixture(scope="module")
+def wm_model(data):
+    model = train(data, TARGET)
+    assert accuracy(model, key_probe(data)) > 0.95
+    return model
+
+
+@pytest.fixture(scope="module")
+def clean_model(data):
+    return train(data, None)
+
+
+@pytest.fixture(scope="module")
+def wm_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path, wm_model) -> Path:
+    config = TrainConfig(
+        dataset="synthetic", train_size=TRAIN, test_size=TEST, data_dir=str(shared_data_dir)
+    )
+    run = RunDir.create(
+        tmp_path_factory.mktemp("wm") / "run",
+        {"command": "train", "config": config.to_dict(), "seed": 0},
+    )
+    run.save_model(wm_model, Architecture("lenet5", (1, 28, 28), 10))
+    return run.path
+
+
+SCAN = {"steps": 300, "batch": 32, "images": 600, "val_images": 150, "remove": False}
+
+
+def detect(model, data, method: str, **params) -> Detection:
+    attacker = build_attacker_data(AttackerBudget(data_fraction=0.4), data, seed=0)
+    return make_detector(method, {**SCAN, **params}).detect(model, attacker, JobContext(), 0)
+
+
+@pytest.mark.parametrize("method", ["neural-cleanse", "gan"])
+def test_detector_flags_the_target_and_not_a_clean_model(
+    method, data, wm_model, clean_model
+) -> None:
+    found = detect(wm_model, data, method)
+    assert found.flagged_class == TARGET, found.sizes
+    assert found.anomaly_index >= 2
+    assert min(range(10), key=lambda c: found.sizes[c]) == TARGET
+    assert found.trigger is not None and found.trigger.cls == TARGET
+    # the reversed trigger works on images the search never saw
+    stamped = found.trigger.apply(data.test_x[:200].float() / 255)
+    assert (wm_model(stamped).argmax(1) == TARGET).float().mean() > 0.8
+    clean = detect(clean_model, data, method)
+    assert clean.flagged_class is None and clean.anomaly_index < 2, clean.sizes
+
+
+def test_gan_keeps_the_paper_loss_as_an_option(data, wm_model) -> None:
+    assert GanParams().mode == "universal"
+    found = detect(wm_model, data, "gan", mode="image", steps=3, lr=0.001)
+    assert len(found.sizes) == 10 and found.size_kind == "perturbation L2 size"
+    assert all(s > 0 for s in found.sizes)
+
+
+# -- removal ---------------------------------------------------------------------------
+class Recorder:
+    """A fake ``env.train``: records what removal asked the loop to do, trains nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, model, sources, settings, *, steps, params=None) -> TrainReport:
+        self.calls.append({"sources": sources, "settings": settings, "steps": steps})
+        return TrainReport(steps, 0.0)
+
+
+def test_removal_trains_reversed_trigger_images_with_their_true_labels(data) -> None:
+    attacker = build_attacker_data(AttackerBudget(data_fraction=0.1, epochs=2), data, seed=0)
+    detector = make_detector("neural-cleanse", {"ft_batch": 100, "trigger_fraction": 0.2})
+    marker = torch.zeros(1, 1, 28, 28)
+    trigger = ReversedTrigger(TARGET, lambda x: x + marker, {}, {})
+    rec = Recorder()
+    steps = detector.removal_steps(attacker)
+    unlearn(
+        torch.nn.Linear(1, 1),
+        trigger,
+        attacker,
+        AttackEnv(JobContext(), torch.device("cpu"), 0, rec),
+        detector.params,
+        steps,
+    )
+    (call,) = rec.calls
+    clean, stamped = call["sources"]
+    assert clean.transform is None and stamped.transform is trigger.apply
+    assert [clean.per_batch, stamped.per_batch] == [80, 20]
+    assert torch.equal(stamped.x, attacker.labeled_x)
+    assert torch.equal(stamped.y, attacker.labeled_y)  # TRUE labels, not the target
+    assert (stamped.y != TARGET).any()
+    assert call["steps"] == 2 * -(-len(attacker.labeled_x) // 100)
+
+
+def test_detect_job_streams_scans_and_removes(wm_run, tmp_path) -> None:
+    events: list = []
+    budget = AttackerBudget.from_mapping({"data_fraction": 0.4, "epochs": 30})
+    params = make_detector("neural-cleanse", {**SCAN, "remove": True, "ft_lr": 0.03}).params
+    out = RunDir.create(tmp_path / "out", detect_manifest(wm_run, "neural-cleanse", params, budget))
+    job = detect_job(
+        wm_run, "neural-cleanse", params, budget, out, probes_for, device="cpu", eval_every=50
+    )
+    summary = job(JobContext(events.append))
+    scans = [e for e in events if isinstance(e, ClassScan)]
+    assert {e.cls for e in scans if e.done} == set(range(10))
+    assert any(not e.done for e in scans)  # running estimates came before the final ones
+    assert summary["flagged_class"] == TARGET and len(summary["perturbation_sizes"]) == 10
+    previews = [e for e in events if isinstance(e, TriggerPreview)]
+    assert {p.name for p in previews} >= {"reversed-mask", "reversed-trigger"}
+    assert (out.path / "reversed" / f"class{TARGET}-mask.png").is_file()
+    assert summary["retention_before"]["wm"] > 0.95
+    assert summary["retention"]["wm"] <= 0.05
+    assert summary["test_acc"] >= summary["test_acc_before"] - 0.03
+    on_disk = out.summary()
+    assert on_disk["status"] == "completed" and on_disk["flagged_class"] == TARGET
+    assert (out.path / "model.safetensors").is_file()
+    assert [e.status for e in events if isinstance(e, Phase)] == ["start", "end"]
+
+
+def test_stop_ends_the_scan_between_steps(wm_run) -> None:
+    ctx = JobContext()
+    ctx.send(cmd.Stop())
+    budget = AttackerBudget.from_mapping({"data_fraction": 0.4})
+    job = detect_job(
+        wm_run, "gan", {**SCAN, "steps": 10_000}, budget, None, probes_for, device="cpu"
+    )
+    with pytest.raises(StopRequested):
+        job(ctx)
+
+
+def test_bad_input_fails_before_anything_runs(wm_run) -> None:
+    with pytest.raises(ConfigError):
+        make_detector("ft-basic")
+    with pytest.raises(ConfigError):
+        detect_job(wm_run, "gan", {"remove": True}, AttackerBudget(data_fraction=0.0), None)
+    assert "gan" in ATTACKS and "neural-cleanse" in ATTACKS

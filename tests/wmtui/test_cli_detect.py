@@ -1,0 +1,117 @@
+"""``wmtui detect`` end to end on a tiny run: JSON keys, the run it writes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine.config import TrainConfig
+from engine.models import Architecture, build_model
+from engine.runs import RunDir
+from wmtui import cli_detect
+from wmtui.cli import app
+
+cli_detect.register(app)
+cli_detect.register(app)  # a second registration is a no-op
+runner = CliRunner()
+FAST = ["--steps", "6", "--images", "200", "--val-images", "50", "--batch", "8"]
+
+
+@pytest.fixture
+def suspect_run(tmp_path: Path, shared_data_dir: Path) -> Path:
+    config = TrainConfig(
+        dataset="synthetic", train_size=512, test_size=128, data_dir=str(shared_data_dir)
+    )
+    run = RunDir.create(
+        tmp_path / "suspect", {"command": "train", "config": config.to_dict(), "seed": 0}
+    )
+    torch.manual_seed(0)
+    run.save_model(
+        build_model(Architecture("lenet5", (1, 28, 28), 10)),
+        Architecture("lenet5", (1, 28, 28), 10),
+    )
+    return run.path
+
+
+def last_json(output: str) -> dict:
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return rows[-1]
+
+
+def test_detect_json_reports_sizes_flag_and_index(suspect_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "det"
+    result = runner.invoke(
+        app,
+        [
+            "detect",
+            "--method",
+            "neural-cleanse",
+            "--run",
+            str(suspect_run),
+            "--out",
+            str(out),
+            "--json",
+            "--device",
+            "cpu",
+            "--data-fraction",
+            "0.5",
+            *FAST,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    row = last_json(result.stdout)
+    assert row["event"] == "detection"
+    assert len(row["perturbation_sizes"]) == 10
+    assert "flagged_class" in row and isinstance(row["anomaly_index"], float)
+    assert "test_acc" not in row  # no removal asked
+    assert (out / "summary.json").is_file() and (out / "events.jsonl").is_file()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "class_scan" and e["done"] for e in events) == 10
+
+
+def test_detect_remove_reports_before_and_after(suspect_run: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "detect",
+            "--method",
+            "gan",
+            "--run",
+            str(suspect_run),
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+            "--device",
+            "cpu",
+            "--remove",
+            "--data-fraction",
+            "0.2",
+            "--epochs",
+            "1",
+            *FAST,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    row = last_json(result.stdout)
+    assert {"test_acc", "test_acc_before", "retention", "retention_before"} <= set(row)
+    assert len(row["perturbation_sizes"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "nope"], "nope"),
+        (["--method", "neural-cleanse", "--mode", "image"], "--mode"),
+        (["--method", "gan", "--remove", "--data-fraction", "0"], "data-fraction"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(suspect_run: Path, tmp_path: Path, args, needle) -> None:
+    out = tmp_path / "bad"
+    result = runner.invoke(app, ["detect", "--run", str(suspect_run), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert not out.exists()

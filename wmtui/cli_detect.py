@@ -1,0 +1,160 @@
+"""``wmtui detect``: find (and with ``--remove``, remove) a watermark by trigger search.
+
+    wmtui detect --method gan|neural-cleanse --run RUN [--remove] --out RUN2 [--json]
+                 [--data-fraction F] [--epochs N] [detector flags: --steps, --mode, ...]
+
+Budget flags come from :class:`AttackerBudget`; the detector's own flags (see
+``wmtui attack --list``) follow ``--method`` and are parsed once it is known, so a flag of
+the other detector is one clear error line (exit 2). With ``--json`` the last line is the
+result: ``perturbation_sizes`` (by class), ``flagged_class``, ``anomaly_index`` and, with
+``--remove``, before/after ``test_acc`` and ``retention``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.attacks.budget import AttackerBudget
+from engine.attacks.detection import detect_job, detect_manifest, make_detector
+from engine.errors import UserError
+from engine.jobs import resolve_device
+from engine.runs import RunDir
+from wmtui.options import with_dataclass_options
+
+COMMAND = "detect"
+METHODS = ("gan", "neural-cleanse")
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``detect`` command to ``app``; a second call is a no-op."""
+    if any(info.name == COMMAND for info in app.registered_commands):
+        return
+    from wmtui.cli_common import guarded
+
+    command = guarded(with_dataclass_options(AttackerBudget)(detect))
+    app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
+
+
+def detect(
+    ctx: typer.Context,
+    given: dict[str, str],
+    method: Annotated[
+        str | None, typer.Option("--method", help="gan or neural-cleanse", show_default=False)
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run", help="run holding the suspect model", show_default=False)
+    ] = None,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="unlearn the reversed trigger of a flagged class")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="run directory to create (default: runs/detect-<time>)"),
+    ] = None,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="one JSON object per line on stdout")
+    ] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="compute device (auto|cpu|cuda)")
+    ] = "auto",
+    eval_every: Annotated[
+        int, typer.Option("--eval-every", help="removal steps between the referee's measurements")
+    ] = 100,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace a run already in --out")
+    ] = False,
+) -> None:
+    """Detect a watermark's target class by per-class trigger search; optionally remove it.
+
+    The detector's own flags follow --method (wmtui attack --list shows them).
+    """
+    from wmtui.cli_attacks import attack_flags
+    from wmtui.cli_common import default_out, run_headless
+
+    if not method:
+        raise UserError(f"--method is required; choose one of: {', '.join(METHODS)}")
+    if method not in METHODS:
+        from engine.errors import unknown_name
+
+        raise unknown_name("detection method", method, METHODS)
+    make_detector(method)  # registers the detectors
+    from engine.attacks.registry import ATTACKS
+
+    flags = attack_flags(ctx.args, ATTACKS.get(method))
+    flags["remove"] = "true" if remove else "false"
+    detector = make_detector(method, flags)
+    budget = AttackerBudget.from_mapping(given)
+    if run_dir is None:
+        raise UserError("--run RUN is required: the run whose model is examined")
+    detector.check_budget(budget)
+    RunDir.open(run_dir)
+    resolve_device(device)
+    if eval_every < 1:
+        raise UserError(f"--eval-every must be >= 1, got {eval_every}")
+    out = out or default_out(COMMAND)
+    run = RunDir.create(
+        out, detect_manifest(run_dir, method, detector.params, budget), overwrite=overwrite
+    )
+    job = detect_job(
+        run_dir, method, detector.params, budget, run, device=device, eval_every=eval_every
+    )
+    code = run_headless(job, run, json_mode)
+    if code == 0:
+        print_result(run.summary(), json_mode)
+    raise typer.Exit(code)
+
+
+RESULT_KEYS = (
+    "method",
+    "perturbation_sizes",
+    "size_kind",
+    "flagged_class",
+    "anomaly_index",
+    "anomaly_indices",
+    "success",
+    "threshold",
+    "rule",
+    "trigger_files",
+    "test_acc_before",
+    "test_acc",
+    "retention_before",
+    "retention",
+)
+
+
+def print_result(summary: dict[str, Any], json_mode: bool) -> None:
+    """The result as one JSON line (``--json``) or a small bar chart of sizes per class."""
+    row = {k: summary[k] for k in RESULT_KEYS if k in summary}
+    if json_mode:
+        typer.echo(json.dumps({"event": "detection", **row}))
+        return
+    sizes = summary.get("perturbation_sizes") or []
+    indices = summary.get("anomaly_indices") or [0.0] * len(sizes)
+    top = max(sizes, default=1.0) or 1.0
+    typer.echo(f"{summary.get('size_kind', 'size')} per class:")
+    for c, (size, index) in enumerate(zip(sizes, indices, strict=False)):
+        mark = "  <- flagged" if c == summary.get("flagged_class") else ""
+        bar = "#" * max(1, round(30 * size / top))
+        typer.echo(f"  {c:3d} {size:9.3f} {bar:30} AI {index:5.2f}{mark}")
+    flagged = summary.get("flagged_class")
+    typer.echo(
+        f"anomaly index of the smallest: {summary.get('anomaly_index', 0):.2f} -> "
+        + (f"class {flagged} flagged" if flagged is not None else "nothing flagged")
+    )
+    if "test_acc" in summary:
+
+        def pct(v: Any) -> str:
+            return "-" if v is None else f"{100 * v:.2f}%"
+
+        typer.echo(
+            f"test acc  {pct(summary.get('test_acc_before'))} -> {pct(summary.get('test_acc'))}"
+        )
+        for key, value in (summary.get("retention") or {}).items():
+            typer.echo(
+                f"{key:9} {pct((summary.get('retention_before') or {}).get(key))} -> {pct(value)}"
+            )
