@@ -15,14 +15,15 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Log, Static
-from textual_plot import HiResMode, PlotWidget
+from textual_plot import HiResMode, LegendLocation, PlotWidget
 
 from engine import commands as cmd
-from engine.config import TrainConfig
+from engine.attacks import ATTACKS
+from engine.attacks.detection import Detector
+from engine.errors import UserError
 from engine.events import Event
-from engine.jobs import train_job
-from engine.runs import RunDir
-from engine.session import Session
+from engine.registry import Plugin
+from wmtui.screens.plugin_form import Choice, PluginFormScreen
 from wmtui.screens.prompt import PromptScreen, int_in_range, positive_float
 from wmtui.state import DashboardState, Series
 from wmtui.widgets.image_view import ImageView
@@ -38,11 +39,6 @@ class SessionLike(Protocol):
     def poll(self) -> list[Event]: ...
     def send(self, command: cmd.Command) -> None: ...
     def stop(self, timeout: float = 2.0) -> bool: ...
-
-
-def training_session(config: TrainConfig, run: RunDir | None) -> Session:
-    sinks = [run.event_sink()] if run is not None else []
-    return Session(train_job(config, run), sinks)
 
 
 def nice_ticks(upper: float, most: int = 4) -> list[float]:
@@ -78,14 +74,22 @@ class WmtuiApp(App[None]):
         Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),
         Binding("minus", "lr_down", "lr÷2", key_display="-"),
         Binding("r", "set_lr", "lr="),
-        Binding("t", "next_trigger", "trigger"),
+        Binding("t", "next_trigger", "trig"),
         Binding("l", "set_label", "label"),
+        Binding("a", "attack", "attack"),
+        Binding("d", "detect", "scan"),
         Binding("s", "stop", "stop"),
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
 
-    def __init__(self, session_factory: Callable[[], SessionLike], refresh: float = 2.0) -> None:
+    def __init__(
+        self,
+        session_factory: Callable[[], SessionLike],
+        refresh: float = 2.0,
+        run_path: Path | None = None,
+    ) -> None:
         super().__init__()
+        self.run_path = run_path  # the run whose saved model the next attack or scan reads
         self._session_factory = session_factory
         self.session: SessionLike | None = None
         self.state = DashboardState()
@@ -106,13 +110,14 @@ class WmtuiApp(App[None]):
                     yield ImageView(id="preview-0")
                     yield ImageView(id="preview-1")
         yield Log(id="log", max_lines=1000)
-        yield Footer(show_command_palette=False)
+        yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
         acc = self.query_one("#acc-plot", PlotWidget)
         acc.set_ylabel("accuracy %")
         acc.set_xlabel("step")
         acc.set_ylimits(0, 100)
+        acc.show_legend(LegendLocation.BOTTOMRIGHT)
         loss = self.query_one("#loss-plot", PlotWidget)
         loss.set_ylabel("loss")
         loss.set_xlabel("step")
@@ -271,6 +276,48 @@ class WmtuiApp(App[None]):
                 self._send(cmd.SetTargetLabel(int(text)), f"target label -> {text}")
 
         self.push_screen(PromptScreen("Target label:", int_in_range(0, high), "class index"), send)
+
+    def _plugins(self, detectors: bool) -> list[Plugin[object]]:
+        def is_detector(plugin: Plugin[object]) -> bool:
+            factory = plugin.factory
+            return isinstance(factory, type) and issubclass(factory, Detector)
+
+        chosen = [p for p in ATTACKS if is_detector(p) == detectors]
+        first = "neural-cleanse" if detectors else "ft-basic"  # the ones that work best here
+        return sorted(chosen, key=lambda p: p.name != first)
+
+    def action_attack(self) -> None:
+        self._pick("Attack the current model", detectors=False)
+
+    def action_detect(self) -> None:
+        self._pick("Scan the current model for a watermark", detectors=True)
+
+    def _pick(self, title: str, *, detectors: bool) -> None:
+        if self.run_path is None:
+            self.query_one("#log", Log).write_line("! no saved model to work on in this session")
+            return
+        self.push_screen(PluginFormScreen(title, self._plugins(detectors)), self.start_followup)
+
+    def start_followup(self, choice: Choice | None) -> None:
+        """Stop the current phase (its model is saved), then run the chosen one on that model."""
+        if choice is None or self.run_path is None:
+            return
+        from wmtui.sessions import attack_session
+
+        name, params, budget = choice
+        log = self.query_one("#log", Log)
+        if self.session is not None and not self.session.stop(timeout=1.5):
+            log.write_line("! the current phase did not stop in time; try again")
+            return
+        self.pump()
+        try:
+            session, path = attack_session(self.run_path, name, params, budget)
+        except UserError as exc:
+            log.write_line(f"! {name} refused: {exc}")
+            return
+        log.write_line(f"> {name} on {self.run_path} -> {path}")
+        self.session, self.run_path = session, path
+        session.start()
 
     def action_stop(self) -> None:
         self._send(cmd.Stop(), "stop")

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,7 @@ from engine.errors import UserError
 from engine.events import Done
 from engine.jobs import new_run_manifest, train_job
 from engine.runs import RunDir
+from engine.watermarks import SCHEMES, parse_scheme_params
 from wmtui.cli_common import (
     DEBUG,
     ConfigOption,
@@ -31,6 +32,7 @@ from wmtui.cli_common import (
     guarded,
     run_headless,
 )
+from wmtui.cli_watermarks import SCHEME_PARAMS, split_config
 from wmtui.options import with_dataclass_options
 
 app = typer.Typer(
@@ -52,7 +54,8 @@ def root(
     """Without a command, start the playground on the offline default (--dataset auto)."""
     DEBUG["on"] = debug
     if ctx.invoked_subcommand is None:
-        guarded(launch_tui)(TrainConfig(), refresh=2.0, out=None)
+        pattern = parse_scheme_params("pattern", {})
+        guarded(launch_tui)(TrainConfig(), "pattern", pattern, refresh=2.0, out=None)
 
 
 @app.command()
@@ -97,25 +100,46 @@ def resume(
 
 @app.command()
 @guarded
-@with_dataclass_options(TrainConfig)
+@with_dataclass_options(TrainConfig, *SCHEME_PARAMS)
 def tui(
     given: dict[str, str],
+    scheme: Annotated[
+        str | None,
+        typer.Option(
+            "--scheme",
+            help=f"watermark embedded while training ({'|'.join(SCHEMES.names())}|none; "
+            "default: pattern, the TEST trigger)",
+        ),
+    ] = None,
     refresh: Annotated[float, typer.Option("--refresh", help="repaints per second (1-10)")] = 2.0,
     out: OutOption = None,
     config: ConfigOption = None,
 ) -> None:
     """The playground (the default command): train live, steer it from the keyboard."""
-    launch_tui(build_config(given, config), refresh=refresh, out=out)
+    train_values, scheme_values, name = split_config(given, config, scheme)
+    cfg = build_config({k: str(v) for k, v in train_values.items()}, None)
+    if name == "none":
+        if scheme_values:
+            raise UserError(
+                f"--scheme none takes no scheme flags (got --{next(iter(scheme_values))})"
+            )
+        launch_tui(cfg, None, None, refresh=refresh, out=out)
+    else:
+        launch_tui(cfg, name, parse_scheme_params(name, scheme_values), refresh=refresh, out=out)
 
 
-def launch_tui(config: TrainConfig, *, refresh: float, out: Path | None) -> None:
+def launch_tui(
+    config: TrainConfig, scheme: str | None, params: Any, *, refresh: float, out: Path | None
+) -> None:
     if not 1.0 <= refresh <= 10.0:
         raise UserError(f"--refresh must be between 1 and 10, got {refresh}")
-    from wmtui.app import WmtuiApp, training_session
+    from wmtui.app import WmtuiApp
+    from wmtui.sessions import training_session, tui_run
 
-    out = out or default_out("tui")
-    run = RunDir.create(out, new_run_manifest(config, "tui"))
-    app_ = WmtuiApp(lambda: training_session(config, run), refresh=refresh)
+    run = tui_run(config, out or default_out("tui"), scheme, params)
+    app_ = WmtuiApp(
+        lambda: training_session(config, run, scheme, params), refresh=refresh, run_path=run.path
+    )
     app_.run()
     if app_.exit_message:
         typer.echo(app_.exit_message, err=True)

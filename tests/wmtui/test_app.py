@@ -5,8 +5,10 @@ import pytest
 from engine import commands as cmd
 from engine.config import TrainConfig
 from engine.events import Error
+from engine.runs import RunDir
 from tests.wmtui.fakes import FakeSession, training_script
-from wmtui.app import WmtuiApp, training_session
+from wmtui.app import WmtuiApp
+from wmtui.sessions import training_session
 
 
 async def test_keys_reach_the_session_and_are_acknowledged() -> None:
@@ -60,7 +62,8 @@ async def test_quit_mid_training_ends_the_worker_quickly(tmp_path) -> None:
     sessions = []
 
     def factory():
-        sessions.append(training_session(config, None))
+        run = RunDir.create(tmp_path / "run", {"config": config.to_dict()})
+        sessions.append(training_session(config, run))
         return sessions[-1]
 
     app = WmtuiApp(factory, refresh=4.0)
@@ -143,3 +146,36 @@ def test_scan_snapshot(snap_compare) -> None:
     app = WmtuiApp(lambda: fake, refresh=2.0)
     app.theme = "textual-dark"
     assert snap_compare(app, terminal_size=(100, 30), run_before=settle)
+
+
+async def test_attack_picker_starts_a_follow_up_phase_on_the_saved_model(tmp_path) -> None:
+    """Embed a watermark (tiny), press `a`, accept ft-basic: the attack runs on that model."""
+    from engine.watermarks import parse_scheme_params
+
+    config = TrainConfig(
+        dataset="synthetic", epochs=1, train_size=512, test_size=128, batch_size=64, eval_every=4
+    )
+    run = RunDir.create(tmp_path / "run", {"config": config.to_dict()})
+    params = parse_scheme_params("pattern", {"trigger": "square"})
+    app = WmtuiApp(
+        lambda: training_session(config, run, "pattern", params), refresh=4.0, run_path=run.path
+    )
+    async with app.run_test(size=(100, 32)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if app.state.status == "completed":
+                break
+        assert app.state.status == "completed" and "key" in app.state.retention
+        await pilot.press("a")
+        await pilot.pause()
+        app.screen.query_one("#budget-epochs").value = "1"
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if app.state.phase == "ft-basic" and app.state.status == "completed":
+                break
+        assert app.state.phase == "ft-basic" and app.state.status == "completed"
+        assert app.run_path is not None and app.run_path != run.path
+        assert (app.run_path / "model.safetensors").is_file()
+        assert len(app.state.phase_starts) == 2  # the embed phase, then the attack
+        await pilot.press("ctrl+q")
