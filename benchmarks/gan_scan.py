@@ -120,9 +120,9 @@ def cmd_ratio(args: argparse.Namespace) -> None:
         extra = {"mode": args.mode} if method == "gan" else {}
         times = {}
         for label, d in (("single", single), ("batched", full)):
-            scan(model, d, method, steps=5, **extra)  # warm-up
+            scan(model, d, method, scan_steps=5, **extra)  # warm-up
             t0 = time.perf_counter()
-            scan(model, d, method, steps=args.steps, **extra)
+            scan(model, d, method, scan_steps=args.steps, **extra)
             times[label] = time.perf_counter() - t0
         ratio = times["batched"] / times["single"]
         print(
@@ -140,7 +140,7 @@ def cmd_table(args: argparse.Namespace) -> None:
         model, probe = train_model(
             data, target=target, trigger=args.trigger, steps=args.train_steps
         )
-        det = scan(model, attacker(data), "gan", mode=args.mode, steps=args.steps)
+        det = scan(model, attacker(data), "gan", mode=args.mode, scan_steps=args.steps)
         assert probe is not None
         print(
             f"{target:6} | {fmt(det.sizes)} | {det.flagged_class} {det.anomaly_index:.2f}"
@@ -166,7 +166,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     for label, method, params in variants:
         for name, model in (("wm t=7", wm), ("clean", clean)):
             t0 = time.perf_counter()
-            det = scan(model, attacker(data), method, steps=args.steps, **params)
+            det = scan(model, attacker(data), method, scan_steps=args.steps, **params)
             print(
                 f"{label:20} {name:7} flagged {det.flagged_class!s:4} AI {det.anomaly_index:6.2f}"
                 f"  {fmt(det.sizes)}  min-succ {min(det.success):.2f}"
@@ -179,7 +179,7 @@ def cmd_clean(args: argparse.Namespace) -> None:
     for seed in range(args.seeds):
         model, _ = train_model(data, target=None, seed=seed, steps=args.train_steps)
         for method in ("gan", "neural-cleanse"):
-            det = scan(model, attacker(data, seed=seed), method, seed=seed, steps=args.steps)
+            det = scan(model, attacker(data, seed=seed), method, seed=seed, scan_steps=args.steps)
             print(f"seed {seed} {method:15} flagged {det.flagged_class} AI {det.anomaly_index:.2f}")
 
 

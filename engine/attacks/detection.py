@@ -41,6 +41,7 @@ from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_d
 from engine.attacks.job import (
     ProbesFor,
     default_probes,
+    derived_manifest,
     referee_scores,
     referee_trainer,
     source_dataset,
@@ -272,7 +273,7 @@ def batched_logits(model: nn.Module, xs: torch.Tensor) -> torch.Tensor:
 class ScanParams:
     """Search and removal settings both detectors take."""
 
-    steps: int = param(300, "optimisation steps of the scan (all classes at once)", low=1)
+    scan_steps: int = param(300, "optimisation steps of the scan (all classes at once)", low=1)
     batch: int = param(64, "clean images per class per scan step", low=1, high=65_536)
     lr: float = param(0.1, "learning rate of the search (Adam)", low=0.0, high=100.0, low_open=True)
     images: int = param(2000, "most clean images the scan uses (0: all the attacker has)", low=0)
@@ -399,20 +400,9 @@ def make_detector(method: str, params: Any = None) -> Detector[Any]:
 def detect_manifest(
     run_dir_in: Path, method: str, params: Any, budget: AttackerBudget
 ) -> dict[str, Any]:
-    """Manifest of a detection run: the source run's config (the dataset reloads the same
-    way), the source run (so the owner's key is found for refereeing), the detector's setup."""
-    manifest = RunDir.open(run_dir_in).manifest()
-    return {
-        "command": "detect",
-        "config": manifest["config"],
-        "seed": manifest.get("seed", manifest["config"].get("seed", 0)),
-        "source_run": str(Path(run_dir_in).resolve()),
-        "detect": {
-            "method": method,
-            "params": dataclasses.asdict(params),
-            "budget": budget.to_dict(),
-        },
-    }
+    """Manifest of a detection run: the detector's setup beside the source run's config."""
+    details = {"method": method, "params": dataclasses.asdict(params), "budget": budget.to_dict()}
+    return derived_manifest(run_dir_in, "detect", details)
 
 
 def png_bytes(image: torch.Tensor, scale: int = 4) -> bytes:
@@ -506,7 +496,7 @@ def detect_job(
                 "start",
                 info={
                     "detector": method,
-                    "steps": detector.params.steps,
+                    "steps": detector.params.scan_steps,
                     "classes": data.num_classes,
                     "remove": detector.params.remove,
                     "dataset": data.name,

@@ -12,11 +12,10 @@ import dataclasses
 
 from torch import nn
 
-from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.budget import AttackerData
 from engine.attacks.ft_basic import FTBasicParams
 from engine.attacks.prune import PruneParams, masks_held, prune_model
-from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
-from engine.errors import ConfigError
+from engine.attacks.registry import AttackEnv, AttackResult, LabelledAttack, register_attack
 from engine.models import Architecture
 from engine.registry import param
 
@@ -37,15 +36,10 @@ class FinePruneParams(FTBasicParams):
 
 
 @register_attack("fine-prune", FinePruneParams)
-class FinePrune(Attack[FinePruneParams]):
+class FinePrune(LabelledAttack[FinePruneParams]):
     """Fine-pruning: prune least-active neurons on clean data, then fine-tune (FT-Basic LR)."""
 
-    def check_budget(self, budget: AttackerBudget) -> None:
-        if budget.data_fraction == 0:
-            raise ConfigError("fine-prune needs labelled data: give --data-fraction > 0")
-
-    def planned_steps(self, data: AttackerData) -> int:
-        return data.total_steps(len(data.labeled_x), self.params.batch)
+    label = "fine-prune"
 
     def run(
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv

@@ -12,10 +12,9 @@ import dataclasses
 
 from torch import nn
 
-from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.budget import AttackerData
 from engine.attacks.common import HeadOnly, TuneParams, last_layer, only_trainable, reinitialise
-from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
-from engine.errors import ConfigError
+from engine.attacks.registry import AttackEnv, AttackResult, LabelledAttack, register_attack
 from engine.models import Architecture
 from engine.registry import param
 
@@ -30,15 +29,10 @@ class FinetuneParams(TuneParams):
 
 
 @register_attack("finetune", FinetuneParams)
-class Finetune(Attack[FinetuneParams]):
+class Finetune(LabelledAttack[FinetuneParams]):
     """Fine-tuning baselines FTLL/FTAL/RTLL/RTAL on the attacker's labelled data (lr 0.001)."""
 
-    def check_budget(self, budget: AttackerBudget) -> None:
-        if budget.data_fraction == 0:
-            raise ConfigError("finetune needs labelled data: give --data-fraction > 0")
-
-    def planned_steps(self, data: AttackerData) -> int:
-        return data.total_steps(len(data.labeled_x), self.params.batch)
+    label = "finetune"
 
     def run(
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv

@@ -13,9 +13,9 @@ import dataclasses
 
 from torch import nn
 
-from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.budget import AttackerData
 from engine.attacks.common import TuneParams
-from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
+from engine.attacks.registry import AttackEnv, AttackResult, LabelledAttack, register_attack
 from engine.errors import ConfigError
 from engine.models import Architecture
 from engine.registry import param
@@ -36,18 +36,11 @@ class FTBasicParams(TuneParams):
 
 
 @register_attack("ft-basic", FTBasicParams)
-class FTBasic(Attack[FTBasicParams]):
+class FTBasic(LabelledAttack[FTBasicParams]):
     """REFIT FT-Basic: whole model, lr 0.05 x0.9 every 500 steps, batch 100."""
 
-    def check_budget(self, budget: AttackerBudget) -> None:
-        if budget.data_fraction == 0:
-            raise ConfigError(
-                "ft-basic needs labelled data (--data-fraction > 0); with none, use ftau"
-                " --unlabeled DATASET"
-            )
-
-    def planned_steps(self, data: AttackerData) -> int:
-        return data.total_steps(len(data.labeled_x), self.params.batch)
+    label = "ft-basic"
+    without_labels = "use ftau --unlabeled DATASET"
 
     def run(
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv

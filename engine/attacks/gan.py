@@ -152,7 +152,7 @@ class GanDetector(Detector[GanParams]):
             universal = isinstance(gen_net, StackedTrigger)
             cost = torch.full((k,), p.lambda_mask, device=device)
             succeeded = torch.zeros(k, device=device)
-            for step in range(p.steps):
+            for step in range(p.scan_steps):
                 ctx.between_steps()
                 x, pred = scan.batch(step, p.batch, gen)
                 counts = others_mask(pred, k)
@@ -206,7 +206,7 @@ class GanDetector(Detector[GanParams]):
             success=success,
             rule=p.rule,
             threshold=threshold,
-            steps=p.steps,
+            steps=p.scan_steps,
             seconds=round(time.perf_counter() - started, 3),
             trigger=trigger,
         )

@@ -113,6 +113,20 @@ def sweep_params(attack: Attack[Any], ratios: Sequence[float]) -> list[Any]:
     return [parse_params(type(attack.params), {**base, "ratio": r}) for r in ratios]
 
 
+def derived_manifest(run_dir_in: Path, command: str, details: dict[str, Any]) -> dict[str, Any]:
+    """Manifest of a run made from another: the source run's config (so the dataset reloads
+    the same way), the source run (so the owner's key is found for refereeing), and
+    ``details`` under the command's name."""
+    manifest = RunDir.open(run_dir_in).manifest()
+    return {
+        "command": command,
+        "config": manifest["config"],
+        "seed": manifest.get("seed", manifest["config"].get("seed", 0)),
+        "source_run": str(Path(run_dir_in).resolve()),
+        command: details,
+    }
+
+
 def attack_manifest(
     run_dir_in: Path,
     attack_name: str,
@@ -120,22 +134,17 @@ def attack_manifest(
     budget: AttackerBudget,
     sweep: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Manifest of the attacked run: the source run's config (so the dataset reloads the same
-    way), the source run, and everything the attacker was given."""
-    source = RunDir.open(run_dir_in)
-    manifest = source.manifest()
-    return {
-        "command": "attack",
-        "config": manifest["config"],
-        "seed": manifest.get("seed", manifest["config"].get("seed", 0)),
-        "source_run": str(Path(run_dir_in).resolve()),
-        "attack": {
+    """Manifest of the attacked run: everything the attacker was given."""
+    return derived_manifest(
+        run_dir_in,
+        "attack",
+        {
             "name": attack_name,
             "params": dataclasses.asdict(params),
             "budget": budget.to_dict(),
             "sweep": list(sweep) if sweep else None,
         },
-    }
+    )
 
 
 def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:

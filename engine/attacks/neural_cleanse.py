@@ -100,7 +100,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             targets = torch.arange(k, device=device)
             gen = torch.Generator().manual_seed(seed + 1)
             report = ScanReporter(ctx, self.method, k, p.report_every)
-            for step in range(p.steps):
+            for step in range(p.scan_steps):
                 ctx.between_steps()
                 x, pred = scan.batch(step, p.batch, gen)
                 counts = others_mask(pred, k)
@@ -151,7 +151,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             anomaly_indices=indices,
             success=success,
             rule=p.rule,
-            steps=p.steps,
+            steps=p.scan_steps,
             seconds=round(time.perf_counter() - started, 3),
             trigger=trigger,
         )

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.errors import ConfigError
 from engine.models import Architecture
 from engine.registry import Registry
 from engine.session import JobContext
@@ -94,6 +95,25 @@ class Attack(Generic[P]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         raise NotImplementedError
+
+
+class LabelledAttack(Attack[P]):
+    """An attack that trains on the attacker's labelled data, ``params.batch`` per step.
+
+    A budget without labelled data is refused before anything runs; ``without_labels``
+    says what to use instead.
+    """
+
+    label: str = "this attack"
+    without_labels: str = ""
+
+    def check_budget(self, budget: AttackerBudget) -> None:
+        if budget.data_fraction == 0:
+            hint = f"; with none, {self.without_labels}" if self.without_labels else ""
+            raise ConfigError(f"{self.label} needs labelled data (--data-fraction > 0){hint}")
+
+    def planned_steps(self, data: AttackerData) -> int:
+        return data.total_steps(len(data.labeled_x), self.params.batch)  # type: ignore[attr-defined]
 
 
 AttackFactory = Callable[[Any], Attack[Any]]

@@ -180,7 +180,7 @@ def wm_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path, wm_m
     return run.path
 
 
-SCAN = {"steps": 300, "batch": 32, "images": 600, "val_images": 150, "remove": False}
+SCAN = {"scan_steps": 300, "batch": 32, "images": 600, "val_images": 150, "remove": False}
 
 
 def detect(model, data, method: str, **params) -> Detection:
@@ -206,7 +206,7 @@ def test_detector_flags_the_target_and_not_a_clean_model(
 
 def test_gan_keeps_the_paper_loss_as_an_option(data, wm_model) -> None:
     assert GanParams().mode == "universal"
-    found = detect(wm_model, data, "gan", mode="image", steps=3, lr=0.001)
+    found = detect(wm_model, data, "gan", mode="image", scan_steps=3, lr=0.001)
     assert len(found.sizes) == 10 and found.size_kind == "perturbation L2 size"
     assert all(s > 0 for s in found.sizes)
 
@@ -278,7 +278,7 @@ def test_stop_ends_the_scan_between_steps(wm_run) -> None:
     ctx.send(cmd.Stop())
     budget = AttackerBudget.from_mapping({"data_fraction": 0.4})
     job = detect_job(
-        wm_run, "gan", {**SCAN, "steps": 10_000}, budget, None, probes_for, device="cpu"
+        wm_run, "gan", {**SCAN, "scan_steps": 10_000}, budget, None, probes_for, device="cpu"
     )
     with pytest.raises(StopRequested):
         job(ctx)

@@ -18,7 +18,7 @@ from wmtui.cli import app
 cli_detect.register(app)
 cli_detect.register(app)  # a second registration is a no-op
 runner = CliRunner()
-FAST = ["--steps", "6", "--images", "200", "--val-images", "50", "--batch", "8"]
+FAST = ["--scan-steps", "6", "--images", "200", "--val-images", "50", "--batch", "8"]
 
 
 @pytest.fixture
