@@ -149,9 +149,10 @@ class WmtuiApp(App[None]):
             for part in (
                 "wmtui",
                 state.phase or "-",
-                info.get("dataset_reason") or info.get("dataset", ""),
+                info.get("dataset", ""),
                 info.get("model", ""),
                 info.get("device", ""),
+                info.get("dataset_reason", ""),  # last: a narrow terminal cuts it first
             )
             if part
         )
