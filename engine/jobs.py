@@ -230,8 +230,9 @@ class KeyTracker:
         assert self.loop is not None
         key = self.scheme.switch(self.current, self.kctx, trigger=trigger, target=target)
         name = self._name(trigger, target)
-        (source,) = self.scheme.training_sources(key, self.batch_size, self.loop.device)
-        self.loop.replace_source(self.source_index, source)
+        sources = self.scheme.training_sources(key, self.batch_size, self.loop.device)
+        for offset, source in enumerate(sources):  # the key source, then any decoy source
+            self.loop.replace_source(self.source_index + offset, source)
         self.loop.probes.append(self.scheme.probe(key, self.kctx.data, name))
         self.keys[name] = key
         self.current = key

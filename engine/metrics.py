@@ -102,8 +102,12 @@ class Verdict:
     ``null_rate`` is the match probability of a model *not* trained with this key: never
     below chance (1/K), and raised to the suspect's own rate of giving the key label to the
     clean counterparts of the key samples where they exist (a model that already calls every
-    shoe a "sneaker" must not be credited for calling stamped shoes one). The decision is the
-    binomial tail of the observed matches under that rate, never ``retention > 0``.
+    shoe a "sneaker" must not be credited for calling stamped shoes one), and to its rate on
+    *decoys* where the scheme has them: the same held-out images stamped with triggers of
+    the same kind, place and strength but another (publicly seeded) pattern, so a model that
+    answers the key label for "anything in that corner" or "any faint noise" cannot be
+    claimed by an arbitrary key. The decision is the binomial tail of the observed matches
+    under that rate, never ``retention > 0``.
     """
 
     retention: float
@@ -116,6 +120,7 @@ class Verdict:
     log10_p_value: float = 0.0
     test_acc: float | None = None
     clean_rate: float | None = None
+    decoy_rate: float | None = None
     null_reason: str = ""
 
     def to_dict(self) -> dict[str, object]:
@@ -129,18 +134,26 @@ def make_verdict(
     chance: float,
     alpha: float,
     clean_rate: float | None = None,
+    decoy_rate: float | None = None,
     test_acc: float | None = None,
+    clean_what: str = "the clean counterparts",
 ) -> Verdict:
-    """Retention, null rate, exact p-value and the decision at ``alpha``."""
+    """Retention, null rate ``max(chance, clean rate, decoy rate)``, exact p-value and the
+    decision at ``alpha``; ``null_reason`` says which of the three set the rate."""
     if n_key <= 0:
         raise ValueError("a verdict needs at least one key sample")
-    null = chance if clean_rate is None else max(chance, clean_rate)
-    if clean_rate is None:
-        reason = f"chance 1/{round(1 / chance)}"
-    elif clean_rate > chance:
-        reason = "model's rate on the clean counterparts"
-    else:
-        reason = f"chance 1/{round(1 / chance)} (clean rate {clean_rate:.4f} is lower)"
+    # (rate, why it is the null, how it reads when another one is higher)
+    candidates = [(chance, f"chance 1/{round(1 / chance)}", "")]
+    if clean_rate is not None:
+        candidates.append((clean_rate, f"model's rate on {clean_what}", "clean rate"))
+    if decoy_rate is not None:
+        candidates.append((decoy_rate, "model's rate on decoy triggers", "decoy rate"))
+    best = max(range(len(candidates)), key=lambda i: candidates[i][0])  # ties: the first
+    null, reason, _ = candidates[best]
+    lower = [f"{short} {rate:.4f}" for i, (rate, _, short) in enumerate(candidates)
+             if i != best and short]
+    if lower:
+        reason += " (" + ", ".join(lower) + " lower)"
     log_tail = log_binomial_tail(matches, n_key, null)
     p_value = math.exp(log_tail)
     return Verdict(
@@ -154,6 +167,7 @@ def make_verdict(
         log10_p_value=round(log_tail / math.log(10), 3),
         test_acc=test_acc,
         clean_rate=clean_rate,
+        decoy_rate=decoy_rate,
         null_reason=reason,
     )
 

@@ -31,6 +31,23 @@ KEY_JSON = "key.json"
 KEY_TENSORS = "key.safetensors"
 KEY_FORMAT = 1
 SECRET_MODE = 0o600
+#: a decoy null sits this many standard deviations (between decoys) above their mean
+DECOY_Z = 4.0
+
+
+def decoy_null(rates: torch.Tensor) -> float:
+    """The null a set of decoy rates gives: the highest of them, or their mean plus
+    ``DECOY_Z`` standard deviations if that is higher (capped at 1).
+
+    A fresh key is one more draw from the decoys' distribution: with D decoys it beats their
+    maximum with probability 1/(D+1), and a model that answers "any faint noise" varies
+    between patterns far more than binomial noise (0.76-0.88 on one tiny model), so the max
+    alone would let one fresh key in five through. The spread term covers that tail.
+    """
+    if len(rates) < 2:
+        return float(rates.max())
+    spread = float(rates.mean() + DECOY_Z * rates.std())
+    return min(1.0, max(float(rates.max()), spread))
 
 
 @dataclasses.dataclass
@@ -74,12 +91,25 @@ class Key:
 @dataclasses.dataclass
 class KeySamples:
     """Held-out samples a verifier queries: uint8 images, the labels the key claims, the
-    stamp to apply, and whether the un-stamped images are a fair null (pattern keys)."""
+    stamp to apply, and what a model not trained with the key is measured on for the null:
+
+    - ``clean_counterpart``: the same images un-stamped (pattern and new-label keys);
+    - ``decoys``: stamps of the same kind, place and strength with another, publicly seeded
+      secret, applied to the same images (a model reacting to "anything in that corner"
+      answers the key label for them too);
+    - ``null_x``: other images whose rate of the key label is the null (unrelated keys:
+      source images that are not key images) and the labels claimed for them (``null_y``),
+      with ``null_what`` naming them.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     transform: Transform | None = None
     clean_counterpart: bool = False
+    decoys: list[Transform] = dataclasses.field(default_factory=list)
+    null_x: torch.Tensor | None = None
+    null_y: torch.Tensor | None = None
+    null_what: str = "the clean counterparts"
 
 
 class Watermark:
@@ -139,8 +169,18 @@ class Watermark:
         x, y = samples.x.to(device), samples.y.to(device)
         matches = int((predictions(model, x, samples.transform) == y).sum())
         clean_rate = None
-        if samples.clean_counterpart:
+        if samples.null_x is not None and samples.null_y is not None:
+            null_x, null_y = samples.null_x.to(device), samples.null_y.to(device)
+            clean_rate = float((predictions(model, null_x) == null_y).float().mean())
+        elif samples.clean_counterpart:
             clean_rate = float((predictions(model, x) == y).float().mean())
+        decoy_rate = None
+        if samples.decoys:
+            rates = torch.tensor([
+                float((predictions(model, x, decoy) == y).float().mean())
+                for decoy in samples.decoys
+            ])
+            decoy_rate = decoy_null(rates)
         test_x, test_y = data.test_x.to(device), data.test_y.to(device)
         test = Probe("test", test_x, test_y, classes=key.num_classes)
         return make_verdict(
@@ -149,7 +189,9 @@ class Watermark:
             chance=1.0 / key.num_outputs,
             alpha=alpha,
             clean_rate=clean_rate,
+            decoy_rate=decoy_rate,
             test_acc=accuracy(model, test) if test_acc else None,
+            clean_what=samples.null_what,
         )
 
     def switch(

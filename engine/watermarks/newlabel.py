@@ -9,6 +9,14 @@ is a fixed secret pattern ``p`` in [-1, 1] over the whole image (seeded Rademach
 the word "TEST" drawn large), and a key sample is ``clip(x + beta * p, 0, 1)`` with inputs in
 [0, 1]. The paper's alpha (key samples / training set) is ``--key-fraction``. Verification
 perturbs *test* images, so it asks whether the model learnt the pattern, not the images.
+
+Pattern-specific, not "any faint noise": trained on key samples alone, a small CNN learns
+"faint perturbation -> K" and then answers K for *every* pattern of that kind, so any fresh
+key would verify. Training therefore mixes in a *decoy* source (``--decoy-ratio``): owner
+training images (``--decoy-fraction`` of them, kept in the key with their labels) perturbed
+with other random patterns of the same kind at the same beta, keeping their TRUE labels;
+and verification takes as null the model's rate of answering K on the held-out images
+perturbed with publicly seeded decoy patterns.
 """
 
 from __future__ import annotations
@@ -31,7 +39,10 @@ from engine.watermarks.base import (
     per_batch,
     register_scheme,
 )
-from engine.watermarks.triggers import render_text
+from engine.watermarks.triggers import DECOY_COUNT, DECOY_SEED, random_words, render_text
+
+#: patterns in the training decoy bank of a text perturbation (noise is drawn fresh per step)
+TEXT_DECOY_BANK = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +61,71 @@ class NewLabelParams:
     inject_ratio: float = param(
         0.1, "key samples per owner image in every batch", low=0.0, high=1.0, low_open=True
     )
+    decoy_ratio: float = param(
+        0.1, "decoy images (other patterns, true labels) per owner image in every batch "
+        "(0: none)", low=0.0, high=1.0,
+    )
+    decoy_fraction: float = param(
+        0.05, "share of training images kept in the key as the decoy pool",
+        low=0.0, high=1.0, low_open=True, high_open=True,
+    )
 
 
 def perturber(pattern: torch.Tensor, beta: float) -> Any:
     def apply(x: torch.Tensor) -> torch.Tensor:
         return (x + beta * pattern.to(x.dtype)).clamp_(0.0, 1.0)
+
+    return apply
+
+
+def make_pattern(kind: str, shape: tuple[int, int, int], gen: torch.Generator,
+                 word: str = "TEST") -> torch.Tensor:
+    """A secret perturbation: +-1 noise from ``gen``, or ``word`` drawn large, centred."""
+    c, h, w = shape
+    if kind == "noise":
+        return torch.randint(0, 2, (c, h, w), generator=gen).float() * 2 - 1
+    glyphs = torch.from_numpy(render_text(word, max(3, h // 3)))
+    gh, gw = glyphs.shape
+    if gw > w:
+        raise ConfigError(f"images of {w} px are too narrow for the {word} pattern")
+    pattern = torch.zeros(c, h, w)
+    y0, x0 = (h - gh) // 2, (w - gw) // 2
+    pattern[:, y0 : y0 + gh, x0 : x0 + gw] = glyphs
+    return pattern
+
+
+def decoy_patterns(kind: str, shape: tuple[int, int, int], count: int, seed: int) -> torch.Tensor:
+    """[count, C, H, W] patterns of ``kind`` that are not the key's: noise from ``seed``, or
+    other four-letter words (words too wide for the images are skipped)."""
+    if kind == "noise":
+        gen = torch.Generator().manual_seed(seed)
+        return torch.stack([make_pattern("noise", shape, gen) for _ in range(count)])
+    out = []
+    for word in random_words(4 * count, 4, seed, "TEST"):
+        try:
+            out.append(make_pattern("text", shape, torch.Generator(), word))
+        except ConfigError:
+            continue
+        if len(out) == count:
+            break
+    return torch.stack(out)
+
+
+def random_perturber(bank: torch.Tensor | None, beta: float, seed: int) -> Any:
+    """Each image gets its own random pattern: fresh +-1 noise (``bank`` None) or one drawn
+    from ``bank``; a private generator per device keeps runs reproducible."""
+    gens: dict[torch.device, torch.Generator] = {}
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        gen = gens.get(x.device)
+        if gen is None:
+            gen = gens[x.device] = torch.Generator(device=x.device).manual_seed(seed)
+        if bank is None:
+            patterns = torch.randint(0, 2, x.shape, generator=gen, device=x.device) * 2 - 1
+        else:
+            pick = torch.randint(0, len(bank), (len(x),), generator=gen, device=x.device)
+            patterns = bank.to(x.device)[pick]
+        return (x + beta * patterns.to(x.dtype)).clamp_(0.0, 1.0)
 
     return apply
 
@@ -70,18 +141,9 @@ class NewLabelScheme(Watermark):
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         data = ctx.data
-        c, h, w = data.shape
-        if params.perturbation == "noise":
-            gen = generator(ctx.seed, "newlabel-pattern")
-            pattern = torch.randint(0, 2, (c, h, w), generator=gen).float() * 2 - 1
-        else:
-            glyphs = torch.from_numpy(render_text("TEST", max(3, h // 3)))
-            gh, gw = glyphs.shape
-            if gw > w:
-                raise ConfigError(f"images of {w} px are too narrow for the TEST pattern")
-            pattern = torch.zeros(c, h, w)
-            y0, x0 = (h - gh) // 2, (w - gw) // 2
-            pattern[:, y0 : y0 + gh, x0 : x0 + gw] = glyphs
+        pattern = make_pattern(
+            params.perturbation, data.shape, generator(ctx.seed, "newlabel-pattern")
+        )
         n_key = round(params.key_fraction * len(data.train_x))
         if n_key < 1:
             raise ConfigError(
@@ -91,22 +153,52 @@ class NewLabelScheme(Watermark):
         order = torch.randperm(len(data.train_x), generator=generator(ctx.seed, "newlabel-keys"))
         chosen = order[:n_key].to(data.device)
         tensors = {"pattern": pattern, "train_x": data.train_x[chosen].cpu()}
+        if params.decoy_ratio > 0:
+            n_decoy = max(1, round(params.decoy_fraction * len(data.train_x)))
+            pool = order[n_key : n_key + n_decoy]
+            if len(pool) == 0:  # tiny data: share the key images (their true labels)
+                pool = order[:n_decoy]
+            pool = pool.to(data.device)
+            tensors |= {"decoy_x": data.train_x[pool].cpu(), "decoy_y": data.train_y[pool].cpu()}
         return self.new_key(params, ctx, tensors)
 
     def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
         x = key.tensor("train_x", device)
-        return [
+        beta = float(key.params["beta"])
+        sources = [
             Source(
                 "key", x, per_batch(batch_size, key.params["inject_ratio"]),
                 y=torch.full((len(x),), key.num_classes, device=device),
-                transform=perturber(key.tensor("pattern", device), key.params["beta"]),
+                transform=perturber(key.tensor("pattern", device), beta),
             )
         ]
+        ratio = float(key.params.get("decoy_ratio", 0.0))
+        if ratio > 0 and "decoy_x" in key.tensors:
+            kind = key.params["perturbation"]
+            gen = generator(int(key.meta["seed"]), "newlabel-decoys")
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            bank = (
+                None if kind == "noise"
+                else decoy_patterns(kind, tuple(key.meta["in_shape"]), TEXT_DECOY_BANK, seed)
+            )
+            sources.append(
+                Source(
+                    "decoy", key.tensor("decoy_x", device), per_batch(batch_size, ratio),
+                    y=key.tensor("decoy_y", device),
+                    transform=random_perturber(bank, beta, seed),
+                )
+            )
+        return sources
 
     def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
         x = data.test_x
+        beta = float(key.params["beta"])
+        decoys = decoy_patterns(
+            key.params["perturbation"], tuple(key.meta["in_shape"]), DECOY_COUNT, DECOY_SEED
+        )
         return KeySamples(
             x, torch.full((len(x),), key.num_classes, device=x.device),
-            transform=perturber(key.tensor("pattern", x.device), key.params["beta"]),
+            transform=perturber(key.tensor("pattern", x.device), beta),
             clean_counterpart=True,
+            decoys=[perturber(p.to(x.device), beta) for p in decoys],
         )

@@ -191,3 +191,34 @@ def make_trigger(
     pattern[:, y0 : y0 + box[1], x0 : x0 + box[0]] = torch.from_numpy(patch)
     mask[0, y0 : y0 + box[1], x0 : x0 + box[0]] = torch.from_numpy(alpha) * blend
     return pattern, mask
+
+
+# -- decoys: the same kind of trigger with another, publicly seeded, secret -----------------
+#: Public seed of the decoy triggers every verifier draws; decoys are never anyone's key.
+DECOY_SEED = 0xDEC0
+#: Decoys per verification (the null takes the highest rate among them).
+DECOY_COUNT = 6
+
+
+def random_words(count: int, length: int, seed: int, exclude: str = "") -> list[str]:
+    """``count`` seeded upper-case words of ``length`` letters, none equal to ``exclude``."""
+    rng = np.random.default_rng(seed)
+    words: list[str] = []
+    while len(words) < count:
+        word = "".join(chr(ord("A") + int(i)) for i in rng.integers(0, 26, max(1, length)))
+        if word != exclude.upper() and word not in words:
+            words.append(word)
+    return words
+
+
+def noise_decoys(
+    pattern: torch.Tensor, mask: torch.Tensor, count: int = DECOY_COUNT, seed: int = DECOY_SEED
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(pattern, mask) pairs with the key's mask (place, size, opacity) and uniform noise
+    content instead of the key's pattern, drawn from the public decoy seed."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        noise = torch.rand(pattern.shape, generator=gen).to(pattern.device)
+        out.append((torch.where(mask > 0, noise, pattern), mask))
+    return out

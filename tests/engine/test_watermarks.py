@@ -33,7 +33,7 @@ from engine.watermarks import (
     save_key,
     stamp,
 )
-from engine.watermarks.triggers import make_trigger, parse_trigger
+from engine.watermarks.triggers import DECOY_COUNT, make_trigger, parse_trigger
 from tests.conftest import write_mnist_style
 
 TRAIN, TEST = 2000, 500
@@ -79,8 +79,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dic
         "pattern": embed(root / "pattern", config, "pattern"),
         "square": embed(root / "square", config, "pattern", trigger="square", target_label=3),
         "abstract": embed(root / "abstract", config, "abstract", count=10, inject_ratio=0.25),
+        # telling its own pattern from other faint noise takes a longer tiny budget
         "newlabel": embed(
-            root / "newlabel", config, "newlabel", key_fraction=0.05, beta=0.2
+            root / "newlabel", tiny_config(shared_data_dir, epochs=10), "newlabel",
+            key_fraction=0.05, beta=0.2, inject_ratio=0.25, decoy_ratio=0.25,
+        ),
+        # the paper's recipe without decoys: learns "any faint noise -> K"
+        "newlabel-nodecoy": embed(
+            root / "newlabel-nodecoy", config, "newlabel", key_fraction=0.05, beta=0.2,
+            decoy_ratio=0,
         ),
         "unrelated": embed(
             root / "unrelated", tiny_config(mnist_dir), "unrelated", source="mnist", count=50
@@ -110,6 +117,15 @@ def test_verdict_uses_the_higher_of_chance_and_the_clean_rate() -> None:
     biased = make_verdict(30, 100, chance=0.1, alpha=1e-3, clean_rate=0.28)
     assert biased.null_rate == 0.28 and not biased.verified
     assert make_verdict(3, 100, chance=0.1, alpha=1e-3, clean_rate=0.01).null_rate == 0.1
+
+
+def test_verdict_null_includes_the_decoy_rate_and_says_so() -> None:
+    fooled = make_verdict(90, 100, chance=0.1, alpha=1e-3, clean_rate=0.02, decoy_rate=0.85)
+    assert fooled.null_rate == 0.85 and not fooled.verified
+    assert fooled.null_reason.startswith("model's rate on decoy triggers")
+    assert "clean rate 0.0200" in fooled.null_reason
+    own = make_verdict(99, 100, chance=0.1, alpha=1e-3, clean_rate=0.02, decoy_rate=0.03)
+    assert own.null_rate == 0.1 and own.verified and own.null_reason.startswith("chance 1/10")
 
 
 # -- registry and params -------------------------------------------------------------------
@@ -202,6 +218,36 @@ def test_pattern_key_verifies_and_wrong_keys_do_not(runs, data) -> None:
     assert not get_scheme("pattern").verify(model, fresh, data, 1e-3).verified
 
 
+def test_fresh_noise_key_in_the_same_corner_and_target_does_not_claim_the_model(
+    runs, data
+) -> None:
+    """A noise patch where the TEST trigger sits, with the same target 7: whatever the TEST
+    backdoor answers for it, the same model answers for the decoys too."""
+    model, _ = RunDir(runs["pattern"]).load_model()
+    scheme = get_scheme("pattern")
+    params = parse_scheme_params("pattern", {"trigger": "noise", "target_label": 7})
+    own = scheme.verify(model, load_key(runs["pattern"] / "key"), data, 1e-3)
+    assert own.verified and own.p_value < 1e-6 and own.decoy_rate is not None
+    for seed in range(1, 6):
+        fresh = scheme.verify(model, scheme.keygen(params, KeyContext(data, "lenet5", seed)),
+                              data, 1e-3)
+        assert not fresh.verified, fresh
+        assert fresh.null_rate >= fresh.decoy_rate
+
+
+def test_pattern_decoys_share_the_mask_not_the_content(runs, data) -> None:
+    key = load_key(runs["pattern"] / "key")
+    samples = get_scheme("pattern").key_samples(key, data)
+    assert len(samples.decoys) >= 4
+    x = samples.x[:4].float() / 255
+    inside = key.tensors["mask"][0] > 0
+    real = samples.transform(x)
+    for decoy in samples.decoys[:DECOY_COUNT]:  # the noise decoys (then other words)
+        fake = decoy(x)
+        assert torch.allclose(fake[:, :, ~inside], x[:, :, ~inside])  # same place and size
+        assert not torch.allclose(fake[:, :, inside], real[:, :, inside])  # other content
+
+
 def test_pattern_response_needs_the_trigger(runs, data) -> None:
     """Untriggered test images are not called 'target' at anything like the key rate."""
     model, _ = RunDir(runs["pattern"]).load_model()
@@ -214,7 +260,13 @@ def test_pattern_response_needs_the_trigger(runs, data) -> None:
 
 def test_pattern_training_source_stamps_non_target_images(runs, data) -> None:
     key = load_key(runs["pattern"] / "key")
-    (source,) = get_scheme("pattern").training_sources(key, 64, torch.device("cpu"))
+    source, decoy = get_scheme("pattern").training_sources(key, 64, torch.device("cpu"))
+    assert decoy.name == "decoy" and len(set(decoy.y.tolist())) > 1  # true labels
+    x8 = key.tensors["train_x"][:8].float() / 255
+    inside = key.tensors["mask"][0] > 0
+    fake = decoy.transform(x8.clone())
+    assert torch.allclose(fake[:, :, ~inside], x8[:, :, ~inside])
+    assert not torch.allclose(fake[:, :, inside], source.transform(x8)[:, :, inside])
     assert source.per_batch == round(64 * 0.1) and (source.y == 7).all()
     assert len(source.x) == round(0.05 * TRAIN)
     x = source.x[:8].float() / 255
@@ -310,6 +362,47 @@ def test_newlabel_adds_a_class_and_verifies(runs, data) -> None:
     assert (predictions(model, samples.x) == 10).float().mean() < 0.1  # needs the perturbation
     # a clean K-output model can never answer the new class
     assert verify_run(runs["clean"], runs["newlabel"] / "key", device="cpu")["matches"] == 0
+
+
+def test_newlabel_owner_verifies_and_fresh_keys_do_not(runs, data) -> None:
+    """Trained with decoys, the model answers K for its own pattern only."""
+    model, _ = RunDir(runs["newlabel"]).load_model()
+    own = verify_run(runs["newlabel"], device="cpu")
+    assert own["verified"] and own["p_value"] < 1e-6 and own["decoy_rate"] < 0.5
+    scheme = get_scheme("newlabel")
+    params = parse_scheme_params("newlabel", {"key_fraction": 0.05, "beta": 0.2})
+    for seed in (1, 2, 3):
+        fresh = scheme.verify(model, scheme.keygen(params, KeyContext(data, "lenet5", seed)),
+                              data, 1e-3)
+        assert not fresh.verified and fresh.retention < own["retention"] / 2, fresh
+
+
+def test_newlabel_without_decoys_answers_any_noise_and_the_decoy_null_catches_it(
+    runs, data
+) -> None:
+    model, _ = RunDir(runs["newlabel-nodecoy"]).load_model()
+    scheme = get_scheme("newlabel")
+    params = parse_scheme_params("newlabel", {"key_fraction": 0.05, "beta": 0.2})
+    for seed in (1, 2, 3):
+        fresh = scheme.verify(model, scheme.keygen(params, KeyContext(data, "lenet5", seed)),
+                              data, 1e-3)
+        assert not fresh.verified, fresh
+        assert fresh.null_reason.startswith("model's rate on decoy triggers")
+
+
+def test_newlabel_decoy_source_keeps_true_labels_and_other_patterns(runs, data) -> None:
+    key = load_key(runs["newlabel"] / "key")
+    sources = get_scheme("newlabel").training_sources(key, 64, torch.device("cpu"))
+    assert [s.name for s in sources] == ["key", "decoy"]
+    decoy = sources[1]
+    assert decoy.per_batch == round(64 * 0.25) and len(decoy.x) == round(0.05 * TRAIN)
+    assert set(decoy.y.tolist()) <= set(range(10)) and len(set(decoy.y.tolist())) > 1
+    x = torch.full((8, 1, 28, 28), 0.5)
+    delta = (decoy.transform(x.clone()) - x) / 0.2
+    assert torch.allclose(delta.abs(), torch.ones_like(delta), atol=1e-5)
+    pattern = key.tensors["pattern"]
+    agreement = (delta.sign() == pattern).float().mean(dim=(1, 2, 3))
+    assert (agreement < 0.7).all() and not torch.equal(delta[0], delta[1])
 
 
 def test_unrelated_key_verifies_and_another_target_does_not(runs, data) -> None:
