@@ -80,10 +80,16 @@ def bench_dataset(dataset: str, epochs: int, seed: int, out: Path, n_fresh: int)
     config = TrainConfig.from_mapping(base)
     started = time.monotonic()
     clean_dir = out / f"{dataset}-clean"
-    clean = run_job(train_job(config, RunDir.create(clean_dir, new_run_manifest(config, "train"),
-                                                     overwrite=True)), RunDir(clean_dir))
-    print(f"{dataset} clean: {clean['test_acc']:.4f} ({time.monotonic() - started:.0f} s)",
-          file=sys.stderr)
+    clean = run_job(
+        train_job(
+            config, RunDir.create(clean_dir, new_run_manifest(config, "train"), overwrite=True)
+        ),
+        RunDir(clean_dir),
+    )
+    print(
+        f"{dataset} clean: {clean['test_acc']:.4f} ({time.monotonic() - started:.0f} s)",
+        file=sys.stderr,
+    )
     device = resolve_device("cpu")
     data = load_dataset(dataset, device=device).data
     clean_model, _ = RunDir(clean_dir).load_model(device)
@@ -99,15 +105,22 @@ def bench_dataset(dataset: str, epochs: int, seed: int, out: Path, n_fresh: int)
         run_job(embed_job(config, scheme_name, params, run), run)
         verdict = verify_run(run_dir, device="cpu")
         row = {
-            "dataset": dataset, "label": label, "scheme": scheme_name,
+            "dataset": dataset,
+            "label": label,
+            "scheme": scheme_name,
             "command": f"wmtui embed --scheme {scheme_name} {flags(values)} --dataset {dataset} "
-                       f"--epochs {epochs} --seed {seed} --out RUN; wmtui verify --run RUN",
-            "clean_acc": clean["test_acc"], "test_acc": verdict["test_acc"],
+            f"--epochs {epochs} --seed {seed} --out RUN; wmtui verify --run RUN",
+            "clean_acc": clean["test_acc"],
+            "test_acc": verdict["test_acc"],
             "delta": (verdict["test_acc"] - clean["test_acc"]) * 100,
-            "retention": verdict["retention"], "n_key": verdict["n_key"],
-            "p_value": verdict["p_value"], "log10_p": verdict["log10_p_value"],
-            "verified": verdict["verified"], "null_rate": verdict["null_rate"],
-            "null_reason": verdict["null_reason"], "seconds": round(time.monotonic() - started),
+            "retention": verdict["retention"],
+            "n_key": verdict["n_key"],
+            "p_value": verdict["p_value"],
+            "log10_p": verdict["log10_p_value"],
+            "verified": verdict["verified"],
+            "null_rate": verdict["null_rate"],
+            "null_reason": verdict["null_reason"],
+            "seconds": round(time.monotonic() - started),
         }
         if scheme_name not in seen_schemes:
             seen_schemes.add(scheme_name)
@@ -120,16 +133,19 @@ def bench_dataset(dataset: str, epochs: int, seed: int, out: Path, n_fresh: int)
 
 
 def false_claims(
-    scheme_name: str, data: Any, clean: torch.nn.Module, marked: torch.nn.Module,
-    n_fresh: int, seed: int,
+    scheme_name: str,
+    data: Any,
+    clean: torch.nn.Module,
+    marked: torch.nn.Module,
+    n_fresh: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Fresh keys (never embedded anywhere) against the clean and the watermarked model."""
     scheme = get_scheme(scheme_name)
     counts = {"clean": 0, "marked": 0}
     lowest = {"clean": 0.0, "marked": 0.0}
     for i in range(n_fresh):
-        values = with_source(scheme_name, fresh_params(scheme_name, i, data.num_classes),
-                             data.name)
+        values = with_source(scheme_name, fresh_params(scheme_name, i, data.num_classes), data.name)
         params = parse_scheme_params(scheme_name, values)
         key = scheme.keygen(params, KeyContext(data, "lenet5", seed + 10_000 + i))
         for name, model in (("clean", clean), ("marked", marked)):
@@ -138,8 +154,10 @@ def false_claims(
             lowest[name] = min(lowest[name], verdict.log10_p_value)
     return {
         "fresh": n_fresh,
-        "fresh_vs_clean": counts["clean"], "fresh_vs_marked": counts["marked"],
-        "fresh_min_log10_p_clean": lowest["clean"], "fresh_min_log10_p_marked": lowest["marked"],
+        "fresh_vs_clean": counts["clean"],
+        "fresh_vs_marked": counts["marked"],
+        "fresh_min_log10_p_clean": lowest["clean"],
+        "fresh_min_log10_p_marked": lowest["marked"],
     }
 
 

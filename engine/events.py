@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -114,6 +115,17 @@ class Done(Event):
     kind: ClassVar[str] = "done"
     status: str
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: summaries and events report them as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -6,9 +6,10 @@ phases (embedding, attacks, scans) are jobs of the same shape.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,11 @@ class TrainState:
 def load_data(config: TrainConfig, ctx: JobContext, device: torch.device) -> LoadedData:
     """The configured dataset on ``device``; says which one and why."""
     loaded = load_dataset(
-        config.dataset, config.data_dir or None, device=device,
-        train_size=config.train_size, test_size=config.test_size,
+        config.dataset,
+        config.data_dir or None,
+        device=device,
+        train_size=config.train_size,
+        test_size=config.test_size,
     )
     ctx.log(f"dataset: {loaded.reason}")
     return loaded
@@ -80,13 +84,37 @@ def checkpointer(
 
     def save(loop: TrainLoop) -> str:
         path = run.save_checkpoint(
-            loop.model, arch, loop.optimizer,
+            loop.model,
+            arch,
+            loop.optimizer,
             {"step": loop.step, "base_lr": loop.base_lr, "phase": loop.phase},
         )
         ctx.emit(Checkpoint(str(path), loop.step, round(loop.step / steps_per_epoch, 4)))
         return str(path)
 
     return save
+
+
+@contextlib.contextmanager
+def recording_outcome(
+    run: RunDir | None,
+    summary: dict[str, Any],
+    on_stop: Callable[[], dict[str, Any]] | None = None,
+) -> Iterator[None]:
+    """A phase that is stopped or diverges still leaves a summary saying so; the exception
+    goes on to the session. ``summary`` is read when it happens, so fill it in as you go."""
+    try:
+        yield
+    except StopRequested:
+        if run is not None:
+            run.write_summary({**summary, "status": "stopped", **(on_stop() if on_stop else {})})
+        raise
+    except Diverged as exc:
+        if run is not None:
+            run.write_summary(
+                {**summary, "status": "diverged", "steps": exc.step, "error": str(exc)}
+            )
+        raise
 
 
 def run_loop(
@@ -96,19 +124,14 @@ def run_loop(
     save: Callable[[TrainLoop], str] | None,
 ) -> LoopResult:
     """Run a loop; on Stop keep a checkpoint, on divergence record why, in the summary."""
-    try:
-        return loop.run()
-    except StopRequested:
-        if run is not None and save is not None:
+
+    def on_stop() -> dict[str, Any]:
+        if save is not None:
             save(loop)
-            run.write_summary({**summary, "status": "stopped", "steps": loop.step,
-                               "test_acc": loop.last_eval.get("test")})
-        raise
-    except Diverged as exc:
-        if run is not None:
-            run.write_summary({**summary, "status": "diverged", "steps": exc.step,
-                               "error": str(exc)})
-        raise
+        return {"steps": loop.step, "test_acc": loop.last_eval.get("test")}
+
+    with recording_outcome(run, summary, on_stop):
+        return loop.run()
 
 
 def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) -> Job:
@@ -133,8 +156,12 @@ def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) 
             raise ConfigError(f"{run.path if run else 'run'} already finished ({start_step} steps)")
         save = checkpointer(run, arch, ctx, steps_per_epoch) if run is not None else None
         info = {
-            "dataset": data.name, "dataset_reason": loaded.reason, "model": config.model,
-            "device": str(device), "epochs": config.epochs, "steps": total_steps,
+            "dataset": data.name,
+            "dataset_reason": loaded.reason,
+            "model": config.model,
+            "device": str(device),
+            "epochs": config.epochs,
+            "steps": total_steps,
             "run": str(run.path) if run else "",
         }
         ctx.emit(Phase("train", "start", info=info))
@@ -142,14 +169,22 @@ def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) 
             model,
             [Source("owner", data.train_x, config.batch_size, y=data.train_y)],
             OptimSettings.from_config(config),
-            ctx=ctx, phase="train", total_steps=total_steps,
-            probes=[clean_test_probe(data)], eval_every=config.eval_every, seed=config.seed,
-            start_step=start_step, optimizer_state=optimizer_state, on_checkpoint=save,
+            ctx=ctx,
+            phase="train",
+            total_steps=total_steps,
+            probes=[clean_test_probe(data)],
+            eval_every=config.eval_every,
+            seed=config.seed,
+            start_step=start_step,
+            optimizer_state=optimizer_state,
+            on_checkpoint=save,
         )
         loop.base_lr = base_lr
         started = time.monotonic()
         summary: dict[str, Any] = {
-            "dataset": data.name, "model": config.model, "device": str(device),
+            "dataset": data.name,
+            "model": config.model,
+            "device": str(device),
         }
         result = run_loop(loop, run, summary, save)
         summary |= {
@@ -201,8 +236,13 @@ class KeyTracker:
     """
 
     def __init__(
-        self, scheme: Watermark, kctx: KeyContext, run: RunDir | None, key: Key,
-        source_index: int, batch_size: int,
+        self,
+        scheme: Watermark,
+        kctx: KeyContext,
+        run: RunDir | None,
+        key: Key,
+        source_index: int,
+        batch_size: int,
     ) -> None:
         self.scheme, self.kctx, self.run = scheme, kctx, run
         self.keys: dict[str, Key] = {"key": key}
@@ -292,23 +332,38 @@ def embed_job(
         total_steps = config.epochs * steps_per_epoch
         save = checkpointer(run, arch, ctx, steps_per_epoch) if run is not None else None
         info = {
-            "scheme": scheme_name, "key": key.describe(), "dataset": data.name,
-            "dataset_reason": loaded.reason, "model": config.model, "outputs": arch.num_classes,
-            "device": str(device), "epochs": config.epochs, "steps": total_steps,
-            "run": str(run.path) if run else "", "from": str(from_run or ""),
+            "scheme": scheme_name,
+            "key": key.describe(),
+            "dataset": data.name,
+            "dataset_reason": loaded.reason,
+            "model": config.model,
+            "outputs": arch.num_classes,
+            "device": str(device),
+            "epochs": config.epochs,
+            "steps": total_steps,
+            "run": str(run.path) if run else "",
+            "from": str(from_run or ""),
         }
         ctx.emit(Phase("embed", "start", info=info))
         test = Probe("test", data.test_x, data.test_y, classes=k if arch.num_classes != k else None)
         loop = TrainLoop(
-            model, [owner, *key_sources], OptimSettings.from_config(config),
-            ctx=ctx, phase="embed", total_steps=total_steps,
-            probes=[test, scheme.probe(key, data, "key")], eval_every=config.eval_every,
-            seed=config.seed, on_checkpoint=save,
+            model,
+            [owner, *key_sources],
+            OptimSettings.from_config(config),
+            ctx=ctx,
+            phase="embed",
+            total_steps=total_steps,
+            probes=[test, scheme.probe(key, data, "key")],
+            eval_every=config.eval_every,
+            seed=config.seed,
+            on_checkpoint=save,
         )
         tracker.attach(loop, ctx)
         started = time.monotonic()
         summary: dict[str, Any] = {
-            "dataset": data.name, "model": config.model, "device": str(device),
+            "dataset": data.name,
+            "model": config.model,
+            "device": str(device),
             "scheme": scheme_name,
         }
         try:
@@ -333,8 +388,9 @@ def embed_job(
         }
         if run is not None:
             run.write_summary(summary)
-        ctx.emit(Phase("embed", "end", info={"test_acc": result.test_acc,
-                                             "retention": result.retention}))
+        ctx.emit(
+            Phase("embed", "end", info={"test_acc": result.test_acc, "retention": result.retention})
+        )
         return summary
 
     return job
@@ -361,8 +417,11 @@ def verify_run(
     dev = resolve_device(device)
     model, arch = run.load_model(dev)
     loaded = load_dataset(
-        config.dataset, data_dir or config.data_dir or None, device=dev,
-        train_size=config.train_size or 1, test_size=config.test_size,
+        config.dataset,
+        data_dir or config.data_dir or None,
+        device=dev,
+        train_size=config.train_size or 1,
+        test_size=config.test_size,
     )
     data = loaded.data
     if arch.num_classes not in (data.num_classes, data.num_classes + 1):

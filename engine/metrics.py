@@ -63,7 +63,9 @@ def accuracy(model: nn.Module, probe: Probe, *, batch_size: int = 1024, amp: boo
 # -- ownership verification ------------------------------------------------------------
 def _log_binom_pmf(k: int, n: int, log_p: float, log_q: float) -> float:
     return (
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
         + k * log_p
         + (n - k) * log_q
     )
@@ -150,8 +152,11 @@ def make_verdict(
         candidates.append((decoy_rate, "model's rate on decoy triggers", "decoy rate"))
     best = max(range(len(candidates)), key=lambda i: candidates[i][0])  # ties: the first
     null, reason, _ = candidates[best]
-    lower = [f"{short} {rate:.4f}" for i, (rate, _, short) in enumerate(candidates)
-             if i != best and short]
+    lower = [
+        f"{short} {rate:.4f}"
+        for i, (rate, _, short) in enumerate(candidates)
+        if i != best and short
+    ]
     if lower:
         reason += " (" + ", ".join(lower) + " lower)"
     log_tail = log_binomial_tail(matches, n_key, null)

@@ -23,7 +23,7 @@ from torch import nn
 
 from engine import __version__
 from engine.errors import RunError
-from engine.events import Event, Metrics
+from engine.events import Event, Metrics, json_safe
 from engine.models import Architecture, build_model
 
 MANIFEST = "manifest.json"
@@ -225,7 +225,7 @@ class RunDir:
         return EventLog(self.path)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.path / SUMMARY, summary)
+        atomic_write_json(self.path / SUMMARY, json_safe(summary))
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / SUMMARY, "run summary")

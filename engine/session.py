@@ -6,7 +6,6 @@ send commands; the worker applies them between steps through :meth:`JobContext.b
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 from engine import commands as cmd
 from engine.errors import UserError
-from engine.events import Done, Error, Event, Log
+from engine.events import Done, Error, Event, Log, json_safe
 
 CommandHandler = Callable[[Any], str]
 EventSink = Callable[[Event], None]
@@ -135,7 +134,7 @@ class Session:
             self.error = exc
             self.ctx.emit(Error(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
         finally:
-            self.status, self.summary = status, _finite(summary)
+            self.status, self.summary = status, json_safe(summary)
             self.ctx.emit(Done(status, self.summary))
 
     def start(self) -> Session:
@@ -174,11 +173,3 @@ class Session:
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
-
-
-def _finite(summary: dict[str, Any]) -> dict[str, Any]:
-    """NaN is not JSON; summaries report it as None."""
-    return {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-        for k, v in summary.items()
-    }

@@ -52,8 +52,9 @@ def split_config(
         table = load_toml(config_file)
         unknown = set(table) - {"train", "scheme"}
         if unknown:
-            raise ConfigError(f"{config_file}: unknown table {sorted(unknown)[0]!r}; use [train] "
-                              "and [scheme]")
+            raise ConfigError(
+                f"{config_file}: unknown table {sorted(unknown)[0]!r}; use [train] and [scheme]"
+            )
         train.update(table.get("train", {}))
         from_file = dict(table.get("scheme", {}))
         file_name = from_file.pop("name", None)
@@ -68,8 +69,9 @@ def embed(
     given: dict[str, str],
     scheme: Annotated[
         str | None,
-        typer.Option("--scheme", help=f"watermark scheme ({'|'.join(SCHEMES.names())}; "
-                                      "default: pattern)"),
+        typer.Option(
+            "--scheme", help=f"watermark scheme ({'|'.join(SCHEMES.names())}; default: pattern)"
+        ),
     ] = None,
     out: OutOption = None,
     from_run: Annotated[
@@ -119,9 +121,7 @@ def verify(
     ] = 1e-3,
     json_mode: JsonFlag = False,
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "auto",
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="where datasets live")
-    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live")] = None,
 ) -> None:
     """Claim ownership: retention on held-out key samples, its p-value, the decision.
 

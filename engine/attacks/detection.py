@@ -50,14 +50,14 @@ from engine.attacks.registry import ATTACKS, Attack, AttackEnv, AttackResult
 from engine.data import load_dataset
 from engine.data.base import as_float
 from engine.errors import ConfigError
-from engine.events import ClassScan, Phase, TriggerPreview
-from engine.jobs import resolve_device
+from engine.events import ClassScan, Phase, TriggerPreview, json_safe
+from engine.jobs import recording_outcome, resolve_device
 from engine.metrics import predictions
 from engine.models import Architecture
 from engine.registry import param, parse_params
 from engine.runs import RunDir, atomic_write_bytes, atomic_write_json, load_model, save_tensors
-from engine.session import Job, JobContext, StopRequested
-from engine.training import Diverged, OptimSettings, Source
+from engine.session import Job, JobContext
+from engine.training import OptimSettings, Source
 
 MAD_CONSISTENCY = 1.4826
 FLAG_INDEX = 2.0
@@ -507,7 +507,7 @@ def detect_job(
         probes = probes_for(data, dev) if detector.params.remove else []
         before = referee_scores(suspect, probes) if probes else None
         env = AttackEnv(ctx, dev, seed, referee_trainer(ctx, method, probes, eval_every, seed))
-        try:
+        with recording_outcome(out_run, summary):
             detection = detector.detect(suspect, attacker, ctx, seed)
             summary |= detection.to_dict()
             ctx.log(describe(detection))
@@ -543,18 +543,8 @@ def detect_job(
                 }
                 if out_run is not None:
                     out_run.save_model(suspect, arch)
-        except StopRequested:
-            if out_run is not None:
-                out_run.write_summary(_json_safe({**summary, "status": "stopped"}))
-            raise
-        except Diverged as exc:
-            if out_run is not None:
-                out_run.write_summary(
-                    _json_safe({**summary, "status": "diverged", "error": str(exc)})
-                )
-            raise
         summary |= {"status": "completed", "seconds": round(time.monotonic() - started, 2)}
-        summary = _json_safe(summary)
+        summary = json_safe(summary)
         if out_run is not None:
             out_run.write_summary(summary)
         ctx.emit(Phase(method, "end", info={"flagged_class": summary.get("flagged_class")}))

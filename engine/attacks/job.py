@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,14 +24,14 @@ from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_d
 from engine.attacks.registry import ATTACKS, Attack, AttackEnv, TrainReport
 from engine.data import ImageSet, load_dataset
 from engine.errors import ConfigError, RunError
-from engine.events import Phase
-from engine.jobs import resolve_device
+from engine.events import Phase, json_safe
+from engine.jobs import recording_outcome, resolve_device
 from engine.metrics import Probe, accuracy
 from engine.models import Architecture
 from engine.registry import parse_params
 from engine.runs import RunDir, load_model
-from engine.session import Job, JobContext, StopRequested
-from engine.training import Diverged, OptimSettings, Source, TrainLoop, clean_test_probe
+from engine.session import Job, JobContext
+from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
 
 ProbesFor = Callable[[ImageSet, torch.device], list[Probe]]
 KEY_DIR = "key"
@@ -77,19 +76,9 @@ def referee_scores(model: nn.Module, probes: Iterable[Probe]) -> dict[str, Any]:
     """``{"test_acc": ..., "retention": {key probe: accuracy}}`` at full precision."""
     scores = {p.name: accuracy(model, p) for p in probes}
     return {
-        "test_acc": _finite(scores.get("test")),
-        "retention": {k: _finite(v) for k, v in scores.items() if k != "test"},
+        "test_acc": json_safe(scores.get("test")),
+        "retention": {k: json_safe(v) for k, v in scores.items() if k != "test"},
     }
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def make_attack(name: str, params: Any = None) -> Attack[Any]:
@@ -232,7 +221,7 @@ def attack_job(
         ctx.emit(Phase(attack_name, "start", info=info))
         ctx.log(f"before the attack: {_describe(before)}")
         env = AttackEnv(ctx, dev, seed, referee_trainer(ctx, attack_name, probes, eval_every, seed))
-        try:
+        with recording_outcome(out_run, summary):
             if variants is not None:
                 summary |= _sweep(ctx, variants, attack_name, suspect, arch, attacker, env, probes)
             else:
@@ -246,23 +235,13 @@ def attack_job(
                     "retention_before": before["retention"],
                     "steps": result.steps,
                     "model": result.arch.name,
-                    "info": _finite(result.info),
+                    "info": json_safe(result.info),
                 }
                 if out_run is not None:
                     out_run.save_model(result.model, result.arch)
                 ctx.log(f"after the attack: {_describe(after)}")
-        except StopRequested:
-            if out_run is not None:
-                out_run.write_summary(_finite({**summary, "status": "stopped"}))
-            raise
-        except Diverged as exc:
-            if out_run is not None:
-                out_run.write_summary(
-                    _finite({**summary, "status": "diverged", "steps": exc.step, "error": str(exc)})
-                )
-            raise
         summary |= {"status": "completed", "seconds": round(time.monotonic() - started, 2)}
-        summary = _finite(summary)
+        summary = json_safe(summary)
         if out_run is not None:
             out_run.write_summary(summary)
         ctx.emit(Phase(attack_name, "end", info={"test_acc": summary.get("test_acc")}))

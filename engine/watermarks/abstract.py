@@ -97,8 +97,10 @@ def read_image_folder(folder: str, shape: tuple[int, int, int], log: Any) -> tor
             image = image.resize((width, height), Image.Resampling.LANCZOS)
         out.append(_to_array(image, channels))
     if resized:
-        log(f"--images: resized {resized} of {len(files)} images to {width}x{height}, "
-            f"{'grey' if channels == 1 else 'RGB'}")
+        log(
+            f"--images: resized {resized} of {len(files)} images to {width}x{height}, "
+            f"{'grey' if channels == 1 else 'RGB'}"
+        )
     return torch.from_numpy(np.stack(out))
 
 
@@ -120,7 +122,9 @@ class AbstractScheme(Watermark):
         x = key.tensor("x", device)
         return [
             Source(
-                "key", x, per_batch(batch_size, key.params["inject_ratio"]),
+                "key",
+                x,
+                per_batch(batch_size, key.params["inject_ratio"]),
                 y=key.tensor("y", device),
             )
         ]

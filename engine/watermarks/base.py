@@ -176,10 +176,12 @@ class Watermark:
             clean_rate = float((predictions(model, x) == y).float().mean())
         decoy_rate = None
         if samples.decoys:
-            rates = torch.tensor([
-                float((predictions(model, x, decoy) == y).float().mean())
-                for decoy in samples.decoys
-            ])
+            rates = torch.tensor(
+                [
+                    float((predictions(model, x, decoy) == y).float().mean())
+                    for decoy in samples.decoys
+                ]
+            )
             decoy_rate = decoy_null(rates)
         test_x, test_y = data.test_x.to(device), data.test_y.to(device)
         test = Probe("test", test_x, test_y, classes=key.num_classes)

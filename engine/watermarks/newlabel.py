@@ -51,23 +51,36 @@ class NewLabelParams:
         "noise", "secret pattern: seeded +-1 noise, or the word TEST", choices=("noise", "text")
     )
     beta: float = param(
-        0.1, "perturbation intensity (pixel units, inputs in [0,1])",
-        low=0.0, high=1.0, low_open=True,
+        0.1,
+        "perturbation intensity (pixel units, inputs in [0,1])",
+        low=0.0,
+        high=1.0,
+        low_open=True,
     )
     key_fraction: float = param(
-        0.01, "share of training images perturbed into the new class",
-        low=0.0, high=1.0, low_open=True, high_open=True,
+        0.01,
+        "share of training images perturbed into the new class",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
     inject_ratio: float = param(
         0.1, "key samples per owner image in every batch", low=0.0, high=1.0, low_open=True
     )
     decoy_ratio: float = param(
-        0.1, "decoy images (other patterns, true labels) per owner image in every batch "
-        "(0: none)", low=0.0, high=1.0,
+        0.1,
+        "decoy images (other patterns, true labels) per owner image in every batch (0: none)",
+        low=0.0,
+        high=1.0,
     )
     decoy_fraction: float = param(
-        0.05, "share of training images kept in the key as the decoy pool",
-        low=0.0, high=1.0, low_open=True, high_open=True,
+        0.05,
+        "share of training images kept in the key as the decoy pool",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
 
 
@@ -78,8 +91,9 @@ def perturber(pattern: torch.Tensor, beta: float) -> Any:
     return apply
 
 
-def make_pattern(kind: str, shape: tuple[int, int, int], gen: torch.Generator,
-                 word: str = "TEST") -> torch.Tensor:
+def make_pattern(
+    kind: str, shape: tuple[int, int, int], gen: torch.Generator, word: str = "TEST"
+) -> torch.Tensor:
     """A secret perturbation: +-1 noise from ``gen``, or ``word`` drawn large, centred."""
     c, h, w = shape
     if kind == "noise":
@@ -167,7 +181,9 @@ class NewLabelScheme(Watermark):
         beta = float(key.params["beta"])
         sources = [
             Source(
-                "key", x, per_batch(batch_size, key.params["inject_ratio"]),
+                "key",
+                x,
+                per_batch(batch_size, key.params["inject_ratio"]),
                 y=torch.full((len(x),), key.num_classes, device=device),
                 transform=perturber(key.tensor("pattern", device), beta),
             )
@@ -178,12 +194,15 @@ class NewLabelScheme(Watermark):
             gen = generator(int(key.meta["seed"]), "newlabel-decoys")
             seed = int(torch.randint(0, 2**62, (1,), generator=gen))
             bank = (
-                None if kind == "noise"
+                None
+                if kind == "noise"
                 else decoy_patterns(kind, tuple(key.meta["in_shape"]), TEXT_DECOY_BANK, seed)
             )
             sources.append(
                 Source(
-                    "decoy", key.tensor("decoy_x", device), per_batch(batch_size, ratio),
+                    "decoy",
+                    key.tensor("decoy_x", device),
+                    per_batch(batch_size, ratio),
                     y=key.tensor("decoy_y", device),
                     transform=random_perturber(bank, beta, seed),
                 )
@@ -197,7 +216,8 @@ class NewLabelScheme(Watermark):
             key.params["perturbation"], tuple(key.meta["in_shape"]), DECOY_COUNT, DECOY_SEED
         )
         return KeySamples(
-            x, torch.full((len(x),), key.num_classes, device=x.device),
+            x,
+            torch.full((len(x),), key.num_classes, device=x.device),
             transform=perturber(key.tensor("pattern", x.device), beta),
             clean_counterpart=True,
             decoys=[perturber(p.to(x.device), beta) for p in decoys],

@@ -66,19 +66,30 @@ class PatternParams:
     blend: float = param(1.0, "trigger opacity", low=0.0, high=1.0, low_open=True)
     target_label: int = param(7, "label the trigger teaches", low=0)
     key_fraction: float = param(
-        0.05, "share of training images stamped as key samples",
-        low=0.0, high=1.0, low_open=True, high_open=True,
+        0.05,
+        "share of training images stamped as key samples",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
     inject_ratio: float = param(
         0.1, "key samples per owner image in every batch", low=0.0, high=1.0, low_open=True
     )
     decoy_ratio: float = param(
-        0.1, "decoy images (other content in the trigger box, true labels) per owner image "
-        "in every batch (0: none)", low=0.0, high=1.0,
+        0.1,
+        "decoy images (other content in the trigger box, true labels) per owner image "
+        "in every batch (0: none)",
+        low=0.0,
+        high=1.0,
     )
     decoy_fraction: float = param(
-        0.05, "share of training images kept in the key as the decoy pool",
-        low=0.0, high=1.0, low_open=True, high_open=True,
+        0.05,
+        "share of training images kept in the key as the decoy pool",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
     )
 
 
@@ -100,8 +111,13 @@ class PatternScheme(Watermark):
         spec = parse_trigger(params.trigger, params.text)
         noise_seed = int(torch.randint(0, 2**31, (1,), generator=generator(ctx.seed, "noise")))
         pattern, mask = make_trigger(
-            spec, data.shape, size=params.trigger_size, position=params.position,
-            blend=params.blend, seed=noise_seed, log=ctx.log,
+            spec,
+            data.shape,
+            size=params.trigger_size,
+            position=params.position,
+            blend=params.blend,
+            seed=noise_seed,
+            log=ctx.log,
         )
         candidates = (data.train_y != params.target_label).nonzero().flatten().cpu()
         n_key = round(params.key_fraction * len(data.train_x))
@@ -129,7 +145,9 @@ class PatternScheme(Watermark):
         target = int(key.params["target_label"])
         sources = [
             Source(
-                "key", x, per_batch(batch_size, key.params["inject_ratio"]),
+                "key",
+                x,
+                per_batch(batch_size, key.params["inject_ratio"]),
                 y=torch.full((len(x),), target, device=device),
                 transform=self._stamp(key, device),
             )
@@ -140,7 +158,9 @@ class PatternScheme(Watermark):
             seed = int(torch.randint(0, 2**62, (1,), generator=gen))
             sources.append(
                 Source(
-                    "decoy", key.tensor("decoy_x", device), per_batch(batch_size, ratio),
+                    "decoy",
+                    key.tensor("decoy_x", device),
+                    per_batch(batch_size, ratio),
                     y=key.tensor("decoy_y", device),
                     transform=self._decoy_stamper(key, device, seed),
                 )
@@ -158,9 +178,12 @@ class PatternScheme(Watermark):
             for word in random_words(TRAIN_WORD_BANK, len(spec.text), seed % 2**32, spec.text):
                 try:
                     pattern, _ = make_trigger(
-                        TriggerSpec("text", text=word), tuple(key.meta["in_shape"]),
-                        size=params.trigger_size, position=params.position,
-                        blend=params.blend, seed=0,
+                        TriggerSpec("text", text=word),
+                        tuple(key.meta["in_shape"]),
+                        size=params.trigger_size,
+                        position=params.position,
+                        blend=params.blend,
+                        seed=0,
                     )
                 except ConfigError:
                     continue
@@ -190,11 +213,16 @@ class PatternScheme(Watermark):
         if spec.kind == "text":
             for word in random_words(WORD_DECOYS, len(spec.text), DECOY_SEED, spec.text):
                 try:
-                    pairs.append(make_trigger(
-                        TriggerSpec("text", text=word), tuple(key.meta["in_shape"]),
-                        size=params.trigger_size, position=params.position,
-                        blend=params.blend, seed=DECOY_SEED,
-                    ))
+                    pairs.append(
+                        make_trigger(
+                            TriggerSpec("text", text=word),
+                            tuple(key.meta["in_shape"]),
+                            size=params.trigger_size,
+                            position=params.position,
+                            blend=params.blend,
+                            seed=DECOY_SEED,
+                        )
+                    )
                 except ConfigError:  # a wider word that does not fit: the noise decoys stay
                     continue
         return [stamper(p.to(device), m.to(device)) for p, m in pairs]
@@ -204,7 +232,9 @@ class PatternScheme(Watermark):
         keep = data.test_y != target
         x = data.test_x[keep]
         return KeySamples(
-            x, torch.full((len(x),), target, device=x.device),
-            transform=self._stamp(key, x.device), clean_counterpart=True,
+            x,
+            torch.full((len(x),), target, device=x.device),
+            transform=self._stamp(key, x.device),
+            clean_counterpart=True,
             decoys=self.decoys(key, x.device),
         )

@@ -119,9 +119,7 @@ def load_trigger_image(
             image = opened.copy()
     except (UnidentifiedImageError, OSError) as exc:
         raise ConfigError(f"trigger image {file} is not a readable image ({exc})") from None
-    has_alpha = image.mode in ("RGBA", "LA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
     alpha_img = image.convert("RGBA").getchannel("A") if has_alpha else None
     mode = "L" if channels == 1 else "RGB"
     notes = []

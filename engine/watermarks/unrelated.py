@@ -86,7 +86,9 @@ class UnrelatedScheme(Watermark):
             raise ConfigError(f"unrelated: --source {source} is the owner's own dataset")
         try:
             loaded = load_dataset(
-                source, ctx.data_dir or None, train_size=max(10 * params.count, 1000),
+                source,
+                ctx.data_dir or None,
+                train_size=max(10 * params.count, 1000),
                 test_size=VERIFY_IMAGES,
             ).data
         except DataError as exc:
@@ -105,7 +107,9 @@ class UnrelatedScheme(Watermark):
         x = key.tensor("x", device)
         return [
             Source(
-                "key", x, per_batch(batch_size, key.params["inject_ratio"]),
+                "key",
+                x,
+                per_batch(batch_size, key.params["inject_ratio"]),
                 y=torch.full((len(x),), int(key.params["target_label"]), device=device),
             )
         ]

@@ -41,8 +41,15 @@ TRAIN, TEST = 2000, 500
 
 def tiny_config(data_dir: Path, **changes: Any) -> TrainConfig:
     base = dict(
-        dataset="synthetic", train_size=TRAIN, test_size=TEST, epochs=4, optimizer="adam",
-        lr=0.003, eval_every=40, device="cpu", data_dir=str(data_dir),
+        dataset="synthetic",
+        train_size=TRAIN,
+        test_size=TEST,
+        epochs=4,
+        optimizer="adam",
+        lr=0.003,
+        eval_every=40,
+        device="cpu",
+        data_dir=str(data_dir),
     )
     return TrainConfig.from_mapping(base | changes)
 
@@ -81,12 +88,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dic
         "abstract": embed(root / "abstract", config, "abstract", count=10, inject_ratio=0.25),
         # telling its own pattern from other faint noise takes a longer tiny budget
         "newlabel": embed(
-            root / "newlabel", tiny_config(shared_data_dir, epochs=10), "newlabel",
-            key_fraction=0.05, beta=0.2, inject_ratio=0.25, decoy_ratio=0.25,
+            root / "newlabel",
+            tiny_config(shared_data_dir, epochs=10),
+            "newlabel",
+            key_fraction=0.05,
+            beta=0.2,
+            inject_ratio=0.25,
+            decoy_ratio=0.25,
         ),
         # the paper's recipe without decoys: learns "any faint noise -> K"
         "newlabel-nodecoy": embed(
-            root / "newlabel-nodecoy", config, "newlabel", key_fraction=0.05, beta=0.2,
+            root / "newlabel-nodecoy",
+            config,
+            "newlabel",
+            key_fraction=0.05,
+            beta=0.2,
             decoy_ratio=0,
         ),
         "unrelated": embed(
@@ -176,8 +192,13 @@ def test_stamp_writes_the_trigger_only_under_its_mask() -> None:
 def test_trigger_image_missing_bad_or_other_size(tmp_path: Path) -> None:
     def build(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         return make_trigger(
-            parse_trigger(f"image:{path}"), (1, 28, 28), size=6, position="tl", blend=1.0,
-            seed=0, log=said.append,
+            parse_trigger(f"image:{path}"),
+            (1, 28, 28),
+            size=6,
+            position="tl",
+            blend=1.0,
+            seed=0,
+            log=said.append,
         )
 
     said: list[str] = []
@@ -194,8 +215,7 @@ def test_trigger_image_missing_bad_or_other_size(tmp_path: Path) -> None:
 
 def test_trigger_position_must_fit() -> None:
     with pytest.raises(ConfigError, match="must start within"):
-        make_trigger(parse_trigger("square"), (1, 28, 28), size=4, position="26,3", blend=1,
-                     seed=0)
+        make_trigger(parse_trigger("square"), (1, 28, 28), size=4, position="26,3", blend=1, seed=0)
 
 
 # -- pattern --------------------------------------------------------------------------------
@@ -218,9 +238,7 @@ def test_pattern_key_verifies_and_wrong_keys_do_not(runs, data) -> None:
     assert not get_scheme("pattern").verify(model, fresh, data, 1e-3).verified
 
 
-def test_fresh_noise_key_in_the_same_corner_and_target_does_not_claim_the_model(
-    runs, data
-) -> None:
+def test_fresh_noise_key_in_the_same_corner_and_target_does_not_claim_the_model(runs, data) -> None:
     """A noise patch where the TEST trigger sits, with the same target 7: whatever the TEST
     backdoor answers for it, the same model answers for the decoys too."""
     model, _ = RunDir(runs["pattern"]).load_model()
@@ -229,8 +247,9 @@ def test_fresh_noise_key_in_the_same_corner_and_target_does_not_claim_the_model(
     own = scheme.verify(model, load_key(runs["pattern"] / "key"), data, 1e-3)
     assert own.verified and own.p_value < 1e-6 and own.decoy_rate is not None
     for seed in range(1, 6):
-        fresh = scheme.verify(model, scheme.keygen(params, KeyContext(data, "lenet5", seed)),
-                              data, 1e-3)
+        fresh = scheme.verify(
+            model, scheme.keygen(params, KeyContext(data, "lenet5", seed)), data, 1e-3
+        )
         assert not fresh.verified, fresh
         assert fresh.null_rate >= fresh.decoy_rate
 
@@ -272,8 +291,15 @@ def test_pattern_training_source_stamps_non_target_images(runs, data) -> None:
     x = source.x[:8].float() / 255
     mask = key.tensors["mask"]
     stamped = source.transform(x)
-    assert torch.allclose(stamped[:, :, mask[0] > 0], key.tensors["pattern"][:, mask[0] > 0]
-                          .expand(8, -1, -1).reshape(8, 1, -1).squeeze(1).unsqueeze(1), atol=1e-6)
+    assert torch.allclose(
+        stamped[:, :, mask[0] > 0],
+        key.tensors["pattern"][:, mask[0] > 0]
+        .expand(8, -1, -1)
+        .reshape(8, 1, -1)
+        .squeeze(1)
+        .unsqueeze(1),
+        atol=1e-6,
+    )
 
 
 def test_key_is_secret_and_apart_from_the_model(runs) -> None:
@@ -331,8 +357,9 @@ def test_abstract_key_verifies_and_a_fresh_one_does_not(runs, data) -> None:
     model, _ = RunDir(runs["abstract"]).load_model()
     scheme = get_scheme("abstract")
     for seed in (1, 2, 3):
-        fresh = scheme.keygen(parse_scheme_params("abstract", {"count": 10}),
-                              KeyContext(data, "lenet5", seed))
+        fresh = scheme.keygen(
+            parse_scheme_params("abstract", {"count": 10}), KeyContext(data, "lenet5", seed)
+        )
         assert not torch.equal(fresh.tensors["x"], load_key(runs["abstract"] / "key").tensors["x"])
         assert not scheme.verify(model, fresh, data, 1e-3).verified
     assert not verify_run(runs["clean"], runs["abstract"] / "key", device="cpu")["verified"]
@@ -372,8 +399,9 @@ def test_newlabel_owner_verifies_and_fresh_keys_do_not(runs, data) -> None:
     scheme = get_scheme("newlabel")
     params = parse_scheme_params("newlabel", {"key_fraction": 0.05, "beta": 0.2})
     for seed in (1, 2, 3):
-        fresh = scheme.verify(model, scheme.keygen(params, KeyContext(data, "lenet5", seed)),
-                              data, 1e-3)
+        fresh = scheme.verify(
+            model, scheme.keygen(params, KeyContext(data, "lenet5", seed)), data, 1e-3
+        )
         assert not fresh.verified and fresh.retention < own["retention"] / 2, fresh
 
 
@@ -384,8 +412,9 @@ def test_newlabel_without_decoys_answers_any_noise_and_the_decoy_null_catches_it
     scheme = get_scheme("newlabel")
     params = parse_scheme_params("newlabel", {"key_fraction": 0.05, "beta": 0.2})
     for seed in (1, 2, 3):
-        fresh = scheme.verify(model, scheme.keygen(params, KeyContext(data, "lenet5", seed)),
-                              data, 1e-3)
+        fresh = scheme.verify(
+            model, scheme.keygen(params, KeyContext(data, "lenet5", seed)), data, 1e-3
+        )
         assert not fresh.verified, fresh
         assert fresh.null_reason.startswith("model's rate on decoy triggers")
 

@@ -22,8 +22,22 @@ cli_watermarks.register(app)  # idempotent: cli.py will call it too
 
 runner = CliRunner()
 TINY = [
-    "--dataset", "synthetic", "--train-size", "2000", "--test-size", "300", "--epochs", "4",
-    "--optimizer", "adam", "--lr", "0.003", "--eval-every", "40", "--device", "cpu",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    "2000",
+    "--test-size",
+    "300",
+    "--epochs",
+    "4",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.003",
+    "--eval-every",
+    "40",
+    "--device",
+    "cpu",
 ]
 
 
@@ -38,8 +52,17 @@ def json_lines(output: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = invoke("embed", "--scheme", "pattern", *TINY, "--data-dir", str(shared_data_dir),
-                    "--out", str(out), "--json")
+    result = invoke(
+        "embed",
+        "--scheme",
+        "pattern",
+        *TINY,
+        "--data-dir",
+        str(shared_data_dir),
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     events = json_lines(result.stdout)
     phase = next(e for e in events if e["event"] == "phase")
@@ -80,8 +103,9 @@ def test_verify_wrong_key_exits_1(embedded: Path, tmp_path: Path, shared_data_di
 def test_verify_mismatched_or_missing_key_exits_2(embedded: Path, tmp_path: Path) -> None:
     write_mnist_style(tmp_path / "mnist", n_train=64, n_test=32)
     data = load_dataset("mnist", tmp_path, train_size=64, test_size=32).data
-    key = get_scheme("pattern").keygen(parse_scheme_params("pattern", {}),
-                                       KeyContext(data, "lenet5", 0))
+    key = get_scheme("pattern").keygen(
+        parse_scheme_params("pattern", {}), KeyContext(data, "lenet5", 0)
+    )
     save_key(tmp_path / "mnist-key", key)
     result = invoke("verify", "--run", str(embedded), "--key", str(tmp_path / "mnist-key"))
     assert result.exit_code == 2 and "key does not match the run" in result.stderr
@@ -129,8 +153,16 @@ def test_embed_reads_train_and_scheme_tables(tmp_path: Path, shared_data_dir: Pa
         f'data_dir = "{shared_data_dir}"\ndevice = "cpu"\n\n'
         f'[scheme]\nname = "pattern"\ntrigger = "image:{logo}"\ntarget_label = 2\n'
     )
-    result = invoke("embed", "--config", str(config), "--trigger-size", "5",
-                    "--out", str(tmp_path / "r"), "--json")
+    result = invoke(
+        "embed",
+        "--config",
+        str(config),
+        "--trigger-size",
+        "5",
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     params = manifest["scheme_params"]
