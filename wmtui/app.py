@@ -80,6 +80,8 @@ class WmtuiApp(App[None]):
         Binding("d", "detect", "scan"),
         Binding("s", "stop", "stop"),
         Binding("ctrl+q", "quit", "quit", priority=True),
+        Binding("ctrl+s", "screenshot_svg", "screenshot", show=False),
+        Binding("question_mark", "help", "help", show=False),
     ]
 
     def __init__(
@@ -319,6 +321,17 @@ class WmtuiApp(App[None]):
         log.write_line(f"> {name} on {self.run_path} -> {path}")
         self.session, self.run_path = session, path
         session.start()
+
+    def action_help(self) -> None:
+        from wmtui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_screenshot_svg(self) -> None:
+        """An SVG of the screen, into the current run directory (or the working directory)."""
+        folder = self.run_path or Path.cwd()
+        path = self.save_screenshot(path=str(folder))
+        self.query_one("#log", Log).write_line(f"> screenshot saved: {path}")
 
     def action_stop(self) -> None:
         self._send(cmd.Stop(), "stop")

@@ -179,3 +179,20 @@ async def test_attack_picker_starts_a_follow_up_phase_on_the_saved_model(tmp_pat
         assert (app.run_path / "model.safetensors").is_file()
         assert len(app.state.phase_starts) == 2  # the embed phase, then the attack
         await pilot.press("ctrl+q")
+
+
+async def test_help_and_svg_screenshot(tmp_path) -> None:
+    fake = FakeSession(training_script(40))
+    app = WmtuiApp(lambda: fake, refresh=4.0, run_path=tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.pump()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert "ctrl+q" in str(app.screen.query_one("#help-text").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    svgs = list(tmp_path.glob("*.svg"))
+    assert len(svgs) == 1 and "<svg" in svgs[0].read_text()[:2000]
+    assert fake.sent == []  # neither key is a command to the worker

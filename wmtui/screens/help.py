@@ -1,0 +1,43 @@
+"""The key-binding help (`?`): the same bindings the footer shows, with what each does."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS = [
+    ("space", "pause / resume the running phase"),
+    ("+ / -", "learning rate x2 / ÷2, applied between steps"),
+    ("r", "set an exact learning rate"),
+    ("t", "switch the trigger being embedded (text, square, noise)"),
+    ("l", "switch the target label being embedded"),
+    ("a", "attack the saved model (form from the attack's parameters)"),
+    ("d", "scan the saved model for a watermark"),
+    ("s", "stop the phase (checkpoint kept)"),
+    ("ctrl+s", "save an SVG screenshot into the run directory"),
+    ("ctrl+q", "quit (the worker stops within 2 s)"),
+    ("?", "this help; escape closes it"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Vertical {
+        width: 70; max-width: 100%; height: auto; padding: 1 2;
+        border: thick $primary; background: $surface;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q", "dismiss", "close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        lines = "\n".join(f"{key:>8}  {text}" for key, text in KEYS)
+        with Vertical():
+            yield Static("wmtui keys\n\n" + lines, id="help-text")
