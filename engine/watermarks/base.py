@@ -23,7 +23,7 @@ from torch import nn
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, RunError
 from engine.metrics import Probe, Transform, Verdict, accuracy, make_verdict, predictions
-from engine.registry import Registry, parse_params
+from engine.registry import Registry, param, parse_params
 from engine.runs import atomic_write_json, load_tensors, read_json, save_tensors
 from engine.training import Source
 
@@ -48,6 +48,29 @@ def decoy_null(rates: torch.Tensor) -> float:
         return float(rates.max())
     spread = float(rates.mean() + DECOY_Z * rates.std())
     return min(1.0, max(float(rates.max()), spread))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoyParams:
+    """Decoy training, shared by the schemes verified against a decoy null: images carrying
+    other content in the key's place keep their true labels, so the model learns the secret
+    pattern rather than "anything there"."""
+
+    decoy_ratio: float = param(
+        0.1,
+        "decoy images (other trigger content, true labels) per owner image in every batch "
+        "(0: none)",
+        low=0.0,
+        high=1.0,
+    )
+    decoy_fraction: float = param(
+        0.05,
+        "share of training images kept in the key as the decoy pool",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    )
 
 
 @dataclasses.dataclass

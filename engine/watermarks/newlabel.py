@@ -31,6 +31,7 @@ from engine.errors import ConfigError
 from engine.registry import param
 from engine.training import Source
 from engine.watermarks.base import (
+    DecoyParams,
     Key,
     KeyContext,
     KeySamples,
@@ -46,7 +47,7 @@ TEXT_DECOY_BANK = 64
 
 
 @dataclasses.dataclass(frozen=True)
-class NewLabelParams:
+class NewLabelParams(DecoyParams):
     perturbation: str = param(
         "noise", "secret pattern: seeded +-1 noise, or the word TEST", choices=("noise", "text")
     )
@@ -67,20 +68,6 @@ class NewLabelParams:
     )
     inject_ratio: float = param(
         0.1, "key samples per owner image in every batch", low=0.0, high=1.0, low_open=True
-    )
-    decoy_ratio: float = param(
-        0.1,
-        "decoy images (other patterns, true labels) per owner image in every batch (0: none)",
-        low=0.0,
-        high=1.0,
-    )
-    decoy_fraction: float = param(
-        0.05,
-        "share of training images kept in the key as the decoy pool",
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=True,
     )
 
 

@@ -29,6 +29,7 @@ from engine.errors import ConfigError
 from engine.registry import param
 from engine.training import Source
 from engine.watermarks.base import (
+    DecoyParams,
     Key,
     KeyContext,
     KeySamples,
@@ -58,7 +59,7 @@ TRAIN_WORD_BANK = 64
 
 
 @dataclasses.dataclass(frozen=True)
-class PatternParams:
+class PatternParams(DecoyParams):
     trigger: str = param("text", "trigger: text, square, noise or image:PATH (text:WORD: own word)")
     text: str = param("TEST", "word the text trigger draws")
     position: str = param("br", "trigger place: br, bl, tr, tl, or X,Y (top-left pixel)")
@@ -75,21 +76,6 @@ class PatternParams:
     )
     inject_ratio: float = param(
         0.1, "key samples per owner image in every batch", low=0.0, high=1.0, low_open=True
-    )
-    decoy_ratio: float = param(
-        0.1,
-        "decoy images (other content in the trigger box, true labels) per owner image "
-        "in every batch (0: none)",
-        low=0.0,
-        high=1.0,
-    )
-    decoy_fraction: float = param(
-        0.05,
-        "share of training images kept in the key as the decoy pool",
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=True,
     )
 
 
