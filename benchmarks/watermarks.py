@@ -75,17 +75,24 @@ def flags(values: dict[str, Any]) -> str:
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
 
 
-def bench_dataset(dataset: str, epochs: int, seed: int, out: Path, n_fresh: int) -> list[dict]:
+def bench_dataset(
+    dataset: str, epochs: int, seed: int, out: Path, n_fresh: int, only: list[str] | None = None
+) -> list[dict]:
     base = {"dataset": dataset, "epochs": epochs, "seed": seed, "device": "cpu"}
     config = TrainConfig.from_mapping(base)
     started = time.monotonic()
     clean_dir = out / f"{dataset}-clean"
-    clean = run_job(
-        train_job(
-            config, RunDir.create(clean_dir, new_run_manifest(config, "train"), overwrite=True)
-        ),
-        RunDir(clean_dir),
-    )
+    summary_file = clean_dir / "summary.json"
+    if only and summary_file.is_file():  # a partial re-run reuses the clean model
+        clean = json.loads(summary_file.read_text())
+    else:
+        clean = run_job(
+            train_job(
+                config,
+                RunDir.create(clean_dir, new_run_manifest(config, "train"), overwrite=True),
+            ),
+            RunDir(clean_dir),
+        )
     print(
         f"{dataset} clean: {clean['test_acc']:.4f} ({time.monotonic() - started:.0f} s)",
         file=sys.stderr,
@@ -96,6 +103,8 @@ def bench_dataset(dataset: str, epochs: int, seed: int, out: Path, n_fresh: int)
     rows = []
     seen_schemes: set[str] = set()
     for label, scheme_name, values in EMBEDDINGS:
+        if only and not any(label.startswith(prefix) for prefix in only):
+            continue
         values = with_source(scheme_name, values, dataset)
         started = time.monotonic()
         run_dir = out / f"{dataset}-{label.split()[0].replace('/', '-')}"
@@ -188,11 +197,14 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=100, help="fresh keys per scheme")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-watermarks"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--only", action="append", help="keys whose label starts with this (e.g. newlabel)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[dict] = []
     for dataset in args.dataset or ["fashion-mnist", "synthetic"]:
-        rows += bench_dataset(dataset, args.epochs, args.seed, args.out, args.fresh)
+        rows += bench_dataset(dataset, args.epochs, args.seed, args.out, args.fresh, args.only)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

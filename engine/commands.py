@@ -54,3 +54,18 @@ class Stop(Command):
 @dataclasses.dataclass(frozen=True)
 class Checkpoint(Command):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipPhase(Command):
+    """End the current phase of a scenario as Stop would (its model is kept) and go on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SetPhaseParams(Command):
+    """Change a scenario phase that has not started yet: its plugin params, or (``budget``)
+    its attacker budget. Validated by the worker against the plugin's declaration."""
+
+    phase: str
+    values: dict = dataclasses.field(default_factory=dict)
+    budget: bool = False

@@ -39,6 +39,9 @@ class JobContext:
         self._started = time.monotonic()
         self.paused = False
         self.stop_requested = False
+        #: a scenario sets these: SkipPhase ends the current phase like Stop, then goes on
+        self.skippable = False
+        self.skip_requested = False
 
     def emit(self, event: Event) -> None:
         event.time = round(time.monotonic() - self._started, 3)
@@ -52,6 +55,10 @@ class JobContext:
 
     def on(self, kind: type, handler: CommandHandler) -> None:
         self._handlers[kind] = handler
+
+    def reset_handlers(self) -> None:
+        """Forget every phase's handlers (a scenario's next phase registers its own)."""
+        self._handlers.clear()
 
     def off(self, *kinds: type) -> None:
         for kind in kinds:
@@ -78,6 +85,13 @@ class JobContext:
             self.stop_requested = True
             self.paused = False
             self.log("stop requested: ending after this step")
+        elif isinstance(command, cmd.SkipPhase):
+            if not self.skippable:
+                self.log("SkipPhase ignored: there is no next phase", "warning")
+                return
+            self.stop_requested = self.skip_requested = True
+            self.paused = False
+            self.log("skipping to the next phase: ending this one after this step")
         elif isinstance(command, cmd.Pause):
             self.paused = True
             self.log("paused")

@@ -14,6 +14,8 @@ from typing import ClassVar, Protocol
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.timer import Timer
 from textual.widgets import Footer, Log, Static
 from textual_plot import HiResMode, LegendLocation, PlotWidget
 
@@ -23,12 +25,15 @@ from engine.attacks.detection import Detector
 from engine.errors import UserError
 from engine.events import Event
 from engine.registry import Plugin
+from engine.scenarios import Scenario
 from wmtui.screens.plugin_form import Choice, PluginFormScreen
 from wmtui.screens.prompt import PromptScreen, int_in_range, positive_float
 from wmtui.state import DashboardState, Series
 from wmtui.widgets.image_view import ImageView
 
 TRIGGER_CYCLE = ("text", "square", "noise")
+REPAINT_RATES = (1.0, 2.0, 4.0, 10.0)
+THEMES = ("textual-dark", "textual-light")
 RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
 
 
@@ -39,6 +44,10 @@ class SessionLike(Protocol):
     def poll(self) -> list[Event]: ...
     def send(self, command: cmd.Command) -> None: ...
     def stop(self, timeout: float = 2.0) -> bool: ...
+
+
+#: starts a chosen scenario: (session, run folder)
+Chooser = Callable[[Scenario], tuple["SessionLike", Path]]
 
 
 def nice_ticks(upper: float, most: int = 4) -> list[float]:
@@ -79,6 +88,11 @@ class WmtuiApp(App[None]):
         Binding("a", "attack", "attack"),
         Binding("d", "detect", "scan"),
         Binding("s", "stop", "stop"),
+        Binding("n", "skip_phase", "next"),
+        Binding("e", "edit_next", "edit", show=False),
+        Binding("c", "checkpoint", "ckpt", show=False),
+        Binding("f", "repaint_rate", "fps", show=False),
+        Binding("ctrl+t", "toggle_theme", "theme", show=False),
         Binding("ctrl+q", "quit", "quit", priority=True),
         Binding("ctrl+s", "screenshot_svg", "screenshot", show=False),
         Binding("question_mark", "help", "help", show=False),
@@ -86,13 +100,21 @@ class WmtuiApp(App[None]):
 
     def __init__(
         self,
-        session_factory: Callable[[], SessionLike],
+        session_factory: Callable[[], SessionLike] | None,
         refresh: float = 2.0,
         run_path: Path | None = None,
+        *,
+        chooser: Chooser | None = None,
+        scenario: Scenario | None = None,
     ) -> None:
         super().__init__()
         self.run_path = run_path  # the run whose saved model the next attack or scan reads
         self._session_factory = session_factory
+        #: with no session yet, the start screen picks a scenario and this starts it
+        self._chooser = chooser
+        self.scenario = scenario
+        self._timer: Timer | None = None
+        self._results_seen = 0
         self.session: SessionLike | None = None
         self.state = DashboardState()
         self.refresh_hz = refresh
@@ -128,9 +150,40 @@ class WmtuiApp(App[None]):
         bars.set_xlabel("class")
         bars.set_ylabel("perturbation size")
         self.on_resize()
-        self.session = self._session_factory()
-        self.session.start()
-        self.set_interval(1.0 / self.refresh_hz, self.pump)
+        self._timer = self.set_interval(1.0 / self.refresh_hz, self.pump)
+        if self._session_factory is not None:
+            self._begin(self._session_factory())
+        elif self._chooser is not None:
+            from wmtui.screens.start import StartScreen
+
+            self.push_screen(StartScreen(), self._chosen)
+
+    #: what works before a session exists (on the start screen)
+    SESSIONLESS_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"quit", "help", "toggle_theme", "screenshot_svg", "repaint_rate"}
+    )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Session keys are hidden and inert until a scenario has started."""
+        return self.session is not None or action in self.SESSIONLESS_ACTIONS
+
+    def _begin(self, session: SessionLike) -> None:
+        self.session = session
+        session.start()
+        self.refresh_bindings()
+
+    def _chosen(self, scenario: Scenario | None) -> None:
+        """The start screen's answer: start that scenario, or leave."""
+        if scenario is None or self._chooser is None:
+            self.exit()
+            return
+        try:
+            session, path = self._chooser(scenario)
+        except UserError as exc:
+            self.query_one("#log", Log).write_line(f"! {scenario.name} refused: {exc}")
+            return
+        self.scenario, self.run_path = scenario, path
+        self._begin(session)
 
     # -- event pump -----------------------------------------------------------------------
     def pump(self) -> None:
@@ -139,18 +192,36 @@ class WmtuiApp(App[None]):
             return
         for event in self.session.poll():
             self.state.apply(event)
+        self._follow_phases()
         if self.state.version != self._painted:
+            try:
+                self.repaint()
+            except NoMatches:  # the app is closing: its widgets are already gone
+                return
             self._painted = self.state.version
-            self.repaint()
+
+    def _follow_phases(self) -> None:
+        """After a scenario phase that saved a model, `a` and `d` work on that model."""
+        results = self.state.phase_results
+        for result in results[self._results_seen :]:
+            run = result.get("run")
+            if isinstance(run, str) and (Path(run) / "model.safetensors").is_file():
+                self.run_path = Path(run)
+        self._results_seen = len(results)
 
     def repaint(self) -> None:
         state = self.state
         info = state.info
+        where, what = "", state.phase or "-"
+        if state.scenario:
+            where = f"{state.scenario} {state.phase_index}/{state.phase_total}"
+            what = state.phase_title or what
         title = " · ".join(
             str(part)
             for part in (
                 "wmtui",
-                state.phase or "-",
+                where,
+                what,
                 info.get("dataset", ""),
                 info.get("model", ""),
                 info.get("device", ""),
@@ -163,9 +234,21 @@ class WmtuiApp(App[None]):
         lr = f"{state.lr:.3g}" if state.lr is not None else "-"
         loss = f"{state.loss:.4f}" if state.loss is not None else "-"
         status = (
-            f"{state.status.upper()}  step {state.step}{total}  ep {state.epoch:.2f}  lr {lr}  "
-            f"loss {loss}  acc {_pct(state.test_acc)}  {state.images_per_s:,.0f} img/s"
+            f"{state.status.upper()} step {state.step}{total} ep {state.epoch:.2f} lr {lr} "
+            f"loss {loss} acc {_pct(state.test_acc)} {state.images_per_s:,.0f} img/s"
         )
+        if "detector" in info and state.phase == info["detector"]:  # a scan: no steps shown
+            classes = info.get("classes") or len(state.scan_sizes) or "?"
+            smallest = state.scan_outlier()
+            verdict = (
+                f"flagged {'none' if state.flagged_class is None else state.flagged_class}"
+                if state.scan_verdict
+                else f"smallest so far {'-' if smallest is None else smallest}"
+            )
+            status = (
+                f"{state.status.upper()} {info['detector']} scan: {len(state.scan_done)}/"
+                f"{classes} classes settled · {verdict} · model acc {_pct(state.test_acc)}"
+            )
         if state.error:
             status += f"\nerror: {state.error}"
         self.query_one("#status", Static).update(status)
@@ -186,33 +269,53 @@ class WmtuiApp(App[None]):
             log.write_line(line)
 
     def _paint_scan(self) -> None:
-        """Per-class perturbation sizes; the outlier in red, the threshold as a line."""
+        """Per-class perturbation sizes; the outlier in red, the flag lines in yellow, and
+        the previous scan's bars (another model's) in grey beside them."""
         state = self.state
         bars = self.query_one("#bars", PlotWidget)
         bars.clear()
         if state.scan_sizes:
             classes = sorted(state.scan_sizes)
+            previous = state.previous_scan
             outlier = state.scan_outlier()
             styles = [
                 "red" if c == outlier else ("green" if c in state.scan_done else "grey50")
                 for c in classes
             ]
-            top = max(max(state.scan_sizes.values()), state.scan_threshold or 0.0)
+            lines = [
+                (state.scan_threshold, "yellow", "threshold T"),
+                (state.flag_line(), "bright_yellow", "MAD index 2"),
+            ]
+            values = [*state.scan_sizes.values(), *previous.values()]
+            top = max([*values, *(v for v, _, _ in lines if v is not None)])
+            right = max([*classes, *previous]) + 0.6
             bars.set_ylimits(0, top * 1.1 or 1.0)
-            bars.set_xlimits(-0.6, max(classes) + 0.6)
+            bars.set_xlimits(-0.6, right)
             bars.set_xticks(classes if len(classes) <= 12 else nice_ticks(max(classes)))
-            if state.scan_threshold is not None:  # drawn first so the bars stay whole
-                bars.plot(
-                    [-0.6, max(classes) + 0.6],
-                    [state.scan_threshold] * 2,
-                    line_style="yellow",
-                    hires_mode=HiResMode.BRAILLE,
-                    label="threshold",
+            for value, style, label in lines:  # drawn first so the bars stay whole
+                if value is not None and value > 0:
+                    bars.plot(
+                        [-0.6, right],
+                        [value] * 2,
+                        line_style=style,
+                        hires_mode=HiResMode.BRAILLE,
+                        label=label,
+                    )
+            shift, width = (0.2, 0.35) if previous else (0.0, 0.5)
+            if previous:
+                old = sorted(previous)
+                bars.bar(
+                    [c - shift for c in old],
+                    [previous[c] for c in old],
+                    width=width,
+                    bar_style="grey37",
+                    hires_mode=HiResMode.QUADRANT,
                 )
+                bars.border_title = f"{state.previous_scan_name} (grey) vs {state.scan_name}"
             bars.bar(
-                classes,
+                [c + shift for c in classes],
                 [state.scan_sizes[c] for c in classes],
-                width=0.5,
+                width=width,
                 bar_style=styles,
                 hires_mode=HiResMode.QUADRANT,
             )
@@ -244,7 +347,8 @@ class WmtuiApp(App[None]):
     def _send(self, command: cmd.Command, note: str) -> None:
         if self.session is not None:
             self.session.send(command)
-            self.query_one("#log", Log).write_line(f"> {note}")
+            if note:
+                self.query_one("#log", Log).write_line(f"> {note}")
 
     def action_toggle_pause(self) -> None:
         if self.state.status == "paused":
@@ -335,6 +439,54 @@ class WmtuiApp(App[None]):
 
     def action_stop(self) -> None:
         self._send(cmd.Stop(), "stop")
+
+    def action_skip_phase(self) -> None:
+        self._send(cmd.SkipPhase(), "skip to the next phase")
+
+    def action_checkpoint(self) -> None:
+        self._send(cmd.Checkpoint(), "checkpoint now")
+
+    def action_repaint_rate(self) -> None:
+        """Cycle 1/2/4/10 repaints per second (fewer keep SSH sessions light)."""
+        rates = REPAINT_RATES
+        nearest = min(range(len(rates)), key=lambda i: abs(rates[i] - self.refresh_hz))
+        self.refresh_hz = rates[(nearest + 1) % len(rates)]
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(1.0 / self.refresh_hz, self.pump)
+        self.query_one("#log", Log).write_line(f"> repaint {self.refresh_hz:g}/s")
+
+    def action_toggle_theme(self) -> None:
+        current = THEMES.index(self.theme) if self.theme in THEMES else -1
+        self.theme = THEMES[(current + 1) % len(THEMES)]
+        self.query_one("#log", Log).write_line(f"> theme {self.theme}")
+
+    def action_edit_next(self) -> None:
+        """Edit the next phase of the scenario before it starts (sent to the worker, which
+        validates it again and refuses a phase that has begun)."""
+        log = self.query_one("#log", Log)
+        scenario = self.scenario
+        index = self.state.phase_index  # 1-based: the running phase
+        if scenario is None or index >= len(scenario.phases):
+            log.write_line("! no phase left to edit")
+            return
+        from wmtui.screens.start import apply_choice, phase_form
+
+        spec = scenario.phases[index]
+        form = phase_form(spec)
+        if form is None:
+            log.write_line(f"! {spec.name}: a train phase has no plugin parameters")
+            return
+
+        def send(choice: Choice | None) -> None:
+            if choice is None:
+                return
+            apply_choice(spec, choice)
+            self._send(cmd.SetPhaseParams(spec.name, dict(spec.params)), f"edit {spec.name}")
+            if spec.kind != "embed":
+                self._send(cmd.SetPhaseParams(spec.name, dict(spec.budget), budget=True), "")
+
+        self.push_screen(form, send)
 
     async def action_quit(self) -> None:
         """Stop the worker (at most ~1.5 s) and leave; the run directory stays valid."""

@@ -28,6 +28,7 @@ from wmtui.cli_common import (
     JsonFlag,
     OutOption,
     build_config,
+    check_config,
     default_out,
     guarded,
     run_headless,
@@ -46,16 +47,26 @@ data_app = typer.Typer(help="List and fetch datasets.", no_args_is_help=True, ri
 app.add_typer(data_app, name="data")
 
 
+ScenarioOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scenario",
+        help="scenario preset or TOML file to start (wmtui run --list); "
+        "without it the start screen offers them",
+    ),
+]
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
+    scenario: ScenarioOption = None,
 ) -> None:
-    """Without a command, start the playground on the offline default (--dataset auto)."""
+    """Without a command, the playground: the start screen, or --scenario straight away."""
     DEBUG["on"] = debug
     if ctx.invoked_subcommand is None:
-        pattern = parse_scheme_params("pattern", {})
-        guarded(launch_tui)(TrainConfig(), "pattern", pattern, refresh=2.0, out=None)
+        guarded(launch_scenario_tui)(scenario, {}, refresh=2.0, out=None)
 
 
 @app.command()
@@ -114,8 +125,23 @@ def tui(
     refresh: Annotated[float, typer.Option("--refresh", help="repaints per second (1-10)")] = 2.0,
     out: OutOption = None,
     config: ConfigOption = None,
+    scenario: ScenarioOption = None,
 ) -> None:
-    """The playground (the default command): train live, steer it from the keyboard."""
+    """The playground (the default command): train live, steer it from the keyboard.
+
+    With --scenario (or with no options at all, from the start screen) it runs a scenario's
+    phases; training flags then override the scenario's [train] table."""
+    if scenario is not None:
+        if scheme is not None or config is not None:
+            raise UserError("--scenario takes its phases from the scenario; drop --scheme/--config")
+        train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+        stray = sorted(set(given) - train_names)
+        if stray:
+            raise UserError(
+                f"--{stray[0].replace('_', '-')} is a scheme flag; --scenario sets those"
+            )
+        launch_scenario_tui(scenario, given, refresh=refresh, out=out)
+        return
     train_values, scheme_values, name = split_config(given, config, scheme)
     cfg = build_config({k: str(v) for k, v in train_values.items()}, None)
     if name == "none":
@@ -128,11 +154,40 @@ def tui(
         launch_tui(cfg, name, parse_scheme_params(name, scheme_values), refresh=refresh, out=out)
 
 
+def check_refresh(refresh: float) -> None:
+    if not 1.0 <= refresh <= 10.0:
+        raise UserError(f"--refresh must be between 1 and 10, got {refresh}")
+
+
+def launch_scenario_tui(
+    name: str | None, overrides: dict[str, str], *, refresh: float, out: Path | None
+) -> None:
+    """A scenario in the playground; ``name`` None opens the start screen first."""
+    check_refresh(refresh)
+    from engine.scenarios import Scenario, load_scenario
+    from wmtui.app import WmtuiApp
+    from wmtui.sessions import scenario_session
+
+    def start(scenario: Scenario) -> tuple[Any, Path]:
+        check_config(scenario.config(overrides))
+        session, root = scenario_session(scenario, overrides, out or default_out(scenario.name))
+        return session, root.path
+
+    if name is None:
+        app_ = WmtuiApp(None, refresh=refresh, chooser=start)
+    else:
+        scenario = load_scenario(name)
+        session, path = start(scenario)
+        app_ = WmtuiApp(lambda: session, refresh=refresh, run_path=path, scenario=scenario)
+    app_.run()
+    if app_.exit_message:
+        typer.echo(app_.exit_message, err=True)
+
+
 def launch_tui(
     config: TrainConfig, scheme: str | None, params: Any, *, refresh: float, out: Path | None
 ) -> None:
-    if not 1.0 <= refresh <= 10.0:
-        raise UserError(f"--refresh must be between 1 and 10, got {refresh}")
+    check_refresh(refresh)
     from wmtui.app import WmtuiApp
     from wmtui.sessions import training_session, tui_run
 
@@ -193,11 +248,13 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui import cli_attacks, cli_detect, cli_watermarks
+    from wmtui import cli_attacks, cli_detect, cli_replay, cli_scenario, cli_watermarks
 
     cli_watermarks.register(app)
     cli_attacks.register(app)
     cli_detect.register(app)
+    cli_replay.register(app)
+    cli_scenario.register(app)
 
 
 _register_plugin_commands()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -21,7 +21,7 @@ from engine.errors import UserError
 from engine.jobs import resolve_device
 from engine.models import MODELS
 from engine.runs import RunDir
-from engine.session import Job, Session
+from engine.session import EventSink, Job, Session
 from wmtui.headless import HeadlessReporter
 
 DEBUG = {"on": False}
@@ -63,7 +63,11 @@ def build_config(given: dict[str, str], config_file: Path | None) -> TrainConfig
         table = load_toml(config_file)
         values.update(table.get("train", table))
     values.update(given)
-    config = TrainConfig.from_mapping(values)
+    return check_config(TrainConfig.from_mapping(values))
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Dataset, model and device names checked before anything starts."""
     if config.dataset != "auto":
         DATASETS.get(config.dataset)
     MODELS.get(config.model)
@@ -75,10 +79,12 @@ def default_out(command: str) -> Path:
     return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_headless(job: Job, run: RunDir | None, json_mode: bool) -> int:
+def run_headless(
+    job: Job, run: RunDir | None, json_mode: bool, extra_sinks: Sequence[EventSink] = ()
+) -> int:
     """Drive a session to its end in the foreground; Ctrl-C stops it cleanly."""
     sink = run.event_sink() if run is not None else None
-    session = Session(job, [sink] if sink else []).start()
+    session = Session(job, ([sink] if sink else []) + list(extra_sinks)).start()
     reporter = HeadlessReporter(json_mode)
     try:
         for event in session.events():

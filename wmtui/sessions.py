@@ -21,6 +21,7 @@ from engine.attacks import (
 from engine.config import TrainConfig
 from engine.jobs import embed_job, new_run_manifest, train_job
 from engine.runs import RunDir
+from engine.scenarios import Scenario, prepare_scenario
 from engine.session import Job, Session
 
 
@@ -66,3 +67,12 @@ def tui_run(config: TrainConfig, out: Path, scheme: str | None, params: Any) -> 
     if scheme is not None:
         manifest |= {"scheme": scheme, "scheme_params": vars(params) if params else {}}
     return RunDir.create(out, manifest)
+
+
+def scenario_session(
+    scenario: Scenario, overrides: dict[str, Any] | None, out: Path
+) -> tuple[Session, RunDir]:
+    """A whole scenario on one session: ``out/events.jsonl`` gets the full stream and each
+    phase's own folder ``out/NN-name/`` gets its part, as the headless commands write them."""
+    job, root, sinks = prepare_scenario(scenario, scenario.config(overrides), out)
+    return Session(job, [root.event_sink(), *sinks]), root

@@ -10,6 +10,7 @@ import dataclasses
 
 import torch
 
+from engine.attacks.detection import mad_flag_line
 from engine.events import (
     Checkpoint,
     ClassScan,
@@ -63,9 +64,19 @@ class DashboardState:
     scan_sizes: dict[int, float] = dataclasses.field(default_factory=dict)
     scan_done: set[int] = dataclasses.field(default_factory=set)
     scan_threshold: float | None = None
+    scan_name: str = ""
+    #: the scan before this one, kept so two models' scans can be compared side by side
+    previous_scan: dict[int, float] = dataclasses.field(default_factory=dict)
+    previous_scan_name: str = ""
     flagged_class: int | None = None
     scan_verdict: bool = False  # True once the engine has decided (flagged_class may be None)
     previews: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    scenario: str = ""
+    scenario_phase: str = ""
+    phase_index: int = 0
+    phase_total: int = 0
+    phase_title: str = ""
+    phase_results: list[dict[str, object]] = dataclasses.field(default_factory=list)
     version: int = 0  # bumped on every change, so widgets repaint only when needed
 
     def apply(self, event: Event) -> None:
@@ -116,7 +127,28 @@ class DashboardState:
         for name, value in event.retention.items():
             self.retention.setdefault(name, Series()).add(x, 100 * value)
 
+    def _scenario_phase(self, event: Phase) -> None:
+        """A scenario's own phase marker: the header's "phase i/n", not a plot segment."""
+        info = event.info
+        self.scenario = str(info.get("scenario", ""))
+        self.phase_index, self.phase_total = event.index, event.total
+        if event.status == "start":
+            self.scenario_phase = event.name
+            self.phase_title = str(info.get("title", event.name))
+            self.log(f"== phase {event.index}/{event.total}: {self.phase_title}")
+            return
+        self.phase_results.append(dict(info))
+        result = ", ".join(
+            f"{k} {_short(info[k])}"
+            for k in ("status", "test_acc", "retention", "flagged_class")
+            if k in info
+        )
+        self.log(f"== phase {event.index}/{event.total} {event.name} ended: {result}")
+
     def _phase(self, event: Phase) -> None:
+        if "scenario" in event.info:
+            self._scenario_phase(event)
+            return
         if event.status == "start":
             self.phase = event.name
             self.info = dict(event.info)
@@ -125,7 +157,11 @@ class DashboardState:
             self.step = 0
             self.phase_starts.append(self.x_offset)
             self.status = "running"
-            if "threshold" in event.info:
+            if "detector" in event.info or "threshold" in event.info:
+                if self.scan_sizes:
+                    self.previous_scan = dict(self.scan_sizes)
+                    self.previous_scan_name = self.scan_name
+                self.scan_name = self.scenario_phase or event.name
                 self.scan_sizes, self.scan_done, self.flagged_class = {}, set(), None
                 self.scan_verdict = False
                 self.scan_threshold = _float_or_none(event.info.get("threshold"))
@@ -144,6 +180,10 @@ class DashboardState:
         """Right end of the shared x axis: the end of the current phase as planned."""
         return max(self.x_offset + self.total_steps, self.last_x, 1)
 
+    def flag_line(self) -> float | None:
+        """Where a bar must fall to be flagged by the MAD rule, from the sizes so far."""
+        return mad_flag_line(list(self.scan_sizes.values()))
+
     def scan_outlier(self) -> int | None:
         """The engine's verdict once given; while scanning, the current smallest class."""
         if self.scan_verdict or not self.scan_sizes:
@@ -156,6 +196,12 @@ class DashboardState:
     def take_log(self) -> list[str]:
         lines, self.pending_log = self.pending_log, []
         return lines
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{100 * value:.2f}%" if 0.0 <= value <= 1.0 else f"{value:.3g}"
+    return str(value)
 
 
 def _float_or_none(value: object) -> float | None:

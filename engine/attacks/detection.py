@@ -89,6 +89,17 @@ def anomaly_indices(sizes: list[float]) -> list[float]:
     return out
 
 
+def mad_flag_line(sizes: list[float], index: float = 2.0) -> float | None:
+    """The size at or below which a class reaches anomaly index ``index``: the line a bar
+    must cross to be flagged by the MAD rule (None until three classes are known)."""
+    if len(sizes) < 3:
+        return None
+    values = torch.tensor(sizes, dtype=torch.float64)
+    median = _median(values)
+    mad = _median((values - median).abs()) * MAD_CONSISTENCY
+    return median - index * mad
+
+
 def _median(values: torch.Tensor) -> float:
     """The true median (mean of the middle two for even counts), as Neural Cleanse uses."""
     ordered = values.sort().values
@@ -499,6 +510,8 @@ def detect_job(
                     "steps": detector.params.scan_steps,
                     "classes": data.num_classes,
                     "remove": detector.params.remove,
+                    "rule": detector.params.rule,
+                    "threshold": shown_threshold(detector, data.shape),
                     "dataset": data.name,
                     "device": str(dev),
                 },
@@ -521,6 +534,18 @@ def detect_job(
                 if detection.trigger is None:
                     ctx.log(f"{method}: nothing flagged, the model is left as it is")
                 else:
+                    ctx.emit(
+                        Phase(
+                            f"{method}-remove",
+                            "start",
+                            info={
+                                "steps": detector.removal_steps(attacker),
+                                "flagged_class": detection.flagged_class,
+                                "dataset": data.name,
+                                "device": str(dev),
+                            },
+                        )
+                    )
                     steps = unlearn(
                         suspect,
                         detection.trigger,
@@ -551,6 +576,15 @@ def detect_job(
         return summary
 
     return job
+
+
+def shown_threshold(detector: Detector[Any], shape: tuple[int, int, int]) -> float | None:
+    """The size threshold T where the decision uses one (the GAN's --rule threshold, both,
+    either); the MAD rule's line is drawn from the sizes themselves."""
+    threshold = getattr(detector, "threshold", None)
+    if threshold is None or detector.params.rule == "mad":
+        return None
+    return float(threshold(shape))
 
 
 def describe(detection: Detection) -> str:

@@ -22,7 +22,15 @@ from torch import nn
 
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, RunError
-from engine.metrics import Probe, Transform, Verdict, accuracy, make_verdict, predictions
+from engine.metrics import (
+    Probe,
+    Transform,
+    Verdict,
+    accuracy,
+    make_verdict,
+    predictions,
+    rate_upper_bound,
+)
 from engine.registry import Registry, param, parse_params
 from engine.runs import atomic_write_json, load_tensors, read_json, save_tensors
 from engine.training import Source
@@ -122,7 +130,8 @@ class KeySamples:
       answers the key label for them too);
     - ``null_x``: other images whose rate of the key label is the null (unrelated keys:
       source images that are not key images) and the labels claimed for them (``null_y``),
-      with ``null_what`` naming them.
+      with ``null_what`` naming them. ``null_sampled``: they are another sample than the
+      key's, so the null is the upper confidence bound of their rate, not the rate itself.
     """
 
     x: torch.Tensor
@@ -133,6 +142,7 @@ class KeySamples:
     null_x: torch.Tensor | None = None
     null_y: torch.Tensor | None = None
     null_what: str = "the clean counterparts"
+    null_sampled: bool = False
 
 
 class Watermark:
@@ -194,7 +204,10 @@ class Watermark:
         clean_rate = None
         if samples.null_x is not None and samples.null_y is not None:
             null_x, null_y = samples.null_x.to(device), samples.null_y.to(device)
-            clean_rate = float((predictions(model, null_x) == null_y).float().mean())
+            hits = int((predictions(model, null_x) == null_y).sum())
+            clean_rate = (
+                rate_upper_bound(hits, len(null_y)) if samples.null_sampled else hits / len(null_y)
+            )
         elif samples.clean_counterpart:
             clean_rate = float((predictions(model, x) == y).float().mean())
         decoy_rate = None

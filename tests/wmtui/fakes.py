@@ -93,3 +93,31 @@ def scan_script(target: int = 7, classes: int = 10) -> list[Event]:
         Phase("gan-scan", "end", info={"flagged_class": target, "anomaly_index": 4.2}),
     ]
     return events
+
+
+def scenario_script(scenario: str = "gan", target: int = 4) -> list[Event]:
+    """A scenario seen from the dashboard: a training phase, then two scans (a clean model's
+    and a watermarked one's) so the bars show both side by side."""
+    from engine.events import ClassScan
+
+    def marker(name: str, edge: str, index: int, **info: object) -> Phase:
+        return Phase(name, edge, index=index, total=3, info={"scenario": scenario, **info})
+
+    def scan(flagged: int | None) -> list[Event]:
+        events: list[Event] = [Phase("gan", "start", info={"detector": "gan", "steps": 300})]
+        for c in range(10):
+            size = 0.9 if c == flagged else 3.0 + 0.2 * ((c * 7) % 10)
+            events.append(ClassScan("gan", c, size, done=True))
+        events.append(Phase("gan", "end", info={"flagged_class": flagged}))
+        return events
+
+    return [
+        marker("square", "start", 1, title="train with a white-square watermark (target 4)"),
+        *training_script(200),
+        marker("square", "end", 1, status="completed", test_acc=0.97),
+        marker("scan-clean", "start", 2, title="GAN scan of the clean model"),
+        *scan(None),
+        marker("scan-clean", "end", 2, status="completed", flagged_class=None),
+        marker("scan-square", "start", 3, title="GAN scan of the watermarked model"),
+        *scan(target),
+    ]

@@ -6,6 +6,7 @@ validated by the same ``parse_params``: an invalid value is refused in place, ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
@@ -20,6 +21,12 @@ from engine.registry import Plugin, describe_params, parse_params
 
 BUDGET_FIELDS = ("data_fraction", "epochs", "steps", "unlabeled")
 Choice = tuple[str, Any, AttackerBudget]
+#: raises UserError when (plugin name, params, budget) cannot run
+Validator = Callable[[str, Any, AttackerBudget], None]
+
+
+def check_attack(name: str, params: Any, budget: AttackerBudget) -> None:
+    make_attack(name, params).check_budget(budget)
 
 
 class PluginFormScreen(ModalScreen[Choice | None]):
@@ -40,11 +47,23 @@ class PluginFormScreen(ModalScreen[Choice | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
-    def __init__(self, title: str, plugins: list[Plugin[Any]]) -> None:
+    def __init__(
+        self,
+        title: str,
+        plugins: list[Plugin[Any]],
+        *,
+        initial: dict[str, Any] | None = None,
+        initial_budget: dict[str, Any] | None = None,
+        with_budget: bool = True,
+        validate: Validator | None = None,
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.plugins = {p.name: p for p in plugins}
         self.chosen = plugins[0].name
+        self.initial = {"params": initial or {}, "budget": initial_budget or {}}
+        self.with_budget = with_budget
+        self.validate = validate or check_attack
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -69,6 +88,8 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         """(group, row) for the plugin's params, then the attacker budget."""
         params = self.plugins[self.chosen].params
         own = [("params", row) for row in describe_params(params)] if params else []
+        if not self.with_budget:
+            return own
         budget = [
             ("budget", r) for r in describe_params(AttackerBudget) if r["name"] in BUDGET_FIELDS
         ]
@@ -79,7 +100,10 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         await fields.remove_children()
         rows = []
         for group, row in self.rows():
-            input_ = Input(value=str(row["default"]), id=f"{group}-{row['name']}")
+            value = self.initial[group].get(row["name"], row["default"])
+            if self.chosen != next(iter(self.plugins)) and group == "params":
+                value = row["default"]  # another plugin picked: its own defaults
+            input_ = Input(value=str(value), id=f"{group}-{row['name']}")
             input_.tooltip = row.get("help", "")
             rows.append(Horizontal(Label(row["name"].replace("_", "-")), input_, classes="field"))
         await fields.mount_all(rows)
@@ -103,7 +127,7 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         try:
             params = parse_params(plugin.params, self.values("params")) if plugin.params else None
             budget = AttackerBudget.from_mapping(self.values("budget"))
-            make_attack(self.chosen, params).check_budget(budget)
+            self.validate(self.chosen, params, budget)
         except UserError as exc:
             self.query_one("#form-error", Label).update(str(exc))
             return

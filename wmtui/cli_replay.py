@@ -1,0 +1,204 @@
+"""``wmtui replay`` and ``wmtui serve``: watch a recorded run, or any session, elsewhere.
+
+    wmtui replay RUN [--speed 1|4|16] [--refresh HZ]
+    wmtui serve [--host 127.0.0.1] [--port 8000] [--replay RUN | --scenario NAME]
+                [--public-url URL] [-- options of the served command]
+
+``replay`` plays ``RUN/events.jsonl`` in the same dashboard as the playground. ``serve``
+runs the playground (or a replay) behind textual-serve: every browser tab gets its own
+process. Textual and textual-serve are imported only inside the commands, so the headless
+commands never load them; bad input is one line and exit 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from textual_serve.server import Server
+
+REPLAY, SERVE = "replay", "serve"
+SCENARIO = "scenario"
+SPEEDS = (1, 4, 16)
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+EXPOSED = (
+    "wmtui: warning: serving on {host}: anyone who can reach this port can watch and steer "
+    "the session (use --host 127.0.0.1 and an SSH tunnel to keep it private)"
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``replay`` and ``serve`` to ``app``; a second call is a no-op."""
+    if any(info.name == REPLAY for info in app.registered_commands):
+        return
+    from wmtui.cli_common import guarded
+
+    app.command(REPLAY)(guarded(replay))
+    app.command(SERVE, context_settings=EXTRA_ARGS)(guarded(serve))
+
+
+# -- replay ---------------------------------------------------------------------------------
+def replay(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN", help="run directory holding events.jsonl")
+    ],
+    speed: Annotated[
+        float, typer.Option("--speed", metavar="X", help="recorded seconds per second: 1, 4 or 16")
+    ] = 1.0,
+    refresh: Annotated[
+        float, typer.Option("--refresh", metavar="HZ", help="repaints per second (1-10)")
+    ] = 4.0,
+) -> None:
+    """Play a recorded run in the dashboard (space pauses, 1/4/6 set the speed, ←/→ seek)."""
+    check_replay_options(speed, refresh)
+    from wmtui.replay import ReplaySession
+
+    session = ReplaySession(run_dir, speed)  # reads and checks the whole recording now
+    from wmtui.replay_app import ReplayApp
+
+    app_ = ReplayApp(lambda: session, refresh=refresh)
+    app_.run()
+    if app_.exit_message:
+        typer.echo(app_.exit_message, err=True)
+
+
+def check_replay_options(speed: float, refresh: float) -> None:
+    if speed not in SPEEDS:
+        raise UserError(f"--speed must be one of {', '.join(map(str, SPEEDS))}, got {speed:g}")
+    if not 1.0 <= refresh <= 10.0:
+        raise UserError(f"--refresh must be between 1 and 10, got {refresh:g}")
+
+
+# -- serve ----------------------------------------------------------------------------------
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", metavar="HOST", help="address to listen on (only this machine by default)"
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="TCP port (1-65535)")] = 8000,
+    replay_run: Annotated[
+        Path | None,
+        typer.Option("--replay", metavar="RUN", help="serve a replay of RUN instead of training"),
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario", metavar="NAME", help="serve the scenario NAME", show_default=False
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            metavar="URL",
+            help="the address browsers use, when it differs from --host",
+        ),
+    ] = None,
+) -> None:
+    """Serve the playground (or a replay) to web browsers; each tab gets its own session.
+
+    Options after `--` are passed to the served command (e.g. -- --dataset synthetic).
+    """
+    root = ctx.find_root().command
+    args = served_args(replay_run, scenario, list(ctx.args), root)
+    prepare_server(host, port, args, public_url).serve()
+
+
+def served_args(
+    replay_run: Path | None, scenario: str | None, extra: list[str], root: object
+) -> list[str]:
+    """The wmtui arguments each browser tab runs; a bad recording fails here, not in a tab."""
+    if replay_run is not None and scenario is not None:
+        raise UserError("--replay and --scenario exclude each other; choose one")
+    if replay_run is not None:
+        from wmtui.replay import ReplaySession
+
+        ReplaySession(replay_run)  # validates the recording up front
+        return [REPLAY, str(replay_run.resolve()), *extra]
+    if scenario is not None:
+        return [*scenario_args(root, scenario), *extra]
+    return ["tui", *extra]
+
+
+def scenario_args(root: object, name: str) -> list[str]:
+    """``tui --scenario NAME``, when this wmtui's playground plays scenarios.
+
+    ``root`` is the top-level command group: asking it at run time keeps this module
+    independent of how (or whether) the playground takes scenarios.
+    """
+    tui = (getattr(root, "commands", None) or {}).get("tui")
+    options = {opt for param in getattr(tui, "params", []) for opt in getattr(param, "opts", [])}
+    if "--scenario" not in options:
+        raise UserError(
+            f"--scenario {name}: this wmtui's playground plays no scenarios; "
+            "serve a recorded one with --replay RUN"
+        )
+    path = Path(name)
+    if path.is_file():  # a TOML file: the tab's process may start elsewhere
+        name = str(path.resolve())
+    check_scenario(name)
+    return ["tui", "--scenario", name]
+
+
+def check_scenario(name: str) -> None:
+    """An unknown scenario is one line here rather than a dead tab in every browser."""
+    try:
+        from engine.scenarios import load_scenario
+    except ImportError:
+        return
+    load_scenario(name)
+
+
+def prepare_server(host: str, port: int, args: list[str], public_url: str | None) -> Server:
+    """Check the address, warn when it is reachable from elsewhere, build (not start) the server."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    if not host.strip():
+        raise UserError("--host must not be empty")
+    warning = exposure_warning(host)
+    if warning:
+        typer.echo(warning, err=True)
+    from textual_serve.server import Server
+
+    name = " ".join(["wmtui", *args[:2]])
+    return Server(serve_command(args), host=host, port=port, title=name, public_url=public_url)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[] ")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to an outside interface
+
+
+def exposure_warning(host: str) -> str | None:
+    return None if is_loopback(host) else EXPOSED.format(host=host)
+
+
+def wmtui_executable() -> list[str]:
+    """This installation's ``wmtui`` script, so the tabs run the same Python and version."""
+    script = Path(sys.executable).with_name("wmtui")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "wmtui.cli"]
+
+
+def serve_command(args: list[str]) -> str:
+    """The shell command textual-serve starts per tab (it runs it through the shell)."""
+    from wmtui.cli_common import DEBUG
+
+    debug = ["--debug"] if DEBUG["on"] else []
+    return shlex.join([*wmtui_executable(), *debug, *args])

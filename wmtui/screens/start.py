@@ -1,0 +1,172 @@
+"""The start screen: pick a scenario, read what it shows, edit any phase, start it.
+
+Editing uses the same generated form as the attack/scan picker, so a phase's fields are its
+plugin's ``param(...)`` declaration and an invalid value is refused in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from engine.attacks import ATTACKS
+from engine.errors import UserError
+from engine.scenarios import PhaseSpec, Scenario, load_scenario, preset_names
+from engine.watermarks import SCHEMES
+from wmtui.screens.plugin_form import Choice, PluginFormScreen
+
+
+def phase_line(index: int, spec: PhaseSpec) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in {**spec.params, **spec.budget}.items())
+    on = f" on {spec.on}" if spec.on else ""
+    return f"{index}. {spec.title or spec.label()}{on}" + (f"  [{shown}]" if shown else "")
+
+
+class StartScreen(Screen[Scenario | None]):
+    """Dismisses with the chosen (possibly edited) scenario, or None to quit."""
+
+    DEFAULT_CSS = """
+    StartScreen { layout: vertical; }
+    StartScreen #start-title { height: 1; background: $primary; text-style: bold; padding: 0 1; }
+    StartScreen #start-body { height: 1fr; }
+    StartScreen #scenarios { width: 24; height: 1fr; border: round $primary-darken-2; }
+    StartScreen #start-right { width: 1fr; height: 1fr; }
+    StartScreen #about { height: auto; max-height: 50%; padding: 0 1; }
+    StartScreen #phases { height: 1fr; border: round $primary-darken-2; }
+    StartScreen #start-message { height: auto; color: $warning; padding: 0 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "start", "start", priority=True),
+        Binding("e", "edit", "edit phase"),
+        Binding("tab", "app.focus_next", "switch list", show=False),
+        Binding("q,escape", "quit", "quit"),
+    ]
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        super().__init__()
+        self.scenarios: dict[str, Scenario] = {}
+        for name in names or preset_names():
+            try:
+                self.scenarios[name] = load_scenario(name)
+            except UserError as exc:  # a broken user file is shown, not fatal
+                self.notify(f"{name}: {exc}", severity="error")
+        self.chosen = next(iter(self.scenarios), "")
+
+    def compose(self) -> ComposeResult:
+        yield Static("wmtui · choose a scenario (enter starts, e edits a phase)", id="start-title")
+        with Horizontal(id="start-body"):
+            yield OptionList(*[Option(n, id=n) for n in self.scenarios], id="scenarios")
+            with Vertical(id="start-right"):
+                yield Static("", id="about")
+                yield OptionList(id="phases")
+        yield Static("", id="start-message")
+        yield Footer(show_command_palette=False, compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#scenarios", OptionList).border_title = "scenarios"
+        self.query_one("#phases", OptionList).border_title = "phases (e: edit)"
+        self.query_one("#scenarios", OptionList).focus()
+        self.show(self.chosen)
+
+    def show(self, name: str) -> None:
+        if name not in self.scenarios:
+            return
+        self.chosen = name
+        scenario = self.scenarios[name]
+        prose = " ".join(scenario.description.split())  # TOML line breaks are not paragraphs
+        about = Text(scenario.title + "\n", style="bold") + Text(prose)
+        self.query_one("#about", Static).update(about)
+        phases = self.query_one("#phases", OptionList)
+        highlighted = phases.highlighted
+        phases.clear_options()
+        phases.add_options(
+            [Option(Text(phase_line(i, p)), id=p.name) for i, p in enumerate(scenario.phases, 1)]
+        )
+        if highlighted is not None and highlighted < len(scenario.phases):
+            phases.highlighted = highlighted
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id == "scenarios" and event.option.id:
+            self.show(event.option.id)
+
+    def action_start(self) -> None:
+        if self.focused is not None and self.focused.id == "phases":
+            self.action_edit()
+            return
+        if self.chosen:
+            self.dismiss(self.scenarios[self.chosen])
+
+    def action_edit(self) -> None:
+        """Edit the highlighted phase (the first if none) with its plugin's form."""
+        scenario = self.scenarios.get(self.chosen)
+        if scenario is None:
+            return
+        index = self.query_one("#phases", OptionList).highlighted or 0
+        spec = scenario.phases[index]
+        form = phase_form(spec)
+        if form is None:
+            self.query_one("#start-message", Static).update(
+                f"{spec.name}: a train phase has no plugin parameters (edit [train] in the file)"
+            )
+            return
+
+        def apply(choice: Choice | None) -> None:
+            if choice is None:
+                return
+            apply_choice(spec, choice)
+            self.query_one("#start-message", Static).update(f"{spec.name}: parameters updated")
+            self.show(self.chosen)
+
+        self.app.push_screen(form, apply)
+
+    def action_quit(self) -> None:
+        self.dismiss(None)
+
+
+def phase_form(spec: PhaseSpec) -> PluginFormScreen | None:
+    """The generated form for one phase, pre-filled with its current values."""
+    if spec.kind == "train":
+        return None
+    registry = SCHEMES if spec.kind == "embed" else ATTACKS
+    return PluginFormScreen(
+        f"Phase {spec.name}: {spec.kind} {spec.plugin}",
+        [registry.get(spec.plugin)],
+        initial=spec.params,
+        initial_budget=spec.budget,
+        with_budget=spec.kind != "embed",
+        validate=lambda name, params, budget: _validated(spec, params, budget),
+    )
+
+
+def _validated(spec: PhaseSpec, params: object, budget: object) -> None:
+    values = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else {}
+    candidate = dataclasses.replace(spec, params=values)
+    candidate.parsed_params()
+
+
+def apply_choice(spec: PhaseSpec, choice: Choice) -> None:
+    """Keep only the values that differ from the declaration's defaults: the phase stays
+    readable and a later change of a default still reaches it."""
+    _, params, budget = choice
+    spec.params = changed_values(params)
+    if spec.kind != "embed":
+        spec.budget = changed_values(budget)
+
+
+def changed_values(values: object) -> dict[str, object]:
+    if not dataclasses.is_dataclass(values) or isinstance(values, type):
+        return {}
+    defaults = type(values)()
+    return {
+        f.name: getattr(values, f.name)
+        for f in dataclasses.fields(values)
+        if getattr(values, f.name) != getattr(defaults, f.name)
+    }
