@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: play test lint bench clean
+.PHONY: play test tmux lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 play: $(STAMP)
 	$(BIN)/wmtui $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) tmux
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The playground's end-to-end test drives the real app in tmux; install it where we can.
+tmux:
+	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) \
+		|| echo "tmux not installed: the terminal test will be skipped"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

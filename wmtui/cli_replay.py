@@ -110,14 +110,11 @@ def serve(
 
     Options after `--` are passed to the served command (e.g. -- --dataset synthetic).
     """
-    root = ctx.find_root().command
-    args = served_args(replay_run, scenario, list(ctx.args), root)
+    args = served_args(replay_run, scenario, list(ctx.args))
     prepare_server(host, port, args, public_url).serve()
 
 
-def served_args(
-    replay_run: Path | None, scenario: str | None, extra: list[str], root: object
-) -> list[str]:
+def served_args(replay_run: Path | None, scenario: str | None, extra: list[str]) -> list[str]:
     """The wmtui arguments each browser tab runs; a bad recording fails here, not in a tab."""
     if replay_run is not None and scenario is not None:
         raise UserError("--replay and --scenario exclude each other; choose one")
@@ -127,37 +124,20 @@ def served_args(
         ReplaySession(replay_run)  # validates the recording up front
         return [REPLAY, str(replay_run.resolve()), *extra]
     if scenario is not None:
-        return [*scenario_args(root, scenario), *extra]
-    return ["tui", *extra]
+        return [*scenario_args(scenario), *extra]
+    return ["tui", *extra] if extra else []  # no options: the start screen, as `wmtui`
 
 
-def scenario_args(root: object, name: str) -> list[str]:
-    """``tui --scenario NAME``, when this wmtui's playground plays scenarios.
+def scenario_args(name: str) -> list[str]:
+    """``tui --scenario NAME``; an unknown scenario is one line here rather than a dead tab
+    in every browser, and a file is made absolute (the tab's process may start elsewhere)."""
+    from engine.scenarios import load_scenario
 
-    ``root`` is the top-level command group: asking it at run time keeps this module
-    independent of how (or whether) the playground takes scenarios.
-    """
-    tui = (getattr(root, "commands", None) or {}).get("tui")
-    options = {opt for param in getattr(tui, "params", []) for opt in getattr(param, "opts", [])}
-    if "--scenario" not in options:
-        raise UserError(
-            f"--scenario {name}: this wmtui's playground plays no scenarios; "
-            "serve a recorded one with --replay RUN"
-        )
     path = Path(name)
-    if path.is_file():  # a TOML file: the tab's process may start elsewhere
+    if path.is_file():
         name = str(path.resolve())
-    check_scenario(name)
-    return ["tui", "--scenario", name]
-
-
-def check_scenario(name: str) -> None:
-    """An unknown scenario is one line here rather than a dead tab in every browser."""
-    try:
-        from engine.scenarios import load_scenario
-    except ImportError:
-        return
     load_scenario(name)
+    return ["tui", "--scenario", name]
 
 
 def prepare_server(host: str, port: int, args: list[str], public_url: str | None) -> Server:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -81,7 +80,7 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
 
 def test_paths_with_spaces_survive_the_shell(tmp_path: Path) -> None:
     run = write_run(tmp_path / "a run; rm -rf x")
-    args = cli_replay.served_args(run, None, ["--speed", "4"], None)
+    args = cli_replay.served_args(run, None, ["--speed", "4"])
     command = cli_replay.serve_command(args)
     assert argv(command) == ["replay", str(run.resolve()), "--speed", "4"]
 
@@ -95,15 +94,12 @@ def test_without_a_wmtui_script_the_module_is_run(
     assert cli_replay.wmtui_executable() == [str(tmp_path / "wmtui")]
 
 
-def test_scenario_needs_a_playground_that_takes_one() -> None:
-    def root(*opts: str) -> SimpleNamespace:
-        params = [SimpleNamespace(opts=[opt]) for opt in opts]
-        return SimpleNamespace(commands={"tui": SimpleNamespace(params=params)})
-
-    with pytest.raises(UserError, match="plays no scenarios"):
-        cli_replay.scenario_args(root("--dataset"), "classic")
-    with pytest.raises(UserError):
-        cli_replay.scenario_args(root("--scenario"), "no-such-scenario-xyz")
+def test_scenarios_are_checked_up_front_and_no_options_serve_the_start_screen() -> None:
+    assert cli_replay.served_args(None, "gan", []) == ["tui", "--scenario", "gan"]
+    with pytest.raises(UserError, match="did you mean 'classic'"):
+        cli_replay.served_args(None, "clasic", [])
+    assert cli_replay.served_args(None, None, []) == []
+    assert cli_replay.served_args(None, None, ["--epochs", "1"]) == ["tui", "--epochs", "1"]
 
 
 # -- through the CLI ------------------------------------------------------------------------
