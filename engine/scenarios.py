@@ -274,49 +274,72 @@ def scenario_job(
 
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
-        total = len(scenario.phases)
         summary: dict[str, Any] = {"scenario": scenario.name, "run": str(root.path), "phases": []}
-        folders: dict[str, Path] = {}
         ctx.log(f"scenario {scenario.name}: {scenario.title}")
-        for index, spec in enumerate(scenario.phases, 1):
-            ctx.reset_handlers()
-            ctx.skippable = index < total
-            ctx.on(cmd.SetPhaseParams, _phase_editor(scenario, index))
-            folder = phase_folder(root.path, index, spec)
-            info = {
-                "scenario": scenario.name,
-                "title": spec.title or spec.label(),
-                "kind": spec.kind,
-                "plugin": spec.plugin,
-                "run": str(folder),
-            }
-            ctx.emit(Phase(spec.name, "start", index=index, total=total, info=info))
-            phase_job, run = _build_phase(spec, config, scenario, folder, folders)
-            sink = run.event_sink()
-            router.current = sink
-            status = "completed"
-            result: dict[str, Any] = {}
-            try:
-                result = phase_job(ctx) or {}
-            except StopRequested:
-                if not ctx.skip_requested:
-                    raise
-                ctx.skip_requested = ctx.stop_requested = False
-                status = "skipped"
-            finally:
-                router.current = None
-                sink.close()
-            folders[spec.name] = folder
-            entry = {"name": spec.name, "kind": spec.kind, "plugin": spec.plugin}
-            entry |= {"status": status, "run": str(folder)}
-            entry |= {k: result[k] for k in _HEADLINE if k in result}
-            summary["phases"].append(entry)
-            ctx.emit(Phase(spec.name, "end", index=index, total=total, info={**info, **entry}))
-        summary["seconds"] = round(time.monotonic() - started, 2)
-        root.write_summary(summary)
+        try:
+            _run_phases(ctx, scenario, config, root, router, summary["phases"])
+            summary["status"] = "completed"
+        except StopRequested:
+            summary["status"] = "stopped"
+            raise
+        except BaseException as exc:
+            summary |= {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else ""}
+            raise
+        finally:  # a stopped or failed scenario still says how far it got
+            summary["seconds"] = round(time.monotonic() - started, 2)
+            root.write_summary(summary)
         return summary
 
     return job
+
+
+def _run_phases(
+    ctx: JobContext,
+    scenario: Scenario,
+    config: TrainConfig,
+    root: RunDir,
+    router: PhaseRouter,
+    results: list[dict[str, Any]],
+) -> None:
+    total = len(scenario.phases)
+    folders: dict[str, Path] = {}
+    for index, spec in enumerate(scenario.phases, 1):
+        ctx.reset_handlers()
+        ctx.skippable = index < total
+        ctx.on(cmd.SetPhaseParams, _phase_editor(scenario, index))
+        folder = phase_folder(root.path, index, spec)
+        info = {
+            "scenario": scenario.name,
+            "title": spec.title or spec.label(),
+            "kind": spec.kind,
+            "plugin": spec.plugin,
+            "run": str(folder),
+        }
+        entry = {"name": spec.name, "kind": spec.kind, "plugin": spec.plugin, "run": str(folder)}
+        ctx.emit(Phase(spec.name, "start", index=index, total=total, info=info))
+        phase_job, run = _build_phase(spec, config, scenario, folder, folders)
+        sink = run.event_sink()
+        router.current = sink
+        result: dict[str, Any] = {}
+        try:
+            result = phase_job(ctx) or {}
+            entry["status"] = "completed"
+        except StopRequested:
+            if not ctx.skip_requested:
+                results.append({**entry, "status": "stopped"})
+                raise
+            ctx.skip_requested = ctx.stop_requested = False
+            entry["status"] = "skipped"
+        except BaseException:
+            results.append({**entry, "status": "failed"})
+            raise
+        finally:
+            router.current = None
+            sink.close()
+        folders[spec.name] = folder
+        entry |= {k: result[k] for k in _HEADLINE if k in result}
+        results.append(entry)
+        ctx.emit(Phase(spec.name, "end", index=index, total=total, info={**info, **entry}))
 
 
 #: what a phase's summary contributes to the scenario's

@@ -185,3 +185,6 @@ def test_stop_ends_the_whole_scenario(tmp_path) -> None:
     assert session.status == "stopped"
     assert (tmp_path / "sc" / "01-owner" / "model.safetensors").is_file()
     assert not (tmp_path / "sc" / "02-thief").exists()
+    summary = json.loads((tmp_path / "sc" / "summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert [(p["name"], p["status"]) for p in summary["phases"]] == [("owner", "stopped")]

@@ -212,6 +212,40 @@ async def test_a_whole_short_scenario_runs_to_its_summary(tiny_file: Path, tmp_p
     assert summary["phases"][1]["status"] == "completed"
 
 
+async def test_quit_mid_scan_is_quick_and_leaves_a_valid_run(tmp_path: Path) -> None:
+    raw = TINY_SCENARIO.split("[[phases]]")[0] + """
+[[phases]]
+name = "owner"
+kind = "train"
+
+[[phases]]
+name = "scan"
+kind = "detect"
+method = "gan"
+params = { scan_steps = 100000, images = 200, val_images = 50, batch = 16 }
+budget = { data_fraction = 0.5 }
+"""
+    path = tmp_path / "scan.toml"
+    path.write_text(raw)
+    scenario = load_scenario(str(path))
+    session, root = scenario_session(scenario, {}, tmp_path / "run")
+    app = WmtuiApp(lambda: session, refresh=4.0, run_path=root.path, scenario=scenario)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(300):
+            await pilot.pause(0.1)
+            if app.state.scan_sizes:
+                break
+        assert app.state.scan_sizes, "the scan never reported"
+        started = time.monotonic()
+        await pilot.press("ctrl+q")
+    assert time.monotonic() - started < 2.0 and not session.running
+    summary = json.loads((root.path / "summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert [p["status"] for p in summary["phases"]] == ["completed", "stopped"]
+    events = (root.path / "events.jsonl").read_text().splitlines()
+    assert json.loads(events[-1])["event"] == "done"
+
+
 # -- headless ---------------------------------------------------------------------------------
 def test_run_json_streams_the_same_events_and_ends_in_the_summary(tiny_file, tmp_path) -> None:
     out = tmp_path / "run"
