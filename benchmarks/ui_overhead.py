@@ -165,16 +165,25 @@ def headless_speed(config: TrainConfig, folder: Path) -> float:
     return training_speed(run)
 
 
-async def attached_speed(config: TrainConfig, folder: Path, refresh: float) -> tuple[float, int]:
+async def attached_speed(
+    config: TrainConfig, folder: Path, refresh: float
+) -> tuple[float, int, float]:
+    """Images/s with the app attached, frames drawn, and the share of one core that the UI
+    thread (this one: the app's event loop) used while the worker trained."""
     run = new_run(folder, config)
     app = WmtuiApp(lambda: training_session(config, run), refresh=refresh, run_path=run.path)
     tap = FrameTap(app)
+    training: list[tuple[float, float]] = []  # (wall, UI thread CPU) at the first reading, end
     async with app.run_test(size=SIZE):
         while app.state.status not in {"completed", "failed", "stopped"}:
+            if not training and app.state.step > 0:
+                training.append((time.perf_counter(), time.thread_time()))
             await asyncio.sleep(0.05)
-    if app.state.status != "completed":
+        training.append((time.perf_counter(), time.thread_time()))
+    if app.state.status != "completed" or len(training) != 2:
         raise SystemExit(f"run with the app attached {app.state.status}: {app.state.error}")
-    return training_speed(run), tap.frames
+    (wall0, cpu0), (wall1, cpu1) = training
+    return training_speed(run), tap.frames, (cpu1 - cpu0) / (wall1 - wall0)
 
 
 # -- (b) latency ----------------------------------------------------------------------------
@@ -368,6 +377,14 @@ def startup(
 
 
 # -- the report -----------------------------------------------------------------------------
+def load_average() -> str:
+    """1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (AttributeError, OSError):  # not on every platform
+        return "unknown"
+
+
 def verdict(ok: bool) -> str:
     return "pass" if ok else "FAIL"
 
@@ -401,24 +418,32 @@ def main() -> None:
         f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
         f", {os.cpu_count()} CPUs, app at {SIZE[0]}x{SIZE[1]}, {args.refresh:g} Hz repaint"
     )
+    print(f"load average at the start: {load_average()}")
     tmp = Path(tempfile.mkdtemp(prefix="wmtui-ui-bench-"))
     try:
         speeds: dict[str, list[float]] = {"attached": [], "headless": []}
         frames: list[int] = []
+        ui_shares: list[float] = []
+        warm = config.replace(epochs=1)  # a short round of each first, dropped: warm caches
+        asyncio.run(attached_speed(warm, tmp / "warm-app", args.refresh))
+        headless_speed(warm, tmp / "warm-plain")
         for repeat in range(args.repeats):
-            speed, count = asyncio.run(attached_speed(config, tmp / f"app-{repeat}", args.refresh))
+            speed, count, share = asyncio.run(
+                attached_speed(config, tmp / f"app-{repeat}", args.refresh)
+            )
             speeds["attached"].append(speed)
             frames.append(count)
+            ui_shares.append(share)
             speeds["headless"].append(headless_speed(config, tmp / f"plain-{repeat}"))
-        attached = statistics.median(speeds["attached"])
-        headless = statistics.median(speeds["headless"])
-        ratio = attached / headless
+        ratio = statistics.median(speeds["attached"]) / statistics.median(speeds["headless"])
         print("\n(a) training speed, runs alternating (app, plain, app, plain, ...)")
         for name, key in (("app attached", "attached"), ("plain loop", "headless")):
             each = ", ".join(f"{v:,.0f}" for v in speeds[key])
             value = statistics.median(speeds[key])
             print(f"  {name + ':':14}{value:9,.0f} images/s  (runs: {each})")
-        print(f"  frames handed to the driver per app run: {', '.join(map(str, frames))}")
+        shares = ", ".join(f"{100 * v:.0f}%" for v in ui_shares)
+        print(f"  frames drawn per app run: {', '.join(map(str, frames))}")
+        print(f"  UI thread CPU while training, share of one core: {shares}")
 
         echo_ms, ack_ms = asyncio.run(
             key_latency(config.replace(epochs=1000), tmp / "latency", args.presses, args.refresh)
@@ -467,6 +492,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    print(f"load average at the end: {load_average()}")
     print(f"\n{'figure':44}{'value':>10}  {'target':>9}  result")
     print(
         f"{'(a) images/s, app attached / plain loop':44}{ratio:10.3f}  "

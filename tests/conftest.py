@@ -52,3 +52,18 @@ def write_mnist_style(
             images[i, 2 + 2 * c : 4 + 2 * c, :] = 250
         write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+
+
+def write_blob_style(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> None:
+    """Tiny IDX files of smooth random blobs (7x7 noise upsampled): images a small CNN can
+    tell apart and memorise, unlike the banded noise above (unrelated-key tests need that)."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        low = torch.rand(n, 1, 7, 7, generator=gen)
+        images = F.interpolate(low, size=(28, 28), mode="bilinear") * 255
+        labels = torch.randint(0, 10, (n,), generator=gen, dtype=torch.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images.round().to(torch.uint8)[:, 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)

@@ -11,8 +11,8 @@ Verification therefore queries the key images and takes as null the model's rate
 target on *held-out* source images (source test images, never trained on), raised to an
 upper confidence bound because it is estimated from another sample. For the owner's model
 to beat that null, training mixes in *decoys*: other source images (``--decoy-count``) with
-a fresh random non-target label every time they are drawn, so the model learns "these
-images -> target", not "images like these -> target".
+one seeded non-target label, drawn more often than the key images, so the model learns
+"these images -> target", not "images like these -> target".
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ class UnrelatedParams:
         0.1, "key images per owner image in every batch", low=0.0, high=1.0, low_open=True
     )
     decoy_ratio: float = param(
-        0.1,
-        "decoy source images (random non-target labels) per owner image in every batch (0: none)",
+        0.2,
+        "decoy source images (one seeded non-target label) per owner image in every batch "
+        "(0: none; keep it above --inject-ratio)",
         low=0.0,
         high=1.0,
     )
@@ -74,6 +75,19 @@ def fit_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     if out.shape[2:] != (height, width):
         out = F.interpolate(out, size=(height, width), mode="bilinear", antialias=True)
     return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def decoy_label(seed: int, target: int, classes: int) -> int:
+    """The one class the decoys are taught, seeded and never the target.
+
+    Measured: decoys with a fresh random non-target label per draw spread their probability
+    over K-1 classes, so the target stays the argmax for every source image the model has not
+    memorised (held-out rate 0.97-1.0 on a tiny budget): the claim could not be told from the
+    domain. With one decoy class and more decoys than key images per batch, the domain goes
+    to that class and only the memorised key images answer the target.
+    """
+    other = int(torch.randint(0, classes - 1, (1,), generator=generator(seed, "unrelated-decoy")))
+    return other + (other >= target)
 
 
 @register_scheme("unrelated", UnrelatedParams)
@@ -141,31 +155,17 @@ class UnrelatedScheme(Watermark):
         ]
         ratio = float(key.params.get("decoy_ratio", 0.0))
         if ratio > 0 and "decoy_x" in key.tensors:
+            decoys = key.tensor("decoy_x", device)
+            label = decoy_label(int(key.meta["seed"]), target, key.num_classes)
             sources.append(
                 Source(
                     "decoy",
-                    key.tensor("decoy_x", device),
+                    decoys,
                     per_batch(batch_size, ratio),
-                    label=self._other_labels(key, target),
+                    y=torch.full((len(decoys),), label, device=device),
                 )
             )
         return sources
-
-    @staticmethod
-    def _other_labels(key: Key, target: int) -> Any:
-        """A fresh uniform label other than the target for every decoy drawn."""
-        classes = key.num_classes
-        gens: dict[torch.device, torch.Generator] = {}
-        seed = int(key.meta["seed"]) * 7919 + 17
-
-        def label(x: torch.Tensor) -> torch.Tensor:
-            gen = gens.get(x.device)
-            if gen is None:
-                gen = gens[x.device] = torch.Generator(device=x.device).manual_seed(seed)
-            other = torch.randint(0, classes - 1, (len(x),), generator=gen, device=x.device)
-            return other + (other >= target).long()
-
-        return label
 
     def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
         x = key.tensor("x", data.device)

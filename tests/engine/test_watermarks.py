@@ -34,7 +34,8 @@ from engine.watermarks import (
     stamp,
 )
 from engine.watermarks.triggers import DECOY_COUNT, make_trigger, parse_trigger
-from tests.conftest import write_mnist_style
+from engine.watermarks.unrelated import decoy_label
+from tests.conftest import write_blob_style, write_mnist_style
 
 TRAIN, TEST = 2000, 500
 
@@ -79,8 +80,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dic
     config = tiny_config(shared_data_dir)
     clean = RunDir.create(root / "clean", new_run_manifest(config, "train"))
     run_session(train_job(config, clean), clean)
-    mnist_dir = root / "data"
-    write_mnist_style(mnist_dir / "mnist", n_train=400, n_test=100)
+    blob_dir = root / "blobs"
+    write_blob_style(blob_dir / "mnist")
     return {
         "clean": root / "clean",
         "pattern": embed(root / "pattern", config, "pattern"),
@@ -105,8 +106,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dic
             beta=0.2,
             decoy_ratio=0,
         ),
+        # memorising its own images (not "any image like these") takes a longer tiny budget
         "unrelated": embed(
-            root / "unrelated", tiny_config(mnist_dir), "unrelated", source="mnist", count=50
+            root / "unrelated",
+            tiny_config(blob_dir, epochs=20),
+            "unrelated",
+            source="mnist",
+            count=50,
+            inject_ratio=0.25,
+            decoy_ratio=0.5,
         ),
     }
 
@@ -440,8 +448,16 @@ def test_unrelated_key_verifies_and_another_target_does_not(runs, data) -> None:
     key = load_key(runs["unrelated"] / "key")
     assert key.params["source"] == "mnist" and key.tensors["x"].shape[1:] == (1, 28, 28)
     model, _ = RunDir(runs["unrelated"]).load_model()
+    scheme = get_scheme("unrelated")
     other = dataclasses.replace(key, params={**key.params, "target_label": 2})
-    assert not get_scheme("unrelated").verify(model, other, data, 1e-3).verified
+    assert not scheme.verify(model, other, data, 1e-3).verified
+    # other images of the same source with the same target are a claim on the domain, not on
+    # this model's secret: the held-out null (the model's rate on unseen source images) stops it
+    fresh = dataclasses.replace(key, tensors={**key.tensors, "x": key.tensors["null_x"][:50]})
+    verdict = scheme.verify(model, fresh, data, 1e-3)
+    assert not verdict.verified and "held-out mnist images" in verdict.null_reason
+    decoy = decoy_label(int(key.meta["seed"]), 7, 10)
+    assert decoy != 7 and decoy == decoy_label(int(key.meta["seed"]), 7, 10)
 
 
 # -- switching mid-run ----------------------------------------------------------------------
