@@ -159,6 +159,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         for v in args.variant
     ] or [
         ("gan universal", "gan", {"mode": "universal"}),
+        ("gan universal L2 small", "gan", {"size": "l2", "inits": "small", "lr": 0.05}),
         ("gan universal no-D", "gan", {"mode": "universal", "lambda_gan": 0.0}),
         ("gan image (paper)", "gan", {"mode": "image", "lr": 0.001}),
         ("neural-cleanse", "neural-cleanse", {}),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import os
 import random
 import re
@@ -167,8 +168,8 @@ def headless_speed(config: TrainConfig, folder: Path) -> float:
 
 async def attached_speed(
     config: TrainConfig, folder: Path, refresh: float
-) -> tuple[float, int, float]:
-    """Images/s with the app attached, frames drawn, and the share of one core that the UI
+) -> tuple[float, str, float]:
+    """Images/s with the app attached, the frames drawn, and the share of one core that the UI
     thread (this one: the app's event loop) used while the worker trained."""
     run = new_run(folder, config)
     app = WmtuiApp(lambda: training_session(config, run), refresh=refresh, run_path=run.path)
@@ -183,7 +184,8 @@ async def attached_speed(
     if app.state.status != "completed" or len(training) != 2:
         raise SystemExit(f"run with the app attached {app.state.status}: {app.state.error}")
     (wall0, cpu0), (wall1, cpu1) = training
-    return training_speed(run), tap.frames, (cpu1 - cpu0) / (wall1 - wall0)
+    drawn = f"{tap.frames} ({tap.sent / 1024:.0f} KiB)"
+    return training_speed(run), drawn, (cpu1 - cpu0) / (wall1 - wall0)
 
 
 # -- (b) latency ----------------------------------------------------------------------------
@@ -266,8 +268,9 @@ async def key_latency(
 
 
 def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q% of the values at or below it."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 # -- (c) startup ----------------------------------------------------------------------------
@@ -329,6 +332,9 @@ def startup(
         env=client_env,
         check=True,
     )
+    socket = subprocess.run(
+        [*tmux, "display", "-p", "#{socket_path}"], capture_output=True, text=True
+    ).stdout.strip()
     pane = ""
     goal = "first plotted point" if until_point else "first frame of the app"
     try:
@@ -364,6 +370,8 @@ def startup(
                 break
             time.sleep(0.05)
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+        if socket:
+            Path(socket).unlink(missing_ok=True)  # tmux leaves it behind
     worker: dict[str, float] = {}
     for run in folder.glob("runs/*"):
         recorded = RunDir(run).events()
@@ -422,7 +430,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wmtui-ui-bench-"))
     try:
         speeds: dict[str, list[float]] = {"attached": [], "headless": []}
-        frames: list[int] = []
+        frames: list[str] = []
         ui_shares: list[float] = []
         warm = config.replace(epochs=1)  # a short round of each first, dropped: warm caches
         asyncio.run(attached_speed(warm, tmp / "warm-app", args.refresh))
@@ -442,7 +450,7 @@ def main() -> None:
             value = statistics.median(speeds[key])
             print(f"  {name + ':':14}{value:9,.0f} images/s  (runs: {each})")
         shares = ", ".join(f"{100 * v:.0f}%" for v in ui_shares)
-        print(f"  frames drawn per app run: {', '.join(map(str, frames))}")
+        print(f"  frames drawn per app run (escape sequences): {', '.join(frames)}")
         print(f"  UI thread CPU while training, share of one core: {shares}")
 
         echo_ms, ack_ms = asyncio.run(

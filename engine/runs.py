@@ -266,13 +266,19 @@ class EventLog:
 
 
 def versions() -> dict[str, Any]:
-    import torchvision
+    """Package versions from their metadata: importing torchvision just to read its version
+    cost the playground ~2 s before the first plotted point."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        vision = version("torchvision")
+    except PackageNotFoundError:
+        vision = "not installed"
     return {
         "wmtui_version": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": vision,
         "platform": platform.platform(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -7,6 +7,7 @@ into commands; the worker acknowledges each one in the log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -119,6 +120,9 @@ class WmtuiApp(App[None]):
         self.state = DashboardState()
         self.refresh_hz = refresh
         self._painted = -1
+        self._plotted: dict[str, tuple[object, ...]] = {}  # what each plot drew last
+        self._early: Timer | None = None
+        self._early_until = 0.0
         self._trigger_index = 0
         self.exit_message = ""
 
@@ -171,6 +175,17 @@ class WmtuiApp(App[None]):
         self.session = session
         session.start()
         self.refresh_bindings()
+        # Until the first reading is on screen, look 20 times a second: that is when the user
+        # waits. A poll that finds nothing repaints nothing; then the regular timer takes over.
+        self._early_until = time.monotonic() + 30.0
+        self._early = self.set_interval(0.05, self._pump_until_first_point)
+
+    def _pump_until_first_point(self) -> None:
+        self.pump()
+        state = self.state
+        done = state.loss_series.x or state.scan_sizes or time.monotonic() > self._early_until
+        if done and self._early is not None:
+            self._early.stop()
 
     def _chosen(self, scenario: Scenario | None) -> None:
         """The start screen's answer: start that scenario, or leave."""
@@ -326,13 +341,21 @@ class WmtuiApp(App[None]):
 
     def _plot(self, selector: str, lines: list[tuple[str, Series, str]]) -> None:
         plot = self.query_one(selector, PlotWidget)
-        plot.clear()
         # The x axis spans the whole planned run, so the line grows left to right.
         upper = self.state.x_upper
+        drawn: tuple[object, ...] = (upper, plot.size.width, tuple(self.state.phase_starts))
+        drawn += tuple((label, id(series), len(series.x)) for label, series, _ in lines)
+        if self._plotted.get(selector) == drawn:
+            return  # nothing new (the accuracy plot, between evaluations): skip a relayout
+        self._plotted[selector] = drawn
+        plot.clear()
         plot.set_xlimits(0, upper)
         plot.set_xticks(nice_ticks(upper, most=4 if plot.size.width < 60 else 8))
         for label, series, style in lines:
-            if series.x:
+            if len(series.x) == 1:  # a line needs two points: show the first reading as a dot
+                hires = HiResMode.BRAILLE
+                plot.scatter(series.x, series.y, marker_style=style, hires_mode=hires, label=label)
+            elif series.x:
                 plot.plot(
                     series.x, series.y, line_style=style, hires_mode=HiResMode.BRAILLE, label=label
                 )

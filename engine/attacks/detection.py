@@ -256,6 +256,88 @@ class ScanReporter:
             self.ctx.emit(ClassScan(self.phase, c, float(size), done=True))
 
 
+class CostSchedule:
+    """Neural Cleanse's per-class cost schedule and best-so-far record, for S stacked
+    mask/pattern slots (classes x restarts).
+
+    Every ``patience`` steps each slot's cost (the weight of its size term) rises by
+    ``cost_up`` if its batch attack success reached ``target_success`` in at least half of
+    those steps, else falls by ``cost_up ** 1.5``; so every class ends near the smallest
+    trigger that still works, which is what makes sizes comparable across classes. The
+    record keeps, per slot, the smallest-sized mask and pattern seen at success >=
+    ``target_success`` (early stopping per class); a slot that never got there keeps its
+    last state.
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        init_cost: float,
+        target_success: float,
+        patience: int,
+        cost_up: float,
+        device: torch.device,
+    ) -> None:
+        self.cost = torch.full((slots,), init_cost, device=device)
+        self.best = torch.full((slots,), math.inf, device=device)
+        self.succeeded = torch.zeros(slots, device=device)
+        self.target, self.patience, self.up = target_success, patience, cost_up
+        self.mask: torch.Tensor | None = None
+        self.pattern: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def update(
+        self,
+        step: int,
+        success: torch.Tensor,
+        size: torch.Tensor,
+        mask: torch.Tensor,
+        pattern: torch.Tensor,
+    ) -> None:
+        if self.mask is None or self.pattern is None:
+            self.mask, self.pattern = mask.detach().clone(), pattern.detach().clone()
+        ok = success >= self.target
+        better = ok & (size < self.best)
+        self.best = torch.where(better, size, self.best)
+        self.mask[better] = mask.detach()[better]
+        self.pattern[better] = pattern.detach()[better]
+        self.succeeded += ok.float()
+        if (step + 1) % self.patience == 0:
+            up = self.succeeded >= self.patience / 2
+            self.cost = torch.where(up, self.cost * self.up, self.cost / self.up**1.5)
+            self.succeeded.zero_()
+
+    def running(self, size: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.best.isfinite(), self.best, size.detach())
+
+    @torch.no_grad()
+    def finish(
+        self, mask: torch.Tensor, pattern: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recorded (mask, pattern) per slot; the last state where none succeeded."""
+        if self.mask is None or self.pattern is None:
+            return mask.detach().clone(), pattern.detach().clone()
+        never = ~self.best.isfinite()
+        self.mask[never] = mask.detach()[never]
+        self.pattern[never] = pattern.detach()[never]
+        return self.mask, self.pattern
+
+
+def pick_restarts(
+    sizes: torch.Tensor, success: torch.Tensor, classes: int, target_success: float
+) -> torch.Tensor:
+    """[classes] the slot (r * classes + c) of each class's best restart: the smallest size
+    among the restarts whose validation success is within 0.1 of ``target_success``, else
+    the most successful one."""
+    restarts = len(sizes) // classes
+    size = sizes.view(restarts, classes)
+    ok = success.view(restarts, classes) >= target_success - 0.1
+    key = torch.where(ok, size, math.inf)
+    fallback = success.view(restarts, classes).argmax(0)
+    pick = torch.where(ok.any(0), key.argmin(0), fallback)
+    return pick * classes + torch.arange(classes, device=sizes.device)
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """The suspect in eval mode with gradients off for the search (restored afterwards):

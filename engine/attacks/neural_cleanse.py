@@ -21,6 +21,7 @@ from torch import nn
 
 from engine.attacks.budget import AttackerData
 from engine.attacks.detection import (
+    CostSchedule,
     Detection,
     Detector,
     ReversedTrigger,
@@ -32,10 +33,11 @@ from engine.attacks.detection import (
     frozen,
     masked_mean,
     others_mask,
+    pick_restarts,
 )
 from engine.attacks.registry import register_attack
 from engine.data.base import as_float
-from engine.models.generators import StackedTrigger
+from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
 
@@ -48,6 +50,11 @@ class NeuralCleanseParams(ScanParams):
     )
     patience: int = param(10, "steps between cost adjustments", low=1)
     cost_up: float = param(1.5, "cost multiplier while succeeding (NC: 1.5)", low=1.0)
+    inits: str = param(
+        "small",
+        "restarts per class, keeping the smallest working mask: small (transparent), "
+        "random (NC's code), full (opaque over a random pattern, shrinking); a comma list",
+    )
 
 
 def mask_pattern_images(
@@ -84,57 +91,47 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
         p = self.params
         started = time.perf_counter()
         k = data.num_classes
+        inits = parse_inits(p.inits)
         with frozen(model):
             scan = ScanSet.build(
                 model, data.clean_images(), limit=p.images, val=p.val_images, seed=seed
             )
             device = scan.train_x.device
             torch.manual_seed(seed)
-            trig = StackedTrigger(data.shape, k).to(device)
+            trig = StackedTrigger(data.shape, k, inits=inits).to(device)
             opt = torch.optim.Adam(trig.parameters(), lr=p.lr, betas=(0.5, 0.9))
-            cost = torch.full((k,), p.init_cost, device=device)
-            best_l1 = torch.full((k,), float("inf"), device=device)
-            best_mask = trig.mask().detach().clone()
-            best_pattern = trig.pattern().detach().clone()
-            succeeded = torch.zeros(k, device=device)
-            targets = torch.arange(k, device=device)
+            schedule = CostSchedule(
+                trig.k, p.init_cost, p.target_success, p.patience, p.cost_up, device
+            )
+            targets = trig.targets(device)
             gen = torch.Generator().manual_seed(seed + 1)
             report = ScanReporter(ctx, self.method, k, p.report_every)
             for step in range(p.scan_steps):
                 ctx.between_steps()
                 x, pred = scan.batch(step, p.batch, gen)
-                counts = others_mask(pred, k)
+                counts = others_mask(pred, k).repeat(len(inits), 1)
                 logits = batched_logits(model, trig.apply(x))
                 ce = F.cross_entropy(
                     logits.flatten(0, 1),
                     targets.repeat_interleave(len(x)),
                     reduction="none",
-                ).view(k, -1)
+                ).view(trig.k, -1)
                 l1 = trig.mask().flatten(1).sum(1)
-                loss = (masked_mean(ce, counts) + cost * l1).sum()
+                loss = (masked_mean(ce, counts) + schedule.cost * l1).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
                     hit = (logits.argmax(2) == targets.unsqueeze(1)).float()
-                    asr = masked_mean(hit, counts)
-                    ok = asr >= p.target_success
-                    better = ok & (l1 < best_l1)
-                    best_l1 = torch.where(better, l1, best_l1)
-                    best_mask[better] = trig.mask()[better]
-                    best_pattern[better] = trig.pattern()[better]
-                    succeeded += ok.float()
-                    if (step + 1) % p.patience == 0:
-                        # Neural Cleanse's schedule, per class: mostly succeeding -> a larger
-                        # L1 weight shrinks the mask; mostly failing -> a smaller one
-                        up = succeeded >= p.patience / 2
-                        cost = torch.where(up, cost * p.cost_up, cost / p.cost_up**1.5)
-                        succeeded.zero_()
-                    report.running(step, torch.where(best_l1.isfinite(), best_l1, l1))
-            never = ~best_l1.isfinite()  # no mask ever reached the target: keep the last one
-            best_mask[never] = trig.mask().detach()[never]
-            best_pattern[never] = trig.pattern().detach()[never]
-            sizes, success = self._validate(model, scan, best_mask, best_pattern)
+                    schedule.update(
+                        step, masked_mean(hit, counts), l1.detach(), trig.mask(), trig.pattern()
+                    )
+                    report.running(step, schedule.running(l1)[:k])
+            masks, patterns = schedule.finish(trig.mask(), trig.pattern())
+            all_sizes, all_success = self._validate(model, scan, masks, patterns, targets)
+            pick = pick_restarts(all_sizes, all_success, k, p.target_success)
+            best_mask, best_pattern = masks[pick], patterns[pick]
+            sizes, success = all_sizes[pick].tolist(), all_success[pick].tolist()
         flagged, index, indices = decide(sizes, rule=p.rule, threshold=None)
         report.final(sizes)
         trigger = None
@@ -158,14 +155,34 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
 
     @torch.no_grad()
     def _validate(
-        self, model: nn.Module, scan: ScanSet, mask: torch.Tensor, pattern: torch.Tensor
-    ) -> tuple[list[float], list[float]]:
-        """Mask L1 per class and the success of each mask on the held-out images."""
-        k = len(mask)
-        x = as_float(scan.val_x)
+        self,
+        model: nn.Module,
+        scan: ScanSet,
+        mask: torch.Tensor,
+        pattern: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask L1 per slot and the success of each mask on the held-out images."""
+        return mask.flatten(1).sum(1), validation_success(model, scan, mask, pattern, targets)
+
+
+@torch.no_grad()
+def validation_success(
+    model: nn.Module,
+    scan: ScanSet,
+    mask: torch.Tensor,
+    pattern: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """[S] share of held-out images not already in slot s's class that its trigger sends there."""
+    k = int(targets.max()) + 1
+    hits = torch.zeros(len(mask), device=mask.device)
+    counts = torch.zeros(len(mask), device=mask.device)
+    for start in range(0, len(scan.val_x), 256):
+        x = as_float(scan.val_x[start : start + 256])
         stamped = torch.lerp(x.unsqueeze(0), pattern.unsqueeze(1), mask.unsqueeze(1))
-        hit = (
-            batched_logits(model, stamped).argmax(2) == torch.arange(k, device=x.device)[:, None]
-        ).float()
-        success = masked_mean(hit, others_mask(scan.val_pred, k))
-        return mask.flatten(1).sum(1).tolist(), success.tolist()
+        hit = (batched_logits(model, stamped).argmax(2) == targets[:, None]).float()
+        weight = others_mask(scan.val_pred[start : start + 256], k)[targets]
+        hits += (hit * weight).sum(1)
+        counts += weight.sum(1)
+    return hits / counts.clamp_min(1)

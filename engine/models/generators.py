@@ -64,25 +64,69 @@ class StackedGenerator(nn.Module):
         return out.view(b, self.k, c, h, w).transpose(0, 1)
 
 
+#: How a restart of a trigger search starts (:class:`StackedTrigger`):
+#: ``small``: nearly transparent mask, grey pattern (grow only what is needed);
+#: ``random``: mask and pattern uniform random (Neural Cleanse's code);
+#: ``full``: nearly opaque mask over a random pattern (start from a replaced image, shrink).
+TRIGGER_INITS = ("small", "random", "full")
+
+
+def parse_inits(value: str) -> tuple[str, ...]:
+    """``"full,random"`` -> ("full", "random"): one restart per entry, checked."""
+    inits = tuple(part.strip() for part in value.split(",") if part.strip())
+    bad = [i for i in inits if i not in TRIGGER_INITS]
+    if not inits or bad:
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"inits: a comma list of {', '.join(TRIGGER_INITS)}, got {value!r}")
+    return inits
+
+
 class StackedTrigger(nn.Module):
     """K input-agnostic triggers: mask [K,1,H,W] and pattern [K,C,H,W], both in [0,1].
 
-    The mask starts nearly transparent (logit ``init_mask``), so a search begins from the
-    clean image and grows only what it needs.
+    With ``inits`` of length R there are R restarts per class, K*R slots in all: slot
+    ``r * K + c`` is restart r of class c, started as ``inits[r]`` says (see
+    :data:`TRIGGER_INITS`). The default, one ``small`` restart, starts from the clean image.
+    Random draws use torch's global generator (seed it before building).
     """
 
-    def __init__(self, shape: tuple[int, int, int], k: int, init_mask: float = -4.0) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        k: int,
+        init_mask: float = -4.0,
+        inits: tuple[str, ...] = ("small",),
+    ) -> None:
         super().__init__()
         c, h, w = shape
-        self.k, self.shape = k, shape
-        self.mask_logit = nn.Parameter(torch.full((k, 1, h, w), init_mask))
-        self.pattern_logit = nn.Parameter(torch.zeros(k, c, h, w))
+        self.classes, self.restarts = k, len(inits)
+        self.k, self.shape = k * len(inits), shape
+        masks, patterns = [], []
+        for init in inits:
+            if init == "small":
+                masks.append(torch.full((k, 1, h, w), init_mask))
+                patterns.append(torch.zeros(k, c, h, w))
+            elif init == "random":
+                masks.append(_logit(torch.rand(k, 1, h, w)))
+                patterns.append(_logit(torch.rand(k, c, h, w)))
+            elif init == "full":
+                masks.append(torch.full((k, 1, h, w), 3.0))
+                patterns.append(torch.randn(k, c, h, w) * 2)
+            else:
+                raise ValueError(f"unknown trigger init {init!r}")
+        self.mask_logit = nn.Parameter(torch.cat(masks))
+        self.pattern_logit = nn.Parameter(torch.cat(patterns))
 
     def mask(self) -> torch.Tensor:
         return torch.sigmoid(self.mask_logit)
 
     def pattern(self) -> torch.Tensor:
         return torch.sigmoid(self.pattern_logit)
+
+    def targets(self, device: torch.device | None = None) -> torch.Tensor:
+        """[K*R] the class each slot searches for."""
+        return torch.arange(self.classes, device=device).repeat(self.restarts)
 
     def apply(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Stamp x [B,C,H,W]: all K triggers -> [K,B,C,H,W]; with ``index`` [B], trigger
@@ -91,6 +135,11 @@ class StackedTrigger(nn.Module):
         if index is None:
             return torch.lerp(x.unsqueeze(0), p.unsqueeze(1), m.unsqueeze(1))
         return torch.lerp(x, p[index], m[index])
+
+
+def _logit(u: torch.Tensor) -> torch.Tensor:
+    u = u.clamp(0.02, 0.98)
+    return torch.log(u / (1 - u))
 
 
 class StackedDiscriminator(nn.Module):

@@ -15,6 +15,7 @@ import torch
 from engine import commands as cmd
 from engine.attacks.budget import AttackerBudget, build_attacker_data
 from engine.attacks.detection import (
+    CostSchedule,
     Detection,
     ReversedTrigger,
     anomaly_indices,
@@ -22,6 +23,7 @@ from engine.attacks.detection import (
     detect_job,
     detect_manifest,
     make_detector,
+    pick_restarts,
     unlearn,
 )
 from engine.attacks.gan import GanParams, cw_loss, default_threshold
@@ -32,7 +34,12 @@ from engine.errors import ConfigError
 from engine.events import ClassScan, Phase, TriggerPreview
 from engine.metrics import Probe, accuracy
 from engine.models import Architecture, build_model
-from engine.models.generators import StackedDiscriminator, StackedGenerator, StackedTrigger
+from engine.models.generators import (
+    StackedDiscriminator,
+    StackedGenerator,
+    StackedTrigger,
+    parse_inits,
+)
 from engine.runs import RunDir
 from engine.session import JobContext, StopRequested
 from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
@@ -109,6 +116,34 @@ def test_stacked_generators_are_independent() -> None:
     trig = StackedTrigger((1, 28, 28), 3)
     assert trig.apply(x).shape == (3, 5, 1, 28, 28)
     assert torch.allclose(trig.apply(x, torch.tensor([2] * 5)), trig.apply(x)[2])
+
+
+def test_trigger_restarts_stack_per_class_and_keep_the_smallest_working_one() -> None:
+    assert parse_inits("full, random") == ("full", "random")
+    with pytest.raises(ConfigError):
+        parse_inits("full,opaque")
+    torch.manual_seed(0)
+    trig = StackedTrigger((1, 8, 8), 3, inits=("small", "full"))
+    assert trig.k == 6 and trig.mask().shape == (6, 1, 8, 8)
+    assert trig.targets().tolist() == [0, 1, 2, 0, 1, 2]
+    assert trig.mask()[:3].max() < 0.05 and trig.mask()[3:].min() > 0.9  # transparent / opaque
+    # class 0: restart 1 smaller and working; class 1: the smaller one fails, the other is kept;
+    # class 2: none works, the more successful is kept
+    sizes = torch.tensor([5.0, 2.0, 3.0, 1.0, 4.0, 9.0])
+    success = torch.tensor([1.0, 0.5, 0.2, 1.0, 1.0, 0.6])
+    assert pick_restarts(sizes, success, 3, 0.99).tolist() == [3, 4, 5]
+
+
+def test_cost_schedule_rises_while_succeeding_and_records_the_smallest() -> None:
+    sched = CostSchedule(2, 1e-3, 0.9, 2, 1.5, torch.device("cpu"))
+    mask, pattern = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
+    sched.update(0, torch.tensor([1.0, 0.0]), torch.tensor([4.0, 4.0]), mask, pattern)
+    sched.update(1, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 1.0]), mask * 0.5, pattern)
+    assert sched.cost.tolist() == pytest.approx([1.5e-3, 1e-3 / 1.5**1.5])
+    assert sched.best[0] == 3.0 and not sched.best[1].isfinite()
+    best_mask, _ = sched.finish(mask * 0.25, pattern)
+    assert best_mask[0].max() == 0.5  # the smallest that worked
+    assert best_mask[1].max() == 0.25  # never worked: the last state
 
 
 # -- a watermarked model ---------------------------------------------------------------
@@ -205,10 +240,12 @@ def test_detector_flags_the_target_and_not_a_clean_model(
 
 
 def test_gan_keeps_the_paper_loss_as_an_option(data, wm_model) -> None:
-    assert GanParams().mode == "universal"
+    assert GanParams().mode == "universal" and GanParams().size == "mask-l1"
     found = detect(wm_model, data, "gan", mode="image", scan_steps=3, lr=0.001)
     assert len(found.sizes) == 10 and found.size_kind == "perturbation L2 size"
     assert all(s > 0 for s in found.sizes)
+    paper_size = detect(wm_model, data, "gan", size="l2", inits="small", scan_steps=3)
+    assert paper_size.size_kind == "perturbation L2 size" and len(paper_size.sizes) == 10
 
 
 # -- removal ---------------------------------------------------------------------------
@@ -270,7 +307,12 @@ def test_detect_job_streams_scans_and_removes(wm_run, tmp_path) -> None:
     on_disk = out.summary()
     assert on_disk["status"] == "completed" and on_disk["flagged_class"] == TARGET
     assert (out.path / "model.safetensors").is_file()
-    assert [e.status for e in events if isinstance(e, Phase)] == ["start", "end"]
+    phases = [(e.name, e.status) for e in events if isinstance(e, Phase)]
+    assert phases == [
+        ("neural-cleanse", "start"),
+        ("neural-cleanse-remove", "start"),
+        ("neural-cleanse", "end"),
+    ]
 
 
 def test_stop_ends_the_scan_between_steps(wm_run) -> None:

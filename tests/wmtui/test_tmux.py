@@ -34,16 +34,19 @@ def ensure_tmux() -> str:
         return found
     apt = shutil.which("apt-get")
     if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("tmux is not installed (e.g. `apt-get install tmux`), and we can't install it")
+        pytest.skip("tmux is not installed, and installing it needs root and apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = [apt, "install", "-y", "-q", "tmux"]
     for steps in ([install], [[apt, "update", "-q"], install]):  # stale package lists: update
         for step in steps:
-            subprocess.run(step, env=env, capture_output=True, timeout=600)
+            try:
+                subprocess.run(step, env=env, capture_output=True, timeout=600)
+            except (OSError, subprocess.TimeoutExpired):
+                break
         found = shutil.which("tmux")
         if found:
             return found
-    pytest.skip("tmux is not installed and `apt-get install -y tmux` did not install it")
+    pytest.skip("tmux is not installed, and `apt-get install -y tmux` did not install it")
 
 
 def wmtui_command() -> list[str]:
@@ -80,6 +83,7 @@ class Terminal:
         shell = f"{shlex.join(command)}; echo $? > {shlex.quote(str(self.exit_file))}"
         width, height = size
         self.tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), shell)
+        self.socket = self.tmux("display", "-p", "#{socket_path}").strip()
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
@@ -116,6 +120,7 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run([*self.base, "kill-server"], env=self.env, capture_output=True, timeout=10)
+        Path(self.socket).unlink(missing_ok=True)  # tmux leaves it behind
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
