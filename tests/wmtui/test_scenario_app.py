@@ -213,7 +213,9 @@ async def test_a_whole_short_scenario_runs_to_its_summary(tiny_file: Path, tmp_p
 
 
 async def test_quit_mid_scan_is_quick_and_leaves_a_valid_run(tmp_path: Path) -> None:
-    raw = TINY_SCENARIO.split("[[phases]]")[0] + """
+    raw = (
+        TINY_SCENARIO.split("[[phases]]")[0]
+        + """
 [[phases]]
 name = "owner"
 kind = "train"
@@ -225,6 +227,7 @@ method = "gan"
 params = { scan_steps = 100000, images = 200, val_images = 50, batch = 16 }
 budget = { data_fraction = 0.5 }
 """
+    )
     path = tmp_path / "scan.toml"
     path.write_text(raw)
     scenario = load_scenario(str(path))
