@@ -297,6 +297,7 @@ class TrainLoop:
         model.train()
         since, images, started = 0, 0, time.perf_counter()
         loss_value = float("nan")
+        first_step = self.step + 1  # reported at once: a live view shows a point right away
         try:
             while self.step < self.total_steps:
                 self.ctx.between_steps()
@@ -316,7 +317,7 @@ class TrainLoop:
                 last = self.step == self.total_steps
                 epoch_end = self.step % self.steps_per_epoch == 0
                 evaluate = last or epoch_end or self.step % self.eval_every == 0
-                if since == self.log_every or evaluate:
+                if since == self.log_every or evaluate or self.step == first_step:
                     loss_value = self._report(since, started, images, evaluate)
                     since, images, started = 0, 0, time.perf_counter()
                 if self.on_checkpoint is not None and (

@@ -7,6 +7,7 @@ into commands; the worker acknowledges each one in the log.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,7 @@ class WmtuiApp(App[None]):
         self.refresh_hz = refresh
         self._painted = -1
         self._plotted: dict[str, tuple[object, ...]] = {}  # what each plot drew last
+        self._texts: dict[str, str] = {}
         self._early: Timer | None = None
         self._early_until = 0.0
         self._trigger_index = 0
@@ -154,6 +156,9 @@ class WmtuiApp(App[None]):
         bars.set_xlabel("class")
         bars.set_ylabel("perturbation size")
         self.on_resize()
+        # The worker trains in a thread of this process: hand the GIL back to it within 1 ms
+        # (Python's default is 5 ms) whenever it returns from a torch kernel.
+        sys.setswitchinterval(0.001)
         self._timer = self.set_interval(1.0 / self.refresh_hz, self.pump)
         if self._session_factory is not None:
             self._begin(self._session_factory())
@@ -244,7 +249,7 @@ class WmtuiApp(App[None]):
             )
             if part
         )
-        self.query_one("#title", Static).update(title)
+        self._update_text("#title", title)
         total = f"/{state.total_steps}" if state.total_steps else ""
         lr = f"{state.lr:.3g}" if state.lr is not None else "-"
         loss = f"{state.loss:.4f}" if state.loss is not None else "-"
@@ -266,7 +271,7 @@ class WmtuiApp(App[None]):
             )
         if state.error:
             status += f"\nerror: {state.error}"
-        self.query_one("#status", Static).update(status)
+        self._update_text("#status", status)
         self._plot(
             "#acc-plot",
             [("test acc", state.acc_series, "green")]
@@ -282,6 +287,12 @@ class WmtuiApp(App[None]):
         log = self.query_one("#log", Log)
         for line in state.take_log():
             log.write_line(line)
+
+    def _update_text(self, selector: str, text: str) -> None:
+        """Update a line only when it changed: every update costs the UI thread a relayout."""
+        if self._texts.get(selector) != text:
+            self._texts[selector] = text
+            self.query_one(selector, Static).update(text)
 
     def _paint_scan(self) -> None:
         """Per-class perturbation sizes; the outlier in red, the flag lines in yellow, and

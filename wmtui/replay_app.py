@@ -112,6 +112,8 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
         """Forget what was shown; the next poll re-sends the recording up to the position."""
         self.state = DashboardState()
         self._painted = -1
+        self._plotted.clear()
+        self._texts.clear()
         self.query_one("#log", Log).clear()
         self.screen.remove_class("scanning")
         for i in range(2):
@@ -121,8 +123,8 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
 
     def repaint(self) -> None:
         super().repaint()
-        self._base_title = str(self.query_one("#title", Static).content)
-        self._shown_title = ""  # the live title replaced ours: write it again
+        self._base_title = self._texts.get("#title", "")
+        self._shown_title = str(self.query_one("#title", Static).content)
 
     def _paint_clock(self) -> None:
         replay = self.replay
