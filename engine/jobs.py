@@ -18,8 +18,9 @@ import torch
 from engine import commands as cmd
 from engine.config import TrainConfig
 from engine.data import LoadedData, load_dataset
+from engine.data.base import as_float
 from engine.errors import ConfigError, RunError
-from engine.events import Checkpoint, Phase
+from engine.events import Checkpoint, Phase, TriggerPreview
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
 from engine.runs import RunDir
@@ -345,6 +346,7 @@ def embed_job(
             "from": str(from_run or ""),
         }
         ctx.emit(Phase("embed", "start", info=info))
+        ctx.emit(true_trigger_preview(scheme.probe(key, data, "key", limit=1)))
         test = Probe("test", data.test_x, data.test_y, classes=k if arch.num_classes != k else None)
         loop = TrainLoop(
             model,
@@ -437,6 +439,15 @@ def verify_run(
         "run": str(run.path),
         **verdict.to_dict(),
     }
+
+
+def true_trigger_preview(probe: Probe) -> TriggerPreview:
+    """One key sample as the model is queried with it (stamped where the scheme stamps), so
+    the playground can show the true trigger beside a detector's reversed one."""
+    image = as_float(probe.x[:1])
+    if probe.transform is not None:
+        image = probe.transform(image)
+    return TriggerPreview.from_tensor("true trigger", image[0])
 
 
 def new_run_manifest(config: TrainConfig, command: str) -> dict[str, Any]:

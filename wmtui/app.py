@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -63,6 +63,16 @@ def nice_ticks(upper: float, most: int = 4) -> list[float]:
             if upper / spacing <= most - 1:
                 break
     return [i * spacing for i in range(int(upper // spacing) + 1)]
+
+
+def shown_previews(previews: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The two images worth comparing: the true trigger beside the reversed one."""
+    order = ["true trigger", "reversed-trigger"]
+
+    def rank(item: tuple[str, Any]) -> int:
+        return order.index(item[0]) if item[0] in order else len(order)
+
+    return sorted(previews.items(), key=rank)[:2]  # stable: the others keep their order
 
 
 def _pct(value: float | None) -> str:
@@ -155,7 +165,7 @@ class WmtuiApp(App[None]):
         bars = self.query_one("#bars", PlotWidget)
         bars.set_xlabel("class")
         bars.set_ylabel("perturbation size")
-        self.on_resize()
+        self.fit_layout()
         # The worker trains in a thread of this process: hand the GIL back to it within 1 ms
         # (Python's default is 5 ms) whenever it returns from a torch kernel.
         sys.setswitchinterval(0.001)
@@ -208,6 +218,7 @@ class WmtuiApp(App[None]):
     # -- event pump -----------------------------------------------------------------------
     def pump(self) -> None:
         """Drain new events and repaint; called by the timer, never per training step."""
+        self.fit_layout()
         if self.session is None:
             return
         for event in self.session.poll():
@@ -345,7 +356,7 @@ class WmtuiApp(App[None]):
                 bar_style=styles,
                 hires_mode=HiResMode.QUADRANT,
             )
-        for i, (name, image) in enumerate(list(state.previews.items())[:2]):
+        for i, (name, image) in enumerate(shown_previews(state.previews)):
             view = self.query_one(f"#preview-{i}", ImageView)
             view.border_title = name
             view.show(image)
@@ -373,9 +384,14 @@ class WmtuiApp(App[None]):
         for start in self.state.phase_starts[1:]:
             plot.add_v_line(start, "grey50")
 
-    def on_resize(self) -> None:
-        """Small terminals (80x24) drop the trigger previews so the bars keep their height."""
-        self.screen.set_class(self.size.height < 32, "compact")
+    def fit_layout(self) -> None:
+        """Small terminals (80x24) drop the trigger previews so the bars keep their height.
+
+        Checked on every repaint tick: the app is not sent a Resize event of its own."""
+        compact = self.size.height < 32
+        dashboard = self.screen_stack[0] if self.screen_stack else self.screen
+        if dashboard.has_class("compact") != compact:
+            dashboard.set_class(compact, "compact")
 
     # -- controls -------------------------------------------------------------------------
     def _send(self, command: cmd.Command, note: str) -> None:
