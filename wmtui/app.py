@@ -17,6 +17,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Log, Static
 from textual_plot import HiResMode, LegendLocation, PlotWidget
@@ -292,8 +293,8 @@ class WmtuiApp(App[None]):
             ],
         )
         self._plot("#loss-plot", [("loss", state.loss_series, "yellow")])
-        if state.scan_sizes or state.previews:
-            self.screen.add_class("scanning")
+        if state.scan_sizes:  # the true trigger's preview alone (from embedding) waits for a scan
+            self.dashboard.add_class("scanning")
             self._paint_scan()
         log = self.query_one("#log", Log)
         for line in state.take_log():
@@ -389,9 +390,13 @@ class WmtuiApp(App[None]):
 
         Checked on every repaint tick: the app is not sent a Resize event of its own."""
         compact = self.size.height < 32
-        dashboard = self.screen_stack[0] if self.screen_stack else self.screen
-        if dashboard.has_class("compact") != compact:
-            dashboard.set_class(compact, "compact")
+        if self.dashboard.has_class("compact") != compact:
+            self.dashboard.set_class(compact, "compact")
+
+    @property
+    def dashboard(self) -> Screen[Any]:
+        """The screen the dashboard lives on, even while a form or prompt is on top of it."""
+        return self.screen_stack[0] if self.screen_stack else self.screen
 
     # -- controls -------------------------------------------------------------------------
     def _send(self, command: cmd.Command, note: str) -> None:

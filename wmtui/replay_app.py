@@ -115,7 +115,7 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
         self._plotted.clear()
         self._texts.clear()
         self.query_one("#log", Log).clear()
-        self.screen.remove_class("scanning")
+        self.dashboard.remove_class("scanning")
         for i in range(2):
             view = self.query_one(f"#preview-{i}", ImageView)
             view.border_title = None

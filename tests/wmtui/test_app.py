@@ -196,3 +196,28 @@ async def test_help_and_svg_screenshot(tmp_path) -> None:
     svgs = list(tmp_path.glob("*.svg"))
     assert len(svgs) == 1 and "<svg" in svgs[0].read_text()[:2000]
     assert fake.sent == []  # neither key is a command to the worker
+
+
+async def test_the_true_trigger_preview_waits_for_a_scan() -> None:
+    """The embedding previews its trigger at once; the loss plot stays until a scan starts."""
+    import torch
+
+    from engine.events import TriggerPreview
+    from tests.wmtui.fakes import scan_script
+
+    true = TriggerPreview.from_tensor("true trigger", torch.zeros(1, 28, 28, dtype=torch.uint8))
+    fake = FakeSession([*training_script(40), true])
+    app = WmtuiApp(lambda: fake, refresh=4.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.pump()
+        await pilot.pause()
+        assert not app.screen.has_class("scanning") and app.query_one("#loss-plot").display
+        fake.feed(*scan_script(target=4))
+        app.pump()
+        await pilot.pause()
+        assert app.screen.has_class("scanning")
+        assert app.query_one("#preview-0").border_title == "true trigger"
+        await pilot.resize_terminal(80, 24)
+        app.pump()
+        await pilot.pause()
+        assert app.screen.has_class("compact")  # the previews give way on a small terminal
