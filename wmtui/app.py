@@ -210,8 +210,11 @@ class WmtuiApp(App[None]):
             return
         try:
             session, path = self._chooser(scenario)
-        except UserError as exc:
+        except UserError as exc:  # e.g. a dataset that is not there: say so, choose again
+            from wmtui.screens.start import StartScreen
+
             self.query_one("#log", Log).write_line(f"! {scenario.name} refused: {exc}")
+            self.push_screen(StartScreen(message=f"{scenario.name} refused: {exc}"), self._chosen)
             return
         self.scenario, self.run_path = scenario, path
         self._begin(session)

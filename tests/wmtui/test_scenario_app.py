@@ -128,6 +128,21 @@ async def test_quitting_from_the_start_screen_and_with_a_modal_open_is_quick() -
     assert time.monotonic() - started < 2.0 and fake.stopped
 
 
+async def test_a_refused_scenario_returns_to_the_start_screen_with_the_reason() -> None:
+    from engine.errors import DataError
+
+    def chooser(scenario: Scenario) -> tuple[FakeSession, Path]:
+        raise DataError("dataset 'cifar10' not found; run: wmtui data fetch cifar10")
+
+    app = WmtuiApp(None, refresh=4.0, chooser=chooser)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "StartScreen" and app.session is None
+        assert "wmtui data fetch cifar10" in str(app.screen.query_one("#start-message").render())
+
+
 # -- controls -------------------------------------------------------------------------------
 async def test_skip_checkpoint_repaint_rate_theme_and_edit_next_phase() -> None:
     fake = FakeSession(scenario_script()[:5])

@@ -50,8 +50,9 @@ class StartScreen(Screen[Scenario | None]):
         Binding("q,escape", "quit", "quit"),
     ]
 
-    def __init__(self, names: list[str] | None = None) -> None:
+    def __init__(self, names: list[str] | None = None, message: str = "") -> None:
         super().__init__()
+        self.message = message
         self.scenarios: dict[str, Scenario] = {}
         for name in names or preset_names():
             try:
@@ -74,6 +75,7 @@ class StartScreen(Screen[Scenario | None]):
         self.query_one("#scenarios", OptionList).border_title = "scenarios"
         self.query_one("#phases", OptionList).border_title = "phases (e: edit)"
         self.query_one("#scenarios", OptionList).focus()
+        self.query_one("#start-message", Static).update(self.message)
         self.show(self.chosen)
 
     def show(self, name: str) -> None:
