@@ -37,17 +37,16 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
-from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
+from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.job import (
     ProbesFor,
     default_probes,
     derived_manifest,
+    load_suspect,
     referee_scores,
     referee_trainer,
-    source_dataset,
 )
 from engine.attacks.registry import ATTACKS, Attack, AttackEnv, AttackResult
-from engine.data import load_dataset
 from engine.data.base import as_float
 from engine.errors import ConfigError
 from engine.events import ClassScan, Phase, TriggerPreview, json_safe
@@ -55,7 +54,7 @@ from engine.jobs import recording_outcome, resolve_device
 from engine.metrics import predictions
 from engine.models import Architecture
 from engine.registry import param, parse_params
-from engine.runs import RunDir, atomic_write_bytes, atomic_write_json, load_model, save_tensors
+from engine.runs import RunDir, atomic_write_bytes, atomic_write_json, save_tensors
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source
 
@@ -559,20 +558,7 @@ def detect_job(
 
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
-        config = run.manifest()["config"]
-        dev = resolve_device(device)
-        data = load_dataset(
-            source_dataset(run, config),
-            config.get("data_dir") or None,
-            device=dev,
-            train_size=int(config.get("train_size", 0)),
-            test_size=int(config.get("test_size", 0)),
-        ).data
-        suspect, arch = load_model(run.path, dev)
-        seed = budget.seed if budget.seed >= 0 else int(config.get("seed", 0))
-        attacker = build_attacker_data(
-            budget, data, seed=seed, data_dir=config.get("data_dir") or None
-        )
+        dev, data, suspect, arch, seed, attacker = load_suspect(run, budget, device)
         summary: dict[str, Any] = {
             "method": method,
             "params": dataclasses.asdict(detector.params),

@@ -146,6 +146,26 @@ def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
     return name
 
 
+def load_suspect(
+    run: RunDir, budget: AttackerBudget, device: str
+) -> tuple[torch.device, ImageSet, nn.Module, Architecture, int, AttackerData]:
+    """What an attack or a detector starts from: the device, the run's dataset, its model,
+    the attacker's seed (the budget's, else the run's) and the attacker's share of the data."""
+    config = run.manifest()["config"]
+    dev = resolve_device(device)
+    data = load_dataset(
+        source_dataset(run, config),
+        config.get("data_dir") or None,
+        device=dev,
+        train_size=int(config.get("train_size", 0)),
+        test_size=int(config.get("test_size", 0)),
+    ).data
+    suspect, arch = load_model(run.path, dev)
+    seed = budget.seed if budget.seed >= 0 else int(config.get("seed", 0))
+    attacker = build_attacker_data(budget, data, seed=seed, data_dir=config.get("data_dir") or None)
+    return dev, data, suspect, arch, seed, attacker
+
+
 def attack_job(
     run_dir_in: str | Path,
     attack_name: str,
@@ -176,22 +196,7 @@ def attack_job(
 
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
-        manifest = run.manifest()
-        config = manifest["config"]
-        dev = resolve_device(device)
-        loaded = load_dataset(
-            source_dataset(run, config),
-            config.get("data_dir") or None,
-            device=dev,
-            train_size=int(config.get("train_size", 0)),
-            test_size=int(config.get("test_size", 0)),
-        )
-        data = loaded.data
-        suspect, arch = load_model(run.path, dev)
-        seed = budget.seed if budget.seed >= 0 else int(config.get("seed", 0))
-        attacker = build_attacker_data(
-            budget, data, seed=seed, data_dir=config.get("data_dir") or None
-        )
+        dev, data, suspect, arch, seed, attacker = load_suspect(run, budget, device)
         probes = probes_for(data, dev)
         if len(probes) == 1:
             ctx.log("no key probes for this run: retention is not measured", "warning")
