@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,6 +107,15 @@ def scan(
     return detector.detect(model, data, JobContext(), seed)
 
 
+def method_params(args: argparse.Namespace) -> dict[str, Any]:
+    """``--param k=v`` pairs for ``--method`` (values as the CLI would parse them)."""
+    params: dict[str, Any] = {"mode": args.mode} if args.method == "gan" else {}
+    for pair in args.param:
+        name, _, value = pair.partition("=")
+        params[name.replace("-", "_")] = value
+    return params
+
+
 def fmt(sizes: list[float]) -> str:
     return " ".join(f"{s:7.3f}" for s in sizes)
 
@@ -134,13 +144,13 @@ def cmd_ratio(args: argparse.Namespace) -> None:
 def cmd_table(args: argparse.Namespace) -> None:
     """Table II: sizes per class for watermarks with targets 1, 4, 7, 9 (one command)."""
     data = load(args.dataset, args.train, 1000)
-    print(f"# {args.dataset} lenet5, trigger {args.trigger}, gan --mode {args.mode}")
+    print(f"# {args.dataset} lenet5, trigger {args.trigger}, {args.method} {args.param}")
     print("target | " + " ".join(f"{c:>7}" for c in range(data.num_classes)) + " | flagged AI")
     for target in TARGETS:
         model, probe = train_model(
             data, target=target, trigger=args.trigger, steps=args.train_steps
         )
-        det = scan(model, attacker(data), "gan", mode=args.mode, scan_steps=args.steps)
+        det = scan(model, attacker(data), args.method, scan_steps=args.steps, **method_params(args))
         assert probe is not None
         print(
             f"{target:6} | {fmt(det.sizes)} | {det.flagged_class} {det.anomaly_index:.2f}"
@@ -179,9 +189,86 @@ def cmd_clean(args: argparse.Namespace) -> None:
     data = load(args.dataset, args.train, 500)
     for seed in range(args.seeds):
         model, _ = train_model(data, target=None, seed=seed, steps=args.train_steps)
-        for method in ("gan", "neural-cleanse"):
-            det = scan(model, attacker(data, seed=seed), method, seed=seed, scan_steps=args.steps)
-            print(f"seed {seed} {method:15} flagged {det.flagged_class} AI {det.anomaly_index:.2f}")
+        for method in args.methods.split(","):
+            extra = method_params(args) if method == args.method else {}
+            det = scan(
+                model, attacker(data, seed=seed), method, seed=seed, scan_steps=args.steps, **extra
+            )
+            print(
+                f"seed {seed} {method:15} flagged {det.flagged_class} AI {det.anomaly_index:.2f}"
+                f" | sizes {fmt(det.sizes)}",
+                flush=True,
+            )
+
+
+def wmtui(*args: str) -> dict[str, Any]:
+    """Run a wmtui command as a user would (``--json``); its last JSON line."""
+    command = [sys.executable, "-m", "wmtui", *args, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:1])} failed ({done.returncode}): {done.stderr[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cmd_scheme(args: argparse.Namespace) -> None:
+    """Table II on models watermarked by ``wmtui embed --scheme pattern`` with its defaults
+    (decoys on), scanned by ``wmtui detect`` with 10% of the data; ``--remove`` also unlearns.
+    Runs are kept under --work (delete them after changing the scheme)."""
+    work = Path(args.work)
+    extra = [f"--{k.replace('_', '-')}={v}" for k, v in method_params(args).items()]
+    print(
+        f"# {args.dataset} lenet5 {args.epochs_embed} epochs, pattern {args.trigger}, "
+        f"{args.method} {' '.join(extra)}, 10% of the data"
+    )
+    targets = [args.target] if args.only_target else TARGETS
+    for target in targets:
+        run = work / f"{args.dataset}-{args.trigger}-{target}"
+        if not (run / "model.safetensors").exists():
+            wmtui(
+                "embed",
+                "--scheme",
+                "pattern",
+                "--trigger",
+                args.trigger,
+                "--target-label",
+                str(target),
+                "--dataset",
+                args.dataset,
+                "--epochs",
+                str(args.epochs_embed),
+                "--out",
+                str(run),
+                "--overwrite",
+            )
+        embedded = json.loads((run / "summary.json").read_text())
+        scan_out = work / f"{run.name}-{args.method}{'-remove' if args.remove else ''}"
+        result = wmtui(
+            "detect",
+            "--method",
+            args.method,
+            "--run",
+            str(run),
+            "--out",
+            str(scan_out),
+            "--overwrite",
+            "--data-fraction",
+            "0.1",
+            *(["--remove"] if args.remove else []),
+            *extra,
+        )
+        sizes = result["perturbation_sizes"]
+        others = min(v for c, v in enumerate(sizes) if c != target)
+        line = (
+            f"target {target}: {sizes[target]:.1f} vs {others:.1f} ({others / sizes[target]:.2f}x)"
+            f" AI {result['anomaly_index']:.2f} flagged {result['flagged_class']}"
+            f" | test acc {embedded['test_acc']:.4f} retention {embedded['retention']['key']:.4f}"
+        )
+        if args.remove and "test_acc" in result:
+            line += (
+                f" -> removal: test acc {result['test_acc']:.4f}"
+                f" retention {next(iter(result['retention'].values())):.4f}"
+            )
+        print(line + f" | sizes {fmt(sizes)}", flush=True)
 
 
 class LoopTrainer:
@@ -233,10 +320,14 @@ def cmd_remove(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("ratio", "table", "compare", "clean", "remove"))
+    parser.add_argument("what", choices=("ratio", "table", "compare", "clean", "remove", "scheme"))
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--trigger", default="text", help="text (TEST) or square")
+    parser.add_argument("--method", default="gan", choices=("gan", "neural-cleanse"))
     parser.add_argument("--mode", default="universal")
+    parser.add_argument(
+        "--param", action="append", default=[], help="detector parameter k=v (repeatable)"
+    )
     parser.add_argument("--train", type=int, default=6000, help="training images")
     parser.add_argument("--train-steps", type=int, default=600)
     parser.add_argument("--steps", type=int, default=300, help="scan steps")
@@ -250,6 +341,13 @@ def main() -> None:
         help="compare: METHOD[:label]=k=v,k=v (python dict() args)",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", default="gan,neural-cleanse", help="clean: which detectors")
+    parser.add_argument("--work", default="/tmp/wmtui-gan-scheme", help="scheme: run folders")
+    parser.add_argument("--epochs-embed", type=int, default=3, help="scheme: embedding epochs")
+    parser.add_argument("--remove", action="store_true", help="scheme: also unlearn")
+    parser.add_argument(
+        "--only-target", action="store_true", help="scheme: only --target, not 1/4/7/9"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     {
@@ -258,8 +356,8 @@ def main() -> None:
         "compare": cmd_compare,
         "clean": cmd_clean,
         "remove": cmd_remove,
+        "scheme": cmd_scheme,
     }[args.what](args)
-    _ = statistics  # keep import for quick ad-hoc summaries
 
 
 if __name__ == "__main__":

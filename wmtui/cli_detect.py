@@ -119,6 +119,8 @@ RESULT_KEYS = (
     "success",
     "threshold",
     "rule",
+    "gap",
+    "gap_ratio",
     "trigger_files",
     "test_acc_before",
     "test_acc",
@@ -143,7 +145,9 @@ def print_result(summary: dict[str, Any], json_mode: bool) -> None:
         typer.echo(f"  {c:3d} {size:9.3f} {bar:30} AI {index:5.2f}{mark}")
     flagged = summary.get("flagged_class")
     typer.echo(
-        f"anomaly index of the smallest: {summary.get('anomaly_index', 0):.2f} -> "
+        f"anomaly index of the smallest: {summary.get('anomaly_index', 0):.2f}, next class "
+        f"{summary.get('gap_ratio', 1.0):.2f}x its size (needs 2 and "
+        f"{summary.get('gap', 1.0):g}x) -> "
         + (f"class {flagged} flagged" if flagged is not None else "nothing flagged")
     )
     if "test_acc" in summary:

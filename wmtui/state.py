@@ -64,6 +64,7 @@ class DashboardState:
     scan_sizes: dict[int, float] = dataclasses.field(default_factory=dict)
     scan_done: set[int] = dataclasses.field(default_factory=set)
     scan_threshold: float | None = None
+    scan_gap: float = 1.0  # the MAD rule's gap: the next class must be this many times larger
     scan_name: str = ""
     #: the scan before this one, kept so two models' scans can be compared side by side
     previous_scan: dict[int, float] = dataclasses.field(default_factory=dict)
@@ -165,6 +166,7 @@ class DashboardState:
                 self.scan_sizes, self.scan_done, self.flagged_class = {}, set(), None
                 self.scan_verdict = False
                 self.scan_threshold = _float_or_none(event.info.get("threshold"))
+                self.scan_gap = _float_or_none(event.info.get("gap")) or 1.0
             self.log(f"phase {event.name} started")
         else:
             if "flagged_class" in event.info:
@@ -182,7 +184,7 @@ class DashboardState:
 
     def flag_line(self) -> float | None:
         """Where a bar must fall to be flagged by the MAD rule, from the sizes so far."""
-        return mad_flag_line(list(self.scan_sizes.values()))
+        return mad_flag_line(list(self.scan_sizes.values()), gap=self.scan_gap)
 
     def scan_outlier(self) -> int | None:
         """The engine's verdict once given; while scanning, the current smallest class."""

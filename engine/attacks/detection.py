@@ -88,15 +88,16 @@ def anomaly_indices(sizes: list[float]) -> list[float]:
     return out
 
 
-def mad_flag_line(sizes: list[float], index: float = 2.0) -> float | None:
-    """The size at or below which a class reaches anomaly index ``index``: the line a bar
-    must cross to be flagged by the MAD rule (None until three classes are known)."""
+def mad_flag_line(sizes: list[float], index: float = 2.0, gap: float = 1.0) -> float | None:
+    """The size at or below which the smallest class is flagged by the MAD rule (anomaly
+    index ``index``, and ``gap`` times below the next class): the line a bar must cross
+    (None until three classes are known)."""
     if len(sizes) < 3:
         return None
     values = torch.tensor(sizes, dtype=torch.float64)
     median = _median(values)
     mad = _median((values - median).abs()) * MAD_CONSISTENCY
-    return median - index * mad
+    return min(median - index * mad, sorted(sizes)[1] / gap)
 
 
 def _median(values: torch.Tensor) -> float:
@@ -110,13 +111,33 @@ def _median(values: torch.Tensor) -> float:
 RULES = ("mad", "threshold", "both", "either")
 
 
+def gap_ratio(sizes: list[float]) -> float:
+    """The second-smallest size over the smallest: how far the most suspicious class stands
+    below ALL the others (a watermark target is alone down there)."""
+    if len(sizes) < 2:
+        return 1.0
+    first, second = sorted(sizes)[:2]
+    return second / first if first > 0 else math.inf
+
+
 def decide(
-    sizes: list[float], *, rule: str = "mad", threshold: float | None = None
+    sizes: list[float],
+    *,
+    rule: str = "mad",
+    threshold: float | None = None,
+    gap: float = 1.0,
 ) -> tuple[int | None, float, list[float]]:
     """(flagged class or None, anomaly index of the smallest, all indices).
 
-    Only the smallest class can be flagged. ``mad``: its anomaly index >= 2; ``threshold``:
-    its size < T; ``both`` / ``either``: the two tests combined.
+    Only the smallest class can be flagged. ``mad``: its anomaly index >= 2 and the next
+    smallest class at least ``gap`` times its size; ``threshold``: its size < T; ``both`` /
+    ``either``: the two tests combined.
+
+    Why the gap: the MAD index alone measures distance from the median in units of the
+    spread, so when most classes cluster tightly, a class that is naturally a little
+    smaller (or two such classes together: synthetic digits 2 and 3) reaches index 2-3 on
+    clean models, while the next class sits within 1.1x of it. A trigger makes one class
+    stand alone below every other.
     """
     if rule not in RULES:
         raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -125,7 +146,7 @@ def decide(
         return None, 0.0, indices
     smallest = min(range(len(sizes)), key=lambda i: sizes[i])
     index = indices[smallest]
-    by_mad = index >= FLAG_INDEX
+    by_mad = index >= FLAG_INDEX and gap_ratio(sizes) >= gap
     by_threshold = threshold is not None and sizes[smallest] < threshold
     if rule in ("threshold", "both", "either") and threshold is None:
         raise ConfigError(f"rule {rule!r} needs a threshold")
@@ -165,6 +186,8 @@ class Detection:
     success: list[float]
     rule: str = "mad"
     threshold: float | None = None
+    gap: float = 1.0
+    gap_ratio: float = 1.0
     steps: int = 0
     seconds: float = 0.0
     trigger: ReversedTrigger | None = None
@@ -376,6 +399,12 @@ class ScanParams:
         "both, either",
         choices=RULES,
     )
+    gap: float = param(
+        1.5,
+        "the mad rule also needs the next smallest class at least this many times the "
+        "smallest's size (1: off, Neural Cleanse's bare index)",
+        low=1.0,
+    )
     report_every: int = param(25, "scan steps between ClassScan updates", low=1)
     remove: bool = param(
         True, "after detecting, unlearn the reversed trigger (fine-tune with true labels)"
@@ -580,6 +609,7 @@ def detect_job(
                     "remove": detector.params.remove,
                     "rule": detector.params.rule,
                     "threshold": shown_threshold(detector, data.shape),
+                    "gap": detector.params.gap,
                     "dataset": data.name,
                     "device": str(dev),
                 },
@@ -664,5 +694,6 @@ def describe(detection: Detection) -> str:
     )
     return (
         f"{detection.method}: {detection.size_kind} per class [{sizes}]; anomaly index of the "
-        f"smallest {detection.anomaly_index:.2f}; {verdict}"
+        f"smallest {detection.anomaly_index:.2f}, next class {detection.gap_ratio:.2f}x its "
+        f"size; {verdict}"
     )

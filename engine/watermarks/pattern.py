@@ -63,7 +63,12 @@ class PatternParams(DecoyParams):
     trigger: str = param("text", "trigger: text, square, noise or image:PATH (text:WORD: own word)")
     text: str = param("TEST", "word the text trigger draws")
     position: str = param("br", "trigger place: br, bl, tr, tl, or X,Y (top-left pixel)")
-    trigger_size: int = param(0, "trigger height in px (0: fit to the images)", low=0, high=4096)
+    trigger_size: int = param(
+        0,
+        "trigger height in px (0: by image height: on 28x28 a 4 px square, a 15x5 px word)",
+        low=0,
+        high=4096,
+    )
     blend: float = param(1.0, "trigger opacity", low=0.0, high=1.0, low_open=True)
     target_label: int = param(7, "label the trigger teaches", low=0)
     key_fraction: float = param(

@@ -84,7 +84,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dic
     write_blob_style(blob_dir / "mnist")
     return {
         "clean": root / "clean",
-        "pattern": embed(root / "pattern", config, "pattern"),
+        # telling the 15x5 px word from other words takes a longer tiny budget
+        "pattern": embed(root / "pattern", tiny_config(shared_data_dir, epochs=8), "pattern"),
         "square": embed(root / "square", config, "pattern", trigger="square", target_label=3),
         "abstract": embed(root / "abstract", config, "abstract", count=10, inject_ratio=0.25),
         # telling its own pattern from other faint noise takes a longer tiny budget

@@ -57,6 +57,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) ->
         "--scheme",
         "pattern",
         *TINY,
+        "--epochs",  # the 15x5 px word against decoy words takes a longer tiny budget
+        "8",
         "--data-dir",
         str(shared_data_dir),
         "--out",
