@@ -135,6 +135,8 @@ def parse_params(cls: type[T], values: Mapping[str, Any] | None = None) -> T:
     kwargs = {}
     for name, field in fields.items():
         raw = values.get(name, values.get(name.replace("_", "-"), field.default))
+        if raw == "" and type(None) in get_args(hints[name]):
+            raw = None  # an optional field left empty (a form, a CLI flag): its automatic value
         kwargs[name] = (
             None if raw is None else check_value(name, raw, field, scalar_type(hints[name]))
         )

@@ -19,7 +19,12 @@ from typing import Annotated, Any
 import typer
 
 from engine.attacks.budget import AttackerBudget
-from engine.attacks.detection import detect_job, detect_manifest, make_detector
+from engine.attacks.detection import (
+    check_searchable,
+    detect_job,
+    detect_manifest,
+    make_detector,
+)
 from engine.errors import UserError
 from engine.jobs import resolve_device
 from engine.runs import RunDir
@@ -92,7 +97,7 @@ def detect(
     if run_dir is None:
         raise UserError("--run RUN is required: the run whose model is examined")
     detector.check_budget(budget)
-    RunDir.open(run_dir)
+    check_searchable(RunDir.open(run_dir))
     resolve_device(device)
     if eval_every < 1:
         raise UserError(f"--eval-every must be >= 1, got {eval_every}")

@@ -28,7 +28,7 @@ def dataclass_options(
         help_text = row.get("help", "")
         if row.get("choices"):
             help_text += f" ({'|'.join(row['choices'])})"
-        if row["default"] != "":
+        if row["default"] not in ("", None):
             help_text += f" (default: {row['default']})"
         option = typer.Option(
             f"--{row['name'].replace('_', '-')}",

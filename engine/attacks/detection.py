@@ -54,7 +54,14 @@ from engine.jobs import recording_outcome, resolve_device
 from engine.metrics import predictions
 from engine.models import Architecture
 from engine.registry import param, parse_params
-from engine.runs import RunDir, atomic_write_bytes, atomic_write_json, save_tensors
+from engine.runs import (
+    MODEL_ARCH,
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    save_tensors,
+)
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source
 
@@ -582,12 +589,14 @@ def detect_job(
     if eval_every < 1:
         raise ConfigError(f"eval-every must be >= 1, got {eval_every}")
     run = RunDir.open(run_dir_in)
+    check_searchable(run)
     resolve_device(device)
     probes_for = probes_for or default_probes(run.path)
 
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
         dev, data, suspect, arch, seed, attacker = load_suspect(run, budget, device)
+        check_scan_images(len(attacker.clean_images()), len(data.train_x), budget)
         summary: dict[str, Any] = {
             "method": method,
             "params": dataclasses.asdict(detector.params),
@@ -674,6 +683,32 @@ def detect_job(
         return summary
 
     return job
+
+
+def check_searchable(run: RunDir) -> None:
+    """A trigger search compares classes: refuse a model with fewer than two outputs."""
+    arch = Architecture.from_dict(read_json(run.path / MODEL_ARCH, "model architecture"))
+    if arch.num_classes < 2:
+        raise ConfigError(
+            f"the model of {run.path} has {arch.num_classes} output class: a trigger search "
+            "compares classes and needs at least 2"
+        )
+
+
+#: fewest clean images a scan accepts: half are held out to measure the sizes on
+MIN_SCAN_IMAGES = 100
+
+
+def check_scan_images(have: int, train_size: int, budget: AttackerBudget) -> None:
+    """Refuse a budget too small to search with, saying which --data-fraction would do."""
+    if have >= MIN_SCAN_IMAGES:
+        return
+    needed = math.ceil(MIN_SCAN_IMAGES / max(train_size, 1) * 10_000) / 10_000
+    raise ConfigError(
+        f"the scan needs at least {MIN_SCAN_IMAGES} clean images; the attacker has {have} "
+        f"(--data-fraction {budget.data_fraction:g} of {train_size}): use --data-fraction "
+        f">= {needed:g}"
+    )
 
 
 def shown_threshold(detector: Detector[Any], shape: tuple[int, int, int]) -> float | None:

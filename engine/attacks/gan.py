@@ -138,8 +138,11 @@ class GanParams(ScanParams):
         1.0, "image mode: most change per pixel (tanh bound)", low=0.0, high=1.0, low_open=True
     )
     width: int = param(8, "image mode: generator/discriminator channel width", low=1, high=256)
-    threshold: float = param(
-        0.0, "threshold T on the size (0: the paper's 9.5 scaled by sqrt(CHW/784))", low=0.0
+    threshold: float | None = param(
+        None,
+        "threshold T on the size (empty: the paper's 9.5 scaled by sqrt(CHW/784))",
+        low=0.0,
+        low_open=True,
     )
     lr: float = param(0.1, "learning rate of G and D (Adam)", low=0.0, high=100.0, low_open=True)
 
@@ -151,7 +154,8 @@ class GanDetector(Detector[GanParams]):
     method = "gan"
 
     def threshold(self, shape: tuple[int, int, int]) -> float:
-        return self.params.threshold or default_threshold(shape)
+        given = self.params.threshold
+        return default_threshold(shape) if given is None else given
 
     def detect(self, model: nn.Module, data: AttackerData, ctx: JobContext, seed: int) -> Detection:
         p = self.params

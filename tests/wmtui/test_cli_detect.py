@@ -107,6 +107,9 @@ def test_detect_remove_reports_before_and_after(suspect_run: Path, tmp_path: Pat
         (["--method", "nope"], "nope"),
         (["--method", "neural-cleanse", "--mode", "image"], "--mode"),
         (["--method", "gan", "--remove", "--data-fraction", "0"], "data-fraction"),
+        (["--method", "gan", "--threshold", "0"], "threshold: must be > 0"),
+        (["--method", "gan", "--threshold", "-3"], "threshold: must be > 0"),
+        (["--method", "gan", "--gap", "0.5"], "gap: must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(suspect_run: Path, tmp_path: Path, args, needle) -> None:
@@ -115,3 +118,34 @@ def test_bad_input_is_one_line_exit_2(suspect_run: Path, tmp_path: Path, args, n
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_too_few_clean_images_says_which_fraction_would_do(
+    suspect_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "few"
+    args = ["detect", "--method", "gan", "--run", str(suspect_run), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--data-fraction", "0.1", *FAST])
+    assert result.exit_code == 2, result.output
+    # 10% of 512 training images is 51; 100 are needed, so 100/512 = 0.1954 of them
+    assert "at least 100 clean images" in result.output and ">= 0.1954" in result.output
+    assert "Traceback" not in result.output
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+    ok = runner.invoke(app, [*args, "--overwrite", "--data-fraction", "0.1954", *FAST])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_a_one_class_model_is_refused_before_anything_is_written(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    config = TrainConfig(dataset="synthetic", train_size=512, data_dir=str(shared_data_dir))
+    run = RunDir.create(tmp_path / "one", {"command": "train", "config": config.to_dict()})
+    arch = Architecture("lenet5", (1, 28, 28), 1)
+    run.save_model(build_model(arch), arch)
+    out = tmp_path / "det"
+    result = runner.invoke(
+        app, ["detect", "--method", "neural-cleanse", "--run", str(run.path), "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "1 output class" in result.output and "at least 2" in result.output
+    assert "Traceback" not in result.output and not out.exists()

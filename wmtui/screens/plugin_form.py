@@ -103,7 +103,8 @@ class PluginFormScreen(ModalScreen[Choice | None]):
             value = self.initial[group].get(row["name"], row["default"])
             if self.chosen != next(iter(self.plugins)) and group == "params":
                 value = row["default"]  # another plugin picked: its own defaults
-            input_ = Input(value=str(value), id=f"{group}-{row['name']}")
+            shown = "" if value is None else str(value)  # empty: the automatic value
+            input_ = Input(value=shown, id=f"{group}-{row['name']}")
             input_.tooltip = row.get("help", "")
             rows.append(Horizontal(Label(row["name"].replace("_", "-")), input_, classes="field"))
         await fields.mount_all(rows)
