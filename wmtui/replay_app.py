@@ -99,6 +99,10 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
     def replay(self) -> ReplaySession | None:
         return self.session if isinstance(self.session, ReplaySession) else None
 
+    def _follow_phases(self) -> None:
+        """Recorded phases name run folders of the machine that recorded them: a replay
+        follows none (its screenshots stay in the working directory, never in those)."""
+
     # -- event pump -----------------------------------------------------------------------
     def pump(self) -> None:
         """Rebuild after a backward seek, drain as usual, then tick the replay clock."""

@@ -327,6 +327,34 @@ async def test_live_only_controls_are_refused_with_a_log_line(run: Path) -> None
         assert app.is_running and not session.stopped
 
 
+async def test_a_screenshot_goes_to_the_working_directory_not_a_recorded_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = tmp_path / "elsewhere" / "01-embed"  # a scenario phase's folder, with a model
+    recorded.mkdir(parents=True)
+    (recorded / "model.safetensors").write_bytes(b"")
+    end = Phase(
+        "embed",
+        "end",
+        info={"scenario": "classic", "run": str(recorded), "status": "completed"},
+        index=1,
+        total=2,
+        time=16.5,
+    )
+    run = write_run(tmp_path / "run", [*recorded_events(), end])
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    app, _, clock = replay_app(run, speed=16.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        clock.advance(100.0)
+        app.pump()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    assert app.run_path is None
+    assert list(here.glob("*.svg")) and not list(recorded.glob("*.svg"))
+
+
 async def test_ctrl_q_quits_mid_replay_at_once(run: Path) -> None:
     app, session, clock = replay_app(run)
     async with app.run_test(size=(80, 24)) as pilot:
