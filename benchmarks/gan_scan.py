@@ -1,15 +1,19 @@
-"""GAN / Neural Cleanse scan: batched-vs-single cost, a Table II reproduction, mode comparison.
+"""GAN / Neural Cleanse scan: Table II on the pattern scheme, clean models, batched cost.
 
-    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--steps 200]
+    .venv/bin/python benchmarks/gan_scan.py scheme  --dataset fashion-mnist --trigger text
+    .venv/bin/python benchmarks/gan_scan.py scheme  ... --target 7 --only-target --remove
+    .venv/bin/python benchmarks/gan_scan.py clean   --dataset synthetic --seeds 5
+    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--steps 300]
     .venv/bin/python benchmarks/gan_scan.py table   [--dataset fashion-mnist] [--trigger text]
     .venv/bin/python benchmarks/gan_scan.py compare [--dataset synthetic]
-    .venv/bin/python benchmarks/gan_scan.py clean   [--seeds 5]
-    .venv/bin/python benchmarks/gan_scan.py remove  [--target 7]
 
-Watermarked models are trained here with the one training loop: an extra ``Source`` stamps the
-pattern scheme's trigger (``engine.watermarks.triggers``: "TEST" text or white square,
-bottom-right) on ~10% of each batch and labels it the target. Retention is measured with the
-same stamp on test images of other classes. Not a CI test: run it by hand, sequentially.
+``scheme`` runs ``wmtui embed --scheme pattern`` (its defaults, decoys on) for targets 1, 4,
+7 and 9, then ``wmtui detect`` with 10% of the data, exactly as a user would. The other
+commands train plain watermarked models here with the one training loop: an extra ``Source``
+stamps the trigger (``engine.watermarks.triggers``: "TEST" text or white square, bottom-right)
+on ~10% of each batch and labels it the target; retention is measured with the same stamp on
+test images of other classes. ``--method`` and ``--param k=v`` choose the detector and its
+parameters. Not a CI test: run it by hand, one command per core.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
-from engine.attacks.detection import Detection, ReversedTrigger, make_detector
-from engine.attacks.registry import AttackEnv, TrainReport
+from engine.attacks.detection import Detection, make_detector
 from engine.data import load_dataset
 from engine.data.base import ImageSet
 from engine.metrics import Probe, accuracy
@@ -39,12 +43,11 @@ from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
 from engine.watermarks.triggers import make_trigger, parse_trigger, stamper
 
 TARGETS = (1, 4, 7, 9)
-CACHE = Path("/tmp/wmtui-gan-scan")
+CACHE = Path(tempfile.gettempdir()) / "wmtui-gan-scan"
 
 
 def load(name: str, train: int, test: int) -> ImageSet:
-    data_dir = "/usr/share/datasets/fashion-mnist" if name == "fashion-mnist" else None
-    return load_dataset(name, data_dir, train_size=train, test_size=test).data
+    return load_dataset(name, None, train_size=train, test_size=test).data
 
 
 def trigger_stamp(data: ImageSet, trigger: str) -> Any:
@@ -58,7 +61,7 @@ def train_model(
     data: ImageSet, *, target: int | None, trigger: str = "text", seed: int = 0, steps: int = 600
 ) -> tuple[torch.nn.Module, Probe | None]:
     """lenet5 trained by TrainLoop; with a target, ~10% of each batch is stamped -> target.
-    Cached under /tmp/wmtui-gan-scan (delete it after changing the recipe)."""
+    Cached under CACHE (delete it after changing the recipe)."""
     cache = CACHE / f"{data.name}-{len(data.train_x)}-{target}-{trigger}-{seed}-{steps}.pt"
     torch.manual_seed(seed)
     model = build_model(Architecture("lenet5", data.shape, data.num_classes))
@@ -271,56 +274,9 @@ def cmd_scheme(args: argparse.Namespace) -> None:
         print(line + f" | sizes {fmt(sizes)}", flush=True)
 
 
-class LoopTrainer:
-    """env.train for the benchmark: the one loop, scoring the referee's probes at the end."""
-
-    def __init__(self, probes: list[Probe]) -> None:
-        self.probes = probes
-
-    def __call__(self, model, sources, settings, *, steps, params=None) -> TrainReport:  # type: ignore[no-untyped-def]
-        loop = TrainLoop(
-            model,
-            sources,
-            settings,
-            ctx=JobContext(),
-            phase="remove",
-            total_steps=steps,
-            probes=self.probes,
-            eval_every=10**6,
-        )
-        result = loop.run()
-        return TrainReport(result.steps, result.loss)
-
-
-def cmd_remove(args: argparse.Namespace) -> None:
-    from engine.attacks.detection import unlearn
-
-    data = load(args.dataset, args.train, 2000)
-    model, probe = train_model(
-        data, target=args.target, trigger=args.trigger, steps=args.train_steps
-    )
-    assert probe is not None
-    test = clean_test_probe(data)
-    before = accuracy(model, test), accuracy(model, probe)
-    budget = AttackerBudget(data_fraction=0.1, epochs=args.epochs)
-    ad = build_attacker_data(budget, data, seed=0)
-    det = make_detector("gan", {"remove": True, "steps": args.steps})
-    d = det.detect(model, ad, JobContext(), 0)
-    trigger: ReversedTrigger | None = d.trigger
-    print(f"flagged {d.flagged_class} AI {d.anomaly_index:.2f}")
-    if trigger is None:
-        return
-    env = AttackEnv(JobContext(), torch.device("cpu"), 0, LoopTrainer([test, probe]))
-    unlearn(model, trigger, ad, env, det.params, det.removal_steps(ad))
-    after = accuracy(model, test), accuracy(model, probe)
-    print(
-        f"test acc {before[0]:.4f} -> {after[0]:.4f}; retention {before[1]:.4f} -> {after[1]:.4f}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("ratio", "table", "compare", "clean", "remove", "scheme"))
+    parser.add_argument("what", choices=("ratio", "table", "compare", "clean", "scheme"))
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--trigger", default="text", help="text (TEST) or square")
     parser.add_argument("--method", default="gan", choices=("gan", "neural-cleanse"))
@@ -342,7 +298,11 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="gan,neural-cleanse", help="clean: which detectors")
-    parser.add_argument("--work", default="/tmp/wmtui-gan-scheme", help="scheme: run folders")
+    parser.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "wmtui-gan-scheme"),
+        help="scheme: where the embedded and scanned runs are kept",
+    )
     parser.add_argument("--epochs-embed", type=int, default=3, help="scheme: embedding epochs")
     parser.add_argument("--remove", action="store_true", help="scheme: also unlearn")
     parser.add_argument(
@@ -355,7 +315,6 @@ def main() -> None:
         "table": cmd_table,
         "compare": cmd_compare,
         "clean": cmd_clean,
-        "remove": cmd_remove,
         "scheme": cmd_scheme,
     }[args.what](args)
 
