@@ -214,4 +214,5 @@ def print_attacks(json_mode: bool) -> None:
         typer.echo(f"{plugin.name:11} {plugin.summary}")
         for row in rows:
             flag = f"--{row['name'].replace('_', '-')}"
-            typer.echo(f"    {flag:24} {row.get('help', '')} (default: {row['default']!r})")
+            default = "automatic" if row["default"] is None else repr(row["default"])
+            typer.echo(f"    {flag:24} {row.get('help', '')} (default: {default})")

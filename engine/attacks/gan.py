@@ -140,7 +140,7 @@ class GanParams(ScanParams):
     width: int = param(8, "image mode: generator/discriminator channel width", low=1, high=256)
     threshold: float | None = param(
         None,
-        "threshold T on the size (empty: the paper's 9.5 scaled by sqrt(CHW/784))",
+        "threshold T on the size (left out: the paper's 9.5 scaled by sqrt(CHW/784))",
         low=0.0,
         low_open=True,
     )
