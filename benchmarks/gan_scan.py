@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/gan_scan.py scheme  --dataset fashion-mnist --trigger text
     .venv/bin/python benchmarks/gan_scan.py scheme  ... --target 7 --only-target --remove
     .venv/bin/python benchmarks/gan_scan.py clean   --dataset synthetic --seeds 5
-    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--steps 300]
+    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--steps 300] [--device cuda]
     .venv/bin/python benchmarks/gan_scan.py table   [--dataset fashion-mnist] [--trigger text]
     .venv/bin/python benchmarks/gan_scan.py compare [--dataset synthetic]
 
@@ -124,23 +124,32 @@ def fmt(sizes: list[float]) -> str:
 
 
 def cmd_ratio(args: argparse.Namespace) -> None:
-    """Time the 10-class batched scan against a 1-class scan with the same settings."""
+    """Time the 10-class batched scan against a 1-class scan with the same settings (steps,
+    images per class, restarts), side by side in one process, on ``--device``.
+
+    ``per-class`` is what batching buys over scanning the classes one after another
+    (10 x the 1-class time / the 10-class time): about 1 where the work per image is the
+    bottleneck (a CPU), up to 10 where a step's fixed cost is (a GPU running lenet5)."""
+    device = torch.device(args.device)
     data = load(args.dataset, args.train, 500)
     model, _ = train_model(data, target=7, steps=args.train_steps)
-    full = attacker(data)
+    model.to(device)
+    full = attacker(data.to(device))
     single = dataclasses.replace(full, num_classes=1)
+    print(f"# {args.dataset} lenet5, {device}, threads {torch.get_num_threads()}")
     for method in ("gan", "neural-cleanse"):
         extra = {"mode": args.mode} if method == "gan" else {}
         times = {}
         for label, d in (("single", single), ("batched", full)):
             scan(model, d, method, scan_steps=5, **extra)  # warm-up
             t0 = time.perf_counter()
-            scan(model, d, method, scan_steps=args.steps, **extra)
+            scan(model, d, method, scan_steps=args.steps, **extra)  # ends on a host read
             times[label] = time.perf_counter() - t0
         ratio = times["batched"] / times["single"]
         print(
             f"{method:15} 1 class {times['single']:.2f}s  10 classes {times['batched']:.2f}s  "
-            f"ratio {ratio:.2f}  (threads {torch.get_num_threads()}, steps {args.steps})"
+            f"ratio {ratio:.2f}  per-class {10 / ratio:.2f}x  (steps {args.steps})",
+            flush=True,
         )
 
 
@@ -297,6 +306,7 @@ def main() -> None:
         help="compare: METHOD[:label]=k=v,k=v (python dict() args)",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="ratio: cpu or cuda")
     parser.add_argument("--methods", default="gan,neural-cleanse", help="clean: which detectors")
     parser.add_argument(
         "--work",

@@ -328,8 +328,9 @@ class CostSchedule:
         ok = success >= self.target
         better = ok & (size < self.best)
         self.best = torch.where(better, size, self.best)
-        self.mask[better] = mask.detach()[better]
-        self.pattern[better] = pattern.detach()[better]
+        # torch.where, not boolean indexing: no device-to-host sync per step on a GPU
+        self.mask = torch.where(_per_slot(better, mask), mask.detach(), self.mask)
+        self.pattern = torch.where(_per_slot(better, pattern), pattern.detach(), self.pattern)
         self.succeeded += ok.float()
         if (step + 1) % self.patience == 0:
             up = self.succeeded >= self.patience / 2
@@ -347,9 +348,14 @@ class CostSchedule:
         if self.mask is None or self.pattern is None:
             return mask.detach().clone(), pattern.detach().clone()
         never = ~self.best.isfinite()
-        self.mask[never] = mask.detach()[never]
-        self.pattern[never] = pattern.detach()[never]
+        self.mask = torch.where(_per_slot(never, mask), mask.detach(), self.mask)
+        self.pattern = torch.where(_per_slot(never, pattern), pattern.detach(), self.pattern)
         return self.mask, self.pattern
+
+
+def _per_slot(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[S] flags shaped to broadcast over [S,...] tensors."""
+    return flags.view(-1, *([1] * (like.dim() - 1)))
 
 
 def pick_restarts(
@@ -384,10 +390,22 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+#: Most stamped images per classifier call on the CPU. One call on all K x B images (1,280 in
+#: a default 10-class scan) is slower per image there than several of 256: oneDNN's
+#: convolutions fall out of the cache (a lenet5 scan step 1.7x slower, benchmarks/gan_scan.py
+#: ratio). A GPU gets the whole stack in one call. The suspect is in eval mode, so chunks
+#: score each image exactly as one call would.
+CPU_CHUNK = 256
+
+
 def batched_logits(model: nn.Module, xs: torch.Tensor) -> torch.Tensor:
-    """[K,B,C,H,W] -> logits [K,B,classes]: the classifier once on all K x B images."""
+    """[K,B,C,H,W] -> logits [K,B,classes]: the classifier on all K x B images, in one call
+    (CPU: in chunks of :data:`CPU_CHUNK`)."""
     k, b = xs.shape[:2]
-    return model(xs.reshape(k * b, *xs.shape[2:])).view(k, b, -1)
+    flat = xs.reshape(k * b, *xs.shape[2:])
+    if flat.device.type != "cpu" or len(flat) <= CPU_CHUNK:
+        return model(flat).view(k, b, -1)
+    return torch.cat([model(part) for part in flat.split(CPU_CHUNK)]).view(k, b, -1)
 
 
 # -- params shared by both detectors ---------------------------------------------------

@@ -207,8 +207,10 @@ class GanDetector(Detector[GanParams]):
                     if p.size == "mask-l1":
                         size = l1.detach()
                 if disc is not None:
+                    with frozen(disc):  # G's step needs no gradient for D's weights
+                        judged = disc(xs)
                     fooled = F.mse_loss(
-                        disc(xs), torch.ones(slots, len(x), device=device), reduction="none"
+                        judged, torch.ones(slots, len(x), device=device), reduction="none"
                     )
                     loss_k = loss_k + p.lambda_gan * fooled.mean(1)
                 opt_g.zero_grad(set_to_none=True)

@@ -248,6 +248,8 @@ def test_detector_flags_the_target_and_not_a_clean_model(
     assert found.anomaly_index >= 2
     assert min(range(10), key=lambda c: found.sizes[c]) == TARGET
     assert found.trigger is not None and found.trigger.cls == TARGET
+    # the verdict is the decision rule applied to the sizes the search measured
+    assert found.flagged_class == decide(found.sizes, gap=found.gap)[0]
     # the reversed trigger works on images the search never saw
     stamped = found.trigger.apply(data.test_x[:200].float() / 255)
     assert (wm_model(stamped).argmax(1) == TARGET).float().mean() > 0.8
@@ -301,15 +303,36 @@ def test_removal_trains_reversed_trigger_images_with_their_true_labels(data) -> 
     assert call["steps"] == 2 * -(-len(attacker.labeled_x) // 100)
 
 
+LYING_TARGET = 7
+
+
+def lying_key_probe(data) -> Probe:
+    """A key the referee holds that points elsewhere: a top-left noise patch -> class 7, which
+    the model was never taught. A scan that read the referee's keys would follow it."""
+    pattern, mask = make_trigger(
+        parse_trigger("noise"), data.shape, size=6, position="tl", blend=1.0, seed=3
+    )
+    others = data.test_y != LYING_TARGET
+    target = torch.full((int(others.sum()),), LYING_TARGET)
+    return Probe("lying-key", data.test_x[others], target, stamper(pattern, mask))
+
+
 def test_detect_job_streams_scans_and_removes(wm_run, tmp_path) -> None:
     events: list = []
     budget = AttackerBudget.from_mapping({"data_fraction": 0.4, "epochs": 30})
     params = make_detector("neural-cleanse", {**SCAN, "remove": True, "ft_lr": 0.03}).params
     out = RunDir.create(tmp_path / "out", detect_manifest(wm_run, "neural-cleanse", params, budget))
+
+    def referee_keys(data, device) -> list[Probe]:
+        return [*probes_for(data, device), lying_key_probe(data)]
+
     job = detect_job(
-        wm_run, "neural-cleanse", params, budget, out, probes_for, device="cpu", eval_every=50
+        wm_run, "neural-cleanse", params, budget, out, referee_keys, device="cpu", eval_every=50
     )
     summary = job(JobContext(events.append))
+    # the verdict comes from the model, not from the keys the referee holds
+    assert summary["retention_before"]["lying-key"] < 0.5
+    assert summary["flagged_class"] == TARGET != LYING_TARGET
     scans = [e for e in events if isinstance(e, ClassScan)]
     assert {e.cls for e in scans if e.done} == set(range(10))
     assert any(not e.done for e in scans)  # running estimates came before the final ones
