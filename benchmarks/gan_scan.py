@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/gan_scan.py scheme  --dataset fashion-mnist --trigger text
     .venv/bin/python benchmarks/gan_scan.py scheme  ... --target 7 --only-target --remove
     .venv/bin/python benchmarks/gan_scan.py clean   --dataset synthetic --seeds 5
-    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--steps 300] [--device cuda]
+    .venv/bin/python benchmarks/gan_scan.py ratio   [--dataset synthetic] [--device cuda]
     .venv/bin/python benchmarks/gan_scan.py table   [--dataset fashion-mnist] [--trigger text]
     .venv/bin/python benchmarks/gan_scan.py compare [--dataset synthetic]
 
