@@ -249,10 +249,15 @@ class ScanSet:
         pred = predictions(model, x)
         return cls(x[n_val:], pred[n_val:], x[:n_val], pred[:n_val])
 
+    def generator(self, seed: int) -> torch.Generator:
+        """The search's batch sampler, on the images' device: a CPU generator would send the
+        indices over with a host sync every step on a GPU."""
+        return torch.Generator(device=self.train_x.device).manual_seed(seed)
+
     def batch(
         self, step: int, size: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(self.train_x), (size,), generator=gen).to(self.train_x.device)
+        idx = torch.randint(0, len(self.train_x), (size,), generator=gen, device=gen.device)
         return as_float(self.train_x[idx]), self.train_pred[idx]
 
 

@@ -187,7 +187,7 @@ class GanDetector(Detector[GanParams]):
                 else None
             )
             targets = torch.arange(k, device=device).repeat(len(inits))
-            gen = torch.Generator().manual_seed(seed + 1)
+            gen = scan.generator(seed + 1)
             report = ScanReporter(ctx, self.method, k, p.report_every)
             schedule = CostSchedule(slots, p.lambda_mask, p.target_success, 10, 1.5, device)
             for step in range(p.scan_steps):

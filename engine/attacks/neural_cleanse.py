@@ -111,7 +111,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
                 trig.k, p.init_cost, p.target_success, p.patience, p.cost_up, device
             )
             targets = trig.targets(device)
-            gen = torch.Generator().manual_seed(seed + 1)
+            gen = scan.generator(seed + 1)
             report = ScanReporter(ctx, self.method, k, p.report_every)
             for step in range(p.scan_steps):
                 ctx.between_steps()

@@ -15,10 +15,12 @@ import torch
 from engine import commands as cmd
 from engine.attacks.budget import AttackerBudget, build_attacker_data
 from engine.attacks.detection import (
+    CPU_CHUNK,
     CostSchedule,
     Detection,
     ReversedTrigger,
     anomaly_indices,
+    batched_logits,
     decide,
     detect_job,
     detect_manifest,
@@ -113,6 +115,17 @@ def test_cw_loss_is_targeted_per_slice() -> None:
 
 
 # -- stacked generators ----------------------------------------------------------------
+def test_batched_logits_score_every_stacked_image_as_one_call_would() -> None:
+    torch.manual_seed(0)
+    model = build_model(Architecture("lenet5", (1, 28, 28), 10)).eval()
+    xs = torch.rand(3, CPU_CHUNK // 2 + 5, 1, 28, 28)  # 3 slots: more images than one chunk
+    chunked = batched_logits(model, xs)
+    with torch.no_grad():
+        whole = torch.stack([model(x) for x in xs])
+    assert chunked.shape == (3, xs.shape[1], 10)
+    assert torch.allclose(chunked, whole, atol=1e-5)
+
+
 def test_stacked_generators_are_independent() -> None:
     """Generator k's output depends on generator k's weights only (grouped convolutions),
     so the batched scan is K separate AdvGANs, not one shared network."""
