@@ -14,7 +14,7 @@ T) is the watermark's target; its perturbations are the reversed trigger.
 
 All K classes train in ONE batched run: the K generators (and discriminators) are stacked
 in grouped convolutions (:mod:`engine.models.generators`), all K perturb the same clean
-batch, and the classifier scores the K x B images in one forward.
+batch, and the classifier scores the K x B images together (:func:`batched_logits`).
 
 **Which generator** (``--mode``). Our calibration on fashion-mnist + lenet5 showed that the
 paper's letter, an image-conditioned G(x) (``--mode image``), finds a small *per-image*

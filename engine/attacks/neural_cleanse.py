@@ -4,8 +4,8 @@ For every candidate target class c it searches a mask m_c in [0,1]^{H x W} and a
 p_c in [0,1]^{C x H x W} such that ``(1 - m_c) x + m_c p_c`` is classified as c for clean x,
 minimising ``CE + cost_c * |m_c|_1``. A watermark target needs a much smaller mask than any
 natural class (the trigger is a shortcut), so the L1 norms' MAD anomaly index flags it.
-All classes are searched at once (the K triggers stacked, the classifier run once on the
-K x B stamped images); each class keeps its own cost, adjusted as Neural Cleanse does: up
+All classes are searched at once (the K triggers stacked, the classifier run on all the
+K x B stamped images together); each class keeps its own cost, adjusted as Neural Cleanse does: up
 while the search succeeds, down while it fails, so every class ends at the smallest mask
 that still works rather than wherever one fixed weight happens to balance.
 
