@@ -20,6 +20,7 @@ import typer
 
 from engine.attacks.budget import AttackerBudget
 from engine.attacks.detection import (
+    check_scan_budget,
     check_searchable,
     detect_job,
     detect_manifest,
@@ -98,6 +99,7 @@ def detect(
         raise UserError("--run RUN is required: the run whose model is examined")
     detector.check_budget(budget)
     check_searchable(RunDir.open(run_dir))
+    check_scan_budget(run_dir, budget)
     resolve_device(device)
     if eval_every < 1:
         raise UserError(f"--eval-every must be >= 1, got {eval_every}")

@@ -42,6 +42,7 @@ from engine.attacks.job import (
     ProbesFor,
     default_probes,
     derived_manifest,
+    load_attacker_data,
     load_suspect,
     referee_scores,
     referee_trainer,
@@ -720,6 +721,14 @@ def check_searchable(run: RunDir) -> None:
 
 #: fewest clean images a scan accepts: half are held out to measure the sizes on
 MIN_SCAN_IMAGES = 100
+
+
+def check_scan_budget(run_dir: str | Path, budget: AttackerBudget) -> None:
+    """Refuse a budget too small to search with before a run folder is made for the scan:
+    counts the attacker's clean images as the job will, on the CPU (the dataset loads
+    twice; a quarter of a second for Fashion-MNIST). A missing dataset is refused here too."""
+    data, _, attacker = load_attacker_data(RunDir.open(run_dir), budget, torch.device("cpu"))
+    check_scan_images(len(attacker.clean_images()), len(data.train_x), budget)
 
 
 def check_scan_images(have: int, train_size: int, budget: AttackerBudget) -> None:

@@ -146,23 +146,32 @@ def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
     return name
 
 
+def load_attacker_data(
+    run: RunDir, budget: AttackerBudget, device: torch.device
+) -> tuple[ImageSet, int, AttackerData]:
+    """The run's dataset on ``device``, the attacker's seed (the budget's, else the run's) and
+    the attacker's share of the data."""
+    config = run.manifest()["config"]
+    data = load_dataset(
+        source_dataset(run, config),
+        config.get("data_dir") or None,
+        device=device,
+        train_size=int(config.get("train_size", 0)),
+        test_size=int(config.get("test_size", 0)),
+    ).data
+    seed = budget.seed if budget.seed >= 0 else int(config.get("seed", 0))
+    attacker = build_attacker_data(budget, data, seed=seed, data_dir=config.get("data_dir") or None)
+    return data, seed, attacker
+
+
 def load_suspect(
     run: RunDir, budget: AttackerBudget, device: str
 ) -> tuple[torch.device, ImageSet, nn.Module, Architecture, int, AttackerData]:
     """What an attack or a detector starts from: the device, the run's dataset, its model,
-    the attacker's seed (the budget's, else the run's) and the attacker's share of the data."""
-    config = run.manifest()["config"]
+    the attacker's seed and the attacker's share of the data."""
     dev = resolve_device(device)
-    data = load_dataset(
-        source_dataset(run, config),
-        config.get("data_dir") or None,
-        device=dev,
-        train_size=int(config.get("train_size", 0)),
-        test_size=int(config.get("test_size", 0)),
-    ).data
+    data, seed, attacker = load_attacker_data(run, budget, dev)
     suspect, arch = load_model(run.path, dev)
-    seed = budget.seed if budget.seed >= 0 else int(config.get("seed", 0))
-    attacker = build_attacker_data(budget, data, seed=seed, data_dir=config.get("data_dir") or None)
     return dev, data, suspect, arch, seed, attacker
 
 
