@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from engine.attacks.job import referee_trainer
 from torch import nn
 
 from engine.attacks import AttackEnv, AttackerBudget, attack_job, build_attacker_data, make_attack
-from engine.attacks.job import referee_trainer
 from engine.data import as_float, load_dataset
 from engine.errors import ConfigError
 from engine.jobs import resolve_device

@@ -56,8 +56,8 @@ from engine.config import TrainConfig
 from engine.data import load_dataset
 from engine.jobs import new_run_manifest
 from engine.runs import RunDir
-from wmtui.app import WmtuiApp
-from wmtui.sessions import training_session
+from wmtui.tui.app import WmtuiApp
+from wmtui.tui.sessions import training_session
 
 SIZE = (100, 30)
 BRAILLE = re.compile("[\u2801-\u28ff]")  # U+2800 is the blank pattern: not a plotted dot
@@ -285,7 +285,7 @@ def import_times() -> dict[str, float]:
     interpreter costs, which is paid again at quit."""
     code = (
         "import os, time; t = [time.perf_counter()]; import torch; t.append(time.perf_counter()); "
-        "import wmtui.cli; t.append(time.perf_counter()); import wmtui.app; "
+        "import wmtui.cli; t.append(time.perf_counter()); import wmtui.tui.app; "
         "t.append(time.perf_counter()); import torchvision; t.append(time.perf_counter()); "
         "print(*(b - a for a, b in zip(t, t[1:])), flush=True)"
     )

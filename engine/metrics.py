@@ -1,4 +1,5 @@
-"""Measurements the engine takes as referee: accuracy on test data and on key sets."""
+"""Measurements: accuracy on test data and key sets (the referee's), ownership p-values, and
+the outlier statistics a trigger scan decides with (MAD anomaly index, gap)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from engine.data.base import as_float
+from engine.errors import ConfigError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -219,3 +221,107 @@ def predictions(
     if not out:
         return torch.zeros(0, dtype=torch.long, device=x.device)
     return torch.cat(out)
+
+
+def percent(value: float | None) -> str:
+    """A rate as people read it (``87.50%``), ``-`` when not measured: the one formatter of
+    every log line, table and status bar."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+# -- outlier statistics of per-class trigger sizes (Neural Cleanse's MAD rule) ---------------
+MAD_CONSISTENCY = 1.4826
+FLAG_INDEX = 2.0
+
+
+def anomaly_indices(sizes: list[float]) -> list[float]:
+    """Neural Cleanse's anomaly index of every class: (median - size) / (1.4826 * MAD).
+
+    Positive below the median (the direction a watermark target lies in). With MAD = 0
+    (all sizes equal) nothing is anomalous: indices are 0, or +/-inf for a class that
+    differs from a perfectly flat rest.
+    """
+    if not sizes:
+        return []
+    values = torch.tensor(sizes, dtype=torch.float64)
+    median = _median(values)
+    mad = _median((values - median).abs()) * MAD_CONSISTENCY
+    out = []
+    for v in values.tolist():
+        diff = median - v
+        if mad > 0:
+            out.append(diff / mad)
+        else:
+            out.append(0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return out
+
+
+def mad_flag_line(sizes: list[float], index: float = 2.0, gap: float = 1.0) -> float | None:
+    """The size at or below which the smallest class is flagged by the MAD rule (anomaly
+    index ``index``, and ``gap`` times below the next class): the line a bar must cross
+    (None until three classes are known)."""
+    if len(sizes) < 3:
+        return None
+    values = torch.tensor(sizes, dtype=torch.float64)
+    median = _median(values)
+    mad = _median((values - median).abs()) * MAD_CONSISTENCY
+    return min(median - index * mad, sorted(sizes)[1] / gap)
+
+
+def _median(values: torch.Tensor) -> float:
+    """The true median (mean of the middle two for even counts), as Neural Cleanse uses."""
+    ordered = values.sort().values
+    n = len(ordered)
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else float((ordered[mid - 1] + ordered[mid]) / 2)
+
+
+RULES = ("mad", "threshold", "both", "either")
+
+
+def gap_ratio(sizes: list[float]) -> float:
+    """The second-smallest size over the smallest: how far the most suspicious class stands
+    below ALL the others (a watermark target is alone down there)."""
+    if len(sizes) < 2:
+        return 1.0
+    first, second = sorted(sizes)[:2]
+    return second / first if first > 0 else math.inf
+
+
+def decide(
+    sizes: list[float],
+    *,
+    rule: str = "mad",
+    threshold: float | None = None,
+    gap: float = 1.0,
+) -> tuple[int | None, float, list[float]]:
+    """(flagged class or None, anomaly index of the smallest, all indices).
+
+    Only the smallest class can be flagged. ``mad``: its anomaly index >= 2 and the next
+    smallest class at least ``gap`` times its size; ``threshold``: its size < T; ``both`` /
+    ``either``: the two tests combined.
+
+    Why the gap: the MAD index alone measures distance from the median in units of the
+    spread, so when most classes cluster tightly, a class that is naturally a little
+    smaller (or two such classes together: synthetic digits 2 and 3) reaches index 2-3 on
+    clean models, while the next class sits within 1.1x of it. A trigger makes one class
+    stand alone below every other.
+    """
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    indices = anomaly_indices(sizes)
+    if not sizes:
+        return None, 0.0, indices
+    smallest = min(range(len(sizes)), key=lambda i: sizes[i])
+    index = indices[smallest]
+    by_mad = index >= FLAG_INDEX and gap_ratio(sizes) >= gap
+    by_threshold = threshold is not None and sizes[smallest] < threshold
+    if rule in ("threshold", "both", "either") and threshold is None:
+        raise ConfigError(f"rule {rule!r} needs a threshold")
+    flagged = {
+        "mad": by_mad,
+        "threshold": by_threshold,
+        "both": by_mad and by_threshold,
+        "either": by_mad or by_threshold,
+    }[rule]
+    return (smallest if flagged else None), index, indices

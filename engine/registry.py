@@ -46,6 +46,9 @@ class Plugin(Generic[T]):
     factory: T
     params: type | None
     summary: str
+    #: what the plugin is among its registry's kinds (an attack registry holds removal
+    #: attacks and detectors): front ends list by role, never by testing types
+    role: str = ""
 
 
 class Registry(Generic[T]):
@@ -55,24 +58,37 @@ class Registry(Generic[T]):
         self.kind = kind
         self._plugins: dict[str, Plugin[T]] = {}
 
-    def register(self, name: str, params: type | None = None) -> Callable[[T], T]:
+    def register(
+        self, name: str, params: type | None = None, *, role: str = ""
+    ) -> Callable[[T], T]:
         def decorate(factory: T) -> T:
             if name in self._plugins:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
-            self._plugins[name] = Plugin(name, factory, params, doc[0] if doc else "")
+            self._plugins[name] = Plugin(name, factory, params, doc[0] if doc else "", role)
             return factory
 
         return decorate
 
-    def get(self, name: str) -> Plugin[T]:
-        try:
-            return self._plugins[name]
-        except KeyError:
-            raise unknown_name(self.kind, name, self._plugins) from None
+    def unregister(self, name: str) -> None:
+        """Forget a plugin (tests that register a toy one clean up after themselves)."""
+        self._plugins.pop(name, None)
 
-    def names(self) -> list[str]:
-        return list(self._plugins)
+    def get(self, name: str, role: str | None = None, *, kind: str | None = None) -> Plugin[T]:
+        """The plugin ``name``; with ``role``, only among the plugins of that role (``kind``
+        names them in the error, e.g. "detection method")."""
+        pool = self._plugins if role is None else {p.name: p for p in self.select(role)}
+        try:
+            return pool[name]
+        except KeyError:
+            raise unknown_name(kind or self.kind, name, pool) from None
+
+    def select(self, role: str) -> list[Plugin[T]]:
+        """The plugins of one role, in registration order."""
+        return [p for p in self._plugins.values() if p.role == role]
+
+    def names(self, role: str | None = None) -> list[str]:
+        return [p.name for p in (self._plugins.values() if role is None else self.select(role))]
 
     def __contains__(self, name: object) -> bool:
         return name in self._plugins

@@ -1,7 +1,7 @@
-"""Removal attacks under an explicit attacker budget (DESIGN.md, "Attacks and detectors").
-
-Importing the package registers every attack in :data:`ATTACKS`; :func:`attack_job` is the
-refereed job that runs one.
+"""The adversary's side: removal attacks and detectors under an explicit attacker budget
+(DESIGN.md, "Attacks and detectors"). One module per plugin; importing the package registers
+every one in :data:`ATTACKS` (removal attacks and detectors by role). The refereed jobs that
+run them are in :mod:`engine.jobs`: an attack never sees the owner's key.
 """
 
 from __future__ import annotations
@@ -15,34 +15,37 @@ from engine.attacks import gan as _gan  # noqa: F401  (registers "gan")
 from engine.attacks import neural_cleanse as _neural_cleanse  # noqa: F401
 from engine.attacks import prune as _prune  # noqa: F401
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data, fit_images
-from engine.attacks.detection import Detection, detect_job, detect_manifest, make_detector
-from engine.attacks.job import attack_job, attack_manifest, default_probes, make_attack
+from engine.attacks.detection import Detection, Detector
 from engine.attacks.registry import (
     ATTACKS,
+    DETECTOR,
+    REMOVAL,
     Attack,
     AttackEnv,
     AttackResult,
     TrainReport,
+    make_attack,
+    make_detector,
     register_attack,
+    register_detector,
 )
 
 __all__ = [
     "ATTACKS",
+    "DETECTOR",
+    "REMOVAL",
     "Attack",
     "AttackEnv",
     "AttackResult",
     "AttackerBudget",
     "AttackerData",
     "Detection",
+    "Detector",
     "TrainReport",
-    "attack_job",
-    "attack_manifest",
     "build_attacker_data",
-    "default_probes",
-    "detect_job",
-    "detect_manifest",
     "fit_images",
     "make_attack",
     "make_detector",
     "register_attack",
+    "register_detector",
 ]

@@ -60,25 +60,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.attacks.budget import AttackerData
-from engine.attacks.detection import (
+from engine.attacks.detection import Detection, Detector, ReversedTrigger, ScanParams
+from engine.attacks.neural_cleanse import mask_pattern_trigger
+from engine.attacks.registry import register_detector
+from engine.attacks.scan import (
     CostSchedule,
-    Detection,
-    Detector,
-    ReversedTrigger,
-    ScanParams,
     ScanReporter,
     ScanSet,
     batched_logits,
-    decide,
     frozen,
-    gap_ratio,
     masked_mean,
     others_mask,
     pick_restarts,
 )
-from engine.attacks.neural_cleanse import mask_pattern_trigger
-from engine.attacks.registry import register_attack
 from engine.data.base import as_float
+from engine.metrics import decide, gap_ratio
 from engine.models.generators import (
     StackedDiscriminator,
     StackedGenerator,
@@ -147,7 +143,7 @@ class GanParams(ScanParams):
     lr: float = param(0.1, "learning rate of G and D (Adam)", low=0.0, high=100.0, low_open=True)
 
 
-@register_attack("gan", GanParams)
+@register_detector("gan", GanParams)
 class GanDetector(Detector[GanParams]):
     """AdvGAN scan of every class at once: per-class perturbation size, MAD outlier, unlearning."""
 

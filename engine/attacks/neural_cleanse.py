@@ -26,24 +26,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.attacks.budget import AttackerData
-from engine.attacks.detection import (
+from engine.attacks.detection import Detection, Detector, ReversedTrigger, ScanParams
+from engine.attacks.registry import register_detector
+from engine.attacks.scan import (
     CostSchedule,
-    Detection,
-    Detector,
-    ReversedTrigger,
-    ScanParams,
     ScanReporter,
     ScanSet,
     batched_logits,
-    decide,
     frozen,
-    gap_ratio,
     masked_mean,
     others_mask,
     pick_restarts,
 )
-from engine.attacks.registry import register_attack
 from engine.data.base import as_float
+from engine.metrics import decide, gap_ratio
 from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
@@ -88,7 +84,7 @@ def mask_pattern_trigger(
     )
 
 
-@register_attack("neural-cleanse", NeuralCleanseParams)
+@register_detector("neural-cleanse", NeuralCleanseParams)
 class NeuralCleanse(Detector[NeuralCleanseParams]):
     """Neural Cleanse: per-class mask+pattern search, L1 norms, MAD anomaly index, unlearning."""
 

@@ -1,6 +1,6 @@
 """The attack registry and what an attack is handed: a model, the attacker's data, a trainer.
 
-An attack never sees the owner's key. The referee (``engine.attacks.job``) measures test
+An attack never sees the owner's key. The referee (``engine.jobs.referee``) measures test
 accuracy and retention; the attack only gets :class:`AttackEnv`, whose ``train`` runs the one
 training loop with the referee's probes hidden inside a closure, and which returns the loss
 and the step count but no scores. That is the threat model of every removal paper we
@@ -10,7 +10,7 @@ reproduce: the adversary cannot query the watermark verifier.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.errors import ConfigError
 from engine.models import Architecture
-from engine.registry import Registry
+from engine.registry import Registry, parse_params
 from engine.session import JobContext
 from engine.training import OptimSettings, Source
 
@@ -118,8 +118,34 @@ class LabelledAttack(Attack[P]):
 
 AttackFactory = Callable[[Any], Attack[Any]]
 ATTACKS: Registry[AttackFactory] = Registry("attack")
+#: the roles of :data:`ATTACKS`' plugins: removal attacks, and detectors (trigger scans that
+#: may also remove); each is a job kind of its own (``attack``, ``detect``)
+REMOVAL, DETECTOR = "removal", "detector"
 
 
 def register_attack(name: str, params: type) -> Callable[[AttackFactory], AttackFactory]:
     """``@register_attack("ft-basic", FTBasicParams)`` on an :class:`Attack` subclass."""
-    return ATTACKS.register(name, params)
+    return ATTACKS.register(name, params, role=REMOVAL)
+
+
+def register_detector(name: str, params: type) -> Callable[[AttackFactory], AttackFactory]:
+    """``@register_detector("gan", GanParams)`` on a ``Detector`` subclass: listed by
+    ``wmtui detect``, the playground's scan form and scenario ``detect`` phases."""
+    return ATTACKS.register(name, params, role=DETECTOR)
+
+
+def make_attack(name: str, params: Any = None, *, role: str | None = None) -> Attack[Any]:
+    """The registered plugin ``name`` (of ``role`` when given) with validated params: a
+    dataclass of its params type, or loose values (CLI text, TOML, a form) to parse."""
+    plugin = ATTACKS.get(name, role, kind="detection method" if role == DETECTOR else None)
+    assert plugin.params is not None
+    if params is None or isinstance(params, Mapping):
+        params = parse_params(plugin.params, params)
+    elif not isinstance(params, plugin.params):
+        raise ConfigError(f"{name!r} takes {plugin.params.__name__}, not {type(params).__name__}")
+    return plugin.factory(params)
+
+
+def make_detector(name: str, params: Any = None) -> Any:
+    """:func:`make_attack` among the detectors only."""
+    return make_attack(name, params, role=DETECTOR)

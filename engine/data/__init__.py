@@ -8,7 +8,14 @@ import torch
 
 from engine.data import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
 from engine.data.base import ImageSet, as_float
-from engine.data.catalog import DATASETS, DatasetRequest, default_data_dir, is_present, resolve_auto
+from engine.data.catalog import (
+    DATASETS,
+    DatasetRequest,
+    default_data_dir,
+    is_present,
+    require_dataset,
+    resolve_auto,
+)
 from engine.data.splits import Splits, make_splits
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "is_present",
     "load_dataset",
     "make_splits",
+    "require_dataset",
 ]
 
 

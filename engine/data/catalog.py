@@ -246,6 +246,15 @@ def is_present(name: str, data_dir: Path) -> bool:
     return True
 
 
+def require_dataset(name: str, data_dir: Path) -> None:
+    """Raise the loader's own DataError when ``name`` is not available offline: a job is
+    refused before its run folder exists. ``auto`` always resolves and ``synthetic`` is
+    rendered, so neither is looked for (looking would render and cache images)."""
+    if name in ("auto", "synthetic"):
+        return
+    DATASETS.get(name).factory(DatasetRequest(data_dir, train_size=1, test_size=1))
+
+
 def resolve_auto(data_dir: Path) -> tuple[str, str]:
     """Pick a dataset for ``auto`` and say why, so the user never wonders what ran."""
     for name in AUTO_ORDER:

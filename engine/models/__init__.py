@@ -10,6 +10,7 @@ from torch import nn
 from engine.models import classifiers as _classifiers  # noqa: F401  (registers models)
 from engine.models import resnet as _resnet  # noqa: F401
 from engine.models.registry import MODELS
+from engine.models.user import build_user_model, import_factory, is_factory_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +33,20 @@ class Architecture:
 
 
 def build_model(arch: Architecture) -> nn.Module:
-    """Instantiate a registered architecture; unknown names suggest the closest one."""
+    """Instantiate a registered architecture, or a user's ``package.module:factory``;
+    unknown names suggest the closest one."""
+    if is_factory_path(arch.name):
+        return build_user_model(arch.name, arch.in_shape, arch.num_classes)
     factory = MODELS.get(arch.name).factory
     return factory(arch.in_shape, arch.num_classes)
 
 
-__all__ = ["MODELS", "Architecture", "build_model"]
+def check_model_name(name: str) -> None:
+    """A registered name, or a factory path that imports to a callable (not called yet)."""
+    if is_factory_path(name):
+        import_factory(name)
+    else:
+        MODELS.get(name)
+
+
+__all__ = ["MODELS", "Architecture", "build_model", "check_model_name"]

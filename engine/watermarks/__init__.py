@@ -5,6 +5,7 @@ from engine.watermarks import newlabel as _newlabel  # noqa: F401
 from engine.watermarks import pattern as _pattern  # noqa: F401
 from engine.watermarks import unrelated as _unrelated  # noqa: F401
 from engine.watermarks.base import (
+    KEY_JSON,
     SCHEMES,
     Key,
     KeyContext,
@@ -17,10 +18,10 @@ from engine.watermarks.base import (
     register_scheme,
     save_key,
 )
-from engine.watermarks.referee import load_key_probes
 from engine.watermarks.triggers import make_trigger, stamp
 
 __all__ = [
+    "KEY_JSON",
     "SCHEMES",
     "Key",
     "KeyContext",
@@ -29,7 +30,6 @@ __all__ = [
     "check_key_matches",
     "get_scheme",
     "load_key",
-    "load_key_probes",
     "make_trigger",
     "parse_scheme_params",
     "register_scheme",

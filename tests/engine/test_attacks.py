@@ -8,7 +8,6 @@ import ast
 import dataclasses
 import inspect
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,7 @@ from engine.attacks import (
     AttackEnv,
     AttackerBudget,
     TrainReport,
-    attack_job,
-    attack_manifest,
     build_attacker_data,
-    default_probes,
     fit_images,
     make_attack,
 )
@@ -32,6 +28,9 @@ from engine.config import TrainConfig
 from engine.data import load_dataset, make_splits
 from engine.errors import ConfigError, RunError
 from engine.events import Log, Metrics, Phase
+from engine.jobs import referee
+from engine.jobs.attack import attack_job, attack_manifest
+from engine.jobs.referee import default_probes
 from engine.metrics import Probe, accuracy
 from engine.models import Architecture, build_model
 from engine.runs import RunDir, load_model
@@ -339,14 +338,12 @@ def test_default_probes_use_the_owner_key_when_schemes_provide_it(
     attacked = tmp_path / "attacked"
     RunDir.create(attacked, {"command": "attack", "config": {}, "source_run": str(owner)})
     seen = []
-    fake = types.ModuleType("engine.watermarks")
 
     def load_key_probes(run_dir, data, device):
         seen.append(Path(run_dir))
         return [key_probe(data)]
 
-    fake.load_key_probes = load_key_probes  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "engine.watermarks", fake)
+    monkeypatch.setattr(referee, "load_key_probes", load_key_probes)
     assert [p.name for p in default_probes(attacked)(data, dev)] == ["test", "wm"]
     assert seen == [owner]  # followed the attacked run back to the owner's key
 

@@ -14,29 +14,16 @@ import torch
 
 from engine import commands as cmd
 from engine.attacks.budget import AttackerBudget, build_attacker_data
-from engine.attacks.detection import (
-    CPU_CHUNK,
-    CostSchedule,
-    Detection,
-    ReversedTrigger,
-    anomaly_indices,
-    batched_logits,
-    decide,
-    detect_job,
-    detect_manifest,
-    gap_ratio,
-    mad_flag_line,
-    make_detector,
-    pick_restarts,
-    unlearn,
-)
+from engine.attacks.detection import Detection, ReversedTrigger, unlearn
 from engine.attacks.gan import GanParams, cw_loss, default_threshold
-from engine.attacks.registry import ATTACKS, AttackEnv, TrainReport
+from engine.attacks.registry import ATTACKS, AttackEnv, TrainReport, make_detector
+from engine.attacks.scan import CPU_CHUNK, CostSchedule, batched_logits, pick_restarts
 from engine.config import TrainConfig
 from engine.data import load_dataset
 from engine.errors import ConfigError
 from engine.events import ClassScan, Phase, TriggerPreview
-from engine.metrics import Probe, accuracy
+from engine.jobs.detect import detect_job, detect_manifest
+from engine.metrics import Probe, accuracy, anomaly_indices, decide, gap_ratio, mad_flag_line
 from engine.models import Architecture, build_model
 from engine.models.generators import (
     StackedDiscriminator,

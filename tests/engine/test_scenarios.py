@@ -12,13 +12,13 @@ import pytest
 from engine import commands as cmd
 from engine.errors import ConfigError
 from engine.events import Done, Metrics, Phase, event_from_dict
-from engine.runs import RunDir
-from engine.scenarios import (
+from engine.jobs.scenarios import (
     load_scenario,
     prepare_scenario,
     preset_names,
     scenario_from_mapping,
 )
+from engine.runs import RunDir
 from engine.session import Session
 
 TINY_TRAIN = {

@@ -7,8 +7,8 @@ from engine.config import TrainConfig
 from engine.events import Error
 from engine.runs import RunDir
 from tests.wmtui.fakes import FakeSession, training_script
-from wmtui.app import WmtuiApp
-from wmtui.sessions import training_session
+from wmtui.tui.app import WmtuiApp
+from wmtui.tui.sessions import training_session
 
 
 async def test_keys_reach_the_session_and_are_acknowledged() -> None:

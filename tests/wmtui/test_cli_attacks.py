@@ -1,11 +1,9 @@
 """``wmtui attack`` end to end: a crude stamp watermark trained here, its key served to the
-referee through a stand-in for ``engine.watermarks.load_key_probes``."""
+referee through a stand-in for ``engine.jobs.referee.load_key_probes``."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,8 @@ from engine.models import Architecture, build_model
 from engine.runs import RunDir
 from engine.session import JobContext
 from engine.training import OptimSettings, Source, TrainLoop
-from wmtui import cli_attacks
 from wmtui.cli import app
+from wmtui.cli import attacks as cli_attacks
 
 cli_attacks.register(app)
 runner = CliRunner()
@@ -68,9 +66,9 @@ def wm_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> P
 @pytest.fixture(autouse=True)
 def schemes_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the schemes work will provide: the owner's key probes, from RUN/key."""
-    fake = types.ModuleType("engine.watermarks")
-    fake.load_key_probes = lambda run_dir, data, device: [key_probe(data)]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "engine.watermarks", fake)
+    from engine.jobs import referee
+
+    monkeypatch.setattr(referee, "load_key_probes", lambda run_dir, data, device: [key_probe(data)])
 
 
 def invoke(*args: str):

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from engine.config import TrainConfig
 from engine.models import Architecture, build_model
 from engine.runs import RunDir
-from wmtui import cli_detect
 from wmtui.cli import app
+from wmtui.cli import detect as cli_detect
 
 cli_detect.register(app)
 cli_detect.register(app)  # a second registration is a no-op

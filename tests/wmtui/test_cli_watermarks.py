@@ -14,8 +14,8 @@ from engine.data import load_dataset
 from engine.runs import load_tensors
 from engine.watermarks import KeyContext, get_scheme, parse_scheme_params, save_key
 from tests.conftest import write_mnist_style
-from wmtui import cli_watermarks
 from wmtui.cli import app
+from wmtui.cli import watermarks as cli_watermarks
 
 cli_watermarks.register(app)
 cli_watermarks.register(app)  # idempotent: cli.py will call it too

@@ -22,8 +22,8 @@ from engine.events import (
 )
 from engine.runs import EventLog
 from wmtui.cli import app as cli_app
-from wmtui.replay import ReplaySession, Seek, SetSpeed, timeline
-from wmtui.replay_app import ReplayApp
+from wmtui.tui.replay import ReplaySession, Seek, SetSpeed, timeline
+from wmtui.tui.replay_app import ReplayApp
 
 runner = CliRunner()
 

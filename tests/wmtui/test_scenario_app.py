@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from engine import commands as cmd
-from engine.scenarios import Scenario, load_scenario
+from engine.jobs.scenarios import Scenario, load_scenario
 from tests.wmtui.fakes import FakeSession, scenario_script, training_script
-from wmtui.app import WmtuiApp
 from wmtui.cli import app as cli_app
-from wmtui.sessions import scenario_session
+from wmtui.tui.app import WmtuiApp
+from wmtui.tui.sessions import scenario_session
 
 TINY_SCENARIO = """
 title = "tiny"

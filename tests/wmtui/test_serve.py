@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from engine.errors import UserError
 from tests.wmtui.test_replay import write_run
-from wmtui import cli_replay
 from wmtui.cli import app as cli_app
-from wmtui.cli_common import DEBUG
+from wmtui.cli import replay as cli_replay
+from wmtui.cli.common import DEBUG
 
 runner = CliRunner()
 WARNING = "anyone who can reach this port can watch and steer the session"

@@ -1,15 +1,11 @@
-"""Jobs a session runs. A job wires data, model, run directory and the one training loop.
-
-``train_job`` is the owner's plain training (and, via ``resume``, its continuation); later
-phases (embedding, attacks, scans) are jobs of the same shape.
-"""
+"""The ``embed`` job: train (from scratch, or on from another run's model) while embedding a
+watermark, with mid-run key switches tracked by :class:`KeyTracker`."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import shutil
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,194 +13,36 @@ import torch
 
 from engine import commands as cmd
 from engine.config import TrainConfig
-from engine.data import LoadedData, load_dataset
 from engine.data.base import as_float
 from engine.errors import ConfigError, RunError
-from engine.events import Checkpoint, Phase, TriggerPreview
+from engine.events import Phase, TriggerPreview
+from engine.jobs.common import (
+    KEY_DIR,
+    check_config,
+    checkpointer,
+    load_data,
+    new_run_manifest,
+    resolve_device,
+    run_loop,
+    steps_per_epoch,
+)
+from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
+from engine.registry import Plugin
 from engine.runs import RunDir
-from engine.session import Job, JobContext, StopRequested
-from engine.training import (
-    Diverged,
-    LoopResult,
-    OptimSettings,
-    Source,
-    TrainLoop,
-    clean_test_probe,
-)
+from engine.session import Job, JobContext
+from engine.training import OptimSettings, Source, TrainLoop
 from engine.watermarks import (
+    KEY_JSON,
+    SCHEMES,
     Key,
     KeyContext,
     Watermark,
-    check_key_matches,
     get_scheme,
-    load_key,
+    parse_scheme_params,
     save_key,
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present; asking for CUDA without one is an input error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here (use --device cpu)")
-    if name not in {"cpu", "cuda"}:
-        raise ConfigError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Where a run stands, for checkpoints and summaries."""
-
-    config: TrainConfig
-    arch: Architecture
-    dataset_reason: str = ""
-    started: float = dataclasses.field(default_factory=time.monotonic)
-
-
-def load_data(config: TrainConfig, ctx: JobContext, device: torch.device) -> LoadedData:
-    """The configured dataset on ``device``; says which one and why."""
-    loaded = load_dataset(
-        config.dataset,
-        config.data_dir or None,
-        device=device,
-        train_size=config.train_size,
-        test_size=config.test_size,
-    )
-    ctx.log(f"dataset: {loaded.reason}")
-    return loaded
-
-
-def checkpointer(
-    run: RunDir, arch: Architecture, ctx: JobContext, steps_per_epoch: int
-) -> Callable[[TrainLoop], str]:
-    """The loop's ``on_checkpoint``: model + optimizer + position into ``run``."""
-
-    def save(loop: TrainLoop) -> str:
-        path = run.save_checkpoint(
-            loop.model,
-            arch,
-            loop.optimizer,
-            {"step": loop.step, "base_lr": loop.base_lr, "phase": loop.phase},
-        )
-        ctx.emit(Checkpoint(str(path), loop.step, round(loop.step / steps_per_epoch, 4)))
-        return str(path)
-
-    return save
-
-
-@contextlib.contextmanager
-def recording_outcome(
-    run: RunDir | None,
-    summary: dict[str, Any],
-    on_stop: Callable[[], dict[str, Any]] | None = None,
-) -> Iterator[None]:
-    """A phase that is stopped or diverges still leaves a summary saying so; the exception
-    goes on to the session. ``summary`` is read when it happens, so fill it in as you go."""
-    try:
-        yield
-    except StopRequested:
-        if run is not None:
-            run.write_summary({**summary, "status": "stopped", **(on_stop() if on_stop else {})})
-        raise
-    except Diverged as exc:
-        if run is not None:
-            run.write_summary(
-                {**summary, "status": "diverged", "steps": exc.step, "error": str(exc)}
-            )
-        raise
-
-
-def run_loop(
-    loop: TrainLoop,
-    run: RunDir | None,
-    summary: dict[str, Any],
-    save: Callable[[TrainLoop], str] | None,
-) -> LoopResult:
-    """Run a loop; on Stop keep a checkpoint, on divergence record why, in the summary."""
-
-    def on_stop() -> dict[str, Any]:
-        if save is not None:
-            save(loop)
-        return {"steps": loop.step, "test_acc": loop.last_eval.get("test")}
-
-    with recording_outcome(run, summary, on_stop):
-        return loop.run()
-
-
-def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) -> Job:
-    """Train ``config.model`` on ``config.dataset``, checkpointing into ``run`` every epoch."""
-
-    def job(ctx: JobContext) -> dict[str, Any]:
-        device = resolve_device(config.device)
-        loaded = load_data(config, ctx, device)
-        data = loaded.data
-        arch = Architecture(config.model, data.shape, data.num_classes)
-        torch.manual_seed(config.seed)
-        model = build_model(arch).to(device)
-        start_step, optimizer_state, base_lr = 0, None, config.lr
-        if resume and run is not None:
-            model_state, optimizer_state, loop_state = run.load_checkpoint()
-            model.load_state_dict(model_state)
-            start_step, base_lr = int(loop_state["step"]), float(loop_state["base_lr"])
-            ctx.log(f"resuming {run.path} from step {start_step}")
-        steps_per_epoch = -(-len(data.train_x) // config.batch_size)
-        total_steps = config.epochs * steps_per_epoch
-        if start_step >= total_steps:
-            raise ConfigError(f"{run.path if run else 'run'} already finished ({start_step} steps)")
-        save = checkpointer(run, arch, ctx, steps_per_epoch) if run is not None else None
-        info = {
-            "dataset": data.name,
-            "dataset_reason": loaded.reason,
-            "model": config.model,
-            "device": str(device),
-            "epochs": config.epochs,
-            "steps": total_steps,
-            "run": str(run.path) if run else "",
-        }
-        ctx.emit(Phase("train", "start", info=info))
-        loop = TrainLoop(
-            model,
-            [Source("owner", data.train_x, config.batch_size, y=data.train_y)],
-            OptimSettings.from_config(config),
-            ctx=ctx,
-            phase="train",
-            total_steps=total_steps,
-            probes=[clean_test_probe(data)],
-            eval_every=config.eval_every,
-            seed=config.seed,
-            start_step=start_step,
-            optimizer_state=optimizer_state,
-            on_checkpoint=save,
-        )
-        loop.base_lr = base_lr
-        started = time.monotonic()
-        summary: dict[str, Any] = {
-            "dataset": data.name,
-            "model": config.model,
-            "device": str(device),
-        }
-        result = run_loop(loop, run, summary, save)
-        summary |= {
-            "status": "completed",
-            "test_acc": result.test_acc,
-            "final_loss": result.loss,
-            "steps": result.steps,
-            "epochs": config.epochs,
-            "seconds": round(time.monotonic() - started, 2),
-        }
-        if run is not None:
-            run.write_summary(summary)
-        ctx.emit(Phase("train", "end", info={"test_acc": result.test_acc}))
-        return summary
-
-    return job
-
-
-KEY_DIR = "key"
 
 
 def widen_outputs(model: torch.nn.Module, arch: Architecture) -> torch.nn.Module:
@@ -329,9 +167,9 @@ def embed_job(
         tracker = KeyTracker(scheme, kctx, run, key, 1, config.batch_size)
         if run is not None:
             ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
-        steps_per_epoch = -(-len(data.train_x) // config.batch_size)
-        total_steps = config.epochs * steps_per_epoch
-        save = checkpointer(run, arch, ctx, steps_per_epoch) if run is not None else None
+        per_epoch = steps_per_epoch(len(data.train_x), config.batch_size)
+        total_steps = config.epochs * per_epoch
+        save = checkpointer(run, arch, ctx, per_epoch) if run is not None else None
         info = {
             "scheme": scheme_name,
             "key": key.describe(),
@@ -398,49 +236,6 @@ def embed_job(
     return job
 
 
-def verify_run(
-    run_path: Path,
-    key_dir: Path | None = None,
-    *,
-    alpha: float = 1e-3,
-    device: str = "auto",
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """Query ``run_path``'s model with a key (default ``RUN/key``): the ownership verdict.
-
-    The key must have been made for the run's dataset and input shape; the dataset is loaded
-    as the run was trained (same test size), and the held-out samples come from its test set.
-    """
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
-    run = RunDir.open(run_path)
-    config = TrainConfig.from_mapping(run.manifest()["config"])
-    key = load_key(key_dir if key_dir is not None else run.path / KEY_DIR)
-    dev = resolve_device(device)
-    model, arch = run.load_model(dev)
-    loaded = load_dataset(
-        config.dataset,
-        data_dir or config.data_dir or None,
-        device=dev,
-        train_size=config.train_size or 1,
-        test_size=config.test_size,
-    )
-    data = loaded.data
-    if arch.num_classes not in (data.num_classes, data.num_classes + 1):
-        raise RunError(
-            f"model of {run.path} has {arch.num_classes} outputs; {data.name} has "
-            f"{data.num_classes} classes"
-        )
-    check_key_matches(key, data.name, arch.in_shape, data.num_classes)
-    verdict = get_scheme(key.scheme).verify(model, key, data, alpha)
-    return {
-        "scheme": key.scheme,
-        "key": str(key_dir if key_dir is not None else run.path / KEY_DIR),
-        "run": str(run.path),
-        **verdict.to_dict(),
-    }
-
-
 def true_trigger_preview(probe: Probe) -> TriggerPreview:
     """One key sample as the model is queried with it (stamped where the scheme stamps), so
     the playground can show the true trigger beside a detector's reversed one."""
@@ -450,10 +245,66 @@ def true_trigger_preview(probe: Probe) -> TriggerPreview:
     return TriggerPreview.from_tensor("true trigger", image[0])
 
 
-def new_run_manifest(config: TrainConfig, command: str) -> dict[str, Any]:
-    return {"command": command, "config": config.to_dict(), "seed": config.seed}
+#: what ``--from`` carries over when the flags do not say otherwise
+INHERITED = ("dataset", "model", "data_dir", "train_size", "test_size")
 
 
-def config_from_run(path: Path) -> TrainConfig:
-    run = RunDir.open(path)
-    return TrainConfig.from_mapping(run.manifest()["config"])
+def embed_manifest(
+    config: TrainConfig, scheme: str, params: Any, from_run: Path | None, command: str
+) -> dict[str, Any]:
+    """The one manifest of an embedding run (headless, playground or scenario phase)."""
+    return new_run_manifest(config, command) | {
+        "scheme": scheme,
+        "scheme_params": dataclasses.asdict(params),
+        "from": str(from_run or ""),
+    }
+
+
+def drop_old_keys(run: RunDir) -> None:
+    """``--overwrite``: the keys of the run being replaced go with it (they would claim a
+    model they no longer describe)."""
+    for old in run.path.glob(f"{KEY_DIR}*"):
+        if old.is_dir() and (old / KEY_JSON).exists():
+            shutil.rmtree(old)
+
+
+@register_job_kind
+class EmbedKind(JobKind):
+    """Train while embedding a watermark; the key goes to RUN/key/ (0600), apart from the model."""
+
+    name = "embed"
+    title = "embed a watermark"
+    plugin_key = "scheme"
+    makes_model = True
+
+    def plugins(self) -> list[Plugin[Any]]:
+        return list(SCHEMES)
+
+    def plugin(self, name: str) -> Plugin[Any]:
+        return SCHEMES.get(name)
+
+    def parse_params(self, plugin: str, values: Any) -> Any:
+        return parse_scheme_params(plugin, loose(values))
+
+    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+        scheme = spec.plugin or "pattern"
+        self.plugin(scheme)
+        values = loose(spec.config)
+        if spec.source is not None and inputs:
+            base_run = RunDir.open(spec.source)
+            base = base_run.manifest()["config"]
+            for field in INHERITED:
+                if field in base:
+                    values.setdefault(field, base[field])
+        config = TrainConfig.from_mapping(values)
+        check_config(config, data=inputs)
+        params = self.parse_params(scheme, spec.params)
+        manifest = embed_manifest(config, scheme, params, spec.source, spec.command or self.name)
+        return CheckedJob(
+            spec,
+            params=params,
+            config=config,
+            manifest=manifest | spec.manifest_extra,
+            make=lambda run: embed_job(config, scheme, params, run, from_run=spec.source),
+            on_create=drop_old_keys if spec.overwrite else None,
+        )

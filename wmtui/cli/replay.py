@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     """Add ``replay`` and ``serve`` to ``app``; a second call is a no-op."""
     if any(info.name == REPLAY for info in app.registered_commands):
         return
-    from wmtui.cli_common import guarded
+    from wmtui.cli.common import guarded
 
     app.command(REPLAY)(guarded(replay))
     app.command(SERVE, context_settings=EXTRA_ARGS)(guarded(serve))
@@ -59,10 +59,10 @@ def replay(
 ) -> None:
     """Play a recorded run in the dashboard (space pauses, 1/4/6 set the speed, ←/→ seek)."""
     check_replay_options(speed, refresh)
-    from wmtui.replay import ReplaySession
+    from wmtui.tui.replay import ReplaySession
 
     session = ReplaySession(run_dir, speed)  # reads and checks the whole recording now
-    from wmtui.replay_app import ReplayApp
+    from wmtui.tui.replay_app import ReplayApp
 
     app_ = ReplayApp(lambda: session, refresh=refresh)
     app_.run()
@@ -119,7 +119,7 @@ def served_args(replay_run: Path | None, scenario: str | None, extra: list[str])
     if replay_run is not None and scenario is not None:
         raise UserError("--replay and --scenario exclude each other; choose one")
     if replay_run is not None:
-        from wmtui.replay import ReplaySession
+        from wmtui.tui.replay import ReplaySession
 
         ReplaySession(replay_run)  # validates the recording up front
         return [REPLAY, str(replay_run.resolve()), *extra]
@@ -131,7 +131,7 @@ def served_args(replay_run: Path | None, scenario: str | None, extra: list[str])
 def scenario_args(name: str) -> list[str]:
     """``tui --scenario NAME``; an unknown scenario is one line here rather than a dead tab
     in every browser, and a file is made absolute (the tab's process may start elsewhere)."""
-    from engine.scenarios import load_scenario
+    from engine.jobs.scenarios import load_scenario
 
     path = Path(name)
     if path.is_file():
@@ -178,7 +178,7 @@ def wmtui_executable() -> list[str]:
 
 def serve_command(args: list[str]) -> str:
     """The shell command textual-serve starts per tab (it runs it through the shell)."""
-    from wmtui.cli_common import DEBUG
+    from wmtui.cli.common import DEBUG
 
     debug = ["--debug"] if DEBUG["on"] else []
     return shlex.join([*wmtui_executable(), *debug, *args])

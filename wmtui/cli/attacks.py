@@ -19,13 +19,12 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from engine.attacks import ATTACKS, AttackerBudget, attack_job, attack_manifest, make_attack
-from engine.attacks.job import sweep_params
+from engine.attacks import ATTACKS, AttackerBudget
 from engine.errors import UserError, closest
-from engine.jobs import resolve_device
+from engine.jobs import JOB_KINDS, JobSpec
+from engine.metrics import percent
 from engine.registry import Plugin, describe_params, scalar_type
-from engine.runs import RunDir
-from wmtui.options import with_dataclass_options
+from wmtui.cli.options import with_dataclass_options
 
 COMMAND = "attack"
 
@@ -63,7 +62,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``attack`` command to ``app``; a second call is a no-op."""
     if any(info.name == COMMAND for info in app.registered_commands):
         return
-    from wmtui.cli_common import guarded
+    from wmtui.cli.common import guarded
 
     command = guarded(with_dataclass_options(AttackerBudget)(attack))
     app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
@@ -87,42 +86,29 @@ def attack(
     The attack's own flags follow --attack (see --list); the engine measures test accuracy
     and retention with the owner's key, before, during and after.
     """
-    from wmtui.cli_common import default_out, run_headless
+    from wmtui.cli.common import default_out, run_spec
 
     if list_attacks:
         print_attacks(json_mode)
         return
+    kind = JOB_KINDS.get(COMMAND).factory
     if not attack_name:
-        raise UserError(f"--attack is required; choose one of: {', '.join(ATTACKS.names())}")
-    plugin = ATTACKS.get(attack_name)
-    params = make_attack(attack_name, attack_flags(ctx.args, plugin)).params
-    budget = AttackerBudget.from_mapping(given)
-    if run_dir is None:
-        raise UserError("--run RUN is required: the run whose model is attacked")
-    ratios = parse_ratios(sweep) if sweep is not None else None
-    # every input check before --out is created, so a typo never leaves an empty run behind
-    make_attack(attack_name, params).check_budget(budget)
-    if ratios is not None:
-        sweep_params(make_attack(attack_name, params), ratios)
-    RunDir.open(run_dir)
-    resolve_device(device)
-    if eval_every < 1:
-        raise UserError(f"--eval-every must be >= 1, got {eval_every}")
-    out = out or default_out(COMMAND)
-    manifest = attack_manifest(run_dir, attack_name, params, budget, ratios)
-    run = RunDir.create(out, manifest, overwrite=overwrite)
-    job = attack_job(
-        run_dir,
+        names = ", ".join(p.name for p in kind.plugins())
+        raise UserError(f"--attack is required; choose one of: {names}")
+    spec = JobSpec(
+        COMMAND,
         attack_name,
-        params,
-        budget,
-        run,
+        attack_flags(ctx.args, kind.plugin(attack_name)),
+        budget=given,
+        source=run_dir,
+        out=out or default_out(COMMAND),
         device=device,
         eval_every=eval_every,
-        sweep=ratios,
+        sweep=tuple(parse_ratios(sweep)) if sweep is not None else None,
+        overwrite=overwrite,
     )
-    code = run_headless(job, run, json_mode)
-    if code == 0:
+    code, run = run_spec(spec, json_mode)
+    if code == 0 and run is not None:
         print_results(run.summary(), json_mode)
     raise typer.Exit(code)
 
@@ -172,10 +158,6 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def print_results(summary: dict[str, Any], json_mode: bool) -> None:
     """The sweep table, or before/after; JSON rows instead with --json (the before/after
     numbers are already in the ``done`` event's summary there)."""
@@ -188,10 +170,10 @@ def print_results(summary: dict[str, Any], json_mode: bool) -> None:
             return
         typer.echo("  ".join(["ratio ", "  pruned", "sparsity", "test acc", *keys]))
         for row in rows:
-            cells = [f"{row['ratio']:<6g}", f"{_pct(row.get('pruned')):>8}"]
-            cells.append(f"{_pct(row.get('sparsity')):>8}")
-            cells.append(f"{_pct(row.get('test_acc')):>8}")
-            cells += [f"{_pct(row['retention'].get(k)):>{len(k)}}" for k in keys]
+            cells = [f"{row['ratio']:<6g}", f"{percent(row.get('pruned')):>8}"]
+            cells.append(f"{percent(row.get('sparsity')):>8}")
+            cells.append(f"{percent(row.get('test_acc')):>8}")
+            cells += [f"{percent(row['retention'].get(k)):>{len(k)}}" for k in keys]
             typer.echo("  ".join(cells))
         return
     if json_mode:
@@ -200,8 +182,8 @@ def print_results(summary: dict[str, Any], json_mode: bool) -> None:
     keys = sorted(set(before.get("retention", {})) | set(after.get("retention", {})))
     typer.echo("  ".join(["      ", "test acc", *keys]))
     for label, scores in (("before", before), ("after ", after)):
-        cells = [label, f"{_pct(scores.get('test_acc')):>8}"]
-        cells += [f"{_pct(scores.get('retention', {}).get(k)):>{len(k)}}" for k in keys]
+        cells = [label, f"{percent(scores.get('test_acc')):>8}"]
+        cells += [f"{percent(scores.get('retention', {}).get(k)):>{len(k)}}" for k in keys]
         typer.echo("  ".join(cells))
 
 

@@ -10,7 +10,6 @@ import dataclasses
 
 import torch
 
-from engine.attacks.detection import mad_flag_line
 from engine.events import (
     Checkpoint,
     ClassScan,
@@ -22,6 +21,7 @@ from engine.events import (
     Phase,
     TriggerPreview,
 )
+from engine.metrics import mad_flag_line
 
 MAX_POINTS = 600
 

@@ -19,20 +19,12 @@ from typing import Annotated, Any
 import typer
 
 from engine.attacks.budget import AttackerBudget
-from engine.attacks.detection import (
-    check_scan_budget,
-    check_searchable,
-    detect_job,
-    detect_manifest,
-    make_detector,
-)
 from engine.errors import UserError
-from engine.jobs import resolve_device
-from engine.runs import RunDir
-from wmtui.options import with_dataclass_options
+from engine.jobs import JOB_KINDS, JobSpec
+from engine.metrics import percent
+from wmtui.cli.options import with_dataclass_options
 
 COMMAND = "detect"
-METHODS = ("gan", "neural-cleanse")
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -40,7 +32,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``detect`` command to ``app``; a second call is a no-op."""
     if any(info.name == COMMAND for info in app.registered_commands):
         return
-    from wmtui.cli_common import guarded
+    from wmtui.cli.common import guarded
 
     command = guarded(with_dataclass_options(AttackerBudget)(detect))
     app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
@@ -79,39 +71,28 @@ def detect(
 
     The detector's own flags follow --method (wmtui attack --list shows them).
     """
-    from wmtui.cli_attacks import attack_flags
-    from wmtui.cli_common import default_out, run_headless
+    from wmtui.cli.attacks import attack_flags
+    from wmtui.cli.common import default_out, run_spec
 
+    kind = JOB_KINDS.get(COMMAND).factory
     if not method:
-        raise UserError(f"--method is required; choose one of: {', '.join(METHODS)}")
-    if method not in METHODS:
-        from engine.errors import unknown_name
-
-        raise unknown_name("detection method", method, METHODS)
-    make_detector(method)  # registers the detectors
-    from engine.attacks.registry import ATTACKS
-
-    flags = attack_flags(ctx.args, ATTACKS.get(method))
+        names = ", ".join(p.name for p in kind.plugins())
+        raise UserError(f"--method is required; choose one of: {names}")
+    flags = attack_flags(ctx.args, kind.plugin(method))
     flags["remove"] = "true" if remove else "false"
-    detector = make_detector(method, flags)
-    budget = AttackerBudget.from_mapping(given)
-    if run_dir is None:
-        raise UserError("--run RUN is required: the run whose model is examined")
-    detector.check_budget(budget)
-    check_searchable(RunDir.open(run_dir))
-    check_scan_budget(run_dir, budget)
-    resolve_device(device)
-    if eval_every < 1:
-        raise UserError(f"--eval-every must be >= 1, got {eval_every}")
-    out = out or default_out(COMMAND)
-    run = RunDir.create(
-        out, detect_manifest(run_dir, method, detector.params, budget), overwrite=overwrite
+    spec = JobSpec(
+        COMMAND,
+        method,
+        flags,
+        budget=given,
+        source=run_dir,
+        out=out or default_out(COMMAND),
+        device=device,
+        eval_every=eval_every,
+        overwrite=overwrite,
     )
-    job = detect_job(
-        run_dir, method, detector.params, budget, run, device=device, eval_every=eval_every
-    )
-    code = run_headless(job, run, json_mode)
-    if code == 0:
+    code, run = run_spec(spec, json_mode)
+    if code == 0 and run is not None:
         print_result(run.summary(), json_mode)
     raise typer.Exit(code)
 
@@ -136,6 +117,12 @@ RESULT_KEYS = (
 )
 
 
+def number(value: float | None) -> str:
+    """Two decimals; ``n/a`` for what JSON records as null: not finite (an index over a MAD
+    of 0, a gap over a size of 0)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def print_result(summary: dict[str, Any], json_mode: bool) -> None:
     """The result as one JSON line (``--json``) or a small bar chart of sizes per class."""
     row = {k: summary[k] for k in RESULT_KEYS if k in summary}
@@ -149,23 +136,19 @@ def print_result(summary: dict[str, Any], json_mode: bool) -> None:
     for c, (size, index) in enumerate(zip(sizes, indices, strict=False)):
         mark = "  <- flagged" if c == summary.get("flagged_class") else ""
         bar = "#" * max(1, round(30 * size / top))
-        typer.echo(f"  {c:3d} {size:9.3f} {bar:30} AI {index:5.2f}{mark}")
+        typer.echo(f"  {c:3d} {size:9.3f} {bar:30} AI {number(index):>5}{mark}")
     flagged = summary.get("flagged_class")
     typer.echo(
-        f"anomaly index of the smallest: {summary.get('anomaly_index', 0):.2f}, next class "
-        f"{summary.get('gap_ratio', 1.0):.2f}x its size (needs 2 and "
+        f"anomaly index of the smallest: {number(summary.get('anomaly_index'))}, next class "
+        f"{number(summary.get('gap_ratio'))}x its size (needs 2 and "
         f"{summary.get('gap', 1.0):g}x) -> "
         + (f"class {flagged} flagged" if flagged is not None else "nothing flagged")
     )
     if "test_acc" in summary:
-
-        def pct(v: Any) -> str:
-            return "-" if v is None else f"{100 * v:.2f}%"
-
         typer.echo(
-            f"test acc  {pct(summary.get('test_acc_before'))} -> {pct(summary.get('test_acc'))}"
+            f"test acc  {percent(summary.get('test_acc_before'))} -> "
+            f"{percent(summary.get('test_acc'))}"
         )
+        before = summary.get("retention_before") or {}
         for key, value in (summary.get("retention") or {}).items():
-            typer.echo(
-                f"{key:9} {pct((summary.get('retention_before') or {}).get(key))} -> {pct(value)}"
-            )
+            typer.echo(f"{key:9} {percent(before.get(key))} -> {percent(value)}")

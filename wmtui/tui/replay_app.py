@@ -16,11 +16,11 @@ from textual.containers import Vertical
 from textual.widgets import Log, Static
 
 from engine import commands as cmd
-from wmtui.app import WmtuiApp
-from wmtui.replay import ReplaySession, Seek, SetSpeed
-from wmtui.screens.help import HelpScreen
-from wmtui.state import DashboardState
-from wmtui.widgets.image_view import ImageView
+from wmtui.tui.app import WmtuiApp
+from wmtui.tui.replay import ReplaySession, Seek, SetSpeed
+from wmtui.tui.screens.help import HelpScreen
+from wmtui.tui.state import DashboardState
+from wmtui.tui.widgets.image_view import ImageView
 
 SEEK_SECONDS = 10.0
 

@@ -23,16 +23,15 @@ from textual.widgets import Footer, Log, Static
 from textual_plot import HiResMode, LegendLocation, PlotWidget
 
 from engine import commands as cmd
-from engine.attacks import ATTACKS
-from engine.attacks.detection import Detector
 from engine.errors import UserError
 from engine.events import Event
-from engine.registry import Plugin
-from engine.scenarios import Scenario
-from wmtui.screens.plugin_form import Choice, PluginFormScreen
-from wmtui.screens.prompt import PromptScreen, int_in_range, positive_float
-from wmtui.state import DashboardState, Series
-from wmtui.widgets.image_view import ImageView
+from engine.jobs import JOB_KINDS, JobSpec
+from engine.jobs.scenarios import Scenario
+from engine.metrics import percent
+from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
+from wmtui.tui.screens.prompt import PromptScreen, int_in_range, positive_float
+from wmtui.tui.state import DashboardState, Series
+from wmtui.tui.widgets.image_view import ImageView
 
 TRIGGER_CYCLE = ("text", "square", "noise")
 REPAINT_RATES = (1.0, 2.0, 4.0, 10.0)
@@ -74,10 +73,6 @@ def shown_previews(previews: dict[str, Any]) -> list[tuple[str, Any]]:
         return order.index(item[0]) if item[0] in order else len(order)
 
     return sorted(previews.items(), key=rank)[:2]  # stable: the others keep their order
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 class LivePlot(PlotWidget):
@@ -174,7 +169,7 @@ class WmtuiApp(App[None]):
         if self._session_factory is not None:
             self._begin(self._session_factory())
         elif self._chooser is not None:
-            from wmtui.screens.start import StartScreen
+            from wmtui.tui.screens.start import StartScreen
 
             self.push_screen(StartScreen(), self._chosen)
 
@@ -211,7 +206,7 @@ class WmtuiApp(App[None]):
         try:
             session, path = self._chooser(scenario)
         except UserError as exc:  # e.g. a dataset that is not there: say so, choose again
-            from wmtui.screens.start import StartScreen
+            from wmtui.tui.screens.start import StartScreen
 
             self.query_one("#log", Log).write_line(f"! {scenario.name} refused: {exc}")
             self.push_screen(StartScreen(message=f"{scenario.name} refused: {exc}"), self._chosen)
@@ -270,7 +265,7 @@ class WmtuiApp(App[None]):
         loss = f"{state.loss:.4f}" if state.loss is not None else "-"
         status = (
             f"{state.status.upper()} step {state.step}{total} ep {state.epoch:.2f} lr {lr} "
-            f"loss {loss} acc {_pct(state.test_acc)} {state.images_per_s:,.0f} img/s"
+            f"loss {loss} acc {percent(state.test_acc)} {state.images_per_s:,.0f} img/s"
         )
         if "detector" in info and state.phase == info["detector"]:  # a scan: no steps shown
             classes = info.get("classes") or len(state.scan_sizes) or "?"
@@ -282,7 +277,7 @@ class WmtuiApp(App[None]):
             )
             status = (
                 f"{state.status.upper()} {info['detector']} scan: {len(state.scan_done)}/"
-                f"{classes} classes settled · {verdict} · model acc {_pct(state.test_acc)}"
+                f"{classes} classes settled · {verdict} · model acc {percent(state.test_acc)}"
             )
         if state.error:
             status += f"\nerror: {state.error}"
@@ -442,32 +437,34 @@ class WmtuiApp(App[None]):
 
         self.push_screen(PromptScreen("Target label:", int_in_range(0, high), "class index"), send)
 
-    def _plugins(self, detectors: bool) -> list[Plugin[object]]:
-        def is_detector(plugin: Plugin[object]) -> bool:
-            factory = plugin.factory
-            return isinstance(factory, type) and issubclass(factory, Detector)
-
-        chosen = [p for p in ATTACKS if is_detector(p) == detectors]
-        first = "neural-cleanse" if detectors else "ft-basic"  # the ones that work best here
-        return sorted(chosen, key=lambda p: p.name != first)
+    #: the plugin each follow-up form opens on: the ones that work best here
+    FIRST_CHOICE: ClassVar[dict[str, str]] = {"attack": "ft-basic", "detect": "neural-cleanse"}
 
     def action_attack(self) -> None:
-        self._pick("Attack the current model", detectors=False)
+        self._pick("attack", "Attack the current model")
 
     def action_detect(self) -> None:
-        self._pick("Scan the current model for a watermark", detectors=True)
+        self._pick("detect", "Scan the current model for a watermark")
 
-    def _pick(self, title: str, *, detectors: bool) -> None:
+    def _pick(self, kind: str, title: str) -> None:
+        """The form of every plugin of job ``kind``, checked as the job's spec is checked."""
         if self.run_path is None:
             self.query_one("#log", Log).write_line("! no saved model to work on in this session")
             return
-        self.push_screen(PluginFormScreen(title, self._plugins(detectors)), self.start_followup)
+        first = self.FIRST_CHOICE.get(kind, "")
+        plugins = sorted(JOB_KINDS.get(kind).factory.plugins(), key=lambda p: p.name != first)
 
-    def start_followup(self, choice: Choice | None) -> None:
+        def check(name: str, params: Any, budget: Any) -> None:
+            JobSpec(kind, name, params, budget=budget).validate(inputs=False)
+
+        form = PluginFormScreen(title, plugins, validate=check)
+        self.push_screen(form, lambda choice: self.start_followup(kind, choice))
+
+    def start_followup(self, kind: str, choice: Choice | None) -> None:
         """Stop the current phase (its model is saved), then run the chosen one on that model."""
         if choice is None or self.run_path is None:
             return
-        from wmtui.sessions import attack_session
+        from wmtui.tui.sessions import followup_session
 
         name, params, budget = choice
         log = self.query_one("#log", Log)
@@ -476,7 +473,7 @@ class WmtuiApp(App[None]):
             return
         self.pump()
         try:
-            session, path = attack_session(self.run_path, name, params, budget)
+            session, path = followup_session(kind, self.run_path, name, params, budget)
         except UserError as exc:
             log.write_line(f"! {name} refused: {exc}")
             return
@@ -485,7 +482,7 @@ class WmtuiApp(App[None]):
         session.start()
 
     def action_help(self) -> None:
-        from wmtui.screens.help import HelpScreen
+        from wmtui.tui.screens.help import HelpScreen
 
         self.push_screen(HelpScreen())
 
@@ -528,7 +525,7 @@ class WmtuiApp(App[None]):
         if scenario is None or index >= len(scenario.phases):
             log.write_line("! no phase left to edit")
             return
-        from wmtui.screens.start import apply_choice, phase_form
+        from wmtui.tui.screens.start import apply_choice, phase_form
 
         spec = scenario.phases[index]
         form = phase_form(spec)

@@ -17,11 +17,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.attacks import ATTACKS
 from engine.errors import UserError
-from engine.scenarios import PhaseSpec, Scenario, load_scenario, preset_names
-from engine.watermarks import SCHEMES
-from wmtui.screens.plugin_form import Choice, PluginFormScreen
+from engine.jobs.scenarios import PhaseSpec, Scenario, load_scenario, preset_names
+from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
 
 
 def phase_line(index: int, spec: PhaseSpec) -> str:
@@ -135,12 +133,11 @@ class StartScreen(Screen[Scenario | None]):
 
 def phase_form(spec: PhaseSpec) -> PluginFormScreen | None:
     """The generated form for one phase, pre-filled with its current values."""
-    if spec.kind == "train":
+    if not spec.plugin:
         return None
-    registry = SCHEMES if spec.kind == "embed" else ATTACKS
     return PluginFormScreen(
         f"Phase {spec.name}: {spec.kind} {spec.plugin}",
-        [registry.get(spec.plugin)],
+        [spec.job_kind.plugin(spec.plugin)],
         initial=spec.params,
         initial_budget=spec.budget,
         with_budget=spec.kind != "embed",

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from engine.attacks import AttackerBudget, make_attack
+from engine.attacks import AttackerBudget
 from engine.errors import UserError
 from engine.registry import Plugin, describe_params, parse_params
 
@@ -23,10 +23,6 @@ BUDGET_FIELDS = ("data_fraction", "epochs", "steps", "unlabeled")
 Choice = tuple[str, Any, AttackerBudget]
 #: raises UserError when (plugin name, params, budget) cannot run
 Validator = Callable[[str, Any, AttackerBudget], None]
-
-
-def check_attack(name: str, params: Any, budget: AttackerBudget) -> None:
-    make_attack(name, params).check_budget(budget)
 
 
 class PluginFormScreen(ModalScreen[Choice | None]):
@@ -55,7 +51,7 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         initial: dict[str, Any] | None = None,
         initial_budget: dict[str, Any] | None = None,
         with_budget: bool = True,
-        validate: Validator | None = None,
+        validate: Validator,
     ) -> None:
         super().__init__()
         self.title_text = title
@@ -63,7 +59,7 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         self.chosen = plugins[0].name
         self.initial = {"params": initial or {}, "budget": initial_budget or {}}
         self.with_budget = with_budget
-        self.validate = validate or check_attack
+        self.validate = validate
 
     def compose(self) -> ComposeResult:
         with Vertical():

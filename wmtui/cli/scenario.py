@@ -19,8 +19,9 @@ import typer
 
 from engine.config import TrainConfig
 from engine.errors import ConfigError
-from engine.scenarios import load_scenario, prepare_scenario, preset_names
-from wmtui.options import with_dataclass_options
+from engine.jobs.common import check_config
+from engine.jobs.scenarios import load_scenario, prepare_scenario, preset_names
+from wmtui.cli.options import with_dataclass_options
 
 COMMAND = "run"
 
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
     """Add ``run`` to ``app``; a second call is a no-op."""
     if any(info.name == COMMAND for info in app.registered_commands):
         return
-    from wmtui.cli_common import guarded
+    from wmtui.cli.common import guarded
 
     app.command(COMMAND)(guarded(with_dataclass_options(TrainConfig)(run)))
 
@@ -58,7 +59,7 @@ def run(
     ] = False,
 ) -> None:
     """Run a scenario headless: the playground's phases, events and summary, no screen."""
-    from wmtui.cli_common import check_config, default_out, run_headless
+    from wmtui.cli.common import default_out, run_headless
 
     if list_:
         typer.echo(describe_presets())

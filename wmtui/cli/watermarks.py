@@ -9,7 +9,6 @@ on bad input (missing run or key, a key made for other data).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,26 +16,23 @@ import typer
 
 from engine.config import TrainConfig, load_toml
 from engine.errors import ConfigError
-from engine.jobs import KEY_DIR, embed_job, new_run_manifest, verify_run
-from engine.runs import RunDir
-from engine.watermarks import SCHEMES, parse_scheme_params
-from wmtui.cli_common import (
+from engine.jobs import JobSpec
+from engine.session import JobContext
+from engine.watermarks import SCHEMES
+from wmtui.cli.common import (
     ConfigOption,
     JsonFlag,
     OutOption,
-    build_config,
     default_out,
     guarded,
-    run_headless,
+    run_spec,
 )
-from wmtui.options import field_names, with_dataclass_options
+from wmtui.cli.options import field_names, with_dataclass_options
 
 SCHEME_PARAMS = sorted(
     (plugin.params for plugin in SCHEMES if plugin.params is not None),
     key=lambda cls: cls.__name__ != "PatternParams",  # its help shows for shared flags
 )
-# what --from carries over when the flags do not say otherwise
-INHERITED = ("dataset", "model", "data_dir", "train_size", "test_size")
 
 
 def split_config(
@@ -87,28 +83,17 @@ def embed(
 ) -> None:
     """Train while embedding a watermark; the key goes to RUN/key/ (0600), apart from the
     model."""
-    train_values, scheme_values, name = split_config(given, config, scheme)
-    SCHEMES.get(name)
-    if from_run is not None:
-        base = RunDir.open(from_run).manifest()["config"]
-        for field in INHERITED:
-            if field in base:
-                train_values.setdefault(field, base[field])
-    cfg = build_config({k: str(v) for k, v in train_values.items()}, None)
-    params = parse_scheme_params(name, scheme_values)
-    out = out or default_out("embed")
-    manifest = new_run_manifest(cfg, "embed") | {
-        "scheme": name,
-        "scheme_params": {k: getattr(params, k) for k in field_names(type(params))},
-        "from": str(from_run or ""),
-    }
-    run = RunDir.create(out, manifest, overwrite=overwrite)
-    if overwrite:
-        for old in run.path.glob(f"{KEY_DIR}*"):
-            if old.is_dir() and (old / "key.json").exists():
-                shutil.rmtree(old)
-    code = run_headless(embed_job(cfg, name, params, run, from_run=from_run), run, json_mode)
-    raise typer.Exit(code)
+    train, scheme_values, name = split_config(given, config, scheme)
+    spec = JobSpec(
+        "embed",
+        name,
+        scheme_values,
+        train,
+        source=from_run,
+        out=out or default_out("embed"),
+        overwrite=overwrite,
+    )
+    raise typer.Exit(run_spec(spec, json_mode)[0])
 
 
 def verify(
@@ -127,9 +112,14 @@ def verify(
 
     Exit 0 verified, 1 not verified, 2 bad input.
     """
-    result = verify_run(
-        run_dir, key, alpha=alpha, device=device, data_dir=str(data_dir) if data_dir else None
+    spec = JobSpec.verify(
+        run=run_dir,
+        key=key,
+        alpha=alpha,
+        device=device,
+        data_dir=str(data_dir) if data_dir else None,
     )
+    result = spec.build().job(JobContext())
     if json_mode:
         typer.echo(json.dumps(result))
     else:

@@ -2,8 +2,9 @@
 
 A scenario is what a class is shown and what ``wmtui run`` reproduces headless: the same
 phases, the same events, one run folder per phase under the scenario's folder. Every phase
-is an existing job (``train_job``, ``embed_job``, ``attack_job``, ``detect_job``) run on the
-one session's context, so a scenario adds no training loop, only the order.
+is a :class:`~engine.jobs.spec.JobSpec` of a kind in :data:`JOB_KINDS`, checked and built as
+the headless command builds it, run on the one session's context: a scenario adds no
+training loop and no checks of its own, only the order.
 
 Presets live in ``assets/scenarios/NAME.toml``; ``--scenario FILE`` takes the user's own.
 All names and parameters are validated when the file is read, before anything trains.
@@ -19,22 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from engine import commands as cmd
-from engine.attacks import ATTACKS, AttackerBudget, attack_job, attack_manifest, detect_job
-from engine.attacks.detection import Detector, detect_manifest
+from engine.attacks.budget import AttackerBudget
 from engine.config import TrainConfig
 from engine.errors import ConfigError, RunError, UserError, unknown_name
 from engine.events import Event, Phase
-from engine.jobs import embed_job, new_run_manifest, train_job
-from engine.registry import parse_params
+from engine.jobs.spec import JOB_KINDS, JobKind, JobSpec
 from engine.runs import RunDir
 from engine.session import Job, JobContext, StopRequested
-from engine.watermarks import SCHEMES, parse_scheme_params
 
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "assets" / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "assets" / "scenarios"
 DEFAULT_SCENARIO = "classic"
-PHASE_KINDS = ("train", "embed", "attack", "detect")
-#: the TOML key naming a phase's plugin, per kind
-PLUGIN_KEY = {"embed": "scheme", "attack": "attack", "detect": "method"}
+
+
+def phase_kinds() -> list[str]:
+    """The job kinds a scenario phase may be (every registered kind that allows it)."""
+    return [p.name for p in JOB_KINDS if p.factory.in_scenarios]
 
 
 @dataclasses.dataclass
@@ -52,30 +52,47 @@ class PhaseSpec:
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def job_kind(self) -> JobKind:
+        return JOB_KINDS.get(self.kind).factory
+
+    @property
     def makes_model_from_scratch(self) -> bool:
-        return self.kind in ("train", "embed")
+        return self.job_kind.makes_model
 
     def params_type(self) -> type | None:
         """The plugin's params dataclass (what the TUI's form is generated from)."""
-        if self.kind == "embed":
-            return SCHEMES.get(self.plugin).params
-        if self.kind in ("attack", "detect"):
-            return ATTACKS.get(self.plugin).params
-        return None
+        return self.job_kind.params_type(self.plugin)
 
     def parsed_params(self) -> Any:
-        if self.kind == "embed":
-            return parse_scheme_params(self.plugin, self.params)
-        if self.kind in ("attack", "detect"):
-            params_type = ATTACKS.get(self.plugin).params
-            assert params_type is not None
-            return parse_params(params_type, self.params)
-        if self.params:
-            raise ConfigError(f"phase {self.name!r}: a train phase takes no params")
-        return None
+        return self.job_kind.parse_params(self.plugin, self.params)
 
     def parsed_budget(self) -> AttackerBudget:
         return AttackerBudget.from_mapping(self.budget)
+
+    def job_spec(
+        self, config: TrainConfig, source: Path | None, out: Path | None, scenario: str
+    ) -> JobSpec:
+        """This phase as a job: a new model on the scenario's (and the phase's) train config,
+        or work on ``source``'s model within the phase's budget."""
+        if self.makes_model_from_scratch:
+            return JobSpec(
+                self.kind,
+                self.plugin,
+                dict(self.params),
+                {**config.to_dict(), **self.train},
+                out=out,
+                command=self.kind,
+                manifest_extra={"scenario": scenario},
+            )
+        return JobSpec(
+            self.kind,
+            self.plugin,
+            dict(self.params),
+            budget=dict(self.budget),
+            source=source,
+            out=out,
+            device=config.device,
+        )
 
     def label(self) -> str:
         what = f"{self.kind} {self.plugin}".strip()
@@ -173,9 +190,10 @@ def _phase_from_mapping(
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: must be a table")
     kind = str(item.get("kind", ""))
-    if kind not in PHASE_KINDS:
-        raise unknown_name(f"{where}: kind", kind, list(PHASE_KINDS))
-    plugin_key = PLUGIN_KEY.get(kind)
+    kinds = phase_kinds()
+    if kind not in kinds:
+        raise unknown_name(f"{where}: kind", kind, kinds)
+    plugin_key = JOB_KINDS.get(kind).factory.plugin_key
     allowed = {"name", "kind", "title", "params", "budget", "on", "train"} | (
         {plugin_key} if plugin_key else set()
     )
@@ -185,14 +203,11 @@ def _phase_from_mapping(
     plugin = str(item.get(plugin_key, "")) if plugin_key else ""
     if plugin_key and not plugin:
         raise ConfigError(f'{where}: a {kind} phase needs {plugin_key} = "..."')
-    if kind == "embed":
-        SCHEMES.get(plugin)
-    elif kind in ("attack", "detect"):
-        factory = ATTACKS.get(plugin).factory
-        is_detector = isinstance(factory, type) and issubclass(factory, Detector)
-        if is_detector != (kind == "detect"):
-            other = "detect" if is_detector else "attack"
-            raise ConfigError(f"{where}: {plugin!r} is a {other} phase, not {kind}")
+    if plugin:
+        try:
+            JOB_KINDS.get(kind).factory.plugin(plugin)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     name = str(item.get("name", plugin or kind))
     if any(p.name == name for p in earlier):
         raise ConfigError(f"{where}: phase name {name!r} is used twice")
@@ -380,26 +395,14 @@ def _build_phase(
     folder: Path,
     done: dict[str, Path],
 ) -> tuple[Job, RunDir]:
-    """The existing job for this phase and its run folder (created now, not at load: an
-    attack's manifest reads the run it attacks, which exists only once that phase ran)."""
-    if spec.makes_model_from_scratch:
-        phase_config = scenario.config({**config.to_dict(), **spec.train}) if spec.train else config
-        manifest = new_run_manifest(phase_config, spec.kind) | {"scenario": scenario.name}
-        if spec.kind == "embed":
-            params = spec.parsed_params()
-            manifest |= {"scheme": spec.plugin, "scheme_params": dataclasses.asdict(params)}
-            run = RunDir.create(folder, manifest)
-            return embed_job(phase_config, spec.plugin, params, run), run
-        run = RunDir.create(folder, manifest)
-        return train_job(phase_config, run), run
-    source = done.get(spec.on)
-    if source is None or not (source / "model.safetensors").is_file():
-        raise RunError(f"phase {spec.name}: phase {spec.on!r} left no model to work on")
-    params, budget = spec.parsed_params(), spec.parsed_budget()
-    if spec.kind == "detect":
-        manifest = detect_manifest(source, spec.plugin, params, budget)
-        run = RunDir.create(folder, manifest)
-        return detect_job(source, spec.plugin, params, budget, run, device=config.device), run
-    manifest = attack_manifest(source, spec.plugin, params, budget)
-    run = RunDir.create(folder, manifest)
-    return attack_job(source, spec.plugin, params, budget, run, device=config.device), run
+    """The phase's job and its run folder, checked and built as the headless command would
+    (created now, not at load: an attack's manifest reads the run it attacks, which exists
+    only once that phase ran)."""
+    source = None
+    if not spec.makes_model_from_scratch:
+        source = done.get(spec.on)
+        if source is None or not (source / "model.safetensors").is_file():
+            raise RunError(f"phase {spec.name}: phase {spec.on!r} left no model to work on")
+    built = spec.job_spec(config, source, folder, scenario.name).build()
+    assert built.run is not None
+    return built.job, built.run

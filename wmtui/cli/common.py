@@ -15,14 +15,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from engine.config import TrainConfig, load_toml
-from engine.data import DATASETS
+from engine.config import load_toml
 from engine.errors import UserError
-from engine.jobs import resolve_device
-from engine.models import MODELS
+from engine.jobs import JobSpec
+from engine.jobs.api import record_failure
 from engine.runs import RunDir
 from engine.session import EventSink, Job, Session
-from wmtui.headless import HeadlessReporter
+from wmtui.cli.headless import HeadlessReporter
 
 DEBUG = {"on": False}
 
@@ -56,27 +55,24 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def build_config(given: dict[str, str], config_file: Path | None) -> TrainConfig:
-    """TOML values, overridden by flags; names and device checked before anything starts."""
+def train_values(given: dict[str, str], config_file: Path | None) -> dict[str, Any]:
+    """A ``--config`` file's ``[train]`` table, overridden by flags (checked by the job)."""
     values: dict[str, Any] = {}
     if config_file is not None:
         table = load_toml(config_file)
         values.update(table.get("train", table))
     values.update(given)
-    return check_config(TrainConfig.from_mapping(values))
-
-
-def check_config(config: TrainConfig) -> TrainConfig:
-    """Dataset, model and device names checked before anything starts."""
-    if config.dataset != "auto":
-        DATASETS.get(config.dataset)
-    MODELS.get(config.model)
-    resolve_device(config.device)
-    return config
+    return values
 
 
 def default_out(command: str) -> Path:
     return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_spec(spec: JobSpec, json_mode: bool) -> tuple[int, RunDir | None]:
+    """Check the spec (bad input: exit 2, nothing written), make its folder, run it headless."""
+    built = spec.validate().build()
+    return run_headless(built.job, built.run, json_mode), built.run
 
 
 def run_headless(
@@ -100,9 +96,7 @@ def run_headless(
         if sink is not None:
             session.join(2.0)
             sink.close()
-    if run is not None and session.status == "failed" and not (run.path / "summary.json").exists():
-        message = str(session.error).splitlines()[0] if session.error else "failed"
-        run.write_summary({"status": "failed", "error": message})
+    record_failure(session, run)
     if session.status == "completed":
         return 0
     if session.status == "stopped":

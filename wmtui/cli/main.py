@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,23 +17,21 @@ import typer
 from engine.config import TrainConfig
 from engine.data import DATASETS, default_data_dir, is_present, load_dataset
 from engine.errors import UserError
-from engine.events import Done
-from engine.jobs import new_run_manifest, train_job
-from engine.runs import RunDir
-from engine.watermarks import SCHEMES, parse_scheme_params
-from wmtui.cli_common import (
+from engine.jobs import JobSpec
+from engine.jobs.common import check_config
+from engine.watermarks import SCHEMES
+from wmtui.cli.common import (
     DEBUG,
     ConfigOption,
     JsonFlag,
     OutOption,
-    build_config,
-    check_config,
     default_out,
     guarded,
-    run_headless,
+    run_spec,
+    train_values,
 )
-from wmtui.cli_watermarks import SCHEME_PARAMS, split_config
-from wmtui.options import with_dataclass_options
+from wmtui.cli.options import with_dataclass_options
+from wmtui.cli.watermarks import SCHEME_PARAMS, split_config
 
 app = typer.Typer(
     add_completion=False,
@@ -82,11 +79,13 @@ def train(
     config: ConfigOption = None,
 ) -> None:
     """Train a clean model headless and save it as a run."""
-    cfg = build_config(given, config)
-    out = out or default_out("train")
-    run = RunDir.create(out, new_run_manifest(cfg, "train"), overwrite=overwrite)
-    code = run_headless(train_job(cfg, run), run, json_mode)
-    raise typer.Exit(code)
+    spec = JobSpec(
+        "train",
+        config=train_values(given, config),
+        out=out or default_out("train"),
+        overwrite=overwrite,
+    )
+    raise typer.Exit(run_spec(spec, json_mode)[0])
 
 
 @app.command()
@@ -99,14 +98,8 @@ def resume(
     json_mode: JsonFlag = False,
 ) -> None:
     """Continue a run from its last checkpoint."""
-    run = RunDir.open(run_dir)
-    manifest = run.manifest()
-    cfg = TrainConfig.from_mapping(manifest["config"])
-    if epochs is not None:
-        cfg = cfg.replace(epochs=epochs)
-        run.write_manifest({**manifest, "config": cfg.to_dict()})
-    code = run_headless(train_job(cfg, run, resume=True), run, json_mode)
-    raise typer.Exit(code)
+    overrides = {} if epochs is None else {"epochs": epochs}
+    raise typer.Exit(run_spec(JobSpec.resume_run(run_dir, **overrides), json_mode)[0])
 
 
 @app.command()
@@ -142,16 +135,17 @@ def tui(
             )
         launch_scenario_tui(scenario, given, refresh=refresh, out=out)
         return
-    train_values, scheme_values, name = split_config(given, config, scheme)
-    cfg = build_config({k: str(v) for k, v in train_values.items()}, None)
+    train, scheme_values, name = split_config(given, config, scheme)
     if name == "none":
         if scheme_values:
             raise UserError(
                 f"--scheme none takes no scheme flags (got --{next(iter(scheme_values))})"
             )
-        launch_tui(cfg, None, None, refresh=refresh, out=out)
+        spec = JobSpec("train", config=train)
     else:
-        launch_tui(cfg, name, parse_scheme_params(name, scheme_values), refresh=refresh, out=out)
+        spec = JobSpec("embed", name, scheme_values, train)
+    spec.out, spec.command = out or default_out("tui"), "tui"
+    launch_tui(spec, refresh=refresh)
 
 
 def prewarm_optimizers() -> None:
@@ -179,9 +173,9 @@ def launch_scenario_tui(
     """A scenario in the playground; ``name`` None opens the start screen first."""
     check_refresh(refresh)
     prewarm_optimizers()
-    from engine.scenarios import Scenario, load_scenario
-    from wmtui.app import WmtuiApp
-    from wmtui.sessions import scenario_session
+    from engine.jobs.scenarios import Scenario, load_scenario
+    from wmtui.tui.app import WmtuiApp
+    from wmtui.tui.sessions import scenario_session
 
     def start(scenario: Scenario) -> tuple[Any, Path]:
         check_config(scenario.config(overrides))
@@ -199,18 +193,17 @@ def launch_scenario_tui(
         typer.echo(app_.exit_message, err=True)
 
 
-def launch_tui(
-    config: TrainConfig, scheme: str | None, params: Any, *, refresh: float, out: Path | None
-) -> None:
+def launch_tui(spec: JobSpec, *, refresh: float) -> None:
+    """One training or embedding phase in the playground; the spec is checked (and its run
+    folder made) before the screen opens."""
     check_refresh(refresh)
+    checked = spec.validate()
     prewarm_optimizers()
-    from wmtui.app import WmtuiApp
-    from wmtui.sessions import training_session, tui_run
+    from wmtui.tui.app import WmtuiApp
 
-    run = tui_run(config, out or default_out("tui"), scheme, params)
-    app_ = WmtuiApp(
-        lambda: training_session(config, run, scheme, params), refresh=refresh, run_path=run.path
-    )
+    built = checked.build()
+    assert built.run is not None
+    app_ = WmtuiApp(built.session, refresh=refresh, run_path=built.run.path)
     app_.run()
     if app_.exit_message:
         typer.echo(app_.exit_message, err=True)
@@ -264,13 +257,10 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui import cli_attacks, cli_detect, cli_replay, cli_scenario, cli_watermarks
+    from wmtui.cli import attacks, detect, replay, scenario, watermarks
 
-    cli_watermarks.register(app)
-    cli_attacks.register(app)
-    cli_detect.register(app)
-    cli_replay.register(app)
-    cli_scenario.register(app)
+    for module in (watermarks, attacks, detect, replay, scenario):
+        module.register(app)
 
 
 _register_plugin_commands()
@@ -284,4 +274,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Done", "app", "dataclasses", "main", "sys"]
+__all__ = ["app", "main"]

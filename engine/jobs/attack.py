@@ -1,0 +1,286 @@
+"""The ``attack`` job: a removal attack on a run's model within an explicit budget, refereed.
+
+Input errors (unknown attack, bad params, a budget the attack cannot use, a missing run, bad
+sweep ratios) are found by :func:`check_attack`, before anything is created or loaded; the
+job emits ``Phase`` and the loop's ``Metrics`` (retention per key probe) and returns the
+summary: before/after ``test_acc`` and ``retention`` (also written to ``out/summary.json``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.attacks.budget import AttackerBudget
+from engine.attacks.registry import ATTACKS, REMOVAL, Attack, AttackEnv, make_attack
+from engine.errors import ConfigError
+from engine.events import json_safe
+from engine.jobs.common import derived_manifest, resolve_device
+from engine.jobs.referee import (
+    ProbesFor,
+    Suspect,
+    default_probes,
+    describe_scores,
+    referee_scores,
+    referee_trainer,
+    refereed_job,
+)
+from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
+from engine.metrics import Probe
+from engine.registry import Plugin, parse_params
+from engine.runs import RunDir
+from engine.session import Job, JobContext
+
+
+def sweep_params(attack: Attack[Any], ratios: Sequence[float]) -> list[Any]:
+    """One params object per ratio, each validated against the attack's ratio bounds."""
+    if not any(f.name == "ratio" for f in dataclasses.fields(attack.params)):
+        raise ConfigError("--sweep needs an attack with a ratio (prune, fine-prune)")
+    if not ratios:
+        raise ConfigError("--sweep needs at least one ratio")
+    base = dataclasses.asdict(attack.params)
+    return [parse_params(type(attack.params), {**base, "ratio": r}) for r in ratios]
+
+
+def attack_manifest(
+    run_dir_in: Path,
+    attack_name: str,
+    params: Any,
+    budget: AttackerBudget,
+    sweep: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Manifest of the attacked run: everything the attacker was given."""
+    return derived_manifest(
+        run_dir_in,
+        "attack",
+        {
+            "name": attack_name,
+            "params": dataclasses.asdict(params),
+            "budget": budget.to_dict(),
+            "sweep": list(sweep) if sweep else None,
+        },
+    )
+
+
+def check_eval_every(eval_every: int) -> None:
+    if eval_every < 1:
+        raise ConfigError(f"eval-every must be >= 1, got {eval_every}")
+
+
+def checked_plugin(name: str, params: Any, budget: AttackerBudget, role: str | None) -> Attack[Any]:
+    """The plugin with its params parsed, refusing a budget it cannot use."""
+    attack = make_attack(name, params, role=role)
+    attack.check_budget(budget)
+    return attack
+
+
+@dataclasses.dataclass
+class CheckedAttack:
+    attack: Attack[Any]
+    variants: list[Any] | None
+    run: RunDir
+
+
+def check_attack(
+    run_dir_in: str | Path,
+    attack_name: str,
+    params: Any,
+    budget: AttackerBudget,
+    *,
+    device: str,
+    eval_every: int,
+    sweep: Sequence[float] | None,
+    role: str | None = None,
+) -> CheckedAttack:
+    """Every input check of an attack, before anything is written or loaded."""
+    attack = checked_plugin(attack_name, params, budget, role)
+    variants = sweep_params(attack, sweep) if sweep is not None else None
+    check_eval_every(eval_every)
+    run = RunDir.open(run_dir_in)
+    resolve_device(device)
+    return CheckedAttack(attack, variants, run)
+
+
+def attack_job(
+    run_dir_in: str | Path,
+    attack_name: str,
+    params: Any,
+    budget: AttackerBudget,
+    out_run: RunDir | None,
+    probes_for: ProbesFor | None = None,
+    *,
+    device: str = "auto",
+    eval_every: int = 100,
+    sweep: Sequence[float] | None = None,
+) -> Job:
+    """Attack the model of ``run_dir_in`` within ``budget``; write ``out_run``. Input errors
+    raise here, before anything is created or loaded."""
+    checked = check_attack(
+        run_dir_in, attack_name, params, budget, device=device, eval_every=eval_every, sweep=sweep
+    )
+    return checked_attack_job(checked, attack_name, budget, out_run, probes_for, device, eval_every)
+
+
+def checked_attack_job(
+    checked: CheckedAttack,
+    attack_name: str,
+    budget: AttackerBudget,
+    out_run: RunDir | None,
+    probes_for: ProbesFor | None,
+    device: str,
+    eval_every: int,
+) -> Job:
+    attack, variants, run = checked.attack, checked.variants, checked.run
+    probes_for = probes_for or default_probes(run.path)
+    probes: list[Probe] = []
+
+    def head(suspect: Suspect) -> dict[str, Any]:
+        return {"attack": attack_name, "params": dataclasses.asdict(attack.params)}
+
+    def start_info(suspect: Suspect) -> dict[str, Any]:
+        return {
+            "attack": attack_name,
+            "data_fraction": budget.data_fraction,
+            "steps": attack.planned_steps(suspect.attacker) * (len(variants) if variants else 1),
+            "source_run": str(run.path),
+            "dataset": suspect.data.name,
+            "unlabeled": budget.unlabeled,
+            "labeled_images": len(suspect.attacker.labeled_x),
+            "device": str(suspect.device),
+        }
+
+    def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
+        probes.extend(probes_for(suspect.data, suspect.device))
+        if len(probes) == 1:
+            ctx.log("no key probes for this run: retention is not measured", "warning")
+        before = referee_scores(suspect.model, probes)
+        summary |= {
+            "labeled_images": len(suspect.attacker.labeled_x),
+            "unlabeled_images": len(suspect.attacker.unlabeled_x),
+            "before": before,
+        }
+        ctx.log(f"before the attack: {describe_scores(before)}")
+        trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
+        env = AttackEnv(ctx, suspect.device, suspect.seed, trainer)
+        if variants is not None:
+            summary |= _sweep(ctx, variants, attack, suspect, env, probes)
+            return
+        result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
+        after = referee_scores(result.model, probes)
+        summary |= {
+            "after": after,
+            "test_acc": after["test_acc"],
+            "retention": after["retention"],
+            "test_acc_before": before["test_acc"],
+            "retention_before": before["retention"],
+            "steps": result.steps,
+            "model": result.arch.name,
+            "info": json_safe(result.info),
+        }
+        if out_run is not None:
+            out_run.save_model(result.model, result.arch)
+        ctx.log(f"after the attack: {describe_scores(after)}")
+
+    return refereed_job(
+        run,
+        budget,
+        out_run,
+        phase=attack_name,
+        device=device,
+        head=head,
+        start_info=start_info,
+        work=work,
+        end_info=lambda summary: {"test_acc": summary.get("test_acc")},
+    )
+
+
+def _sweep(
+    ctx: JobContext,
+    variants: list[Any],
+    attack: Attack[Any],
+    suspect: Suspect,
+    env: AttackEnv,
+    probes: list[Probe],
+) -> dict[str, Any]:
+    """Run the attack once per ratio on a fresh copy of the suspect; the referee scores each."""
+    rows = []
+    for params in variants:
+        fresh = type(attack)(params)
+        result = fresh.run(copy.deepcopy(suspect.model), suspect.arch, suspect.attacker, env)
+        scores = referee_scores(result.model, probes)
+        row = {
+            "ratio": params.ratio,
+            "sparsity": result.info.get("sparsity"),
+            # what the ratio removed: units for neuron pruning, weights otherwise
+            "pruned": result.info.get("unit_fraction", result.info.get("sparsity")),
+            "test_acc": scores["test_acc"],
+            "retention": scores["retention"],
+        }
+        rows.append(row)
+        ctx.log(f"ratio {params.ratio:g}: {describe_scores(scores)}")
+    return {"sweep": rows}
+
+
+def parsed_budget(values: Any) -> AttackerBudget:
+    return (
+        values if isinstance(values, AttackerBudget) else AttackerBudget.from_mapping(loose(values))
+    )
+
+
+@register_job_kind
+class AttackKind(JobKind):
+    """Remove a watermark: fine-tune, prune or distill a run's model within a budget."""
+
+    name = "attack"
+    title = "attack a model"
+    plugin_key = "attack"
+
+    def plugins(self) -> list[Plugin[Any]]:
+        return ATTACKS.select(REMOVAL)
+
+    def plugin(self, name: str) -> Plugin[Any]:
+        plugin = ATTACKS.get(name)
+        if plugin.role != REMOVAL:
+            raise ConfigError(
+                f"{name!r} is a {plugin.role}: a detect phase or job, not {self.name} "
+                f"(wmtui detect --method {name})"
+            )
+        return plugin
+
+    def parse_params(self, plugin: str, values: Any) -> Any:
+        self.plugin(plugin)
+        return make_attack(plugin, values, role=REMOVAL).params
+
+    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+        name = spec.plugin
+        self.plugin(name)
+        budget = parsed_budget(spec.budget)
+        if not inputs:
+            attack = checked_plugin(name, spec.params, budget, REMOVAL)
+            return CheckedJob(spec, params=attack.params, budget=budget)
+        if spec.source is None:
+            raise ConfigError("an attack needs the run whose model it attacks (--run RUN)")
+        checked = check_attack(
+            spec.source,
+            name,
+            spec.params,
+            budget,
+            device=spec.device,
+            eval_every=spec.eval_every,
+            sweep=spec.sweep,
+            role=REMOVAL,
+        )
+        params = checked.attack.params
+        manifest = attack_manifest(spec.source, name, params, budget, spec.sweep)
+        return CheckedJob(
+            spec,
+            params=params,
+            budget=budget,
+            manifest=manifest,
+            make=lambda run: checked_attack_job(
+                checked, name, budget, run, None, spec.device, spec.eval_every
+            ),
+        )

@@ -1,0 +1,235 @@
+"""The engine as referee between an attacker and the owner's key.
+
+An attack or a detector is handed the suspect model, the attacker's share of the data and an
+:class:`~engine.attacks.registry.AttackEnv`. The referee's probes (the clean test set, plus
+the owner's key sets) live only here: the training loop scores them every ``eval_every``
+steps and streams ``Metrics``, and the job measures them before and after. The attack never
+receives the key or the scores; ``engine.attacks`` never imports ``engine.watermarks``.
+
+:func:`refereed_job` is the one skeleton of the ``attack`` and ``detect`` jobs: load the
+suspect, announce the phase, do the work, and leave a summary for every outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
+from engine.attacks.registry import TrainReport
+from engine.data import ImageSet, load_dataset
+from engine.errors import RunError
+from engine.events import Phase, json_safe
+from engine.jobs.common import KEY_DIR, recording_outcome, resolve_device
+from engine.metrics import Probe, accuracy, percent
+from engine.models import Architecture
+from engine.runs import RunDir, load_model
+from engine.session import Job, JobContext
+from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
+from engine.watermarks import KEY_JSON, check_key_matches, get_scheme, load_key
+
+ProbesFor = Callable[[ImageSet, torch.device], list[Probe]]
+
+
+# -- the owner's keys ------------------------------------------------------------------------
+def key_folders(run_dir: str | Path) -> list[Path]:
+    """``key`` first, then the keys switched to mid-run (``key-2``, ``key-3``, ...)."""
+    folders = [p for p in Path(run_dir).glob("key*") if (p / KEY_JSON).is_file()]
+    return sorted(folders, key=lambda p: (p.name != KEY_DIR, len(p.name), p.name))
+
+
+def load_key_probes(run_dir: str | Path, data: ImageSet, device: torch.device) -> list[Probe]:
+    """One retention probe per key of ``run_dir``, on held-out samples of ``data``."""
+    probes = []
+    for folder in key_folders(run_dir):
+        key = load_key(folder)
+        check_key_matches(key, data.name, data.shape, data.num_classes)
+        probes.append(get_scheme(key.scheme).probe(key, data, folder.name))
+    return probes
+
+
+def key_run(run_dir: Path, max_depth: int = 16) -> Path | None:
+    """The run holding the owner's key: ``run_dir`` itself, else the run it was attacked from
+    (an attacked run records ``source_run``), so chained attacks are still refereed."""
+    path: Path | None = Path(run_dir)
+    for _ in range(max_depth):
+        if path is None:
+            return None
+        if (path / KEY_DIR).is_dir():
+            return path
+        try:
+            source = RunDir(path).manifest().get("source_run")
+        except RunError:
+            return None
+        path = Path(source) if source else None
+    return None
+
+
+def default_probes(run_dir: Path) -> ProbesFor:
+    """The clean test probe, plus the owner's key probes when the run (or the run it was
+    attacked from) has a key."""
+
+    def probes_for(data: ImageSet, device: torch.device) -> list[Probe]:
+        probes = [clean_test_probe(data)]
+        owner = key_run(run_dir)
+        return probes if owner is None else probes + load_key_probes(owner, data, device)
+
+    return probes_for
+
+
+def referee_scores(model: nn.Module, probes: Iterable[Probe]) -> dict[str, Any]:
+    """``{"test_acc": ..., "retention": {key probe: accuracy}}`` at full precision."""
+    scores = {p.name: accuracy(model, p) for p in probes}
+    return {
+        "test_acc": json_safe(scores.get("test")),
+        "retention": {k: json_safe(v) for k, v in scores.items() if k != "test"},
+    }
+
+
+def describe_scores(scores: Mapping[str, Any]) -> str:
+    parts = [f"test acc {percent(scores.get('test_acc'))}"]
+    parts += [f"{k} {percent(v)}" for k, v in scores.get("retention", {}).items()]
+    return ", ".join(parts)
+
+
+def referee_trainer(
+    ctx: JobContext, phase: str, probes: list[Probe], eval_every: int, seed: int
+) -> Callable[..., TrainReport]:
+    """``env.train``: the one loop, with the referee's probes closed over, returning no scores."""
+
+    def train(
+        model: nn.Module,
+        sources: list[Source],
+        settings: OptimSettings,
+        *,
+        steps: int,
+        params: Iterable[nn.Parameter] | None = None,
+    ) -> TrainReport:
+        loop = TrainLoop(
+            model,
+            sources,
+            settings,
+            ctx=ctx,
+            phase=phase,
+            total_steps=steps,
+            probes=probes,
+            eval_every=eval_every,
+            seed=seed,
+            params=params,
+        )
+        result = loop.run()
+        return TrainReport(result.steps, result.loss)
+
+    return train
+
+
+# -- the suspect -----------------------------------------------------------------------------
+def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
+    """The dataset the suspect was trained on; ``auto`` is resolved from the run's summary so a
+    different machine does not pick a different dataset."""
+    name = str(config.get("dataset", "auto"))
+    if name == "auto":
+        with contextlib.suppress(RunError):
+            name = str(run.summary().get("dataset") or "auto")
+    return name
+
+
+@dataclasses.dataclass
+class AttackerView:
+    """The run's dataset, the attacker's seed (the budget's, else the run's) and the
+    attacker's share of the data: what a budget check needs and the job then uses."""
+
+    data: ImageSet
+    seed: int
+    attacker: AttackerData
+
+
+def load_attacker_data(run: RunDir, budget: AttackerBudget, device: torch.device) -> AttackerView:
+    config = run.manifest()["config"]
+    data = load_dataset(
+        source_dataset(run, config),
+        config.get("data_dir") or None,
+        device=device,
+        train_size=int(config.get("train_size", 0)),
+        test_size=int(config.get("test_size", 0)),
+    ).data
+    seed = budget.seed if budget.seed >= 0 else int(config.get("seed", 0))
+    attacker = build_attacker_data(budget, data, seed=seed, data_dir=config.get("data_dir") or None)
+    return AttackerView(data, seed, attacker)
+
+
+@dataclasses.dataclass
+class Suspect:
+    """What an attack or a detector starts from."""
+
+    device: torch.device
+    data: ImageSet
+    model: nn.Module
+    arch: Architecture
+    seed: int
+    attacker: AttackerData
+
+
+def load_suspect(
+    run: RunDir, budget: AttackerBudget, device: str, view: AttackerView | None = None
+) -> Suspect:
+    """The device, the run's dataset (``view`` when validation already loaded it on that
+    device), its model, the attacker's seed and share of the data."""
+    dev = resolve_device(device)
+    view = view or load_attacker_data(run, budget, dev)
+    model, arch = load_model(run.path, dev)
+    return Suspect(dev, view.data, model, arch, view.seed, view.attacker)
+
+
+# -- the skeleton ----------------------------------------------------------------------------
+Work = Callable[[JobContext, Suspect, dict[str, Any]], None]
+
+
+def refereed_job(
+    run: RunDir,
+    budget: AttackerBudget,
+    out_run: RunDir | None,
+    *,
+    phase: str,
+    device: str,
+    head: Callable[[Suspect], dict[str, Any]],
+    start_info: Callable[[Suspect], dict[str, Any]],
+    work: Work,
+    end_info: Callable[[dict[str, Any]], dict[str, Any]],
+    view: AttackerView | None = None,
+) -> Job:
+    """Load the suspect, emit ``Phase(phase, "start")``, run ``work`` (which fills in the
+    summary as it goes), and write the summary, also when stopped or diverged.
+
+    ``head`` gives the plugin's own first summary keys; the budget, seed, source run, dataset
+    and device follow for every refereed job."""
+
+    def job(ctx: JobContext) -> dict[str, Any]:
+        started = time.monotonic()
+        suspect = load_suspect(run, budget, device, view)
+        summary: dict[str, Any] = {
+            **head(suspect),
+            "budget": budget.to_dict(),
+            "seed": suspect.seed,
+            "source_run": str(run.path),
+            "dataset": suspect.data.name,
+            "device": str(suspect.device),
+        }
+        ctx.emit(Phase(phase, "start", info=start_info(suspect)))
+        with recording_outcome(out_run, summary):
+            work(ctx, suspect, summary)
+        summary |= {"status": "completed", "seconds": round(time.monotonic() - started, 2)}
+        summary = json_safe(summary)
+        if out_run is not None:
+            out_run.write_summary(summary)
+        ctx.emit(Phase(phase, "end", info=end_info(summary)))
+        return summary
+
+    return job

@@ -1,0 +1,262 @@
+"""One description of a job, checked once, run anywhere.
+
+A :class:`JobSpec` names a job kind (``train``, ``embed``, ``verify``, ``attack``,
+``detect``), its plugin and params, the train config or the attacker's budget, the input run
+and the output folder. :meth:`JobSpec.validate` makes every check before anything is
+written and returns a :class:`CheckedJob`; :meth:`CheckedJob.build` creates the run folder and
+gives the job a :class:`~engine.session.Session` runs. The CLI, the playground's forms, the
+start screen, scenarios and Python callers all go through here, so no check is written twice
+and a refused job never leaves a folder behind.
+
+Job kinds live in :data:`JOB_KINDS`, a registry of the same pattern as the plugins; a kind
+knows its plugins (a scheme, an attack, a detector) by registry role, never by type tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engine.errors import ConfigError
+from engine.registry import Plugin, Registry, parse_params
+from engine.runs import RunDir
+from engine.session import EventSink, Job, Session
+
+
+def as_path(value: Any) -> Path | None:
+    """A run given as a path, a string, or anything with a ``path`` (a finished ``Result``)."""
+    if value is None:
+        return None
+    return Path(getattr(value, "path", value))
+
+
+@dataclasses.dataclass
+class JobSpec:
+    """What to run. Build one with the kind's constructor (``JobSpec.train(...)``,
+    ``JobSpec.embed("pattern", ...)``, ``JobSpec.attack("ft-basic", run=...)``...) or field
+    by field; nothing is checked until :meth:`validate`.
+
+    ``params``, ``config`` (the train config) and ``budget`` take a dataclass or loose values
+    (CLI text, TOML, a form); ``source`` is the input run (``--from`` of embed, ``--run`` of
+    the others); ``out`` None runs without a folder (tests, quick experiments)."""
+
+    kind: str
+    plugin: str = ""
+    params: Any = None
+    config: Any = None
+    budget: Any = None
+    source: Path | None = None
+    out: Path | None = None
+    device: str = "auto"
+    eval_every: int = 100
+    sweep: tuple[float, ...] | None = None
+    key: Path | None = None
+    alpha: float = 1e-3
+    data_dir: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    #: the manifest's ``command`` (default: the kind) and keys added to it (a scenario's name)
+    command: str = ""
+    manifest_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # -- constructors: the public Python API's vocabulary ----------------------------------
+    @classmethod
+    def train(cls, *, out: Any = None, overwrite: bool = False, **config: Any) -> JobSpec:
+        """``config``: :class:`~engine.config.TrainConfig` fields (dataset, model, epochs...)."""
+        return cls("train", config=config, out=as_path(out), overwrite=overwrite)
+
+    @classmethod
+    def resume_run(cls, run: Any, **config: Any) -> JobSpec:
+        """Continue ``run`` from its last checkpoint; ``config`` overrides (``epochs``)."""
+        path = as_path(run)
+        return cls("train", config=config, out=path, source=path, resume=True)
+
+    @classmethod
+    def embed(
+        cls,
+        scheme: str = "pattern",
+        *,
+        from_run: Any = None,
+        out: Any = None,
+        overwrite: bool = False,
+        params: Any = None,
+        config: Any = None,
+        **values: Any,
+    ) -> JobSpec:
+        """``values`` are split by name: train-config fields, the rest scheme params."""
+        from engine.config import TrainConfig
+
+        train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = loose(config) | {k: v for k, v in values.items() if k in train_names}
+        own = loose(params) | {k: v for k, v in values.items() if k not in train_names}
+        return cls(
+            "embed",
+            scheme,
+            own,
+            config,
+            source=as_path(from_run),
+            out=as_path(out),
+            overwrite=overwrite,
+        )
+
+    @classmethod
+    def attack(cls, name: str, *, run: Any, **values: Any) -> JobSpec:
+        """``values``: ``out``, ``device``, ``eval_every``, ``sweep``, ``overwrite``, and by
+        name the attacker-budget fields; the rest are the attack's params."""
+        return cls._refereed("attack", name, run, values)
+
+    @classmethod
+    def detect(cls, method: str, *, run: Any, **values: Any) -> JobSpec:
+        return cls._refereed("detect", method, run, values)
+
+    @classmethod
+    def _refereed(cls, kind: str, name: str, run: Any, values: dict[str, Any]) -> JobSpec:
+        from engine.attacks.budget import AttackerBudget
+
+        own = {f.name for f in dataclasses.fields(cls)} - {"kind", "plugin", "source"}
+        spec_values = {k: values.pop(k) for k in list(values) if k in own - {"params", "budget"}}
+        budget_names = {f.name for f in dataclasses.fields(AttackerBudget)}
+        budget = loose(values.pop("budget", None))
+        params = loose(values.pop("params", None))
+        budget |= {k: values.pop(k) for k in list(values) if k in budget_names}
+        params |= values
+        if "out" in spec_values:
+            spec_values["out"] = as_path(spec_values["out"])
+        if spec_values.get("sweep") is not None:
+            spec_values["sweep"] = tuple(spec_values["sweep"])
+        return cls(kind, name, params, budget=budget, source=as_path(run), **spec_values)
+
+    @classmethod
+    def verify(
+        cls,
+        *,
+        run: Any,
+        key: Any = None,
+        alpha: float = 1e-3,
+        device: str = "auto",
+        data_dir: str | None = None,
+    ) -> JobSpec:
+        return cls(
+            "verify",
+            source=as_path(run),
+            key=as_path(key),
+            alpha=alpha,
+            device=device,
+            data_dir=data_dir,
+        )
+
+    # -- checking and building ---------------------------------------------------------------
+    def job_kind(self) -> JobKind:
+        return JOB_KINDS.get(self.kind).factory
+
+    def validate(self, *, inputs: bool = True) -> CheckedJob:
+        """Every check, nothing written. ``inputs=False`` leaves out what needs the input run
+        or the data (a scenario's later phases, whose input is made by an earlier one)."""
+        return self.job_kind().check(self, inputs=inputs)
+
+    def build(self) -> BuiltJob:
+        """:meth:`validate`, then :meth:`CheckedJob.build`."""
+        return self.validate().build()
+
+
+@dataclasses.dataclass
+class CheckedJob:
+    """A spec that passed every check, with its values parsed: what to write and to run."""
+
+    spec: JobSpec
+    params: Any = None
+    config: Any = None
+    budget: Any = None
+    manifest: dict[str, Any] | None = None
+    make: Callable[[RunDir | None], Job] | None = None
+    #: prepares an existing folder before the job writes into it (``--overwrite`` of embed)
+    on_create: Callable[[RunDir], None] | None = None
+
+    def build(self) -> BuiltJob:
+        """Create the run folder (when the spec has ``out``) and the job that writes it."""
+        assert self.make is not None, "validated with inputs=False: not buildable"
+        spec, run = self.spec, None
+        if spec.out is not None:
+            if spec.resume:
+                run = RunDir.open(spec.out)
+                if self.manifest is not None:
+                    run.write_manifest(self.manifest)
+            else:
+                assert self.manifest is not None
+                run = RunDir.create(spec.out, self.manifest, overwrite=spec.overwrite)
+            if self.on_create is not None:
+                self.on_create(run)
+        return BuiltJob(self.make(run), run)
+
+
+@dataclasses.dataclass
+class BuiltJob:
+    """The job and its run folder (None without ``out``)."""
+
+    job: Job
+    run: RunDir | None
+
+    def session(self, sinks: list[EventSink] | None = None) -> Session:
+        """A session for the job, recording into the run folder's ``events.jsonl``."""
+        own = [self.run.event_sink()] if self.run is not None else []
+        return Session(self.job, own + list(sinks or []))
+
+
+class JobKind:
+    """A kind of job: how its spec is checked and what job it builds.
+
+    ``plugin_key`` names the plugin in a scenario phase (``scheme = "pattern"``);
+    ``makes_model`` kinds (train, embed) start a model, the others work on an earlier run's;
+    ``in_scenarios`` kinds may be scenario phases."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    plugin_key: ClassVar[str] = ""
+    makes_model: ClassVar[bool] = False
+    in_scenarios: ClassVar[bool] = True
+
+    def plugins(self) -> list[Plugin[Any]]:
+        return []
+
+    def plugin(self, name: str) -> Plugin[Any]:
+        raise ConfigError(f"a {self.name} job takes no plugin (got {name!r})")
+
+    def params_type(self, plugin: str) -> type | None:
+        return self.plugin(plugin).params if plugin else None
+
+    def parse_params(self, plugin: str, values: Any) -> Any:
+        """The plugin's params from loose values, checked: what a form or a scenario file
+        is validated with before the rest of the job exists."""
+        if not plugin:
+            if values:
+                raise ConfigError(f"a {self.name} job takes no params")
+            return None
+        params_type = self.plugin(plugin).params
+        if params_type is None or isinstance(values, params_type):
+            return values
+        return parse_params(params_type, loose(values))
+
+    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+        raise NotImplementedError
+
+
+JOB_KINDS: Registry[JobKind] = Registry("job kind")
+
+
+def register_job_kind(cls: type[JobKind]) -> type[JobKind]:
+    """Class decorator: one instance of the kind under its ``name``."""
+    JOB_KINDS.register(cls.name)(cls())
+    return cls
+
+
+def loose(values: Any) -> dict[str, Any]:
+    """Values as a plain dict, whether given as a dataclass, a mapping or nothing."""
+    if values is None:
+        return {}
+    if dataclasses.is_dataclass(values) and not isinstance(values, type):
+        return dataclasses.asdict(values)
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"expected a table of values, got {type(values).__name__}")
+    return dict(values)

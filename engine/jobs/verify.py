@@ -1,0 +1,99 @@
+"""The ``verify`` job: query a run's model with an owner's key; the ownership verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import TrainConfig
+from engine.data import load_dataset
+from engine.errors import ConfigError, RunError
+from engine.jobs.common import KEY_DIR, resolve_device
+from engine.jobs.spec import CheckedJob, JobKind, JobSpec, register_job_kind
+from engine.runs import RunDir
+from engine.session import Job, JobContext
+from engine.watermarks import Key, check_key_matches, get_scheme, load_key
+
+
+@dataclasses.dataclass
+class CheckedVerify:
+    run: RunDir
+    key: Key
+    key_dir: Path
+    device: torch.device
+
+
+def check_verify(run_path: Path, key_dir: Path | None, alpha: float, device: str) -> CheckedVerify:
+    """The significance, the run, the key and the device, before anything is loaded."""
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
+    run = RunDir.open(run_path)
+    folder = key_dir if key_dir is not None else run.path / KEY_DIR
+    return CheckedVerify(run, load_key(folder), folder, resolve_device(device))
+
+
+def verify_run(
+    run_path: Path,
+    key_dir: Path | None = None,
+    *,
+    alpha: float = 1e-3,
+    device: str = "auto",
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Query ``run_path``'s model with a key (default ``RUN/key``): the ownership verdict."""
+    return measure(check_verify(run_path, key_dir, alpha, device), alpha, data_dir)
+
+
+def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[str, Any]:
+    """The verdict. The key must have been made for the run's dataset and input shape; the
+    dataset is loaded as the run was trained (same test size), and the held-out samples come
+    from its test set."""
+    run, key, dev = checked.run, checked.key, checked.device
+    config = TrainConfig.from_mapping(run.manifest()["config"])
+    model, arch = run.load_model(dev)
+    loaded = load_dataset(
+        config.dataset,
+        data_dir or config.data_dir or None,
+        device=dev,
+        train_size=config.train_size or 1,
+        test_size=config.test_size,
+    )
+    data = loaded.data
+    if arch.num_classes not in (data.num_classes, data.num_classes + 1):
+        raise RunError(
+            f"model of {run.path} has {arch.num_classes} outputs; {data.name} has "
+            f"{data.num_classes} classes"
+        )
+    check_key_matches(key, data.name, arch.in_shape, data.num_classes)
+    verdict = get_scheme(key.scheme).verify(model, key, data, alpha)
+    return {
+        "scheme": key.scheme,
+        "key": str(checked.key_dir),
+        "run": str(run.path),
+        **verdict.to_dict(),
+    }
+
+
+@register_job_kind
+class VerifyKind(JobKind):
+    """Claim ownership: query a run's model with a key; the verdict and its p-value."""
+
+    name = "verify"
+    title = "verify ownership"
+    in_scenarios = False
+
+    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+        if spec.source is None:
+            raise ConfigError("verify needs the run whose model is queried")
+        checked = check_verify(spec.source, spec.key, spec.alpha, spec.device)
+
+        def make(run: RunDir | None) -> Job:
+            def job(ctx: JobContext) -> dict[str, Any]:
+                return measure(checked, spec.alpha, spec.data_dir)
+
+            return job
+
+        return CheckedJob(spec, make=make)
