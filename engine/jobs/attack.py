@@ -27,6 +27,7 @@ from engine.jobs.referee import (
     referee_scores,
     referee_trainer,
     refereed_job,
+    require_run_dataset,
 )
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.metrics import Probe
@@ -101,6 +102,7 @@ def check_attack(
     check_eval_every(eval_every)
     run = RunDir.open(run_dir_in)
     resolve_device(device)
+    require_run_dataset(run)
     return CheckedAttack(attack, variants, run)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
 from engine.attacks.registry import TrainReport
-from engine.data import ImageSet, load_dataset
+from engine.data import ImageSet, default_data_dir, load_dataset, require_dataset
 from engine.errors import RunError
 from engine.events import Phase, json_safe
 from engine.jobs.common import KEY_DIR, recording_outcome, resolve_device
@@ -139,6 +139,14 @@ def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
         with contextlib.suppress(RunError):
             name = str(run.summary().get("dataset") or "auto")
     return name
+
+
+def require_run_dataset(run: RunDir) -> None:
+    """The dataset the suspect was trained on is here (a missing one is refused before the
+    attack's folder is made)."""
+    config = run.manifest()["config"]
+    folder = config.get("data_dir") or None
+    require_dataset(source_dataset(run, config), Path(folder) if folder else default_data_dir())
 
 
 @dataclasses.dataclass

@@ -1,25 +1,144 @@
+"""The layout's import rules, as tests (DESIGN.md, "Layout"):
+
+* ``engine`` never imports ``wmtui``, textual, rich or typer: every engine module is imported
+  in a fresh interpreter, none excepted;
+* ``engine.attacks`` never imports ``engine.watermarks``: an attack never sees the key (the
+  referee in ``engine.jobs`` does), checked on every import statement, lazy ones included;
+* no import cycles inside ``engine``, lazy imports included (a cycle patched with an import
+  inside a function is still a cycle);
+* ``wmtui.cli`` imports textual only inside the commands that start the app.
+"""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
+
+import engine
+
+ROOT = Path(__file__).resolve().parents[2]
+UI_LIBRARIES = ("wmtui", "textual", "rich", "typer")
 
 
-def test_engine_imports_no_ui_library() -> None:
-    """The engine must run headless: importing all of it pulls in no textual/rich/typer."""
+def module_files(package: str) -> dict[str, Path]:
+    """Every module of ``package`` (dotted name -> file)."""
+    base = ROOT / package.replace(".", "/")
+    out = {}
+    for path in base.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def imported_names(path: Path, module: str) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import statement in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = set(map(id, tree.body))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.append((base, id(node) in top))
+            found += [(f"{base}.{alias.name}", id(node) in top) for alias in node.names]
+    return found
+
+
+def test_every_engine_module_imports_no_ui_library() -> None:
+    names = sorted(m.name for m in pkgutil.walk_packages(engine.__path__, "engine.") if not m.ispkg)
+    assert "engine.jobs.scenarios" in names and "engine.attacks.gan" in names
     code = (
-        "import sys, engine, engine.jobs, engine.session, engine.training, engine.runs, "
-        "engine.data, engine.models, engine.metrics, engine.config\n"
-        "bad = [m for m in ('textual', 'rich', 'typer') if m in sys.modules]\n"
-        "print(','.join(bad))"
+        "import importlib, sys\n"
+        f"for name in {names!r}: importlib.import_module(name)\n"
+        f"print(','.join(m for m in {UI_LIBRARIES!r} if m in sys.modules))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == ""
 
 
-def test_cli_module_does_not_import_textual() -> None:
-    """Headless commands start without loading Textual (only `tui` imports it)."""
+def test_attacks_never_import_the_watermark_schemes() -> None:
+    offenders = [
+        f"{module} imports {name}"
+        for module, path in module_files("engine.attacks").items()
+        for name, _ in imported_names(path, module)
+        if name == "engine.watermarks" or name.startswith("engine.watermarks.")
+    ]
+    assert offenders == []
+
+
+def test_engine_has_no_import_cycles() -> None:
+    modules = module_files("engine")
+    graph = {
+        module: {
+            target
+            for name, _ in imported_names(path, module)
+            for target in [name if name in modules else name.rpartition(".")[0]]
+            if target in modules and target != module
+        }
+        for module, path in modules.items()
+    }
+    # a package imports its own submodules to register them; that is an edge, not a cycle
+    # unless a submodule imports the package back (then the package is on a loop)
+    cycles = strongly_connected(graph)
+    assert [c for c in cycles if len(c) > 1] == []
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm: the components of mutually reachable modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_cli_imports_textual_only_inside_commands() -> None:
+    """Headless commands start without loading Textual; a module-level import would load it."""
+    top_level = [
+        f"{module} imports {name}"
+        for module, path in module_files("wmtui.cli").items()
+        for name, at_top in imported_names(path, module)
+        if at_top and (name.split(".")[0] == "textual" or name.startswith("wmtui.tui"))
+    ]
+    assert top_level == []
     code = "import sys, wmtui.cli\nprint('textual' in sys.modules)"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "False"

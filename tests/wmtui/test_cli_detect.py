@@ -149,3 +149,38 @@ def test_a_one_class_model_is_refused_before_anything_is_written(
     assert result.exit_code == 2, result.output
     assert "1 output class" in result.output and "at least 2" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_one_detect_run_loads_the_dataset_once(
+    suspect_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget check counts the clean images on the data the scan then uses."""
+    from engine.jobs import referee
+
+    calls = []
+    real = referee.load_dataset
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(referee, "load_dataset", counting)
+    args = ["detect", "--method", "gan", "--run", str(suspect_run), "--out", str(tmp_path / "d")]
+    result = runner.invoke(app, [*args, "--data-fraction", "0.5", "--device", "cpu", *FAST])
+    assert result.exit_code == 0, result.output
+    assert calls == ["synthetic"]
+
+
+def test_a_missing_dataset_is_refused_before_any_folder(tmp_path: Path) -> None:
+    """Every refereed command checks the suspect's dataset before making --out."""
+    config = TrainConfig(dataset="mnist", data_dir=str(tmp_path / "empty"))
+    run = RunDir.create(tmp_path / "suspect", {"command": "train", "config": config.to_dict()})
+    arch = Architecture("lenet5", (1, 28, 28), 10)
+    run.save_model(build_model(arch), arch)
+    for command, flag in (("detect", "--method"), ("attack", "--attack")):
+        plugin = "gan" if command == "detect" else "ft-basic"
+        out = tmp_path / command
+        args = [command, flag, plugin, "--run", str(run.path), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--data-fraction", "0.5"])
+        assert result.exit_code == 2 and "mnist" in result.output, result.output
+        assert not out.exists()

@@ -24,7 +24,7 @@ from engine.errors import UserError, closest
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
 from engine.registry import Plugin, describe_params, scalar_type
-from wmtui.cli.options import with_dataclass_options
+from wmtui.cli.options import plugin_listing, with_dataclass_options
 
 COMMAND = "attack"
 
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
     from wmtui.cli.common import guarded
 
     command = guarded(with_dataclass_options(AttackerBudget)(attack))
-    app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
+    app.command(COMMAND, context_settings=EXTRA_ARGS, cls=plugin_listing(COMMAND))(command)
 
 
 def attack(

@@ -1,6 +1,6 @@
 """``wmtui detect``: find (and with ``--remove``, remove) a watermark by trigger search.
 
-    wmtui detect --method gan|neural-cleanse --run RUN [--remove] --out RUN2 [--json]
+    wmtui detect --method METHOD --run RUN [--remove] --out RUN2 [--json]
                  [--data-fraction F] [--epochs N] [detector flags: --steps, --mode, ...]
 
 Budget flags come from :class:`AttackerBudget`; the detector's own flags (see
@@ -22,7 +22,7 @@ from engine.attacks.budget import AttackerBudget
 from engine.errors import UserError
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
-from wmtui.cli.options import with_dataclass_options
+from wmtui.cli.options import plugin_listing, with_dataclass_options
 
 COMMAND = "detect"
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -35,14 +35,14 @@ def register(app: typer.Typer) -> None:
     from wmtui.cli.common import guarded
 
     command = guarded(with_dataclass_options(AttackerBudget)(detect))
-    app.command(COMMAND, context_settings=EXTRA_ARGS)(command)
+    app.command(COMMAND, context_settings=EXTRA_ARGS, cls=plugin_listing(COMMAND))(command)
 
 
 def detect(
     ctx: typer.Context,
     given: dict[str, str],
     method: Annotated[
-        str | None, typer.Option("--method", help="gan or neural-cleanse", show_default=False)
+        str | None, typer.Option("--method", help="detector (listed below)", show_default=False)
     ] = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run", help="run holding the suspect model", show_default=False)
@@ -70,6 +70,7 @@ def detect(
     """Detect a watermark's target class by per-class trigger search; optionally remove it.
 
     The detector's own flags follow --method (wmtui attack --list shows them).
+
     """
     from wmtui.cli.attacks import attack_flags
     from wmtui.cli.common import default_out, run_spec

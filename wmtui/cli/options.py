@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, get_type_hints
 
 import typer
+from typer.core import TyperCommand
 
+from engine.jobs import JOB_KINDS
 from engine.registry import describe_params
 
 
@@ -86,3 +88,18 @@ def with_dataclass_options(
 
 def field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def plugin_listing(kind: str) -> type[TyperCommand]:
+    """A command class whose ``--help`` ends with the plugins of job ``kind`` as registered
+    when the help is shown: a scheme, attack or detector added by one new module appears
+    here with no CLI module to edit."""
+
+    class PluginListing(TyperCommand):
+        def format_epilog(self, ctx: Any, formatter: Any) -> None:
+            super().format_epilog(ctx, formatter)
+            plugins = JOB_KINDS.get(kind).factory.plugins()
+            with formatter.section(f"{kind} plugins (their own flags follow the name)"):
+                formatter.write_dl([(p.name, p.summary) for p in plugins])
+
+    return PluginListing

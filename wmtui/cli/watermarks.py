@@ -27,7 +27,7 @@ from wmtui.cli.common import (
     guarded,
     run_spec,
 )
-from wmtui.cli.options import field_names, with_dataclass_options
+from wmtui.cli.options import field_names, plugin_listing, with_dataclass_options
 
 SCHEME_PARAMS = sorted(
     (plugin.params for plugin in SCHEMES if plugin.params is not None),
@@ -142,7 +142,8 @@ def register(app: typer.Typer) -> None:
     """Add ``embed`` and ``verify`` to ``app`` (once; a second call does nothing)."""
     existing = {info.name for info in app.registered_commands}
     if "embed" not in existing:
-        app.command("embed")(guarded(with_dataclass_options(TrainConfig, *SCHEME_PARAMS)(embed)))
+        command = guarded(with_dataclass_options(TrainConfig, *SCHEME_PARAMS)(embed))
+        app.command("embed", cls=plugin_listing("embed"))(command)
     if "verify" not in existing:
         app.command("verify")(guarded(verify))
 
