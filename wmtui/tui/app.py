@@ -86,6 +86,21 @@ class WmtuiApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "wmtui"
+    #: the keys that steer a live worker, and what each steers: replay keeps them bound
+    #: (pressing one explains itself) but out of its footer
+    LIVE_ONLY: ClassVar[dict[str, str]] = {
+        "lr_up": "learning rate",
+        "lr_down": "learning rate",
+        "set_lr": "learning rate",
+        "next_trigger": "trigger",
+        "set_label": "target label",
+        "attack": "attack",
+        "detect": "scan",
+        "stop": "stop (ctrl+q quits)",
+        "skip_phase": "next phase",
+        "edit_next": "editing a phase",
+        "checkpoint": "checkpoint",
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_pause", "pause"),
         Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),

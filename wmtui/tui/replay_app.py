@@ -8,7 +8,7 @@ live worker (learning rate, trigger, label, attack, scan, stop) with one log lin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -44,9 +44,14 @@ class ReplayHelpScreen(HelpScreen):
             yield Static("wmtui replay keys\n\n" + lines, id="help-text")
 
 
-def _hidden(keys: str, action: str) -> Binding:
-    """A live-only key kept bound (so pressing it explains itself) but out of the footer."""
-    return Binding(keys, action, show=False)
+def live_only_bindings() -> list[BindingType]:
+    """The live app's steering keys, from its one table, kept bound but out of the footer:
+    a key added to the live app is refused in replay by being marked live-only there."""
+    return [
+        Binding(b.key, b.action, show=False)
+        for b in WmtuiApp.BINDINGS
+        if isinstance(b, Binding) and b.action in WmtuiApp.LIVE_ONLY
+    ]
 
 
 def _app_bindings_except(key: str) -> list[BindingType]:
@@ -58,8 +63,8 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
     """Plays a recorded run; stays on the final screen when the recording ends."""
 
     TITLE = "wmtui replay"
-    # The whole list, not inherited (inherit_bindings=False): a key added to the live app
-    # must not turn up in replay without a decision here (it would steer no worker).
+    # Not inherited (inherit_bindings=False): replay's own keys, then the live app's steering
+    # keys as its LIVE_ONLY table marks them.
     BINDINGS: ClassVar[list[BindingType]] = [
         *_app_bindings_except("ctrl+q"),
         Binding("space", "toggle_pause", "pause"),
@@ -71,14 +76,7 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
         Binding("ctrl+q", "quit", "quit", priority=True),
         Binding("ctrl+s", "screenshot_svg", "screenshot", show=False),
         Binding("question_mark", "help", "help", show=False),
-        _hidden("plus,equals_sign", "lr_up"),
-        _hidden("minus", "lr_down"),
-        _hidden("r", "set_lr"),
-        _hidden("t", "next_trigger"),
-        _hidden("l", "set_label"),
-        _hidden("a", "attack"),
-        _hidden("d", "detect"),
-        _hidden("s", "stop"),
+        *live_only_bindings(),
     ]
 
     def __init__(self, session_factory: Callable[[], ReplaySession], refresh: float = 4.0) -> None:
@@ -158,29 +156,13 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
     def _refuse(self, what: str) -> None:
         self.query_one("#log", Log).write_line(f"! not available in replay: {what}")
 
-    def action_lr_up(self) -> None:
-        self._refuse("learning rate")
-
-    def action_lr_down(self) -> None:
-        self._refuse("learning rate")
-
-    def action_set_lr(self) -> None:
-        self._refuse("learning rate")
-
-    def action_next_trigger(self) -> None:
-        self._refuse("trigger")
-
-    def action_set_label(self) -> None:
-        self._refuse("target label")
-
-    def action_attack(self) -> None:
-        self._refuse("attack")
-
-    def action_detect(self) -> None:
-        self._refuse("scan")
-
-    def action_stop(self) -> None:
-        self._refuse("stop (ctrl+q quits)")
+    async def run_action(self, action: Any, default_namespace: Any = None) -> bool:
+        """A live-only key answers with one log line instead of steering (no worker here)."""
+        name = action if isinstance(action, str) else ""
+        if name in self.LIVE_ONLY:
+            self._refuse(self.LIVE_ONLY[name])
+            return True
+        return await super().run_action(action, default_namespace)
 
     def action_help(self) -> None:
         self.push_screen(ReplayHelpScreen())
