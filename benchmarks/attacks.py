@@ -17,7 +17,7 @@ out-of-distribution unlabelled source, each at every labelled fraction (ft-basic
 test accuracy and retention before -> after beside REFIT's Table 2 (pattern-based) / Table 3
 (instance-based) test accuracy for the closest cell, then the must-hold checks (ft-basic and
 ftal at 20% on the first run). Needs the runs' keys and the schemes'
-``engine.watermarks.load_key_probes`` for retention.
+``engine.jobs.referee.load_key_probes`` for retention.
 
     python benchmarks/attacks.py table --runs pattern=RUN abstract=RUN2 \
         [--fractions 0,0.1,0.2,0.5] [--unlabeled synthetic] [--epochs 20] [--json-out PATH]
@@ -37,13 +37,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from engine.attacks.job import referee_trainer
 from torch import nn
 
-from engine.attacks import AttackEnv, AttackerBudget, attack_job, build_attacker_data, make_attack
+from engine.attacks import AttackEnv, AttackerBudget, build_attacker_data, make_attack
 from engine.data import as_float, load_dataset
 from engine.errors import ConfigError
 from engine.jobs import resolve_device
+from engine.jobs.attack import attack_job
+from engine.jobs.referee import referee_trainer
 from engine.models import Architecture, build_model
 from engine.session import JobContext
 

@@ -33,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
-from engine.attacks.detection import Detection, make_detector
+from engine.attacks.detection import Detection
+from engine.attacks.registry import make_detector
 from engine.data import load_dataset
 from engine.data.base import ImageSet
 from engine.metrics import Probe, accuracy
