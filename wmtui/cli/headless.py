@@ -12,10 +12,7 @@ import time
 from typing import IO, Any
 
 from engine.events import Checkpoint, Done, Error, Event, Log, Metrics, Phase
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+from engine.metrics import percent
 
 
 def metrics_line(event: Metrics) -> str:
@@ -27,8 +24,8 @@ def metrics_line(event: Metrics) -> str:
         f"{event.images_per_s:,.0f} img/s",
     ]
     if event.test_acc is not None:
-        parts.append(f"test acc {_pct(event.test_acc)}")
-    parts += [f"{name} {_pct(value)}" for name, value in event.retention.items()]
+        parts.append(f"test acc {percent(event.test_acc)}")
+    parts += [f"{name} {percent(value)}" for name, value in event.retention.items()]
     return " | ".join(parts)
 
 
@@ -92,14 +89,14 @@ class HeadlessReporter:
             self.close()
             if event.status != "failed":  # a failure was already said, as the last line
                 acc = event.summary.get("test_acc")
-                tail = f", test accuracy {_pct(acc)}" if isinstance(acc, float) else ""
+                tail = f", test accuracy {percent(acc)}" if isinstance(acc, float) else ""
                 self.say(f"== {event.status}{tail}")
 
     def _on_metrics(self, event: Metrics) -> None:
         if self._progress is not None and self._task is not None:
             status = f"loss {event.loss:.3f}"
             if event.test_acc is not None:
-                status += f" acc {_pct(event.test_acc)}"
+                status += f" acc {percent(event.test_acc)}"
             self._progress.update(self._task, completed=event.step, status=status)
             return
         now = time.monotonic()

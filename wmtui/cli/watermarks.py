@@ -17,6 +17,7 @@ import typer
 from engine.config import TrainConfig, load_toml
 from engine.errors import ConfigError
 from engine.jobs import JobSpec
+from engine.metrics import percent
 from engine.session import JobContext
 from engine.watermarks import SCHEMES
 from wmtui.cli.common import (
@@ -133,7 +134,7 @@ def verify(
             f"{result['n_key']} held-out key samples)\n"
             f"  p-value {shown} under null rate {result['null_rate']:.4g} "
             f"({result['null_reason']}), alpha {alpha:g}\n"
-            f"  test accuracy {'-' if acc is None else f'{100 * acc:.2f}%'}"
+            f"  test accuracy {percent(acc)}"
         )
     raise typer.Exit(0 if result["verified"] else 1)
 

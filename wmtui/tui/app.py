@@ -20,7 +20,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Log, Static
-from textual_plot import HiResMode, LegendLocation, PlotWidget
+from textual_plot import LegendLocation, PlotWidget
 
 from engine import commands as cmd
 from engine.errors import UserError
@@ -28,6 +28,7 @@ from engine.events import Event
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.jobs.scenarios import Scenario
 from engine.metrics import percent
+from wmtui.tui.dashboard import LivePlot, paint_scan, plot_lines
 from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
 from wmtui.tui.screens.prompt import PromptScreen, int_in_range, positive_float
 from wmtui.tui.state import DashboardState, Series
@@ -50,35 +51,6 @@ class SessionLike(Protocol):
 
 #: starts a chosen scenario: (session, run folder)
 Chooser = Callable[[Scenario], tuple["SessionLike", Path]]
-
-
-def nice_ticks(upper: float, most: int = 4) -> list[float]:
-    """At most ``most`` ticks from 0 at a 1/2/5 x 10^k spacing: narrow plots stay legible."""
-    if upper <= 0:
-        return [0.0]
-    spacing = 1.0
-    while upper / spacing > most - 1:
-        for factor in (2.0, 2.5, 2.0):  # 1 -> 2 -> 5 -> 10 ...
-            spacing *= factor
-            if upper / spacing <= most - 1:
-                break
-    return [i * spacing for i in range(int(upper // spacing) + 1)]
-
-
-def shown_previews(previews: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The two images worth comparing: the true trigger beside the reversed one."""
-    order = ["true trigger", "reversed-trigger"]
-
-    def rank(item: tuple[str, Any]) -> int:
-        return order.index(item[0]) if item[0] in order else len(order)
-
-    return sorted(previews.items(), key=rank)[:2]  # stable: the others keep their order
-
-
-class LivePlot(PlotWidget):
-    """A plot that never takes focus, so its zoom/pan keys don't shadow the app's."""
-
-    can_focus = False
 
 
 class WmtuiApp(App[None]):
@@ -320,83 +292,10 @@ class WmtuiApp(App[None]):
             self.query_one(selector, Static).update(text)
 
     def _paint_scan(self) -> None:
-        """Per-class perturbation sizes; the outlier in red, the flag lines in yellow, and
-        the previous scan's bars (another model's) in grey beside them."""
-        state = self.state
-        bars = self.query_one("#bars", PlotWidget)
-        bars.clear()
-        if state.scan_sizes:
-            classes = sorted(state.scan_sizes)
-            previous = state.previous_scan
-            outlier = state.scan_outlier()
-            styles = [
-                "red" if c == outlier else ("green" if c in state.scan_done else "grey50")
-                for c in classes
-            ]
-            lines = [
-                (state.scan_threshold, "yellow", "threshold T"),
-                (state.flag_line(), "bright_yellow", "MAD index 2"),
-            ]
-            values = [*state.scan_sizes.values(), *previous.values()]
-            top = max([*values, *(v for v, _, _ in lines if v is not None)])
-            right = max([*classes, *previous]) + 0.6
-            bars.set_ylimits(0, top * 1.1 or 1.0)
-            bars.set_xlimits(-0.6, right)
-            bars.set_xticks(classes if len(classes) <= 12 else nice_ticks(max(classes)))
-            for value, style, label in lines:  # drawn first so the bars stay whole
-                if value is not None and value > 0:
-                    bars.plot(
-                        [-0.6, right],
-                        [value] * 2,
-                        line_style=style,
-                        hires_mode=HiResMode.BRAILLE,
-                        label=label,
-                    )
-            shift, width = (0.2, 0.35) if previous else (0.0, 0.5)
-            if previous:
-                old = sorted(previous)
-                bars.bar(
-                    [c - shift for c in old],
-                    [previous[c] for c in old],
-                    width=width,
-                    bar_style="grey37",
-                    hires_mode=HiResMode.QUADRANT,
-                )
-                bars.border_title = f"{state.previous_scan_name} (grey) vs {state.scan_name}"
-            bars.bar(
-                [c + shift for c in classes],
-                [state.scan_sizes[c] for c in classes],
-                width=width,
-                bar_style=styles,
-                hires_mode=HiResMode.QUADRANT,
-            )
-        for i, (name, image) in enumerate(shown_previews(state.previews)):
-            view = self.query_one(f"#preview-{i}", ImageView)
-            view.border_title = name
-            view.show(image)
+        paint_scan(self, self.state)
 
     def _plot(self, selector: str, lines: list[tuple[str, Series, str]]) -> None:
-        plot = self.query_one(selector, PlotWidget)
-        # The x axis spans the whole planned run, so the line grows left to right.
-        upper = self.state.x_upper
-        drawn: tuple[object, ...] = (upper, plot.size.width, tuple(self.state.phase_starts))
-        drawn += tuple((label, id(series), len(series.x)) for label, series, _ in lines)
-        if self._plotted.get(selector) == drawn:
-            return  # nothing new (the accuracy plot, between evaluations): skip a relayout
-        self._plotted[selector] = drawn
-        plot.clear()
-        plot.set_xlimits(0, upper)
-        plot.set_xticks(nice_ticks(upper, most=4 if plot.size.width < 60 else 8))
-        for label, series, style in lines:
-            if len(series.x) == 1:  # a line needs two points: show the first reading as a dot
-                hires = HiResMode.BRAILLE
-                plot.scatter(series.x, series.y, marker_style=style, hires_mode=hires, label=label)
-            elif series.x:
-                plot.plot(
-                    series.x, series.y, line_style=style, hires_mode=HiResMode.BRAILLE, label=label
-                )
-        for start in self.state.phase_starts[1:]:
-            plot.add_v_line(start, "grey50")
+        plot_lines(self.query_one(selector, PlotWidget), self.state, lines, self._plotted)
 
     def fit_layout(self) -> None:
         """Small terminals (80x24) drop the trigger previews so the bars keep their height.
