@@ -12,7 +12,7 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.attacks.budget import AttackerBudget
 from engine.attacks.registry import ATTACKS, REMOVAL, Attack, AttackEnv, make_attack
@@ -232,16 +232,43 @@ def parsed_budget(values: Any) -> AttackerBudget:
     )
 
 
+class RefereedKind(JobKind):
+    """What the attack and detect kinds share: plugins of one role of :data:`ATTACKS`, the
+    budget, and the input run; ``check_inputs`` adds what needs that run."""
+
+    role: ClassVar[str] = ""
+    missing_run: ClassVar[str] = ""
+
+    def plugins(self) -> list[Plugin[Any]]:
+        return ATTACKS.select(self.role)
+
+    def parse_params(self, plugin: str, values: Any) -> Any:
+        self.plugin(plugin)
+        return make_attack(plugin, values, role=self.role).params
+
+    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+        self.plugin(spec.plugin)
+        budget = parsed_budget(spec.budget)
+        if not inputs:
+            plugin = checked_plugin(spec.plugin, spec.params, budget, self.role)
+            return CheckedJob(spec, params=plugin.params, budget=budget)
+        if spec.source is None:
+            raise ConfigError(self.missing_run)
+        return self.check_inputs(spec, spec.source, budget)
+
+    def check_inputs(self, spec: JobSpec, source: Path, budget: AttackerBudget) -> CheckedJob:
+        raise NotImplementedError
+
+
 @register_job_kind
-class AttackKind(JobKind):
+class AttackKind(RefereedKind):
     """Remove a watermark: fine-tune, prune or distill a run's model within a budget."""
 
     name = "attack"
     title = "attack a model"
     plugin_key = "attack"
-
-    def plugins(self) -> list[Plugin[Any]]:
-        return ATTACKS.select(REMOVAL)
+    role = REMOVAL
+    missing_run = "an attack needs the run whose model it attacks (--run RUN)"
 
     def plugin(self, name: str) -> Plugin[Any]:
         plugin = ATTACKS.get(name)
@@ -252,21 +279,10 @@ class AttackKind(JobKind):
             )
         return plugin
 
-    def parse_params(self, plugin: str, values: Any) -> Any:
-        self.plugin(plugin)
-        return make_attack(plugin, values, role=REMOVAL).params
-
-    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+    def check_inputs(self, spec: JobSpec, source: Path, budget: AttackerBudget) -> CheckedJob:
         name = spec.plugin
-        self.plugin(name)
-        budget = parsed_budget(spec.budget)
-        if not inputs:
-            attack = checked_plugin(name, spec.params, budget, REMOVAL)
-            return CheckedJob(spec, params=attack.params, budget=budget)
-        if spec.source is None:
-            raise ConfigError("an attack needs the run whose model it attacks (--run RUN)")
         checked = check_attack(
-            spec.source,
+            source,
             name,
             spec.params,
             budget,
@@ -276,12 +292,11 @@ class AttackKind(JobKind):
             role=REMOVAL,
         )
         params = checked.attack.params
-        manifest = attack_manifest(spec.source, name, params, budget, spec.sweep)
         return CheckedJob(
             spec,
             params=params,
             budget=budget,
-            manifest=manifest,
+            manifest=attack_manifest(source, name, params, budget, spec.sweep),
             make=lambda run: checked_attack_job(
                 checked, name, budget, run, None, spec.device, spec.eval_every
             ),

@@ -19,10 +19,10 @@ import torch
 
 from engine.attacks.budget import AttackerBudget
 from engine.attacks.detection import Detection, Detector, ReversedTrigger, unlearn
-from engine.attacks.registry import ATTACKS, DETECTOR, AttackEnv, make_attack
+from engine.attacks.registry import ATTACKS, DETECTOR, AttackEnv
 from engine.errors import ConfigError
 from engine.events import Phase, TriggerPreview
-from engine.jobs.attack import check_attack, checked_plugin, parsed_budget
+from engine.jobs.attack import RefereedKind, check_attack
 from engine.jobs.common import derived_manifest, resolve_device
 from engine.jobs.referee import (
     AttackerView,
@@ -34,7 +34,7 @@ from engine.jobs.referee import (
     referee_trainer,
     refereed_job,
 )
-from engine.jobs.spec import CheckedJob, JobKind, JobSpec, register_job_kind
+from engine.jobs.spec import CheckedJob, JobSpec, register_job_kind
 from engine.models import Architecture
 from engine.registry import Plugin
 from engine.runs import (
@@ -284,46 +284,29 @@ def checked_detect_job(
 
 
 @register_job_kind
-class DetectKind(JobKind):
+class DetectKind(RefereedKind):
     """Find a watermark's target class by per-class trigger search; optionally remove it."""
 
     name = "detect"
     title = "scan a model for a watermark"
     plugin_key = "method"
-
-    def plugins(self) -> list[Plugin[Any]]:
-        return ATTACKS.select(DETECTOR)
+    role = DETECTOR
+    missing_run = "a scan needs the run whose model it examines (--run RUN)"
 
     def plugin(self, name: str) -> Plugin[Any]:
         return ATTACKS.get(name, DETECTOR, kind="detection method")
 
-    def parse_params(self, plugin: str, values: Any) -> Any:
-        self.plugin(plugin)
-        return make_attack(plugin, values, role=DETECTOR).params
-
-    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+    def check_inputs(self, spec: JobSpec, source: Path, budget: AttackerBudget) -> CheckedJob:
         name = spec.plugin
-        self.plugin(name)
-        budget = parsed_budget(spec.budget)
-        if not inputs:
-            detector = checked_plugin(name, spec.params, budget, DETECTOR)
-            return CheckedJob(spec, params=detector.params, budget=budget)
-        if spec.source is None:
-            raise ConfigError("a scan needs the run whose model it examines (--run RUN)")
         checked = check_detect(
-            spec.source,
-            name,
-            spec.params,
-            budget,
-            device=spec.device,
-            eval_every=spec.eval_every,
+            source, name, spec.params, budget, device=spec.device, eval_every=spec.eval_every
         )
         params = checked.detector.params
         return CheckedJob(
             spec,
             params=params,
             budget=budget,
-            manifest=detect_manifest(spec.source, name, params, budget),
+            manifest=detect_manifest(source, name, params, budget),
             make=lambda run: checked_detect_job(
                 checked, name, budget, run, None, spec.device, spec.eval_every
             ),

@@ -19,12 +19,12 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from engine.attacks import ATTACKS, AttackerBudget
+from engine.attacks import ATTACKS
 from engine.errors import UserError, closest
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
 from engine.registry import Plugin, describe_params, scalar_type
-from wmtui.cli.options import plugin_listing, with_dataclass_options
+from wmtui.cli.options import register_plugin_command
 
 COMMAND = "attack"
 
@@ -55,17 +55,10 @@ EvalEvery = Annotated[
 OverwriteFlag = Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")]
 ListFlag = Annotated[bool, typer.Option("--list", help="list the attacks and their flags")]
 
-EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``attack`` command to ``app``; a second call is a no-op."""
-    if any(info.name == COMMAND for info in app.registered_commands):
-        return
-    from wmtui.cli.common import guarded
-
-    command = guarded(with_dataclass_options(AttackerBudget)(attack))
-    app.command(COMMAND, context_settings=EXTRA_ARGS, cls=plugin_listing(COMMAND))(command)
+    register_plugin_command(app, COMMAND, attack)
 
 
 def attack(

@@ -18,24 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.attacks.budget import AttackerBudget
 from engine.errors import UserError
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
-from wmtui.cli.options import plugin_listing, with_dataclass_options
+from wmtui.cli.options import register_plugin_command
 
 COMMAND = "detect"
-EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``detect`` command to ``app``; a second call is a no-op."""
-    if any(info.name == COMMAND for info in app.registered_commands):
-        return
-    from wmtui.cli.common import guarded
-
-    command = guarded(with_dataclass_options(AttackerBudget)(detect))
-    app.command(COMMAND, context_settings=EXTRA_ARGS, cls=plugin_listing(COMMAND))(command)
+    register_plugin_command(app, COMMAND, detect)
 
 
 def detect(

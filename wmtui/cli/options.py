@@ -103,3 +103,19 @@ def plugin_listing(kind: str) -> type[TyperCommand]:
                 formatter.write_dl([(p.name, p.summary) for p in plugins])
 
     return PluginListing
+
+
+#: plugin flags follow the plugin's name and are parsed once it is known
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def register_plugin_command(app: typer.Typer, kind: str, func: Callable[..., Any]) -> None:
+    """Add ``func`` as the command of job ``kind`` (budget flags generated, the plugin's own
+    flags passed through, the registered plugins listed in ``--help``); once only."""
+    if any(info.name == kind for info in app.registered_commands):
+        return
+    from engine.attacks import AttackerBudget
+    from wmtui.cli.common import guarded
+
+    command = guarded(with_dataclass_options(AttackerBudget)(func))
+    app.command(kind, context_settings=EXTRA_ARGS, cls=plugin_listing(kind))(command)
