@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +35,13 @@ CHECKPOINT_STATE = "checkpoint.json"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 EVENTS = "events.jsonl"
+#: what a run writes beside its manifest; ``--overwrite`` removes them so that nothing of the
+#: replaced run (above all an old key, which would referee the new model) survives
+RUN_FILES = (MODEL, MODEL_ARCH, CHECKPOINT, CHECKPOINT_STATE, SUMMARY, METRICS, EVENTS)
+KEY_DIR = "key"
+TRIGGER_DIR = "reversed"
+#: folders a run writes: key sets (``key``, ``key-2``...) and a detector's reversed triggers
+RUN_FOLDER_PREFIXES = (KEY_DIR, TRIGGER_DIR)
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -164,10 +172,17 @@ class RunDir:
             probe.unlink()
         except OSError as exc:
             raise RunError(f"cannot write to {run.path}: {exc.strerror or exc}") from None
-        for name in (METRICS, EVENTS):
-            (run.path / name).unlink(missing_ok=True)
+        run.clear_outputs()
         run.write_manifest(manifest)
         return run
+
+    def clear_outputs(self) -> None:
+        """Remove what an earlier run wrote here; files the user put in the folder stay."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for folder in self.path.iterdir():
+            if folder.is_dir() and folder.name.startswith(RUN_FOLDER_PREFIXES):
+                shutil.rmtree(folder)
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:

@@ -67,3 +67,29 @@ def write_blob_style(folder: Path, n_train: int = 600, n_test: int = 200, seed: 
         labels = torch.randint(0, 10, (n,), generator=gen, dtype=torch.uint8)
         write_idx(folder / f"{prefix}-images-idx3-ubyte", images.round().to(torch.uint8)[:, 0])
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+def save_suspect_run(
+    folder: Path,
+    data_dir: Path,
+    model: torch.nn.Module | None = None,
+    *,
+    train_size: int = 512,
+    test_size: int = 128,
+) -> Path:
+    """A run folder holding ``model`` (a fresh seeded LeNet-5 by default) trained on the
+    synthetic set: what a detector or an attack takes as the suspect."""
+    from engine.config import TrainConfig
+    from engine.models import Architecture, build_model
+    from engine.runs import RunDir
+
+    config = TrainConfig(
+        dataset="synthetic", train_size=train_size, test_size=test_size, data_dir=str(data_dir)
+    )
+    run = RunDir.create(folder, {"command": "train", "config": config.to_dict(), "seed": 0})
+    arch = Architecture("lenet5", (1, 28, 28), 10)
+    if model is None:
+        torch.manual_seed(0)
+        model = build_model(arch)
+    run.save_model(model, arch)
+    return run.path

@@ -22,12 +22,13 @@ from engine.jobs import train as _train  # noqa: F401
 from engine.jobs import verify as _verify  # noqa: F401
 from engine.jobs.api import JobFailed, Result, Running, run, start
 from engine.jobs.attack import attack_job, attack_manifest
-from engine.jobs.common import KEY_DIR, new_run_manifest, resolve_device
+from engine.jobs.common import new_run_manifest, resolve_device
 from engine.jobs.detect import detect_job, detect_manifest
 from engine.jobs.embed import embed_job
 from engine.jobs.spec import JOB_KINDS, BuiltJob, CheckedJob, JobKind, JobSpec
 from engine.jobs.train import train_job
 from engine.jobs.verify import verify_run
+from engine.runs import KEY_DIR
 
 __all__ = [
     "JOB_KINDS",

@@ -23,9 +23,6 @@ from engine.runs import RunDir
 from engine.session import JobContext, StopRequested
 from engine.training import Diverged, LoopResult, TrainLoop
 
-#: the owner's key folder inside a run (switched keys: ``key-2``, ``key-3``...)
-KEY_DIR = "key"
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present; asking for CUDA without one is an input error."""

@@ -39,6 +39,7 @@ from engine.models import Architecture
 from engine.registry import Plugin
 from engine.runs import (
     MODEL_ARCH,
+    TRIGGER_DIR,
     RunDir,
     atomic_write_bytes,
     atomic_write_json,
@@ -47,7 +48,6 @@ from engine.runs import (
 )
 from engine.session import Job, JobContext
 
-TRIGGER_DIR = "reversed"
 #: fewest clean images a scan accepts: half are held out to measure the sizes on
 MIN_SCAN_IMAGES = 100
 

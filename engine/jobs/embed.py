@@ -4,7 +4,6 @@ watermark, with mid-run key switches tracked by :class:`KeyTracker`."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from engine.data.base import as_float
 from engine.errors import ConfigError, RunError
 from engine.events import Phase, TriggerPreview
 from engine.jobs.common import (
-    KEY_DIR,
     check_config,
     checkpointer,
     load_data,
@@ -30,11 +28,10 @@ from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_k
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
 from engine.registry import Plugin
-from engine.runs import RunDir
+from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source, TrainLoop
 from engine.watermarks import (
-    KEY_JSON,
     SCHEMES,
     Key,
     KeyContext,
@@ -260,14 +257,6 @@ def embed_manifest(
     }
 
 
-def drop_old_keys(run: RunDir) -> None:
-    """``--overwrite``: the keys of the run being replaced go with it (they would claim a
-    model they no longer describe)."""
-    for old in run.path.glob(f"{KEY_DIR}*"):
-        if old.is_dir() and (old / KEY_JSON).exists():
-            shutil.rmtree(old)
-
-
 @register_job_kind
 class EmbedKind(JobKind):
     """Train while embedding a watermark; the key goes to RUN/key/ (0600), apart from the model."""
@@ -306,5 +295,4 @@ class EmbedKind(JobKind):
             config=config,
             manifest=manifest | spec.manifest_extra,
             make=lambda run: embed_job(config, scheme, params, run, from_run=spec.source),
-            on_create=drop_old_keys if spec.overwrite else None,
         )

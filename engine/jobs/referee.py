@@ -27,10 +27,10 @@ from engine.attacks.registry import TrainReport
 from engine.data import ImageSet, default_data_dir, load_dataset, require_dataset
 from engine.errors import RunError
 from engine.events import Phase, json_safe
-from engine.jobs.common import KEY_DIR, recording_outcome, resolve_device
+from engine.jobs.common import recording_outcome, resolve_device
 from engine.metrics import Probe, accuracy, percent
 from engine.models import Architecture
-from engine.runs import RunDir, load_model
+from engine.runs import KEY_DIR, RunDir, load_model
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
 from engine.watermarks import KEY_JSON, check_key_matches, get_scheme, load_key

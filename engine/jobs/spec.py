@@ -154,7 +154,16 @@ class JobSpec:
     def validate(self, *, inputs: bool = True) -> CheckedJob:
         """Every check, nothing written. ``inputs=False`` leaves out what needs the input run
         or the data (a scenario's later phases, whose input is made by an earlier one)."""
+        self.check_out_is_not_source()
         return self.job_kind().check(self, inputs=inputs)
+
+    def check_out_is_not_source(self) -> None:
+        """A job never writes over the run it reads: ``--overwrite`` would clear its input
+        before the job loads it."""
+        if self.out is None or self.source is None or self.resume:
+            return
+        if Path(self.out).resolve() == Path(self.source).resolve():
+            raise ConfigError(f"--out {self.out} is the input run itself; choose another --out")
 
     def build(self) -> BuiltJob:
         """:meth:`validate`, then :meth:`CheckedJob.build`."""
@@ -171,8 +180,6 @@ class CheckedJob:
     budget: Any = None
     manifest: dict[str, Any] | None = None
     make: Callable[[RunDir | None], Job] | None = None
-    #: prepares an existing folder before the job writes into it (``--overwrite`` of embed)
-    on_create: Callable[[RunDir], None] | None = None
 
     def build(self) -> BuiltJob:
         """Create the run folder (when the spec has ``out``) and the job that writes it."""
@@ -186,8 +193,6 @@ class CheckedJob:
             else:
                 assert self.manifest is not None
                 run = RunDir.create(spec.out, self.manifest, overwrite=spec.overwrite)
-            if self.on_create is not None:
-                self.on_create(run)
         return BuiltJob(self.make(run), run)
 
 

@@ -11,9 +11,9 @@ import torch
 from engine.config import TrainConfig
 from engine.data import load_dataset
 from engine.errors import ConfigError, RunError
-from engine.jobs.common import KEY_DIR, resolve_device
+from engine.jobs.common import resolve_device
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, register_job_kind
-from engine.runs import RunDir
+from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
 from engine.watermarks import Key, check_key_matches, get_scheme, load_key
 

@@ -18,7 +18,6 @@ from engine.attacks.detection import Detection, ReversedTrigger, unlearn
 from engine.attacks.gan import GanParams, cw_loss, default_threshold
 from engine.attacks.registry import ATTACKS, AttackEnv, TrainReport, make_detector
 from engine.attacks.scan import CPU_CHUNK, CostSchedule, batched_logits, pick_restarts
-from engine.config import TrainConfig
 from engine.data import load_dataset
 from engine.errors import ConfigError
 from engine.events import ClassScan, Phase, TriggerPreview
@@ -35,6 +34,7 @@ from engine.runs import RunDir
 from engine.session import JobContext, StopRequested
 from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
 from engine.watermarks.triggers import make_trigger, parse_trigger, stamper
+from tests.conftest import save_suspect_run
 
 TARGET = 4
 TRAIN, TEST = 3000, 300
@@ -220,15 +220,8 @@ def clean_model(data):
 
 @pytest.fixture(scope="module")
 def wm_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path, wm_model) -> Path:
-    config = TrainConfig(
-        dataset="synthetic", train_size=TRAIN, test_size=TEST, data_dir=str(shared_data_dir)
-    )
-    run = RunDir.create(
-        tmp_path_factory.mktemp("wm") / "run",
-        {"command": "train", "config": config.to_dict(), "seed": 0},
-    )
-    run.save_model(wm_model, Architecture("lenet5", (1, 28, 28), 10))
-    return run.path
+    folder = tmp_path_factory.mktemp("wm") / "run"
+    return save_suspect_run(folder, shared_data_dir, wm_model, train_size=TRAIN, test_size=TEST)
 
 
 SCAN = {"scan_steps": 300, "batch": 32, "images": 600, "val_images": 150, "remove": False}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.config import TrainConfig
-from engine.errors import RunError
-from engine.jobs import new_run_manifest, train_job
+from engine.errors import ConfigError, RunError
+from engine.jobs import JobSpec, new_run_manifest, train_job
 from engine.models import Architecture, build_model
 from engine.runs import RunDir, atomic_write_json, import_pt, load_model, save_model
 from engine.session import Session
@@ -95,6 +95,26 @@ def test_create_refuses_existing_run_and_unwritable_dir(tmp_path: Path) -> None:
             RunDir.create(locked / "r", {"config": {}})
     finally:
         locked.chmod(0o700)
+
+
+def test_overwrite_removes_everything_the_replaced_run_wrote(tmp_path: Path) -> None:
+    """An old key left behind would referee the new model as if it were watermarked."""
+    old = RunDir.create(tmp_path / "r", {"config": {}})
+    for name in ("model.safetensors", "model.json", "checkpoint.safetensors", "summary.json"):
+        (old.path / name).write_text("old")
+    for folder in ("key", "key-2", "reversed"):
+        (old.path / folder).mkdir()
+        (old.path / folder / "key.json").write_text("{}")
+    (old.path / "notes.txt").write_text("mine")
+    RunDir.create(tmp_path / "r", {"config": {"new": 1}}, overwrite=True)
+    assert sorted(p.name for p in old.path.iterdir()) == ["manifest.json", "notes.txt"]
+    assert RunDir.open(old.path).manifest()["config"] == {"new": 1}
+
+
+def test_a_job_never_writes_over_its_input_run(tmp_path: Path) -> None:
+    spec = JobSpec.attack("prune", run=tmp_path / "r", out=tmp_path / "r/", overwrite=True)
+    with pytest.raises(ConfigError, match="input run itself"):
+        spec.validate()
 
 
 def run_training(out: Path, config: TrainConfig, resume: bool = False) -> Session:

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from engine.config import TrainConfig
 from engine.models import Architecture, build_model
 from engine.runs import RunDir
+from tests.conftest import save_suspect_run
 from wmtui.cli import app
 from wmtui.cli import detect as cli_detect
 
@@ -23,18 +23,7 @@ FAST = ["--scan-steps", "6", "--images", "200", "--val-images", "50", "--batch",
 
 @pytest.fixture
 def suspect_run(tmp_path: Path, shared_data_dir: Path) -> Path:
-    config = TrainConfig(
-        dataset="synthetic", train_size=512, test_size=128, data_dir=str(shared_data_dir)
-    )
-    run = RunDir.create(
-        tmp_path / "suspect", {"command": "train", "config": config.to_dict(), "seed": 0}
-    )
-    torch.manual_seed(0)
-    run.save_model(
-        build_model(Architecture("lenet5", (1, 28, 28), 10)),
-        Architecture("lenet5", (1, 28, 28), 10),
-    )
-    return run.path
+    return save_suspect_run(tmp_path / "suspect", shared_data_dir)
 
 
 def last_json(output: str) -> dict:
