@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.registry import param, parse_params
 
 
@@ -64,6 +64,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:  # a folder, no permission: still one line
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+
+
+def toml_table(data: dict[str, Any], name: str, path: str | Path) -> dict[str, Any]:
+    """``data[name]`` as a dict (empty when absent): ``train = 5`` where a ``[train]`` table
+    belongs is one line naming the file, not a crash further on."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {name} must be a [{name}] table, got {table!r}")
+    return dict(table)
+
+
+def check_table(values: dict[str, Any], cls: type, where: str) -> None:
+    """A file's table checked against ``cls``; an unknown key or a bad value is one line that
+    starts with ``where`` (the file and the table), so it is fixed where it is written."""
+    try:
+        parse_params(cls, values)
+    except UserError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _toml_value(value: Any) -> str:

@@ -40,13 +40,18 @@ class Metrics(Event):
 
 @dataclasses.dataclass
 class ClassScan(Event):
-    """One class's perturbation-size estimate from a trigger search (GAN, Neural Cleanse)."""
+    """One class's perturbation-size estimate from a trigger search (GAN, Neural Cleanse).
+
+    All classes are searched together, so none settles before the others: ``step`` of
+    ``steps`` is the search's progress (0 in recordings made before it was sent)."""
 
     kind: ClassVar[str] = "class_scan"
     phase: str
     cls: int
     size: float
     done: bool = False
+    step: int = 0
+    steps: int = 0
 
 
 @dataclasses.dataclass

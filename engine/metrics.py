@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from engine import stopping
 from engine.data.base import as_float
 from engine.errors import ConfigError
 
@@ -49,6 +50,7 @@ def accuracy(model: nn.Module, probe: Probe, *, batch_size: int = 1024, amp: boo
     correct = torch.zeros((), dtype=torch.long, device=probe.x.device)
     try:
         for start in range(0, n, batch_size):
+            stopping.check()  # many probes x many batches: seconds on a CPU
             x = prepare(probe.x[start : start + batch_size], channels_last)
             if probe.transform is not None:
                 x = probe.transform(x)
@@ -209,6 +211,7 @@ def predictions(
     out = []
     try:
         for start in range(0, len(x), batch_size):
+            stopping.check()
             batch = as_float(x[start : start + batch_size])
             if transform is not None:
                 batch = transform(batch)

@@ -121,7 +121,7 @@ def check_value(name: str, value: Any, field: dataclasses.Field, kind: type) -> 
             number = kind(value)
             if kind is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf) from TOML
             raise ConfigError(f"{label}: expected a number, got {value!r}") from None
         if isinstance(number, float) and not math.isfinite(number):
             raise ConfigError(f"{label}: must be a finite number, got {value!r}")
@@ -147,7 +147,9 @@ def parse_params(cls: type[T], values: Mapping[str, Any] | None = None) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [key for key in values if key.replace("-", "_") not in fields]
     if unknown:
-        raise unknown_name(f"{cls.__name__} key", unknown[0], [f.replace("_", "-") for f in fields])
+        # "key", not the class name: users see this line, and a TOML file's table or a form
+        # names where it came from
+        raise unknown_name("key", unknown[0], [f.replace("_", "-") for f in fields])
     kwargs = {}
     for name, field in fields.items():
         raw = values.get(name, values.get(name.replace("_", "-"), field.default))

@@ -156,6 +156,8 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        #: whether this job wrote its summary yet (a resumed run's old one does not count)
+        self.summary_written = False
 
     # -- creating and opening -----------------------------------------------------------
     @classmethod
@@ -241,6 +243,7 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, json_safe(summary))
+        self.summary_written = True
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / SUMMARY, "run summary")

@@ -6,23 +6,28 @@ send commands; the worker applies them between steps through :meth:`JobContext.b
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import queue
+import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine import commands as cmd
+from engine import stopping
 from engine.errors import UserError
 from engine.events import Done, Error, Event, Log, json_safe
+from engine.stopping import StopRequested
+
+__all__ = ["Job", "JobContext", "Session", "StopRequested"]
 
 CommandHandler = Callable[[Any], str]
 EventSink = Callable[[Event], None]
-
-
-class StopRequested(Exception):
-    """Raised inside the worker when the user stops the job; unwinds to the session."""
 
 
 class JobContext:
@@ -39,19 +44,51 @@ class JobContext:
         self._started = time.monotonic()
         self.paused = False
         self.stop_requested = False
+        #: set the moment Stop is sent (not when the worker reads it): work between steps
+        #: polls it through :func:`engine.stopping.check`
+        self.stop_flag = threading.Event()
+        #: commands answered so far (applied, refused, ignored or declined at the end)
+        self.acknowledged = 0
         #: a scenario sets these: SkipPhase ends the current phase like Stop, then goes on
         self.skippable = False
         self.skip_requested = False
+        #: what the running phase works on, offered to follow-up jobs (jobs.followup)
+        self.in_hand: Any = None
+        self._extra_sinks: list[EventSink] = []
 
     def emit(self, event: Event) -> None:
         event.time = round(time.monotonic() - self._started, 3)
         self._emit(event)
+        for sink in self._extra_sinks:
+            sink(event)
+
+    @contextlib.contextmanager
+    def nested(self, sink: EventSink) -> Iterator[None]:
+        """Run another job inside this one (a follow-up mid-phase): its events also go to
+        ``sink``, and the handlers and model in hand of the outer phase come back after."""
+        handlers, in_hand = dict(self._handlers), self.in_hand
+        self._extra_sinks.append(sink)
+        try:
+            yield
+        finally:
+            self._extra_sinks.remove(sink)
+            self._handlers, self.in_hand = handlers, in_hand
 
     def log(self, message: str, level: str = "info") -> None:
         self.emit(Log(message, level))
 
     def send(self, command: cmd.Command) -> None:
+        if isinstance(command, cmd.Stop):
+            self.stop_flag.set()
         self._commands.put(command)
+
+    def check_stop(self) -> None:
+        """Raise StopRequested now if Stop was sent, without applying other commands (safe
+        in the middle of an evaluation, where a trigger switch must wait for the step)."""
+        if self.stop_flag.is_set():
+            self.stop_requested = True
+            self.paused = False
+            raise StopRequested
 
     def on(self, kind: type, handler: CommandHandler) -> None:
         self._handlers[kind] = handler
@@ -59,14 +96,17 @@ class JobContext:
     def reset_handlers(self) -> None:
         """Forget every phase's handlers (a scenario's next phase registers its own)."""
         self._handlers.clear()
+        self.in_hand = None
 
     def off(self, *kinds: type) -> None:
         for kind in kinds:
             self._handlers.pop(kind, None)
 
     def between_steps(self) -> None:
-        """Apply queued commands; block while paused; raise StopRequested on Stop."""
+        """Apply queued commands; block while paused; raise StopRequested on Stop (at
+        once, even behind a long queue: what is left is declined when the job ends)."""
         while True:
+            self.check_stop()
             try:
                 command = (
                     self._commands.get(timeout=0.1) if self.paused else self._commands.get_nowait()
@@ -79,15 +119,27 @@ class JobContext:
             if self.stop_requested:
                 raise StopRequested
 
+    def decline_unapplied(self) -> None:
+        """Commands still queued when the job ends are answered too: none is dropped
+        without a word."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self.acknowledged += 1
+            self.log(f"{command.what} not applied: the job has ended", "warning")
+
     def _apply(self, command: cmd.Command) -> None:
-        name = type(command).__name__
+        self.acknowledged += 1
+        name = command.what  # for people: "trigger switch", not SetTrigger
         if isinstance(command, cmd.Stop):
             self.stop_requested = True
             self.paused = False
             self.log("stop requested: ending after this step")
         elif isinstance(command, cmd.SkipPhase):
             if not self.skippable:
-                self.log("SkipPhase ignored: there is no next phase", "warning")
+                self.log(f"{name} ignored: there is no next phase", "warning")
                 return
             self.stop_requested = self.skip_requested = True
             self.paused = False
@@ -109,6 +161,38 @@ class JobContext:
 
 
 Job = Callable[[JobContext], dict[str, Any]]
+
+
+#: every started session whose worker may still run (see :func:`stop_every_worker`)
+_LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+@atexit.register
+def stop_every_worker(timeout: float = 5.0) -> None:
+    """At exit, stop and wait for every worker still running. A daemon thread still inside
+    torch while the interpreter finalises aborts the whole process ("terminate called
+    without an active exception", exit 134) and loses the run's summary; a worker that will
+    not end in time leaves without finalising, never with an abort."""
+    alive = [session for session in list(_LIVE) if session.running]
+    for session in alive:
+        session.send(cmd.Stop())
+    deadline = time.monotonic() + timeout
+    for session in alive:
+        session.join(max(0.0, deadline - time.monotonic()))
+    if any(session.running for session in alive):
+        sys.stderr.write("wmtui: a worker did not stop in time; leaving without cleanup\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def import_before_the_worker() -> None:
+    """Import in the caller's thread what torch imports lazily on a worker's first optimizer
+    (``torch._dynamo``, with sympy: one to three seconds). An import cannot be interrupted,
+    so in the worker it was a window where Stop waited seconds; here it is paid once, before
+    the worker exists, on the way to the first step either way."""
+    if "torch" in sys.modules:
+        import torch._dynamo  # noqa: F401
 
 
 class Session:
@@ -135,6 +219,7 @@ class Session:
 
     def _run(self) -> None:
         status, summary = "failed", {}
+        stopping.bind(self.ctx.stop_flag)
         try:
             summary = self._job(self.ctx) or {}
             status = "stopped" if self.ctx.stop_requested else "completed"
@@ -149,9 +234,12 @@ class Session:
             self.ctx.emit(Error(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
         finally:
             self.status, self.summary = status, json_safe(summary)
+            self.ctx.decline_unapplied()
             self.ctx.emit(Done(status, self.summary))
 
     def start(self) -> Session:
+        import_before_the_worker()
+        _LIVE.add(self)
         self._thread.start()
         return self
 

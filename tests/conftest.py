@@ -3,6 +3,7 @@ and small synthetic datasets that go through the same loading code as real data.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from engine.data.idx import write_idx
 # One intra-op thread: the models under test are tiny, and OpenMP's spinning threads slow
 # them by an order of magnitude whenever another process holds one of CI's two cores.
 torch.set_num_threads(1)
+# The CLI's thread policy (engine/threads.py) honours it: commands run in-process keep one too.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 SMALL_TRAIN, SMALL_TEST = 1024, 256
 

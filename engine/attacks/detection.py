@@ -101,7 +101,9 @@ class ScanParams:
         "smallest's size (1: off, Neural Cleanse's bare index)",
         low=1.0,
     )
-    report_every: int = param(25, "scan steps between ClassScan updates", low=1)
+    report_every: int = param(
+        25, "scan steps between ClassScan updates (a slow scan also reports every 5 s)", low=1
+    )
     remove: bool = param(
         True, "after detecting, unlearn the reversed trigger (fine-tune with true labels)"
     )

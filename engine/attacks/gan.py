@@ -184,7 +184,7 @@ class GanDetector(Detector[GanParams]):
             )
             targets = torch.arange(k, device=device).repeat(len(inits))
             gen = scan.generator(seed + 1)
-            report = ScanReporter(ctx, self.method, k, p.report_every)
+            report = ScanReporter(ctx, self.method, k, p.report_every, p.scan_steps)
             schedule = CostSchedule(slots, p.lambda_mask, p.target_success, 10, 1.5, device)
             for step in range(p.scan_steps):
                 ctx.between_steps()

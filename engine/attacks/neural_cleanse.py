@@ -108,7 +108,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             )
             targets = trig.targets(device)
             gen = scan.generator(seed + 1)
-            report = ScanReporter(ctx, self.method, k, p.report_every)
+            report = ScanReporter(ctx, self.method, k, p.report_every, p.scan_steps)
             for step in range(p.scan_steps):
                 ctx.between_steps()
                 x, pred = scan.batch(step, p.batch, gen)

@@ -22,6 +22,7 @@ from engine.attacks.common import last_layer
 from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
 from engine.data import as_float
 from engine.errors import ConfigError
+from engine.metrics import percent
 from engine.models import Architecture
 from engine.registry import param
 
@@ -206,6 +207,14 @@ def prune_model(
     }
 
 
+def pruned_text(info: dict[str, float]) -> str:
+    """What pruning removed, for the log: "sparsity 60.00%, 12 units (9.38%)", not a dict."""
+    text = f"sparsity {percent(info.get('sparsity'))}"
+    if "units_pruned" in info:
+        text += f", {int(info['units_pruned'])} units ({percent(info.get('unit_fraction'))})"
+    return text
+
+
 @register_attack("prune", PruneParams)
 class Prune(Attack[PruneParams]):
     """Magnitude or neuron pruning at --ratio (use --sweep for an accuracy/retention table)."""
@@ -221,5 +230,5 @@ class Prune(Attack[PruneParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         _, info = prune_model(model, data, self.params)
-        env.log(f"pruned ({self.params.method}, ratio {self.params.ratio}): {info}")
+        env.log(f"pruned ({self.params.method}, ratio {self.params.ratio}): {pruned_text(info)}")
         return AttackResult(model, arch, 0, {"method": self.params.method, **info})

@@ -2,6 +2,8 @@
 
 Rendered with Pillow from a fixed seed (train and test from different seeds), so every
 machine gets the same dataset without any download; cached on disk after the first render.
+The renderer (and Pillow) is imported only for that first render: every ``wmtui`` start
+imports this module to register the name, and a cached load never draws a digit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import torch
 from engine.data.base import ImageSet
 from engine.data.cache import cached
 from engine.data.catalog import DATASETS, DIGITS, DatasetRequest
-from engine.data.synthetic_render import render_digits
 
 TRAIN_SEED, TEST_SEED = 20_240_601, 20_240_602
 DEFAULT_TRAIN, DEFAULT_TEST = 60_000, 10_000
@@ -25,6 +26,8 @@ def load_synthetic(request: DatasetRequest) -> ImageSet:
     n_test = request.test_size or DEFAULT_TEST
 
     def build() -> dict[str, torch.Tensor]:
+        from engine.data.synthetic_render import render_digits  # lazy: see the module doc
+
         train_x, train_y = render_digits(n_train, TRAIN_SEED)
         test_x, test_y = render_digits(n_test, TEST_SEED)
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}

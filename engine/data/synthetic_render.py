@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from engine import stopping
+
 __all__ = ["render_digits"]
 
 IMAGE_SIZE = 28
@@ -353,6 +355,8 @@ def render_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     for start in range(0, count, _CHUNK):
         stop = min(start + _CHUNK, count)
         for offset, label in enumerate(labels[start:stop].tolist()):
+            if offset % 64 == 0:
+                stopping.check()  # a render takes seconds: a stop must not wait for it
             rng = np.random.default_rng([seed, 0, start + offset])
             chunk[offset, 0] = _render_sample(label, rng, _STYLE)
         soft = _soften(chunk[: stop - start])

@@ -18,8 +18,7 @@ from engine import commands as cmd
 from engine.errors import UserError
 from engine.events import Done, Event
 from engine.jobs.spec import JobSpec
-from engine.runs import RunDir
-from engine.session import EventSink, Session
+from engine.session import EventSink
 
 
 class JobFailed(RuntimeError):
@@ -35,14 +34,6 @@ class Result:
     status: str
     summary: dict[str, Any]
     path: Path | None
-
-
-def record_failure(session: Session, run: RunDir | None) -> None:
-    """A failed job whose own summary was never written still leaves one saying why."""
-    if run is None or session.status != "failed" or (run.path / "summary.json").exists():
-        return
-    message = str(session.error).splitlines()[0] if session.error else "failed"
-    run.write_summary({"status": "failed", "error": message})
 
 
 class Running:
@@ -75,7 +66,6 @@ class Running:
         for _ in self.events():
             pass
         self.session.join()
-        record_failure(self.session, self.run)
         if self.session.status == "failed":
             error = self.session.error
             if isinstance(error, UserError):

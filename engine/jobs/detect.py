@@ -246,6 +246,7 @@ def checked_detect_job(
         else:
             info = {
                 "steps": detector.removal_steps(attacker),
+                "test_acc": before["test_acc"] if before else None,  # the scanned model's
                 "flagged_class": detection.flagged_class,
                 "dataset": suspect.data.name,
                 "device": str(suspect.device),

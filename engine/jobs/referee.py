@@ -28,6 +28,7 @@ from engine.data import ImageSet, default_data_dir, load_dataset, require_datase
 from engine.errors import RunError
 from engine.events import Phase, json_safe
 from engine.jobs.common import recording_outcome, resolve_device
+from engine.jobs.followup import hold
 from engine.metrics import Probe, accuracy, percent
 from engine.models import Architecture
 from engine.runs import KEY_DIR, RunDir, load_model
@@ -91,6 +92,17 @@ def referee_scores(model: nn.Module, probes: Iterable[Probe]) -> dict[str, Any]:
         "test_acc": json_safe(scores.get("test")),
         "retention": {k: json_safe(v) for k, v in scores.items() if k != "test"},
     }
+
+
+def recorded_test_acc(run: RunDir) -> float | None:
+    """The test accuracy ``run``'s summary recorded for its model, None when it has none:
+    a phase that works on that model says so at its start (the dashboard shows the scanned
+    model's accuracy, not the one trained before it), without evaluating it again."""
+    try:
+        value = run.summary().get("test_acc")
+    except (RunError, AttributeError):  # no summary yet, or not a JSON object
+        return None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def describe_scores(scores: Mapping[str, Any]) -> str:
@@ -222,6 +234,7 @@ def refereed_job(
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
         suspect = load_suspect(run, budget, device, view)
+        hold(ctx, suspect.model, suspect.arch, out_run, phase)
         summary: dict[str, Any] = {
             **head(suspect),
             "budget": budget.to_dict(),
@@ -230,7 +243,8 @@ def refereed_job(
             "dataset": suspect.data.name,
             "device": str(suspect.device),
         }
-        ctx.emit(Phase(phase, "start", info=start_info(suspect)))
+        info = {"test_acc": recorded_test_acc(run), **start_info(suspect)}
+        ctx.emit(Phase(phase, "start", info=info))
         with recording_outcome(out_run, summary):
             work(ctx, suspect, summary)
         summary |= {"status": "completed", "seconds": round(time.monotonic() - started, 2)}

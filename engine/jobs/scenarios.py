@@ -137,17 +137,32 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
 
-def load_scenario(name_or_file: str) -> Scenario:
-    """A preset by name, or a TOML file by path; every phase is validated here."""
+def scenario_path(name_or_file: str) -> Path:
+    """The TOML file a ``--scenario`` value means.
+
+    A name is a preset unless it is an existing ``.toml`` file: a folder that happens to be
+    called ``gan`` or ``classic`` in the current directory (a run folder, say) must not hide
+    the preset. Any other existing file that is not a preset's name is read as TOML too.
+    """
     path = Path(name_or_file)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"scenario file not found: {path}")
-    else:
-        presets = preset_names()
-        if name_or_file not in presets:
-            raise unknown_name("scenario", name_or_file, presets)
-        path = SCENARIO_DIR / f"{name_or_file}.toml"
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    presets = preset_names()
+    if name_or_file in presets:
+        return SCENARIO_DIR / f"{name_or_file}.toml"
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"scenario {path} is a folder; give a preset name or a TOML file")
+    if path.suffix == ".toml" or len(path.parts) > 1:
+        raise ConfigError(f"scenario file not found: {path}")
+    raise unknown_name("scenario", name_or_file, presets)
+
+
+def load_scenario(name_or_file: str) -> Scenario:
+    """A preset by name, or a TOML file by path (see :func:`scenario_path`); every phase is
+    validated here."""
+    path = scenario_path(name_or_file)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -158,18 +173,21 @@ def load_scenario(name_or_file: str) -> Scenario:
 
 
 def scenario_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Scenario:
+    """A validated scenario; every message names the file (``source``) and the table, since a
+    user fixing a typo needs to know where it is, not which class read it."""
+    origin = source or f"scenario {name}"
     known = {"title", "description", "train", "phases"}
     for key in raw:
         if key not in known:
-            raise unknown_name(f"scenario {name}: key", key, sorted(known))
+            raise _located(origin, unknown_name("key", key, sorted(known)))
     phases_raw = raw.get("phases")
     if not isinstance(phases_raw, list) or not phases_raw:
-        raise ConfigError(f"scenario {name}: needs at least one [[phases]] table")
-    train = dict(raw.get("train", {}))
-    TrainConfig.from_mapping(train)  # validate now: a typo fails before anything runs
+        raise ConfigError(f"{origin}: needs at least one [[phases]] table")
+    train = _table(raw.get("train", {}), f"{origin} [train]")
+    _checked(lambda: TrainConfig.from_mapping(train), f"{origin} [train]")  # typos fail now
     phases: list[PhaseSpec] = []
     for index, item in enumerate(phases_raw, 1):
-        phases.append(_phase_from_mapping(item, index, phases, name))
+        phases.append(_phase_from_mapping(item, index, phases, origin))
     scenario = Scenario(
         name=name,
         title=str(raw.get("title", name)),
@@ -183,58 +201,77 @@ def scenario_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -
     return scenario
 
 
-def _phase_from_mapping(
-    item: Any, index: int, earlier: list[PhaseSpec], scenario: str
-) -> PhaseSpec:
-    where = f"scenario {scenario}, phase {index}"
+def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin: str) -> PhaseSpec:
+    """One ``[[phases]]`` table, checked; errors read ``FILE [[phases]] NAME: ...`` (the
+    phase's position when it has no name yet)."""
+    where = f"{origin} [[phases]] #{index}"
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: must be a table")
+    if isinstance(item.get("name"), str) and item["name"]:
+        where = f"{origin} [[phases]] {item['name']}"
     kind = str(item.get("kind", ""))
     kinds = phase_kinds()
     if kind not in kinds:
-        raise unknown_name(f"{where}: kind", kind, kinds)
+        raise _located(where, unknown_name("kind", kind, kinds))
     plugin_key = JOB_KINDS.get(kind).factory.plugin_key
     allowed = {"name", "kind", "title", "params", "budget", "on", "train"} | (
         {plugin_key} if plugin_key else set()
     )
     for key in item:
         if key not in allowed:
-            raise unknown_name(f"{where}: key", key, sorted(allowed))
+            raise _located(where, unknown_name("key", key, sorted(allowed)))
     plugin = str(item.get(plugin_key, "")) if plugin_key else ""
     if plugin_key and not plugin:
         raise ConfigError(f'{where}: a {kind} phase needs {plugin_key} = "..."')
     if plugin:
-        try:
-            JOB_KINDS.get(kind).factory.plugin(plugin)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        _checked(lambda: JOB_KINDS.get(kind).factory.plugin(plugin), where)
     name = str(item.get("name", plugin or kind))
     if any(p.name == name for p in earlier):
         raise ConfigError(f"{where}: phase name {name!r} is used twice")
+    where = f"{origin} [[phases]] {name}"
     spec = PhaseSpec(
         name=name,
         kind=kind,
         plugin=plugin,
-        params=dict(item.get("params", {})),
-        budget=dict(item.get("budget", {})),
+        params=_table(item.get("params", {}), f"{where} params"),
+        budget=_table(item.get("budget", {}), f"{where} budget"),
         on=str(item.get("on", "")),
         title=str(item.get("title", "")),
-        train=dict(item.get("train", {})),
+        train=_table(item.get("train", {}), f"{where} train"),
     )
     if spec.makes_model_from_scratch and (spec.on or spec.budget):
         raise ConfigError(f"{where}: a {kind} phase takes no 'on' or 'budget'")
-    if not spec.makes_model_from_scratch:
+    if spec.makes_model_from_scratch:
+        _checked(lambda: TrainConfig.from_mapping(spec.train), f"{where} train")
+    else:
         if spec.train:
             raise ConfigError(f"{where}: only train/embed phases take [train] overrides")
         spec.on = spec.on or _latest_model(earlier, where)
         if spec.on not in [p.name for p in earlier]:
-            raise unknown_name(f"{where}: 'on' phase", spec.on, [p.name for p in earlier])
-        spec.parsed_budget()
-    try:
-        spec.parsed_params()
-    except UserError as exc:
-        raise ConfigError(f"{where} ({spec.plugin or kind}): {exc}") from None
+            raise _located(where, unknown_name("'on' phase", spec.on, [p.name for p in earlier]))
+        _checked(spec.parsed_budget, f"{where} budget")
+    _checked(spec.parsed_params, f"{where} params ({spec.plugin or kind})")
     return spec
+
+
+def _located(where: str, exc: UserError) -> ConfigError:
+    """``exc`` prefixed with where in the file it comes from."""
+    return ConfigError(f"{where}: {exc}")
+
+
+def _checked(check: Callable[[], Any], where: str) -> None:
+    """Run a validation; its error line gets ``where`` in front."""
+    try:
+        check()
+    except UserError as exc:
+        raise _located(where, exc) from None
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    """A TOML table as a dict; a scalar or a list where a table belongs is one clear line."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a table (key = value lines), got {value!r}")
+    return dict(value)
 
 
 def _latest_model(earlier: list[PhaseSpec], where: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from engine.errors import ConfigError
 from engine.registry import Plugin, Registry, parse_params
 from engine.runs import RunDir
-from engine.session import EventSink, Job, Session
+from engine.session import EventSink, Job, JobContext, Session, StopRequested
 
 
 def as_path(value: Any) -> Path | None:
@@ -193,7 +193,29 @@ class CheckedJob:
             else:
                 assert self.manifest is not None
                 run = RunDir.create(spec.out, self.manifest, overwrite=spec.overwrite)
-        return BuiltJob(self.make(run), run)
+        job = self.make(run)
+        return BuiltJob(job if run is None else summarised(job, run), run)
+
+
+def summarised(job: Job, run: RunDir) -> Job:
+    """``job`` that always leaves ``summary.json``: a job stopped or failed before it wrote
+    its own (while loading data, generating a key, in a scan's setup) records the status
+    and the reason, so a run folder is never left without saying how it ended."""
+
+    def run_and_summarise(ctx: JobContext) -> dict[str, Any]:
+        try:
+            return job(ctx)
+        except StopRequested:
+            if not run.summary_written:
+                run.write_summary({"status": "stopped"})
+            raise
+        except BaseException as exc:
+            if not run.summary_written:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                run.write_summary({"status": "failed", "error": first_line})
+            raise
+
+    return run_and_summarise
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from engine.jobs.common import (
     run_loop,
     steps_per_epoch,
 )
+from engine.jobs.followup import hold
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.models import Architecture, build_model
 from engine.runs import RunDir
@@ -72,6 +73,7 @@ def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) 
             on_checkpoint=save,
         )
         loop.base_lr = base_lr
+        hold(ctx, loop.model, arch, run, "train", lambda: loop.step)
         started = time.monotonic()
         summary: dict[str, Any] = {
             "dataset": data.name,

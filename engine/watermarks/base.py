@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from engine.data.base import ImageSet
-from engine.errors import ConfigError, RunError
+from engine.errors import ConfigError, RunError, closest
 from engine.metrics import (
     Probe,
     Transform,
@@ -36,6 +36,9 @@ from engine.runs import atomic_write_json, load_tensors, read_json, save_tensors
 from engine.training import Source
 
 KEY_JSON = "key.json"
+#: the built-in triggers a mid-run switch steps through (``SetTrigger("next")``)
+TRIGGER_CYCLE = ("text", "square", "noise")
+NEXT_TRIGGER = "next"
 KEY_TENSORS = "key.safetensors"
 KEY_FORMAT = 1
 SECRET_MODE = 0o600
@@ -246,10 +249,29 @@ class Watermark:
                 continue
             if field is None:
                 raise ConfigError(f"scheme {self.name!r} has no {what} to switch")
+            if value == NEXT_TRIGGER:
+                value = self._next_trigger(key, field)
+            if key.params.get(field) == value:  # a switch that changes nothing is refused
+                raise ConfigError(f"the key's {what} is already {value}: nothing to switch")
             changes[field] = value
         params = parse_params(self.Params, {**key.params, **changes})
         self.check(params)
         return self.keygen(params, ctx)
+
+    def _next_trigger(self, key: Key, field: str) -> str:
+        """The first trigger after the key's own in :data:`TRIGGER_CYCLE` that this scheme
+        accepts (the `t` key steps through them from whatever the key uses now)."""
+        current = key.params.get(field)
+        start = TRIGGER_CYCLE.index(current) + 1 if current in TRIGGER_CYCLE else 0
+        for kind in (TRIGGER_CYCLE * 2)[start : start + len(TRIGGER_CYCLE)]:
+            if kind == current:
+                continue
+            try:
+                self.check(parse_params(self.Params, {**key.params, field: kind}))
+            except ConfigError:
+                continue
+            return kind
+        raise ConfigError(f"scheme {self.name!r} has no other trigger to switch to")
 
 
 SCHEMES: Registry[type[Watermark]] = Registry("scheme")
@@ -277,9 +299,12 @@ def parse_scheme_params(name: str, values: Mapping[str, Any] | None = None) -> A
     own = {f.name for f in dataclasses.fields(plugin.params)}
     for given in values or {}:
         if given.replace("-", "_") not in own:
-            flags = ", ".join("--" + f.replace("_", "-") for f in sorted(own))
+            names = ["--" + f.replace("_", "-") for f in sorted(own)]
             flag = "--" + given.replace("_", "-")
-            raise ConfigError(f"{flag} does not apply to scheme {name!r} (its flags: {flags})")
+            raise ConfigError(
+                f"{flag} does not apply to scheme {name!r}{closest(flag, names)} "
+                f"(its flags: {', '.join(names)})"
+            )
     params = parse_params(plugin.params, values)
     plugin.factory().check(params)
     return params

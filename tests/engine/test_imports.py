@@ -142,3 +142,34 @@ def test_cli_imports_textual_only_inside_commands() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "False"
+
+
+#: modules the CLI's start and a train phase's set-up must not load: none of them is needed
+#: before the first step, and each cost the playground's first plotted point (torchvision,
+#: read only for the manifest's versions, was 2 s of 3.8 s); the synthetic renderer (and
+#: Pillow through it) only draws on a cold cache; the UI and plotting stacks only in the app
+LAZY_AT_START = (
+    "torchvision",
+    "engine.data.synthetic_render",
+    "textual",
+    "textual_plot",
+    "matplotlib",
+    "scipy",
+)
+
+
+def test_cli_start_and_a_train_spec_load_nothing_heavy(tmp_path: Path) -> None:
+    """``import wmtui.cli.main``, then a train job on synthetic data checked and built (its
+    run folder and manifest written, versions included), in a fresh interpreter."""
+    code = (
+        "import sys, wmtui.cli.main\n"
+        "from engine.jobs import JobSpec\n"
+        f"spec = JobSpec.train(dataset='synthetic', model='lenet5', out={str(tmp_path / 'r')!r})\n"
+        "built = spec.validate().build()\n"
+        "assert (built.run.path / 'manifest.json').is_file()\n"
+        f"print(','.join(m for m in {LAZY_AT_START!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == ""

@@ -103,6 +103,67 @@ def test_unknown_preset_suggests_the_closest_and_a_missing_file_is_named(tmp_pat
         load_scenario(str(broken))
 
 
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gan").mkdir()  # a run folder the user called gan
+    (tmp_path / "classic").mkdir()
+    assert load_scenario("gan").source.endswith("assets/scenarios/gan.toml")
+    assert load_scenario("classic").name == "classic"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="mine is a folder"):
+        load_scenario("mine")
+    own = tmp_path / "gan.toml"  # an existing TOML file of a preset's name is the user's
+    own.write_text('title = "mine"\n[[phases]]\nkind = "train"\n')
+    assert load_scenario("gan.toml").title == "mine"
+
+
+SCENARIO_TYPOS = [
+    (
+        "[train]\nepocs = 3\n[[phases]]\nkind = 'train'\n",
+        "[train]: unknown key 'epocs' (did you mean 'epochs'?)",
+    ),
+    ("[train]\nepochs = inf\n[[phases]]\nkind = 'train'\n", "[train]: epochs: expected a number"),
+    ("train = 3\n[[phases]]\nkind = 'train'\n", "[train]: must be a table"),
+    ("[[phases]]\nkind = 'train'\ncolour = 1\n", "[[phases]] #1: unknown key 'colour'"),
+    (
+        "[[phases]]\nname = 'owner'\nkind = 'train'\ntrain = { lr = -1 }\n",
+        "[[phases]] owner train: lr: must be > 0.0",
+    ),
+    (
+        "[[phases]]\nname = 'owner'\nkind = 'train'\n[[phases]]\nname = 'thief'\n"
+        "kind = 'attack'\nattack = 'ft-basic'\nbudget = { data_fractoin = 0.2 }\n",
+        "[[phases]] thief budget: unknown key 'data_fractoin' (did you mean 'data-fraction'?)",
+    ),
+    (
+        "[[phases]]\nname = 'owner'\nkind = 'train'\n[[phases]]\nname = 'thief'\n"
+        "kind = 'attack'\nattack = 'ft-basic'\nparams = 7\n",
+        "[[phases]] thief params: must be a table",
+    ),
+    (
+        "[[phases]]\nname = 'owner'\nkind = 'train'\n[[phases]]\nname = 'thief'\n"
+        "kind = 'attack'\nattack = 'ft-basic'\nparams = { bacth = 3 }\n",
+        "[[phases]] thief params (ft-basic): unknown key 'bacth' (did you mean 'batch'?)",
+    ),
+    (
+        "[[phases]]\nname = 'owner'\nkind = 'embed'\nscheme = 'pattern'\n"
+        "params = { targte_label = 3 }\n",
+        "[[phases]] owner params (pattern): --targte-label does not apply to scheme 'pattern' "
+        "(did you mean '--target-label'?)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), SCENARIO_TYPOS)
+def test_scenario_file_errors_name_the_file_and_the_table(tmp_path, text, fragment) -> None:
+    path = tmp_path / "my.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path} "), message
+    assert fragment in message and "Config" not in message and "\n" not in message
+
+
 # -- running ------------------------------------------------------------------------------
 def test_phases_run_in_order_each_in_its_own_folder(tmp_path) -> None:
     raw = tiny([{"name": "owner", "kind": "train"}, {**ATTACK, "name": "thief"}])
@@ -146,7 +207,7 @@ def test_skip_ends_a_phase_keeps_its_model_and_goes_on(tmp_path) -> None:
     logs = [e.message for e in events if e.kind == "log"]
     assert any("skipping to the next phase" in m for m in logs)
     # the last phase has no next one: SkipPhase there is refused, not a stop
-    assert not any("SkipPhase ignored" in m for m in logs)
+    assert not any("phase skip ignored" in m for m in logs)
 
 
 def test_set_phase_params_edits_a_later_phase_and_refuses_bad_or_started_ones(tmp_path) -> None:

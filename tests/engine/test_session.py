@@ -50,7 +50,7 @@ def test_every_command_is_acknowledged() -> None:
     time.sleep(0.3)
     session.stop()
     logs = [e.message for e in session.events() if isinstance(e, Log)]
-    assert any("SetTrigger ignored" in m for m in logs)
+    assert any("trigger switch ignored" in m for m in logs)
     assert "paused" in logs and "resumed" in logs
 
 

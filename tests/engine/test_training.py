@@ -92,7 +92,7 @@ def test_set_lr_and_scale_lr_apply_between_steps(small_synthetic) -> None:
     assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
     logs = [e.message for e in events if isinstance(e, Log)]
     assert any("learning rate set to 0.01" in m for m in logs)
-    assert any("SetLR refused" in m for m in logs)
+    assert any("learning rate change refused" in m for m in logs)
 
 
 def test_nan_loss_stops_phase_names_step_and_restores_model(small_synthetic) -> None:

@@ -33,6 +33,7 @@ from engine.watermarks import (
     save_key,
     stamp,
 )
+from engine.watermarks.base import NEXT_TRIGGER
 from engine.watermarks.triggers import DECOY_COUNT, make_trigger, parse_trigger
 from engine.watermarks.unrelated import decoy_label
 from tests.conftest import write_blob_style, write_mnist_style
@@ -481,7 +482,7 @@ def test_set_trigger_and_label_switch_the_key_and_track_both(tmp_path, shared_da
     logs = [e.message for e in events if isinstance(e, Log)]
     assert any("as 'key:square'" in m for m in logs)
     assert any("as 'key:label=3'" in m for m in logs)
-    assert any("SetTargetLabel refused" in m and "10 classes" in m for m in logs)
+    assert any("target label switch refused" in m and "10 classes" in m for m in logs)
     final = [e for e in events if isinstance(e, Metrics) and e.test_acc is not None][-1]
     assert set(final.retention) == {"key", "key:square", "key:label=3"}
     verdicts = session.summary["verdicts"]
@@ -496,3 +497,41 @@ def test_switching_what_a_scheme_does_not_have_is_refused(data) -> None:
     key = scheme.keygen(parse_scheme_params("abstract", {"count": 3}), KeyContext(data, "l", 0))
     with pytest.raises(ConfigError, match="has no trigger to switch"):
         scheme.switch(key, KeyContext(data, "lenet5", 0), trigger="square")
+
+
+def test_a_switch_to_the_same_trigger_is_refused_and_next_steps_from_the_keys_own(data) -> None:
+    scheme = get_scheme("pattern")
+    kctx = KeyContext(data, "lenet5", 0)
+    key = scheme.keygen(parse_scheme_params("pattern", {"trigger": "square"}), kctx)
+    with pytest.raises(ConfigError, match="already square: nothing to switch"):
+        scheme.switch(key, kctx, trigger="square")
+    with pytest.raises(ConfigError, match="target label is already 7"):
+        scheme.switch(key, kctx, target=7)
+    after_square = scheme.switch(key, kctx, trigger=NEXT_TRIGGER)
+    assert after_square.params["trigger"] == "noise"
+    assert scheme.switch(after_square, kctx, trigger=NEXT_TRIGGER).params["trigger"] == "text"
+
+
+def test_live_key_sets_are_bounded_and_every_switched_key_stays_on_disk(
+    tmp_path, shared_data_dir
+) -> None:
+    config = tiny_config(shared_data_dir, epochs=4, eval_every=5)
+    run = RunDir.create(tmp_path / "run", new_run_manifest(config, "embed"))
+    labels = iter([1, 2, 3, 4, 5, 6])
+
+    def steer(session: Session, event: Any) -> None:
+        label = next(labels, None) if isinstance(event, Metrics) else None
+        if label is not None:
+            session.send(cmd.SetTargetLabel(label))
+
+    params = parse_scheme_params("pattern", {})
+    session, events = run_session(embed_job(config, "pattern", params, run), run, steer)
+    logs = [e.message for e in events if isinstance(e, Log)]
+    assert any("no longer tracking key:label=1" in m for m in logs)
+    final = [e for e in events if isinstance(e, Metrics) and e.test_acc is not None][-1]
+    assert set(final.retention) == {"key", "key:label=4", "key:label=5", "key:label=6"}
+    assert set(session.summary["verdicts"]) == set(final.retention)
+    assert len(session.summary["keys"]) == 7
+    assert all(
+        load_key(tmp_path / "run" / f"key-{n}").params["target_label"] == n - 1 for n in range(2, 8)
+    )

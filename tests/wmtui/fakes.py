@@ -121,3 +121,100 @@ def scenario_script(scenario: str = "gan", target: int = 4) -> list[Event]:
         marker("scan-square", "start", 3, title="GAN scan of the watermarked model"),
         *scan(target),
     ]
+
+
+def classic_script(*, finished: bool = True) -> list[Event]:
+    """The `classic` scenario as the engine streams it, with event times: an embedding whose
+    key set is learnt, a GAN scan of that model (progress with steps, as a 2-core CPU takes
+    1.5 s a step), then the removal that takes retention to 0.65%. ``finished=False`` stops
+    mid-scan, at step 50 of 300."""
+    from engine.events import ClassScan
+
+    def marker(name: str, edge: str, index: int, **info: object) -> Phase:
+        return Phase(name, edge, index=index, total=2, info={"scenario": "classic", **info})
+
+    where = {"dataset": "fashion-mnist", "model": "lenet5", "device": "cpu"}
+    events: list[Event] = [
+        marker("embed", "start", 1, title="train with the TEST watermark (target 7)"),
+        Phase("embed", "start", info={**where, "steps": 400}, time=1.0),
+    ]
+    for i, step in enumerate(range(40, 401, 40)):
+        events.append(
+            Metrics(
+                "embed",
+                step,
+                step / 200,
+                0.05,
+                2.0 / (1 + i),
+                1500.0,
+                time=2.0 + i,
+                test_acc=0.5 + 0.039 * i,
+                retention={"key": min(0.999, 0.1 * (i + 1))},
+            )
+        )
+    events += [
+        Phase("embed", "end", time=12.0),
+        marker("embed", "end", 1, status="completed", test_acc=0.8903, retention={"key": 0.999}),
+        marker(
+            "gan", "start", 2, title="GAN scan of every class, then removal of the reversed trigger"
+        ),
+        Phase(
+            "gan",
+            "start",
+            time=13.0,
+            info={
+                **where,
+                "detector": "gan",
+                "steps": 300,
+                "classes": 10,
+                "gap": 1.5,
+                "test_acc": 0.8903,
+            },
+        ),
+    ]
+    sizes = [49.0 + 3 * c for c in range(10)]
+    sizes[7] = 31.0
+    for step in (25, 50) if not finished else (25, 50, 300):
+        for c in range(10):
+            size = sizes[c] * (1 + (300 - step) / 300)
+            events.append(ClassScan("gan", c, size, step == 300, step, 300, time=13.0 + 1.5 * step))
+    if not finished:
+        return events
+    events += [
+        Phase("gan", "end", info={"flagged_class": 7}, time=464.0),
+        Phase(
+            "gan-remove",
+            "start",
+            time=465.0,
+            info={**where, "steps": 600, "flagged_class": 7, "test_acc": 0.8903},
+        ),
+    ]
+    for i, step in enumerate(range(100, 601, 100)):
+        events.append(
+            Metrics(
+                "gan-remove",
+                step,
+                step / 60,
+                0.01,
+                0.4,
+                900.0,
+                time=470.0 + 5 * i,
+                test_acc=0.8879,
+                retention={"key": max(0.0065, 0.5 - 0.1 * (i + 1))},
+            )
+        )
+    events += [
+        Phase("gan-remove", "end", time=500.0),
+        marker(
+            "gan",
+            "end",
+            2,
+            status="completed",
+            flagged_class=7,
+            test_acc=0.8879,
+            test_acc_before=0.8903,
+            retention={"key": 0.0065},
+            retention_before={"key": 0.999},
+        ),
+    ]
+    return events

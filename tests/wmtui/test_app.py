@@ -109,8 +109,8 @@ async def test_trigger_label_and_exact_lr_controls() -> None:
         await pilot.press("r", "0", ".", "0", "2", "enter")
         await pilot.pause()
     assert fake.sent == [
-        cmd.SetTrigger("square"),
-        cmd.SetTrigger("noise"),
+        cmd.SetTrigger("next"),  # the worker picks the trigger after the key's own
+        cmd.SetTrigger("next"),
         cmd.SetTargetLabel(3),
         cmd.SetLR(0.02),
     ]
@@ -124,7 +124,7 @@ async def test_scan_bars_outlier_and_previews() -> None:
     async with app.run_test(size=(120, 36)) as pilot:
         app.pump()
         await pilot.pause()
-        assert app.screen.has_class("scanning")
+        assert app.dashboard.has_class("scanning")
         bars = app.query_one("#bars")
         heights = next(list(d.y) for d in bars._datasets if type(d).__name__ == "BarPlot")
         assert len(heights) == 10 and min(range(10), key=heights.__getitem__) == 4
@@ -211,13 +211,32 @@ async def test_the_true_trigger_preview_waits_for_a_scan() -> None:
     async with app.run_test(size=(120, 36)) as pilot:
         app.pump()
         await pilot.pause()
-        assert not app.screen.has_class("scanning") and app.query_one("#loss-plot").display
+        assert not app.dashboard.has_class("scanning") and app.query_one("#loss-plot").display
         fake.feed(*scan_script(target=4))
         app.pump()
         await pilot.pause()
-        assert app.screen.has_class("scanning")
+        assert app.dashboard.has_class("scanning")
         assert app.query_one("#preview-0").border_title == "true trigger"
         await pilot.resize_terminal(80, 24)
         app.pump()
         await pilot.pause()
-        assert app.screen.has_class("compact")  # the previews give way on a small terminal
+        assert app.dashboard.has_class("compact")  # the previews give way on a small terminal
+
+
+async def test_scan_key_mid_phase_asks_the_worker_and_never_ends_the_session() -> None:
+    """`d` while training: the worker scans the model it holds now and goes on (defect: the
+    scan used to stop the whole scenario and then read the scenario's root folder)."""
+    fake = FakeSession(training_script(40))
+    app = WmtuiApp(lambda: fake, refresh=4.0, run_path=None)
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.pump()
+        assert app.state.status == "running"
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        followups = [c for c in fake.sent if isinstance(c, cmd.Followup)]
+        assert len(followups) == 1 and followups[0].kind == "detect"
+        assert followups[0].plugin == "neural-cleanse"
+        assert not fake.stopped and not any(isinstance(c, cmd.Stop) for c in fake.sent)
+        await pilot.press("ctrl+q")

@@ -269,7 +269,7 @@ async def test_app_plots_the_recording_and_shows_the_replay_clock(run: Path) -> 
         app.pump()
         await pilot.pause()
         assert app.state.status == "completed" and app.is_running  # stays on the last screen
-        assert app.screen.has_class("scanning") and app.state.scan_outlier() == 2
+        assert app.dashboard.has_class("scanning") and app.state.scan_outlier() == 2
         assert "replay finished" in log_text(app)
         assert title(app).startswith("REPLAY ×1 t=16.0/16.0 s end")
 
@@ -394,3 +394,13 @@ def test_replay_command_refuses_a_missing_run_in_one_line(tmp_path: Path) -> Non
 def test_replay_command_checks_its_options(run: Path, args: list[str], fragment: str) -> None:
     result = runner.invoke(cli_app, ["replay", str(run), *args])
     assert result.exit_code == 2 and fragment in result.stderr
+
+
+def test_replay_of_a_run_file_that_is_not_a_recording_says_what_replay_takes(run: Path) -> None:
+    (run / "summary.json").write_text('{\n  "status": "completed"\n}\n')
+    result = runner.invoke(cli_app, ["replay", str(run / "summary.json")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "corrupt" not in lines[0]
+    assert "replay takes a run folder or its events.jsonl, not summary.json" in lines[0]
+    assert f"(try: wmtui replay {run})" in lines[0]

@@ -219,7 +219,7 @@ async def test_a_whole_short_scenario_runs_to_its_summary(tiny_file: Path, tmp_p
                 break
         assert app.state.status == "completed", app.state.error
         assert [r["name"] for r in app.state.phase_results] == ["owner", "thief"]
-        assert "phase 2/2 thief ended: status completed" in log_text(app)
+        assert "phase 2/2 thief ended: completed · test acc" in log_text(app)
         assert app.state.summary["phases"][1]["retention_before"]["key"] > 0.5
         assert app.run_path == root.path / "02-thief"  # `a`/`d` now work on the attacked model
         assert "key" in app.state.retention and len(app.state.phase_starts) == 2

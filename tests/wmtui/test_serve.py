@@ -102,6 +102,15 @@ def test_scenarios_are_checked_up_front_and_no_options_serve_the_start_screen() 
     assert cli_replay.served_args(None, None, ["--epochs", "1"]) == ["tui", "--epochs", "1"]
 
 
+def test_a_folder_named_like_a_preset_serves_the_preset(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gan").mkdir()
+    assert cli_replay.served_args(None, "gan", []) == ["tui", "--scenario", "gan"]
+    (tmp_path / "mine.toml").write_text('[[phases]]\nkind = "train"\n')
+    served = cli_replay.served_args(None, "mine.toml", [])
+    assert served == ["tui", "--scenario", str(tmp_path / "mine.toml")]
+
+
 # -- through the CLI ------------------------------------------------------------------------
 def one_error_line(result) -> str:
     assert result.exit_code == 2, result.output

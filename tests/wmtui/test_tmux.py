@@ -196,9 +196,9 @@ def test_playground_in_a_real_terminal(
 
         term.send("C-q")
         asked = time.monotonic()
-        while term.exit_code() is None and time.monotonic() - asked < 3.0:
+        while term.exit_code() is None and time.monotonic() - asked < 2.0:
             time.sleep(0.05)
-        assert term.exit_code() == 0, f"exit code {term.exit_code()} 3 s after ctrl+q"
+        assert term.exit_code() == 0, f"exit code {term.exit_code()} 2 s after ctrl+q"
         term.capture()
     except BaseException:
         print(term.dump())

@@ -24,7 +24,8 @@ from engine.errors import UserError, closest
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
 from engine.registry import Plugin, describe_params, scalar_type
-from wmtui.cli.options import register_plugin_command
+from wmtui.cli.common import ThreadsOption
+from wmtui.cli.options import listing, register_plugin_command
 
 COMMAND = "attack"
 
@@ -73,6 +74,7 @@ def attack(
     eval_every: EvalEvery = 100,
     overwrite: OverwriteFlag = False,
     list_attacks: ListFlag = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Remove a watermark: fine-tune, prune or distill a run's model within a budget.
 
@@ -100,7 +102,7 @@ def attack(
         sweep=tuple(parse_ratios(sweep)) if sweep is not None else None,
         overwrite=overwrite,
     )
-    code, run = run_spec(spec, json_mode)
+    code, run = run_spec(spec, json_mode, threads)
     if code == 0 and run is not None:
         print_results(run.summary(), json_mode)
     raise typer.Exit(code)
@@ -186,8 +188,9 @@ def print_attacks(json_mode: bool) -> None:
         if json_mode:
             typer.echo(json.dumps({"name": plugin.name, "summary": plugin.summary, "params": rows}))
             continue
-        typer.echo(f"{plugin.name:11} {plugin.summary}")
+        lines = listing(plugin.name, plugin.summary, 12)
         for row in rows:
-            flag = f"--{row['name'].replace('_', '-')}"
+            flag = f"    --{row['name'].replace('_', '-')}"
             default = "automatic" if row["default"] is None else repr(row["default"])
-            typer.echo(f"    {flag:24} {row.get('help', '')} (default: {default})")
+            lines += listing(flag, f"{row.get('help', '')} (default: {default})", 29)
+        typer.echo("\n".join(lines))

@@ -7,20 +7,23 @@ without an import cycle through the app that registers them.
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 import time
 import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from engine.config import load_toml
+from engine.config import TrainConfig, check_table, load_toml, toml_table
 from engine.errors import UserError
 from engine.jobs import JobSpec
-from engine.jobs.api import record_failure
 from engine.runs import RunDir
-from engine.session import EventSink, Job, Session
+from engine.session import EventSink, Job, Session, import_before_the_worker
+from engine.threads import apply_threads
 from wmtui.cli.headless import HeadlessReporter
 
 DEBUG = {"on": False}
@@ -33,11 +36,28 @@ OutOption = Annotated[
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML file with a [train] table")
 ]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        metavar="N",
+        help="CPU threads for torch (default: OMP_NUM_THREADS, else the free cores)",
+        show_default=False,
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"wmtui: error: {message}", err=True)
+    typer.echo(f"wmtui: error: {one_line(message)}", err=True)
     raise typer.Exit(code)
+
+
+def one_line(message: str) -> str:
+    """``message`` as one line: control characters and line separators it quotes from the
+    user (a path or a value with a newline in it) are shown escaped, never as line breaks."""
+    return "".join(
+        repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in message
+    )
 
 
 def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,7 +80,8 @@ def train_values(given: dict[str, str], config_file: Path | None) -> dict[str, A
     values: dict[str, Any] = {}
     if config_file is not None:
         table = load_toml(config_file)
-        values.update(table.get("train", table))
+        values.update(toml_table(table, "train", config_file) if "train" in table else table)
+        check_table(values, TrainConfig, f"{config_file} [train]")
     values.update(given)
     return values
 
@@ -69,18 +90,33 @@ def default_out(command: str) -> Path:
     return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_spec(spec: JobSpec, json_mode: bool) -> tuple[int, RunDir | None]:
-    """Check the spec (bad input: exit 2, nothing written), make its folder, run it headless."""
+def run_spec(
+    spec: JobSpec, json_mode: bool, threads: int | None = None
+) -> tuple[int, RunDir | None]:
+    """Check the spec (bad input: exit 2, nothing written), make its folder, run it headless
+    on the CPU thread count :func:`engine.threads.choose_threads` picks."""
+    note = apply_threads(threads)
+    import_before_the_worker()  # seconds of imports before the folder exists, not after
     built = spec.validate().build()
-    return run_headless(built.job, built.run, json_mode), built.run
+    return run_headless(built.job, built.run, json_mode, note=note), built.run
 
 
 def run_headless(
-    job: Job, run: RunDir | None, json_mode: bool, extra_sinks: Sequence[EventSink] = ()
+    job: Job,
+    run: RunDir | None,
+    json_mode: bool,
+    extra_sinks: Sequence[EventSink] = (),
+    note: str = "",
 ) -> int:
-    """Drive a session to its end in the foreground; Ctrl-C stops it cleanly."""
+    """Drive a session to its end in the foreground; Ctrl-C stops it cleanly. ``note`` (the
+    thread choice) is logged first, into the run's events and the output."""
     sink = run.event_sink() if run is not None else None
-    session = Session(job, ([sink] if sink else []) + list(extra_sinks)).start()
+    session = Session(job, ([sink] if sink else []) + list(extra_sinks))
+    if note:
+        session.ctx.log(note)  # before start: the worker is not running yet
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: stop cleanly
+    session.start()
     reporter = HeadlessReporter(json_mode)
     try:
         for event in session.events():
@@ -93,10 +129,9 @@ def run_headless(
         return 130
     finally:
         reporter.close()
-        if sink is not None:
-            session.join(2.0)
+        session.join(2.0)
+        if sink is not None and not session.running:  # never close it under the worker
             sink.close()
-    record_failure(session, run)
     if session.status == "completed":
         return 0
     if session.status == "stopped":

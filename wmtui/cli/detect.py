@@ -21,6 +21,7 @@ import typer
 from engine.errors import UserError
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
+from wmtui.cli.common import ThreadsOption
 from wmtui.cli.options import register_plugin_command
 
 COMMAND = "detect"
@@ -59,6 +60,7 @@ def detect(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="replace a run already in --out")
     ] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Detect a watermark's target class by per-class trigger search; optionally remove it.
 
@@ -85,7 +87,7 @@ def detect(
         eval_every=eval_every,
         overwrite=overwrite,
     )
-    code, run = run_spec(spec, json_mode)
+    code, run = run_spec(spec, json_mode, threads)
     if code == 0 and run is not None:
         print_result(run.summary(), json_mode)
     raise typer.Exit(code)

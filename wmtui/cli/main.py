@@ -13,32 +13,70 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from engine.config import TrainConfig
 from engine.data import DATASETS, default_data_dir, is_present, load_dataset
 from engine.errors import UserError
 from engine.jobs import JobSpec
 from engine.jobs.common import check_config
+from engine.threads import apply_threads
 from engine.watermarks import SCHEMES
 from wmtui.cli.common import (
     DEBUG,
     ConfigOption,
     JsonFlag,
     OutOption,
+    ThreadsOption,
     default_out,
     guarded,
     run_spec,
     train_values,
 )
-from wmtui.cli.options import with_dataclass_options
+from wmtui.cli.options import listing, plugin_listing, with_dataclass_options
 from wmtui.cli.watermarks import SCHEME_PARAMS, split_config
 
+
+class DefaultTuiGroup(TyperGroup):
+    """The root command group, with ``tui`` as the default command (``wmtui [tui] ...``).
+
+    Arguments that start with an option the root does not own (``wmtui --scenario gan``,
+    ``wmtui --dataset synthetic``) go to ``tui``, as if it had been written; ``--debug``
+    given among them is still the root's. A bare word is a command name as before, so
+    ``wmtui trian`` stays "No such command" with its suggestion, and plain ``wmtui`` (no
+    arguments) opens the start screen through the callback.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, default_to_tui(args, self.root_options(ctx)))
+
+    def root_options(self, ctx: Any) -> set[str]:
+        return {opt for param in self.get_params(ctx) for opt in param.opts}
+
+
+def default_to_tui(args: list[str], root_options: set[str]) -> list[str]:
+    """``args`` with ``tui`` inserted after the root's own leading flags when what follows
+    is an option; the root's ``--debug`` anywhere after it is moved in front."""
+    args = list(args)
+    i = 0
+    while i < len(args) and args[i] in root_options:
+        i += 1
+    if i == len(args) or not args[i].startswith("-") or args[i] == "--":
+        return args
+    head, rest = args[:i], args[i:]
+    hoisted = [a for a in rest if a == "--debug"]
+    return [*head, *hoisted, "tui", *[a for a in rest if a != "--debug"]]
+
+
 app = typer.Typer(
+    cls=DefaultTuiGroup,
     add_completion=False,
     invoke_without_command=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="wmtui: embed, attack and detect watermarks in image classifiers, live.",
+    help="wmtui: embed, attack and detect watermarks in image classifiers, live.\n\n"
+    "tui is the default command: wmtui alone opens the start screen, and tui's options work "
+    "without it (wmtui --scenario gan --epochs 1; see wmtui tui --help).",
 )
 data_app = typer.Typer(help="List and fetch datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
@@ -58,12 +96,12 @@ ScenarioOption = Annotated[
 def root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
-    scenario: ScenarioOption = None,
 ) -> None:
-    """Without a command, the playground: the start screen, or --scenario straight away."""
+    """Without a command, the playground (tui): the start screen, or with tui's options
+    (wmtui --scenario gan, wmtui --dataset synthetic ...) straight away."""
     DEBUG["on"] = debug
     if ctx.invoked_subcommand is None:
-        guarded(launch_scenario_tui)(scenario, {}, refresh=2.0, out=None)
+        guarded(launch_scenario_tui)(None, {}, refresh=2.0, out=None, threads=None)
 
 
 @app.command()
@@ -77,6 +115,7 @@ def train(
         bool, typer.Option("--overwrite", help="replace a run already in --out")
     ] = False,
     config: ConfigOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a clean model headless and save it as a run."""
     spec = JobSpec(
@@ -85,7 +124,7 @@ def train(
         out=out or default_out("train"),
         overwrite=overwrite,
     )
-    raise typer.Exit(run_spec(spec, json_mode)[0])
+    raise typer.Exit(run_spec(spec, json_mode, threads)[0])
 
 
 @app.command()
@@ -96,13 +135,14 @@ def resume(
         int | None, typer.Option("--epochs", help="train to this many epochs in total")
     ] = None,
     json_mode: JsonFlag = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Continue a run from its last checkpoint."""
     overrides = {} if epochs is None else {"epochs": epochs}
-    raise typer.Exit(run_spec(JobSpec.resume_run(run_dir, **overrides), json_mode)[0])
+    raise typer.Exit(run_spec(JobSpec.resume_run(run_dir, **overrides), json_mode, threads)[0])
 
 
-@app.command()
+@app.command(cls=plugin_listing("embed"))
 @guarded
 @with_dataclass_options(TrainConfig, *SCHEME_PARAMS)
 def tui(
@@ -119,11 +159,13 @@ def tui(
     out: OutOption = None,
     config: ConfigOption = None,
     scenario: ScenarioOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """The playground (the default command): train live, steer it from the keyboard.
 
-    With --scenario (or with no options at all, from the start screen) it runs a scenario's
-    phases; training flags then override the scenario's [train] table."""
+    With --scenario (or as plain wmtui, from the start screen) it runs a scenario's phases;
+    training flags then override the scenario's [train] table. Its options work without
+    writing tui (wmtui --scenario gan --epochs 1)."""
     if scenario is not None:
         if scheme is not None or config is not None:
             raise UserError("--scenario takes its phases from the scenario; drop --scheme/--config")
@@ -133,7 +175,7 @@ def tui(
             raise UserError(
                 f"--{stray[0].replace('_', '-')} is a scheme flag; --scenario sets those"
             )
-        launch_scenario_tui(scenario, given, refresh=refresh, out=out)
+        launch_scenario_tui(scenario, given, refresh=refresh, out=out, threads=threads)
         return
     train, scheme_values, name = split_config(given, config, scheme)
     if name == "none":
@@ -145,7 +187,7 @@ def tui(
     else:
         spec = JobSpec("embed", name, scheme_values, train)
     spec.out, spec.command = out or default_out("tui"), "tui"
-    launch_tui(spec, refresh=refresh)
+    launch_tui(spec, refresh=refresh, threads=threads)
 
 
 def prewarm_optimizers() -> None:
@@ -168,10 +210,17 @@ def check_refresh(refresh: float) -> None:
 
 
 def launch_scenario_tui(
-    name: str | None, overrides: dict[str, str], *, refresh: float, out: Path | None
+    name: str | None,
+    overrides: dict[str, str],
+    *,
+    refresh: float,
+    out: Path | None,
+    threads: int | None,
 ) -> None:
-    """A scenario in the playground; ``name`` None opens the start screen first."""
+    """A scenario in the playground; ``name`` None opens the start screen first. The worker
+    shares the process with the screen, so the thread choice leaves it a core."""
     check_refresh(refresh)
+    note = apply_threads(threads, ui=True)
     prewarm_optimizers()
     from engine.jobs.scenarios import Scenario, load_scenario
     from wmtui.tui.app import WmtuiApp
@@ -180,6 +229,7 @@ def launch_scenario_tui(
     def start(scenario: Scenario) -> tuple[Any, Path]:
         check_config(scenario.config(overrides))
         session, root = scenario_session(scenario, overrides, out or default_out(scenario.name))
+        session.ctx.log(note)  # into the run, before the worker starts
         return session, root.path
 
     if name is None:
@@ -193,17 +243,24 @@ def launch_scenario_tui(
         typer.echo(app_.exit_message, err=True)
 
 
-def launch_tui(spec: JobSpec, *, refresh: float) -> None:
+def launch_tui(spec: JobSpec, *, refresh: float, threads: int | None) -> None:
     """One training or embedding phase in the playground; the spec is checked (and its run
     folder made) before the screen opens."""
     check_refresh(refresh)
+    note = apply_threads(threads, ui=True)
     checked = spec.validate()
     prewarm_optimizers()
     from wmtui.tui.app import WmtuiApp
 
     built = checked.build()
     assert built.run is not None
-    app_ = WmtuiApp(built.session, refresh=refresh, run_path=built.run.path)
+
+    def session() -> Any:
+        started = built.session()
+        started.ctx.log(note)  # into the run, before the worker starts
+        return started
+
+    app_ = WmtuiApp(session, refresh=refresh, run_path=built.run.path)
     app_.run()
     if app_.exit_message:
         typer.echo(app_.exit_message, err=True)
@@ -224,7 +281,7 @@ def data_list(
             typer.echo(json.dumps(row))
         else:
             mark = "yes" if present else "no "
-            typer.echo(f"{plugin.name:16} {mark}  {plugin.summary}")
+            typer.echo("\n".join(listing(f"{plugin.name:16} {mark}", plugin.summary, 22)))
     if not json_mode:
         typer.echo(f"(data dir: {folder})", err=True)
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import textwrap
 from collections.abc import Callable
 from typing import Annotated, Any, get_type_hints
 
 import typer
 from typer.core import TyperCommand
 
+from engine.config import TrainConfig
 from engine.jobs import JOB_KINDS
 from engine.registry import describe_params
 
@@ -27,14 +29,9 @@ def dataclass_options(
     for row in describe_params(cls):
         if row["name"] in exclude:
             continue
-        help_text = row.get("help", "")
-        if row.get("choices"):
-            help_text += f" ({'|'.join(row['choices'])})"
-        if row["default"] not in ("", None):
-            help_text += f" (default: {row['default']})"
         option = typer.Option(
             f"--{row['name'].replace('_', '-')}",
-            help=help_text,
+            help=option_help(row),
             show_default=False,
             metavar=row["type"].upper(),
             rich_help_panel=panel,
@@ -48,6 +45,35 @@ def dataclass_options(
             )
         )
     return params
+
+
+def option_help(row: dict[str, Any]) -> str:
+    """A field's help line as ``--help`` shows it: help, choices, default."""
+    help_text = row.get("help", "")
+    if row.get("choices"):
+        help_text += f" ({'|'.join(row['choices'])})"
+    if row["default"] not in ("", None):
+        help_text += f" (default: {row['default']})"
+    return help_text
+
+
+#: listings (``attack --list``, ``run --list``, ``data list``) fit an 80-column terminal
+LIST_WIDTH = 80
+
+
+def listing(head: str, text: str, indent: int) -> list[str]:
+    """``head`` padded to ``indent`` columns, then ``text`` wrapped to :data:`LIST_WIDTH`
+    with its continuation lines indented under it: a long description stays readable on a
+    classroom projector or an 80-column SSH window instead of running off the edge."""
+    first = head.ljust(indent) if len(head) < indent else head + " "
+    lines = textwrap.wrap(
+        text,
+        LIST_WIDTH,
+        initial_indent=first,
+        subsequent_indent=" " * indent,
+        break_on_hyphens=False,  # names such as ft-basic stay whole
+    )
+    return lines or [head.rstrip()]
 
 
 def with_dataclass_options(
@@ -96,6 +122,38 @@ def plugin_listing(kind: str) -> type[TyperCommand]:
     here with no CLI module to edit."""
 
     class PluginListing(TyperCommand):
+        def format_options(self, ctx: Any, formatter: Any) -> None:
+            """Options in groups: the command's own, the training flags, then one section
+            per plugin with the flags that plugin takes (a flag several schemes share
+            shows in each, with that scheme's help), so ``embed --help`` says which flag
+            belongs to which scheme."""
+            plugins = [p for p in JOB_KINDS.get(kind).factory.plugins() if p.params]
+            plugin_fields = {name for p in plugins for name in field_names(p.params)}
+            train_fields = field_names(TrainConfig)
+            own: list[tuple[str, str]] = []
+            train: list[tuple[str, str]] = []
+            declared = set()
+            for param in self.get_params(ctx):
+                record = param.get_help_record(ctx)
+                if record is None:
+                    continue
+                if param.name in plugin_fields:
+                    declared.add(param.name)
+                else:
+                    (train if param.name in train_fields else own).append(record)
+            sections = [("Options", own), ("Training options ([train] table)", train)]
+            for plugin in plugins:
+                rows = [row for row in describe_params(plugin.params) if row["name"] in declared]
+                records = [
+                    (f"--{row['name'].replace('_', '-')} {row['type'].upper()}", option_help(row))
+                    for row in rows
+                ]
+                sections.append((f"{plugin.name} flags", records))
+            for title, records in sections:
+                if records:
+                    with formatter.section(title):
+                        formatter.write_dl(records)
+
         def format_epilog(self, ctx: Any, formatter: Any) -> None:
             super().format_epilog(ctx, formatter)
             plugins = JOB_KINDS.get(kind).factory.plugins()

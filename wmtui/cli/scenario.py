@@ -21,7 +21,9 @@ from engine.config import TrainConfig
 from engine.errors import ConfigError
 from engine.jobs.common import check_config
 from engine.jobs.scenarios import load_scenario, prepare_scenario, preset_names
-from wmtui.cli.options import with_dataclass_options
+from engine.threads import apply_threads
+from wmtui.cli.common import ThreadsOption
+from wmtui.cli.options import listing, with_dataclass_options
 
 COMMAND = "run"
 
@@ -40,7 +42,7 @@ def describe_presets() -> str:
     for name in preset_names():
         scenario = load_scenario(name)
         phases = " -> ".join(spec.label() for spec in scenario.phases)
-        lines.append(f"{name:10} {scenario.title}\n{'':10} {phases}")
+        lines += listing(name, scenario.title, 11) + listing("", phases, 11)
     return "\n".join(lines)
 
 
@@ -57,8 +59,10 @@ def run(
     json_mode: Annotated[
         bool, typer.Option("--json", help="one JSON object per line on stdout")
     ] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run a scenario headless: the playground's phases, events and summary, no screen."""
+    from engine.session import import_before_the_worker
     from wmtui.cli.common import default_out, run_headless
 
     if list_:
@@ -66,7 +70,9 @@ def run(
         raise typer.Exit(0)
     if scenario is None:
         raise ConfigError(f"name a scenario: {', '.join(preset_names())} or a TOML file")
+    note = apply_threads(threads)
     chosen = load_scenario(scenario)
     config = check_config(chosen.config(given))
+    import_before_the_worker()  # seconds of imports before the folder exists, not after
     job, root, sinks = prepare_scenario(chosen, config, out or default_out(chosen.name))
-    raise typer.Exit(run_headless(job, root, json_mode, sinks))
+    raise typer.Exit(run_headless(job, root, json_mode, sinks, note=note))

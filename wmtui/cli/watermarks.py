@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.config import TrainConfig, load_toml
+from engine.config import TrainConfig, check_table, load_toml, toml_table
 from engine.errors import ConfigError
 from engine.jobs import JobSpec
 from engine.metrics import percent
@@ -24,6 +24,7 @@ from wmtui.cli.common import (
     ConfigOption,
     JsonFlag,
     OutOption,
+    ThreadsOption,
     default_out,
     guarded,
     run_spec,
@@ -52,10 +53,11 @@ def split_config(
             raise ConfigError(
                 f"{config_file}: unknown table {sorted(unknown)[0]!r}; use [train] and [scheme]"
             )
-        train.update(table.get("train", {}))
-        from_file = dict(table.get("scheme", {}))
+        train.update(toml_table(table, "train", config_file))
+        check_table(train, TrainConfig, f"{config_file} [train]")
+        from_file = toml_table(table, "scheme", config_file)
         file_name = from_file.pop("name", None)
-        name = name or file_name
+        name = name or (None if file_name is None else str(file_name))
         scheme_values.update(from_file)
     train.update({k: v for k, v in given.items() if k in train_names})
     scheme_values.update({k: v for k, v in given.items() if k not in train_names})
@@ -81,6 +83,7 @@ def embed(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file with [train] and [scheme] tables")
     ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train while embedding a watermark; the key goes to RUN/key/ (0600), apart from the
     model."""
@@ -94,7 +97,7 @@ def embed(
         out=out or default_out("embed"),
         overwrite=overwrite,
     )
-    raise typer.Exit(run_spec(spec, json_mode)[0])
+    raise typer.Exit(run_spec(spec, json_mode, threads)[0])
 
 
 def verify(

@@ -7,6 +7,7 @@ into commands; the worker acknowledges each one in the log.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -15,29 +16,25 @@ from typing import Any, ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Log, Static
-from textual_plot import LegendLocation, PlotWidget
+from textual.widgets import Footer, Log
 
 from engine import commands as cmd
 from engine.errors import UserError
 from engine.events import Event
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.jobs.scenarios import Scenario
-from engine.metrics import percent
-from wmtui.tui.dashboard import LivePlot, paint_scan, plot_lines
+from engine.watermarks.base import NEXT_TRIGGER
+from wmtui.tui.dashboard import Dashboard
 from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
 from wmtui.tui.screens.prompt import PromptScreen, int_in_range, positive_float
-from wmtui.tui.state import DashboardState, Series
-from wmtui.tui.widgets.image_view import ImageView
+from wmtui.tui.state import DashboardState
 
-TRIGGER_CYCLE = ("text", "square", "noise")
 REPAINT_RATES = (1.0, 2.0, 4.0, 10.0)
 THEMES = ("textual-dark", "textual-light")
-RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
+#: session states after which the worker has ended
+FINISHED = frozenset({"completed", "stopped", "failed", "diverged"})
 
 
 class SessionLike(Protocol):
@@ -77,9 +74,9 @@ class WmtuiApp(App[None]):
         Binding("space", "toggle_pause", "pause"),
         Binding("plus,equals_sign", "lr_up", "lr×2", key_display="+"),
         Binding("minus", "lr_down", "lr÷2", key_display="-"),
-        Binding("r", "set_lr", "lr="),
+        Binding("r", "set_lr", "lr=", show=False),
         Binding("t", "next_trigger", "trig"),
-        Binding("l", "set_label", "label"),
+        Binding("l", "set_label", "label", show=False),
         Binding("a", "attack", "attack"),
         Binding("d", "detect", "scan"),
         Binding("s", "stop", "stop"),
@@ -90,7 +87,8 @@ class WmtuiApp(App[None]):
         Binding("ctrl+t", "toggle_theme", "theme", show=False),
         Binding("ctrl+q", "quit", "quit", priority=True),
         Binding("ctrl+s", "screenshot_svg", "screenshot", show=False),
-        Binding("question_mark", "help", "help", show=False),
+        # at 80 columns the footer holds the keys above and this one, which lists them all
+        Binding("question_mark", "help", "keys"),
     ]
 
     def __init__(
@@ -114,40 +112,15 @@ class WmtuiApp(App[None]):
         self.state = DashboardState()
         self.refresh_hz = refresh
         self._painted = -1
-        self._plotted: dict[str, tuple[object, ...]] = {}  # what each plot drew last
-        self._texts: dict[str, str] = {}
         self._early: Timer | None = None
         self._early_until = 0.0
-        self._trigger_index = 0
         self.exit_message = ""
 
     def compose(self) -> ComposeResult:
-        yield Static("wmtui", id="title")
-        yield Static("starting…", id="status")
-        with Horizontal(id="plots"):
-            yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
-            yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
-            with Vertical(id="scan"):
-                yield LivePlot(id="bars", allow_pan_and_zoom=False)
-                with Horizontal(id="previews"):
-                    yield ImageView(id="preview-0")
-                    yield ImageView(id="preview-1")
-        yield Log(id="log", max_lines=1000)
+        yield Dashboard(id="dashboard")
         yield Footer(show_command_palette=False, compact=True)
 
     def on_mount(self) -> None:
-        acc = self.query_one("#acc-plot", PlotWidget)
-        acc.set_ylabel("accuracy %")
-        acc.set_xlabel("step")
-        acc.set_ylimits(0, 100)
-        acc.show_legend(LegendLocation.BOTTOMRIGHT)
-        loss = self.query_one("#loss-plot", PlotWidget)
-        loss.set_ylabel("loss")
-        loss.set_xlabel("step")
-        loss.set_ylimits(0, None)
-        bars = self.query_one("#bars", PlotWidget)
-        bars.set_xlabel("class")
-        bars.set_ylabel("perturbation size")
         self.fit_layout()
         # The worker trains in a thread of this process: hand the GIL back to it within 1 ms
         # (Python's default is 5 ms) whenever it returns from a torch kernel.
@@ -227,88 +200,19 @@ class WmtuiApp(App[None]):
         self._results_seen = len(results)
 
     def repaint(self) -> None:
-        state = self.state
-        info = state.info
-        where, what = "", state.phase or "-"
-        if state.scenario:
-            where = f"{state.scenario} {state.phase_index}/{state.phase_total}"
-            what = state.phase_title or what
-        title = " · ".join(
-            str(part)
-            for part in (
-                "wmtui",
-                where,
-                what,
-                info.get("dataset", ""),
-                info.get("model", ""),
-                info.get("device", ""),
-                info.get("dataset_reason", ""),  # last: a narrow terminal cuts it first
-            )
-            if part
-        )
-        self._update_text("#title", title)
-        total = f"/{state.total_steps}" if state.total_steps else ""
-        lr = f"{state.lr:.3g}" if state.lr is not None else "-"
-        loss = f"{state.loss:.4f}" if state.loss is not None else "-"
-        status = (
-            f"{state.status.upper()} step {state.step}{total} ep {state.epoch:.2f} lr {lr} "
-            f"loss {loss} acc {percent(state.test_acc)} {state.images_per_s:,.0f} img/s"
-        )
-        if "detector" in info and state.phase == info["detector"]:  # a scan: no steps shown
-            classes = info.get("classes") or len(state.scan_sizes) or "?"
-            smallest = state.scan_outlier()
-            verdict = (
-                f"flagged {'none' if state.flagged_class is None else state.flagged_class}"
-                if state.scan_verdict
-                else f"smallest so far {'-' if smallest is None else smallest}"
-            )
-            status = (
-                f"{state.status.upper()} {info['detector']} scan: {len(state.scan_done)}/"
-                f"{classes} classes settled · {verdict} · model acc {percent(state.test_acc)}"
-            )
-        if state.error:
-            status += f"\nerror: {state.error}"
-        self._update_text("#status", status)
-        self._plot(
-            "#acc-plot",
-            [("test acc", state.acc_series, "green")]
-            + [
-                (name, series, RETENTION_COLOURS[i % len(RETENTION_COLOURS)])
-                for i, (name, series) in enumerate(state.retention.items())
-            ],
-        )
-        self._plot("#loss-plot", [("loss", state.loss_series, "yellow")])
-        if state.scan_sizes:  # the true trigger's preview alone (from embedding) waits for a scan
-            self.dashboard.add_class("scanning")
-            self._paint_scan()
-        log = self.query_one("#log", Log)
-        for line in state.take_log():
-            log.write_line(line)
-
-    def _update_text(self, selector: str, text: str) -> None:
-        """Update a line only when it changed: every update costs the UI thread a relayout."""
-        if self._texts.get(selector) != text:
-            self._texts[selector] = text
-            self.query_one(selector, Static).update(text)
-
-    def _paint_scan(self) -> None:
-        paint_scan(self, self.state)
-
-    def _plot(self, selector: str, lines: list[tuple[str, Series, str]]) -> None:
-        plot_lines(self.query_one(selector, PlotWidget), self.state, lines, self._plotted)
+        self.dashboard.paint(self.state)
 
     def fit_layout(self) -> None:
-        """Small terminals (80x24) drop the trigger previews so the bars keep their height.
+        """Small terminals (80x24) get the compact dashboard (:meth:`Dashboard.fit`).
 
         Checked on every repaint tick: the app is not sent a Resize event of its own."""
-        compact = self.size.height < 32
-        if self.dashboard.has_class("compact") != compact:
-            self.dashboard.set_class(compact, "compact")
+        self.dashboard.fit(self.size.height)
 
     @property
-    def dashboard(self) -> Screen[Any]:
-        """The screen the dashboard lives on, even while a form or prompt is on top of it."""
-        return self.screen_stack[0] if self.screen_stack else self.screen
+    def dashboard(self) -> Dashboard:
+        """The dashboard, found on the first screen even while a form or prompt is on top."""
+        screen = self.screen_stack[0] if self.screen_stack else self.screen
+        return screen.query_one(Dashboard)
 
     # -- controls -------------------------------------------------------------------------
     def _send(self, command: cmd.Command, note: str) -> None:
@@ -337,9 +241,8 @@ class WmtuiApp(App[None]):
         self.push_screen(PromptScreen("Learning rate:", positive_float(100.0), "e.g. 0.01"), send)
 
     def action_next_trigger(self) -> None:
-        self._trigger_index = (self._trigger_index + 1) % len(TRIGGER_CYCLE)
-        kind = TRIGGER_CYCLE[self._trigger_index]
-        self._send(cmd.SetTrigger(kind), f"trigger -> {kind}")
+        """The worker picks the trigger after the key's own (and says which, or why not)."""
+        self._send(cmd.SetTrigger(NEXT_TRIGGER), "next trigger")
 
     def action_set_label(self) -> None:
         classes = self.state.info.get("classes")
@@ -362,8 +265,8 @@ class WmtuiApp(App[None]):
 
     def _pick(self, kind: str, title: str) -> None:
         """The form of every plugin of job ``kind``, checked as the job's spec is checked."""
-        if self.run_path is None:
-            self.query_one("#log", Log).write_line("! no saved model to work on in this session")
+        if not self.worker_alive and self.saved_model() is None:
+            self.query_one("#log", Log).write_line("! no model to work on in this session")
             return
         first = self.FIRST_CHOICE.get(kind, "")
         plugins = sorted(JOB_KINDS.get(kind).factory.plugins(), key=lambda p: p.name != first)
@@ -374,25 +277,45 @@ class WmtuiApp(App[None]):
         form = PluginFormScreen(title, plugins, validate=check)
         self.push_screen(form, lambda choice: self.start_followup(kind, choice))
 
+    @property
+    def worker_alive(self) -> bool:
+        return self.session is not None and self.state.status not in FINISHED
+
+    def saved_model(self) -> Path | None:
+        """The model the last phase saved (after the session ended, `a`/`d` work on it)."""
+        path = self.run_path
+        return path if path is not None and (path / "model.safetensors").is_file() else None
+
     def start_followup(self, kind: str, choice: Choice | None) -> None:
-        """Stop the current phase (its model is saved), then run the chosen one on that model."""
-        if choice is None or self.run_path is None:
+        """While the worker runs, it runs the chosen job on the model it holds now (its latest
+        state) and then goes on with the phase; once it has ended, a new session runs the
+        job on the model the last phase saved."""
+        if choice is None:
+            return
+        name, params, budget = choice
+        log = self.query_one("#log", Log)
+        if self.worker_alive:
+            budget_values = dataclasses.asdict(budget) if budget is not None else {}
+            params_values = dataclasses.asdict(params) if params is not None else {}
+            self._send(
+                cmd.Followup(kind, name, params_values, budget_values),
+                f"{name} on the current model (the phase goes on after it)",
+            )
+            return
+        source = self.saved_model()
+        if source is None:
+            log.write_line("! no saved model to work on")
             return
         from wmtui.tui.sessions import followup_session
 
-        name, params, budget = choice
-        log = self.query_one("#log", Log)
-        if self.session is not None and not self.session.stop(timeout=1.5):
-            log.write_line("! the current phase did not stop in time; try again")
-            return
-        self.pump()
         try:
-            session, path = followup_session(kind, self.run_path, name, params, budget)
+            session, path = followup_session(kind, source, name, params, budget)
         except UserError as exc:
             log.write_line(f"! {name} refused: {exc}")
             return
-        log.write_line(f"> {name} on {self.run_path} -> {path}")
+        log.write_line(f"> {name} on {source} -> {path}")
         self.session, self.run_path = session, path
+        self.state.status = "starting"
         session.start()
 
     def action_help(self) -> None:

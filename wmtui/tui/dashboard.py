@@ -1,15 +1,29 @@
-"""What the dashboard paints from a :class:`DashboardState`: the accuracy, retention and
-loss lines, the per-class scan bars with their flag lines, and the trigger previews. Shared by
-the live app and replay; a repaint draws only what changed since the last one."""
+"""The dashboard widget and what it paints from a :class:`DashboardState`: the header and
+status lines, the accuracy, retention and loss lines, the per-class scan bars with their flag
+lines, the trigger previews and the event log. The live app and replay both compose one
+:class:`Dashboard`; a repaint draws only what changed since the last one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
 from textual_plot import HiResMode, PlotWidget
 
 from wmtui.tui.state import DashboardState, Series
+from wmtui.tui.status import status_line, title_line
+from wmtui.tui.widgets.event_log import EventLog
 from wmtui.tui.widgets.image_view import ImageView
+
+RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
+#: the accuracy plot's floor, below 0: a retention near 0 (0.65% after removal) is drawn
+#: above the x axis instead of on it, where it could not be seen
+ACC_FLOOR = -8.0
+#: below this many rows the trigger previews give way and the plots' margins shrink
+COMPACT_ROWS = 32
 
 
 def nice_ticks(upper: float, most: int = 4) -> list[float]:
@@ -41,6 +55,174 @@ class LivePlot(PlotWidget):
     can_focus = False
 
 
+def legend(entries: list[tuple[str, str]]) -> Text | None:
+    """A one-line legend for a plot's bottom border: ``━ test acc ━ key``, each mark in its
+    line's colour. In the border it covers no data (a legend box in the plot hid half of it
+    at 80x24) and, with nothing drawn yet, it is not there at all."""
+    if not entries:
+        return None
+    text = Text()
+    for i, (label, style) in enumerate(entries):
+        text.append(" ━ " if i == 0 else "  ━ ", style=style)
+        text.append(label)
+    return text + " "
+
+
+class Dashboard(Vertical):
+    """Header, status line, the accuracy and loss plots (the scan bars and trigger previews
+    in the loss plot's place during a scan), and the event log: one widget, so the live app
+    and replay lay out and paint the same screen. Classes: ``scanning`` (a scan has bars to
+    show), ``compact`` (a small terminal: no previews, tighter plot margins)."""
+
+    DEFAULT_CSS = """
+    Dashboard {
+        height: 1fr;
+    }
+    Dashboard #title {
+        height: 1;
+        background: $primary;
+        color: $text;
+        text-style: bold;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    Dashboard #status {
+        height: auto;
+        max-height: 2;
+        padding: 0 1;
+        background: $panel;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    Dashboard #plots {
+        height: 1fr;
+        min-height: 8;
+    }
+    Dashboard #plots PlotWidget {
+        width: 1fr;
+        height: 1fr;
+        border: round $primary-darken-2;
+    }
+    Dashboard #log {
+        height: 6;
+        border-top: solid $primary-darken-2;
+    }
+    Dashboard #scan {
+        display: none;
+        width: 1fr;
+    }
+    Dashboard.scanning #scan {
+        display: block;
+    }
+    Dashboard.scanning #loss-plot {
+        display: none;
+    }
+    /* "#scan #bars", not "#bars": "#plots PlotWidget" (height 1fr) outranks a lone id, and
+       the previews took half the column from the bars */
+    Dashboard #scan #bars {
+        height: 2fr;
+        border: round $primary-darken-2;
+    }
+    Dashboard #previews {
+        height: 1fr;
+        min-height: 5;
+    }
+    Dashboard #previews ImageView {
+        border: round $primary-darken-2;
+    }
+    Dashboard.compact #previews {
+        display: none;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.plotted: dict[str, tuple[object, ...]] = {}  # what each plot drew last
+        self.texts: dict[str, str] = {}  # what each text line shows
+
+    def compose(self) -> ComposeResult:
+        yield Static("wmtui", id="title")
+        yield Static("starting…", id="status")
+        with Horizontal(id="plots"):
+            yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
+            yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
+            with Vertical(id="scan"):
+                yield LivePlot(id="bars", allow_pan_and_zoom=False)
+                with Horizontal(id="previews"):
+                    yield ImageView(id="preview-0")
+                    yield ImageView(id="preview-1")
+        yield EventLog(id="log", max_lines=1000)
+
+    def on_mount(self) -> None:
+        acc = self.query_one("#acc-plot", PlotWidget)
+        acc.set_ylabel("accuracy %")
+        acc.set_xlabel("step")
+        acc.set_ylimits(ACC_FLOOR, 100)
+        acc.set_yticks([0, 20, 40, 60, 80, 100])
+        loss = self.query_one("#loss-plot", PlotWidget)
+        loss.set_ylabel("loss")
+        loss.set_xlabel("step")
+        loss.set_ylimits(0, None)
+        bars = self.query_one("#bars", PlotWidget)
+        bars.set_xlabel("class")
+        bars.set_ylabel("perturbation size")
+
+    def fit(self, rows: int) -> None:
+        """Below :data:`COMPACT_ROWS` rows (80x24) the trigger previews give way so the bars
+        keep their height, and the plots drop their spare margin rows (the x label goes: the
+        ticks say "step" well enough), so each plot gains two rows of data."""
+        compact = rows < COMPACT_ROWS
+        if self.has_class("compact") == compact:
+            return  # the plots' defaults (on_mount) are the roomy layout's
+        self.set_class(compact, "compact")
+        for plot in self.query(PlotWidget):
+            plot.margin_top, plot.margin_bottom = (1, 1) if compact else (2, 3)
+        ticks = [0, 50, 100] if compact else [0, 20, 40, 60, 80, 100]
+        self.query_one("#acc-plot", PlotWidget).set_yticks(ticks)
+
+    def paint(self, state: DashboardState) -> None:
+        """Repaint from ``state``: text that changed, plots with new points, new log lines."""
+        self._text("#title", title_line(state))
+        self._text("#status", status_line(state))
+        self._plot(
+            "#acc-plot",
+            [("test acc", state.acc_series, "green")]
+            + [
+                (name, series, RETENTION_COLOURS[i % len(RETENTION_COLOURS)])
+                for i, (name, series) in enumerate(state.retention.items())
+            ],
+            state,
+        )
+        self._plot("#loss-plot", [("loss", state.loss_series, "yellow")], state)
+        if state.scan_sizes:  # the true trigger's preview alone (from embedding) waits for a scan
+            self.add_class("scanning")
+            paint_scan(self, state)
+        log = self.query_one("#log", EventLog)
+        for line in state.take_log():
+            log.write_line(line)
+
+    def reset(self) -> None:
+        """Forget everything shown (replay's backward seek rebuilds from the start)."""
+        self.plotted.clear()
+        self.texts.clear()
+        self.query_one("#log", EventLog).clear()
+        self.remove_class("scanning")
+        for i in range(2):
+            view = self.query_one(f"#preview-{i}", ImageView)
+            view.border_title = None
+            view.show(None)
+
+    def _text(self, selector: str, text: str) -> None:
+        """Update a line only when it changed: every update costs the UI thread a relayout."""
+        if self.texts.get(selector) != text:
+            self.texts[selector] = text
+            self.query_one(selector, Static).update(text)
+
+    def _plot(self, selector: str, lines: list[tuple[str, Series, str]], state: Any) -> None:
+        plot_lines(self.query_one(selector, PlotWidget), state, lines, self.plotted)
+
+
 def paint_scan(screen: Any, state: DashboardState) -> None:
     """Per-class perturbation sizes; the outlier in red, the flag lines in yellow, and
     the previous scan's bars (another model's) in grey beside them."""
@@ -58,6 +240,9 @@ def paint_scan(screen: Any, state: DashboardState) -> None:
             (state.scan_threshold, "yellow", "threshold T"),
             (state.flag_line(), "bright_yellow", "MAD index 2"),
         ]
+        bars.border_subtitle = legend(
+            [(label, style) for value, style, label in lines if value is not None and value > 0]
+        )
         values = [*state.scan_sizes.values(), *previous.values()]
         top = max([*values, *(v for v, _, _ in lines if v is not None)])
         right = max([*classes, *previous]) + 0.6
@@ -113,6 +298,7 @@ def plot_lines(
     plot.clear()
     plot.set_xlimits(0, upper)
     plot.set_xticks(nice_ticks(upper, most=4 if plot.size.width < 60 else 8))
+    plot.border_subtitle = legend([(label, style) for label, series, style in lines if series.x])
     for label, series, style in lines:
         if len(series.x) == 1:  # a line needs two points: show the first reading as a dot
             hires = HiResMode.BRAILLE

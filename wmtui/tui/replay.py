@@ -52,8 +52,15 @@ class Seek(cmd.Command):
 
 
 def events_file(run: Path) -> Path:
-    """``RUN/events.jsonl``; a path to the ``.jsonl`` file itself is accepted too."""
+    """``RUN/events.jsonl``; a path to the ``.jsonl`` file itself is accepted too.
+
+    Any other file (``summary.json``, a manifest) is refused by what replay takes, not read
+    as a broken recording: "line 1 is corrupt" would send the user hunting for damage."""
     if run.is_file():
+        if run.suffix != ".jsonl":
+            parent = run.parent / EVENTS
+            hint = f" (try: wmtui replay {run.parent})" if parent.is_file() else ""
+            raise RunError(f"replay takes a run folder or its {EVENTS}, not {run.name}{hint}")
         return run
     if not run.exists():
         raise RunError(f"run directory not found: {run}")
@@ -212,7 +219,7 @@ class ReplaySession:
         elif isinstance(command, Seek):
             self.seek(command.seconds)
         else:
-            self._ack(f"{type(command).__name__} ignored: not available in replay", "warning")
+            self._ack(f"{command.what} ignored: not available in replay", "warning")
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Nothing runs in the background: stopping is immediate."""

@@ -20,7 +20,6 @@ from wmtui.tui.app import WmtuiApp
 from wmtui.tui.replay import ReplaySession, Seek, SetSpeed
 from wmtui.tui.screens.help import HelpScreen
 from wmtui.tui.state import DashboardState
-from wmtui.tui.widgets.image_view import ImageView
 
 SEEK_SECONDS = 10.0
 
@@ -114,18 +113,11 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
         """Forget what was shown; the next poll re-sends the recording up to the position."""
         self.state = DashboardState()
         self._painted = -1
-        self._plotted.clear()
-        self._texts.clear()
-        self.query_one("#log", Log).clear()
-        self.dashboard.remove_class("scanning")
-        for i in range(2):
-            view = self.query_one(f"#preview-{i}", ImageView)
-            view.border_title = None
-            view.show(None)
+        self.dashboard.reset()
 
     def repaint(self) -> None:
         super().repaint()
-        self._base_title = self._texts.get("#title", "")
+        self._base_title = self.dashboard.texts.get("#title", "")
         self._shown_title = str(self.query_one("#title", Static).content)
 
     def _paint_clock(self) -> None:

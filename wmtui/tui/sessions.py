@@ -7,12 +7,12 @@ same :class:`~engine.jobs.JobSpec` and its checks.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from engine.config import TrainConfig
 from engine.jobs import JobSpec, embed_job, train_job
+from engine.jobs.followup import sibling_path
 from engine.jobs.scenarios import Scenario, prepare_scenario
 from engine.runs import RunDir
 from engine.session import Session
@@ -27,22 +27,12 @@ def training_session(
     return Session(job, [run.event_sink()])
 
 
-def sibling_run(source: Path, kind: str) -> Path:
-    """``runs/<kind>-<time>`` beside the source run, so a session's runs stay together."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = source.parent / f"{kind}-{stamp}"
-    n = 2
-    while path.exists():
-        path, n = source.parent / f"{kind}-{stamp}-{n}", n + 1
-    return path
-
-
 def followup_session(
     kind: str, source: Path, name: str, params: Any, budget: Any
 ) -> tuple[Session, Path]:
     """A job of ``kind`` (an attack, a scan) on ``source``'s saved model, in a folder beside
     it; refused (UserError, nothing written) as the headless command would refuse it."""
-    spec = JobSpec(kind, name, params, budget=budget, source=source, out=sibling_run(source, name))
+    spec = JobSpec(kind, name, params, budget=budget, source=source, out=sibling_path(source, name))
     built = spec.validate().build()
     assert built.run is not None
     return built.session(), built.run.path

@@ -21,9 +21,15 @@ from engine.events import (
     Phase,
     TriggerPreview,
 )
-from engine.metrics import mad_flag_line
+from engine.metrics import mad_flag_line, percent
 
 MAX_POINTS = 600
+#: img/s is averaged over about this many seconds (half-life), weighted by each reading's
+#: interval: single readings jump (174 -> 10,948 -> 323 within a minute on a busy CPU)
+RATE_HALF_LIFE = 10.0
+#: the weight of a phase's first reading, which has no interval of its own: the next real
+#: one all but replaces it (a first step's warm-up is not the phase's speed)
+FIRST_READING_SECONDS = 1e-3
 
 
 @dataclasses.dataclass
@@ -50,7 +56,12 @@ class DashboardState:
     lr: float | None = None
     loss: float | None = None
     test_acc: float | None = None
-    images_per_s: float = 0.0
+    images_per_s: float = 0.0  # smoothed (see RATE_HALF_LIFE); 0 until the phase's first reading
+    #: the rate average's sums: images (rate x seconds) and seconds, both decayed; the time
+    #: of the last reading (or of the phase start)
+    rate_images: float = 0.0
+    rate_seconds: float = 0.0
+    rate_time: float | None = None
     info: dict[str, object] = dataclasses.field(default_factory=dict)
     loss_series: Series = dataclasses.field(default_factory=Series)
     acc_series: Series = dataclasses.field(default_factory=Series)
@@ -66,6 +77,12 @@ class DashboardState:
     scan_threshold: float | None = None
     scan_gap: float = 1.0  # the MAD rule's gap: the next class must be this many times larger
     scan_name: str = ""
+    #: the search's progress: all classes are searched together, so steps, not classes, tell
+    #: how far it is; the ETA is from the rate so far (event times: replay gets the same)
+    scan_step: int = 0
+    scan_steps: int = 0
+    scan_started: float = 0.0
+    scan_eta: float | None = None
     #: the scan before this one, kept so two models' scans can be compared side by side
     previous_scan: dict[int, float] = dataclasses.field(default_factory=dict)
     previous_scan_name: str = ""
@@ -94,11 +111,7 @@ class DashboardState:
             elif event.message == "resumed":
                 self.status = "running"
         elif isinstance(event, ClassScan):
-            if event.phase != self.phase:
-                self.phase = event.phase
-            self.scan_sizes[event.cls] = event.size
-            if event.done:
-                self.scan_done.add(event.cls)
+            self._class_scan(event)
         elif isinstance(event, TriggerPreview):
             self.previews[event.name] = event.to_tensor()
         elif isinstance(event, Checkpoint):
@@ -118,7 +131,8 @@ class DashboardState:
         if self.status in {"starting", "stopping"}:
             self.status = "running"
         self.phase, self.step, self.epoch = event.phase, event.step, event.epoch
-        self.lr, self.loss, self.images_per_s = event.lr, event.loss, event.images_per_s
+        self.lr, self.loss = event.lr, event.loss
+        self._smooth_rate(event)
         x = self.x_offset + event.step
         self.last_x = x
         self.loss_series.add(x, event.loss)
@@ -127,6 +141,32 @@ class DashboardState:
             self.acc_series.add(x, 100 * event.test_acc)
         for name, value in event.retention.items():
             self.retention.setdefault(name, Series()).add(x, 100 * value)
+
+    def _smooth_rate(self, event: Metrics) -> None:
+        """img/s as an exponentially weighted average of the readings, each weighted by the
+        seconds since the one before: a reading over a short burst counts for little."""
+        if self.rate_time is None or self.rate_seconds == 0.0:
+            interval = FIRST_READING_SECONDS
+        else:
+            # scripted events carry no times: then every reading weighs one second
+            interval = event.time - self.rate_time if event.time > self.rate_time else 1.0
+        self.rate_time = event.time
+        decay = 0.5 ** (interval / RATE_HALF_LIFE)
+        self.rate_images = decay * self.rate_images + event.images_per_s * interval
+        self.rate_seconds = decay * self.rate_seconds + interval
+        self.images_per_s = self.rate_images / self.rate_seconds
+
+    def _class_scan(self, event: ClassScan) -> None:
+        if event.phase != self.phase:
+            self.phase = event.phase
+        self.scan_sizes[event.cls] = event.size
+        if event.done:
+            self.scan_done.add(event.cls)
+        if event.steps <= 0 or event.step <= self.scan_step:
+            return  # a recording from before steps were sent, or the same report's next class
+        self.scan_step, self.scan_steps = event.step, event.steps
+        elapsed = event.time - self.scan_started
+        self.scan_eta = (event.steps - event.step) * elapsed / event.step if elapsed > 0 else None
 
     def _scenario_phase(self, event: Phase) -> None:
         """A scenario's own phase marker: the header's "phase i/n", not a plot segment."""
@@ -139,12 +179,8 @@ class DashboardState:
             self.log(f"== phase {event.index}/{event.total}: {self.phase_title}")
             return
         self.phase_results.append(dict(info))
-        result = ", ".join(
-            f"{k} {_short(info[k])}"
-            for k in ("status", "test_acc", "retention", "flagged_class")
-            if k in info
-        )
-        self.log(f"== phase {event.index}/{event.total} {event.name} ended: {result}")
+        result = " · ".join(p for p in (str(info.get("status", "")), phase_result(info)) if p)
+        self.log(f"== phase {event.index}/{event.total} {event.name} ended: {result or '-'}")
 
     def _phase(self, event: Phase) -> None:
         if "scenario" in event.info:
@@ -156,6 +192,12 @@ class DashboardState:
             self.total_steps = int(event.info.get("steps", 0) or 0)
             self.x_offset = self.last_x
             self.step = 0
+            # a phase works on its own model: the last one's accuracy is not this one's (a
+            # scan of the clean model showed the watermarked model's); attacks and scans
+            # name their model's recorded accuracy, training measures its own
+            self.test_acc = _float_or_none(event.info.get("test_acc"))
+            self.images_per_s, self.rate_images, self.rate_seconds = 0.0, 0.0, 0.0
+            self.rate_time = event.time
             self.phase_starts.append(self.x_offset)
             self.status = "running"
             if "detector" in event.info or "threshold" in event.info:
@@ -166,6 +208,8 @@ class DashboardState:
                 self.scan_sizes, self.scan_done, self.flagged_class = {}, set(), None
                 self.scan_verdict = False
                 self.scan_threshold = _float_or_none(event.info.get("threshold"))
+                self.scan_step, self.scan_steps = 0, self.total_steps
+                self.scan_started, self.scan_eta = event.time, None
                 self.scan_gap = _float_or_none(event.info.get("gap")) or 1.0
             self.log(f"phase {event.name} started")
         else:
@@ -200,10 +244,28 @@ class DashboardState:
         return lines
 
 
-def _short(value: object) -> str:
-    if isinstance(value, float):
-        return f"{100 * value:.2f}%" if 0.0 <= value <= 1.0 else f"{value:.3g}"
-    return str(value)
+def phase_result(info: dict[str, object]) -> str:
+    """A scenario phase's headline numbers for people: "flagged class: 7 · test acc 88.79%
+    (was 89.03%) · retention key 0.65% (was 99.90%)", every rate in percent."""
+    parts = []
+    if "flagged_class" in info:
+        flagged = info["flagged_class"]
+        parts.append(f"flagged class: {'none' if flagged is None else flagged}")
+    if "test_acc" in info:
+        parts.append(f"test acc {_rate(info['test_acc'])}{_was(info.get('test_acc_before'))}")
+    retention, before = info.get("retention"), info.get("retention_before")
+    if isinstance(retention, dict):
+        was = before if isinstance(before, dict) else {}
+        parts += [f"retention {k} {_rate(v)}{_was(was.get(k))}" for k, v in retention.items()]
+    return " · ".join(parts)
+
+
+def _rate(value: object) -> str:
+    return percent(value) if isinstance(value, int | float) else "-"
+
+
+def _was(value: object) -> str:
+    return f" (was {percent(value)})" if isinstance(value, int | float) else ""
 
 
 def _float_or_none(value: object) -> float | None:

@@ -16,8 +16,8 @@ KEYS = [
     ("r", "set an exact learning rate"),
     ("t", "switch the trigger being embedded (text, square, noise)"),
     ("l", "switch the target label being embedded"),
-    ("a", "attack the saved model (form from the attack's parameters)"),
-    ("d", "scan the saved model for a watermark"),
+    ("a", "attack the current model (its latest state), from a form"),
+    ("d", "scan the current model (its latest state) for a watermark"),
     ("s", "stop (the phase's checkpoint is kept; a scenario ends)"),
     ("n", "skip to the scenario's next phase (this one's model is kept)"),
     ("e", "edit the next phase's parameters before it starts"),
@@ -34,7 +34,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > Vertical {
-        width: 70; max-width: 100%; height: auto; padding: 1 2;
+        width: 76; max-width: 100%; height: auto; max-height: 100%; padding: 1 2;
         border: thick $primary; background: $surface;
     }
     """

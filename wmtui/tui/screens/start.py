@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from rich.console import Console
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -33,7 +34,10 @@ class StartScreen(Screen[Scenario | None]):
 
     DEFAULT_CSS = """
     StartScreen { layout: vertical; }
-    StartScreen #start-title { height: 1; background: $primary; text-style: bold; padding: 0 1; }
+    StartScreen #start-title {
+        height: 1; background: $primary; text-style: bold; padding: 0 1;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     StartScreen #start-body { height: 1fr; }
     StartScreen #scenarios { width: 24; height: 1fr; border: round $primary-darken-2; }
     StartScreen #start-right { width: 1fr; height: 1fr; }
@@ -58,6 +62,7 @@ class StartScreen(Screen[Scenario | None]):
             except UserError as exc:  # a broken user file is shown, not fatal
                 self.notify(f"{name}: {exc}", severity="error")
         self.chosen = next(iter(self.scenarios), "")
+        self._about = Text()  # the chosen scenario's whole title and description
 
     def compose(self) -> ComposeResult:
         yield Static("wmtui · choose a scenario (enter starts, e edits a phase)", id="start-title")
@@ -82,8 +87,8 @@ class StartScreen(Screen[Scenario | None]):
         self.chosen = name
         scenario = self.scenarios[name]
         prose = " ".join(scenario.description.split())  # TOML line breaks are not paragraphs
-        about = Text(scenario.title + "\n", style="bold") + Text(prose)
-        self.query_one("#about", Static).update(about)
+        self._about = Text(scenario.title + "\n", style="bold") + Text(prose)
+        self._fit_about()
         phases = self.query_one("#phases", OptionList)
         highlighted = phases.highlighted
         phases.clear_options()
@@ -92,6 +97,18 @@ class StartScreen(Screen[Scenario | None]):
         )
         if highlighted is not None and highlighted < len(scenario.phases):
             phases.highlighted = highlighted
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_about)
+
+    def _fit_about(self) -> None:
+        """The description in the rows it has (half the column), ending with "…" where it
+        is cut: at 80x24 a long one was cut mid-sentence with no sign of more."""
+        about = self.query_one("#about", Static)
+        width = about.content_region.width
+        rows = self.query_one("#start-right").content_region.height // 2
+        text = fit_text(self._about, width, rows) if width > 1 and rows > 0 else self._about
+        about.update(text)
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option_list.id == "scenarios" and event.option.id:
@@ -129,6 +146,20 @@ class StartScreen(Screen[Scenario | None]):
 
     def action_quit(self) -> None:
         self.dismiss(None)
+
+
+def fit_text(text: Text, width: int, rows: int) -> Text:
+    """``text`` wrapped to ``width``; past ``rows`` lines, cut and ended with "…"."""
+    lines = text.wrap(Console(width=width), width)
+    if len(lines) <= rows:
+        return text
+    kept = list(lines)[:rows]
+    last = kept[-1]
+    last.rstrip()
+    if last.cell_len >= width:
+        last.truncate(width - 1)
+    last.append("…")
+    return Text("\n").join(kept)
 
 
 def phase_form(spec: PhaseSpec) -> PluginFormScreen | None:
