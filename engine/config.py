@@ -35,6 +35,12 @@ class TrainConfig:
     gamma: float = param(
         0.9, "decay factor for the 'step' schedule", low=0.0, high=1.0, low_open=True
     )
+    clip_grad: float = param(
+        0.0,
+        "clip the gradient norm to this before each step (0: off; dual embedding's +-lambda "
+        "inputs need it)",
+        low=0.0,
+    )
     eval_every: int = param(
         100, "steps between test evaluations (each one syncs the device)", low=1
     )

@@ -143,6 +143,11 @@ class Verdict:
     clean_rate: float | None = None
     decoy_rate: float | None = None
     null_reason: str = ""
+    #: dual embedding (Algorithm 3): null and true accuracy, and whether the claim's
+    #: signature holds; None for the other schemes
+    null_acc: float | None = None
+    true_acc: float | None = None
+    signature_valid: bool | None = None
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

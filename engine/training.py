@@ -69,6 +69,7 @@ class OptimSettings:
     schedule: str = "constant"
     step_size: int = 500
     gamma: float = 0.9
+    clip_grad: float = 0.0
 
     @classmethod
     def from_config(cls, config: Any) -> OptimSettings:
@@ -309,6 +310,8 @@ class TrainLoop:
                     loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.settings.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), self.settings.clip_grad)
                 optimizer.step()
                 self._losses[since] = loss.detach()
                 self.step += 1

@@ -30,6 +30,8 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def isolated_data(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every loader at the test's data dir and hide system-wide datasets."""
     monkeypatch.setenv("WMTUI_DATA_DIR", str(shared_data_dir))
+    # the classroom key pair of `--signing-key demo` stays out of the user's home
+    monkeypatch.setenv("WMTUI_DEMO_KEY_DIR", str(shared_data_dir / "demo-key"))
     monkeypatch.setattr(catalog, "SYSTEM_DATA_DIRS", [])
     return shared_data_dir
 

@@ -49,6 +49,9 @@ class AttackEnv:
     device: torch.device
     seed: int
     train_fn: TrainFn
+    #: also stream these probes from the next training on (the attacker's own marks); the
+    #: referee's probes, which hold the owner's key, are never handed to the attack
+    track: Callable[[list[Any]], None] = lambda probes: None
 
     def train(
         self,
@@ -73,6 +76,9 @@ class AttackResult:
     arch: Architecture
     steps: int = 0
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: watermark keys the attacker embedded and claims (piracy): the referee verifies each
+    #: on its own test data after the attack
+    claims: list[Any] = dataclasses.field(default_factory=list)
 
 
 class Attack(Generic[P]):

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.attacks.budget import AttackerBudget
-from engine.attacks.registry import ATTACKS, REMOVAL, Attack, AttackEnv, make_attack
+from engine.attacks.registry import (
+    ATTACKS,
+    REMOVAL,
+    Attack,
+    AttackEnv,
+    AttackResult,
+    make_attack,
+)
 from engine.errors import ConfigError
 from engine.events import json_safe
 from engine.jobs.common import derived_manifest, resolve_device
@@ -34,6 +41,7 @@ from engine.metrics import Probe
 from engine.registry import Plugin, parse_params
 from engine.runs import RunDir
 from engine.session import Job, JobContext
+from engine.watermarks import get_scheme, save_key
 
 
 def sweep_params(attack: Attack[Any], ratios: Sequence[float]) -> list[Any]:
@@ -166,7 +174,7 @@ def checked_attack_job(
         }
         ctx.log(f"before the attack: {describe_scores(before)}")
         trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
-        env = AttackEnv(ctx, suspect.device, suspect.seed, trainer)
+        env = AttackEnv(ctx, suspect.device, suspect.seed, trainer, track=probes.extend)
         if variants is not None:
             summary |= _sweep(ctx, variants, attack, suspect, env, probes)
             return
@@ -185,6 +193,8 @@ def checked_attack_job(
         if out_run is not None:
             out_run.save_model(result.model, result.arch)
         ctx.log(f"after the attack: {describe_scores(after)}")
+        if result.claims:
+            summary |= referee_claims(ctx, result, suspect, out_run)
 
     return refereed_job(
         run,
@@ -197,6 +207,24 @@ def checked_attack_job(
         work=work,
         end_info=lambda summary: {"test_acc": summary.get("test_acc")},
     )
+
+
+def referee_claims(
+    ctx: JobContext, result: AttackResult, suspect: Suspect, out_run: RunDir | None
+) -> dict[str, Any]:
+    """The attacker's own keys (piracy), verified by the referee on its test data as an
+    owner's would be; each is kept as ``OUT/pirate-key`` (``-2``...) for ``wmtui verify``."""
+    verdicts = []
+    for index, key in enumerate(result.claims):
+        verdict = get_scheme(key.scheme).verify(result.model, key, suspect.data, 1e-3).to_dict()
+        verdicts.append({"key": key.describe(), **verdict})
+        if out_run is not None:
+            save_key(
+                out_run.path / ("pirate-key" if index == 0 else f"pirate-key-{index + 1}"), key
+            )
+        shown = "VERIFIED" if verdict["verified"] else "not verified"
+        ctx.log(f"the pirate's claim {index + 1}: {shown} ({verdict['null_reason']})")
+    return {"claims": verdicts, "claim_verified": all(v["verified"] for v in verdicts)}
 
 
 def _sweep(

@@ -30,7 +30,7 @@ from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_k
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
 from engine.registry import Plugin
-from engine.runs import KEY_DIR, RunDir
+from engine.runs import KEY_DIR, RunDir, atomic_write_json
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source, TrainLoop
 from engine.watermarks import (
@@ -42,6 +42,7 @@ from engine.watermarks import (
     parse_scheme_params,
     save_key,
 )
+from engine.watermarks.base import SECRET_MODE
 
 
 def widen_outputs(model: torch.nn.Module, arch: Architecture) -> torch.nn.Module:
@@ -97,6 +98,8 @@ class KeyTracker:
         self.loop: TrainLoop | None = None
         if run is not None:
             self.folders["key"] = str(save_key(run.path / KEY_DIR, key))
+            for name, content in scheme.public_files(key).items():
+                atomic_write_json(run.path / name, content, mode=SECRET_MODE)
 
     def attach(self, loop: TrainLoop, ctx: JobContext) -> None:
         self.loop = loop
@@ -116,7 +119,9 @@ class KeyTracker:
         if trigger is not None and self.scheme.trigger_field is not None:
             trigger = str(key.params[self.scheme.trigger_field])  # "next" resolved
         name = self._name(trigger, target)
-        sources = self.scheme.training_sources(key, self.batch_size, self.loop.device)
+        sources = self.scheme.training_sources(
+            key, self.batch_size, self.loop.device, self.kctx.data
+        )
         for offset, source in enumerate(sources):  # the key source, then any decoy source
             self.loop.replace_source(self.source_index + offset, source)
         self.loop.probes.append(self.scheme.probe(key, self.kctx.data, name))
@@ -187,7 +192,7 @@ def embed_job(
         kctx = KeyContext(data, config.model, config.seed, config.data_dir, ctx.log)
         key = scheme.keygen(params, kctx)
         owner = Source("owner", data.train_x, config.batch_size, y=data.train_y)
-        key_sources = scheme.training_sources(key, config.batch_size, device)
+        key_sources = scheme.training_sources(key, config.batch_size, device, data)
         tracker = KeyTracker(scheme, kctx, run, key, 1, config.batch_size)
         if run is not None:
             ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
@@ -217,7 +222,8 @@ def embed_job(
             ctx=ctx,
             phase="embed",
             total_steps=total_steps,
-            probes=[test, scheme.probe(key, data, "key")],
+            probes=[test, *scheme.probes(key, data, "key")],
+            amp=None if scheme.allows_amp else False,
             eval_every=config.eval_every,
             seed=config.seed,
             on_checkpoint=save,
@@ -308,8 +314,14 @@ class EmbedKind(JobKind):
 
     def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
         scheme = spec.plugin or "pattern"
-        self.plugin(scheme)
+        if spec.source is not None and self.plugin(scheme).factory.from_scratch_only:
+            raise ConfigError(
+                f"--from: {scheme} can only be embedded while a model first learns its task "
+                "(its null embedding does not take hold in a trained model); train from scratch"
+            )
         values = loose(spec.config)
+        for name, value in self.plugin(scheme).factory.train_defaults.items():
+            values.setdefault(name, value)  # the scheme's numerics, unless the user chose
         if spec.source is not None and inputs:
             base_run = RunDir.open(spec.source)
             base = base_run.manifest()["config"]

@@ -52,7 +52,7 @@ def load_key_probes(run_dir: str | Path, data: ImageSet, device: torch.device) -
     for folder in key_folders(run_dir):
         key = load_key(folder)
         check_key_matches(key, data.name, data.shape, data.num_classes)
-        probes.append(get_scheme(key.scheme).probe(key, data, folder.name))
+        probes.extend(get_scheme(key.scheme).probes(key, data, folder.name))
     return probes
 
 

@@ -79,7 +79,7 @@ class PhaseSpec:
                 self.kind,
                 self.plugin,
                 dict(self.params),
-                {**config.to_dict(), **self.train},
+                {**config.to_dict(), **self.scheme_numerics(config), **self.train},
                 out=out,
                 command=self.kind,
                 manifest_extra={"scenario": scenario},
@@ -93,6 +93,17 @@ class PhaseSpec:
             out=out,
             device=config.device,
         )
+
+    def scheme_numerics(self, config: TrainConfig) -> dict[str, Any]:
+        """The scheme's own training values (dual: Adam 1e-3, clip 5) where the scenario
+        left the train config at its defaults: a scenario's one [train] table serves
+        every phase, so it cannot leave a key out for one scheme."""
+        if not self.plugin:
+            return {}
+        wanted = getattr(self.job_kind.plugin(self.plugin).factory, "train_defaults", {})
+        defaults = TrainConfig().to_dict()
+        given = config.to_dict()
+        return {k: v for k, v in wanted.items() if given.get(k) == defaults.get(k)}
 
     def label(self) -> str:
         what = f"{self.kind} {self.plugin}".strip()

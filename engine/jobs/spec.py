@@ -53,6 +53,8 @@ class JobSpec:
     eval_every: int = 100
     sweep: tuple[float, ...] | None = None
     key: Path | None = None
+    #: verify: a dual-embedding claim (claim.json) instead of a key folder
+    claim: Path | None = None
     alpha: float = 1e-3
     data_dir: str | None = None
     resume: bool = False
@@ -134,6 +136,7 @@ class JobSpec:
         *,
         run: Any,
         key: Any = None,
+        claim: Any = None,
         alpha: float = 1e-3,
         device: str = "auto",
         data_dir: str | None = None,
@@ -142,6 +145,7 @@ class JobSpec:
             "verify",
             source=as_path(run),
             key=as_path(key),
+            claim=as_path(claim),
             alpha=alpha,
             device=device,
             data_dir=data_dir,

@@ -16,21 +16,36 @@ from engine.jobs.spec import CheckedJob, JobKind, JobSpec, register_job_kind
 from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
 from engine.watermarks import Key, check_key_matches, get_scheme, load_key
+from engine.watermarks.claims import Claim, load_claim
+from engine.watermarks.dual import verify_claim
 
 
 @dataclasses.dataclass
 class CheckedVerify:
     run: RunDir
-    key: Key
+    key: Key | None
     key_dir: Path
     device: torch.device
+    #: a dual-embedding claim handed over by its owner, instead of a key folder
+    claim: Claim | None = None
 
 
-def check_verify(run_path: Path, key_dir: Path | None, alpha: float, device: str) -> CheckedVerify:
-    """The significance, the run, the key and the device, before anything is loaded."""
+def check_verify(
+    run_path: Path,
+    key_dir: Path | None,
+    alpha: float,
+    device: str,
+    claim: Path | None = None,
+) -> CheckedVerify:
+    """The significance, the run, the key (or claim) and the device, before anything is
+    loaded."""
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
+    if claim is not None and key_dir is not None:
+        raise ConfigError("give --key or --claim, not both")
     run = RunDir.open(run_path)
+    if claim is not None:
+        return CheckedVerify(run, None, claim, resolve_device(device), load_claim(claim))
     folder = key_dir if key_dir is not None else run.path / KEY_DIR
     return CheckedVerify(run, load_key(folder), folder, resolve_device(device))
 
@@ -67,10 +82,16 @@ def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[
             f"model of {run.path} has {arch.num_classes} outputs; {data.name} has "
             f"{data.num_classes} classes"
         )
-    check_key_matches(key, data.name, arch.in_shape, data.num_classes)
-    verdict = get_scheme(key.scheme).verify(model, key, data, alpha)
+    if checked.claim is not None:
+        verdict = verify_claim(model, checked.claim, data, alpha)
+        scheme = "dual"
+    else:
+        assert key is not None
+        check_key_matches(key, data.name, arch.in_shape, data.num_classes)
+        verdict = get_scheme(key.scheme).verify(model, key, data, alpha)
+        scheme = key.scheme
     return {
-        "scheme": key.scheme,
+        "scheme": scheme,
         "key": str(checked.key_dir),
         "run": str(run.path),
         **verdict.to_dict(),
@@ -88,7 +109,7 @@ class VerifyKind(JobKind):
     def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
         if spec.source is None:
             raise ConfigError("verify needs the run whose model is queried")
-        checked = check_verify(spec.source, spec.key, spec.alpha, spec.device)
+        checked = check_verify(spec.source, spec.key, spec.alpha, spec.device, spec.claim)
 
         def make(run: RunDir | None) -> Job:
             def job(ctx: JobContext) -> dict[str, Any]:

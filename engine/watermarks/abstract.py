@@ -118,7 +118,9 @@ class AbstractScheme(Watermark):
         y = torch.randint(0, k, (len(x),), generator=generator(ctx.seed, "abstract-labels"))
         return self.new_key(params, ctx, {"x": x, "y": y})
 
-    def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
+    def training_sources(
+        self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
+    ) -> list[Source]:
         x = key.tensor("x", device)
         return [
             Source(

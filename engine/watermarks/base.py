@@ -168,8 +168,27 @@ class Watermark:
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         raise NotImplementedError
 
-    def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
+    #: whether training may autocast this scheme's batches to bf16 (CUDA)
+    allows_amp: ClassVar[bool] = True
+    #: embedded only when a model first learns its task (``--from`` is refused)
+    from_scratch_only: ClassVar[bool] = False
+    #: train-config values this scheme needs unless the user sets them (dual: its numerics)
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def training_sources(
+        self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
+    ) -> list[Source]:
+        """The key's part of every batch; ``data`` is the owner's, for schemes that draw
+        their key batches from it."""
         raise NotImplementedError
+
+    def public_files(self, key: Key) -> dict[str, dict[str, Any]]:
+        """Files the embed job writes into the run beside the key (0600), by name."""
+        return {}
+
+    def probes(self, key: Key, data: ImageSet, name: str) -> list[Probe]:
+        """What the live stream measures of this key (one retention line by default)."""
+        return [self.probe(key, data, name)]
 
     def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
         raise NotImplementedError

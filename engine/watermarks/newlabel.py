@@ -169,7 +169,9 @@ class NewLabelScheme(Watermark):
             tensors |= {"decoy_x": data.train_x[pool].cpu(), "decoy_y": data.train_y[pool].cpu()}
         return self.new_key(params, ctx, tensors)
 
-    def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
+    def training_sources(
+        self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
+    ) -> list[Source]:
         x = key.tensor("train_x", device)
         beta = float(key.params["beta"])
         sources = [

@@ -131,7 +131,9 @@ class PatternScheme(Watermark):
     def _stamp(self, key: Key, device: torch.device) -> Any:
         return stamper(key.tensor("pattern", device), key.tensor("mask", device))
 
-    def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
+    def training_sources(
+        self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
+    ) -> list[Source]:
         x = key.tensor("train_x", device)
         target = int(key.params["target_label"])
         sources = [

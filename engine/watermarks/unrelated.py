@@ -142,7 +142,9 @@ class UnrelatedScheme(Watermark):
         params = dataclasses.replace(params, source=source)
         return self.new_key(params, ctx, tensors)
 
-    def training_sources(self, key: Key, batch_size: int, device: torch.device) -> list[Source]:
+    def training_sources(
+        self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
+    ) -> list[Source]:
         x = key.tensor("x", device)
         target = int(key.params["target_label"])
         sources = [

@@ -314,9 +314,9 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui.cli import attacks, detect, imports, replay, scenario, watermarks
+    from wmtui.cli import attacks, detect, imports, keys, replay, scenario, watermarks
 
-    for module in (watermarks, attacks, detect, replay, scenario, imports):
+    for module in (watermarks, keys, attacks, detect, replay, scenario, imports):
         module.register(app)
 
 

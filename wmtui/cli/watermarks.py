@@ -105,6 +105,10 @@ def verify(
     key: Annotated[
         Path | None, typer.Option("--key", help="key directory (default: RUN/key)")
     ] = None,
+    claim: Annotated[
+        Path | None,
+        typer.Option("--claim", help="a dual-embedding claim (RUN/claim.json) instead of a key"),
+    ] = None,
     alpha: Annotated[
         float, typer.Option("--alpha", help="significance: verified when p-value < alpha")
     ] = 1e-3,
@@ -119,6 +123,7 @@ def verify(
     spec = JobSpec.verify(
         run=run_dir,
         key=key,
+        claim=claim,
         alpha=alpha,
         device=device,
         data_dir=str(data_dir) if data_dir else None,
@@ -139,6 +144,12 @@ def verify(
             f"({result['null_reason']}), alpha {alpha:g}\n"
             f"  test accuracy {percent(acc)}"
         )
+        if result.get("signature_valid") is not None:
+            typer.echo(
+                f"  signature {'valid' if result['signature_valid'] else 'NOT valid'}; "
+                f"null accuracy {percent(result['null_acc'])}, true accuracy "
+                f"{percent(result['true_acc'])}"
+            )
     raise typer.Exit(0 if result["verified"] else 1)
 
 
