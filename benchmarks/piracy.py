@@ -128,6 +128,73 @@ def piracy_table(label: str, rows: list[dict[str, Any]]) -> None:
     print(f"    NC kept (within 5 points) AND pirate verified: {both}/{len(rows)}")
 
 
+def robustness(dual_model: Path, root: Path, scan_steps: int) -> None:
+    """Detectors (paper Table 5: not flagged), fine-tuning and a pruning sweep (Fig. 6)."""
+    print("\n4. robustness of the dual model (seed 0)")
+    for method in ("neural-cleanse", "gan"):
+        found = run(
+            JobSpec.detect(
+                method,
+                run=dual_model,
+                scan_steps=scan_steps,
+                remove=False,
+                data_fraction=0.1,
+                out=root / f"scan-{method}",
+            )
+        ).summary
+        index = found.get("anomaly_index")
+        shown = "n/a" if index is None else f"{index:.2f}"
+        print(f"  {method:15s} flagged class {found.get('flagged_class')}, anomaly index {shown}")
+    for name, values in (
+        ("ft-basic 20%", {"attack": "ft-basic", "data_fraction": 0.2, "epochs": 10}),
+        (
+            "finetune ftal 20%",
+            {"attack": "finetune", "mode": "ftal", "data_fraction": 0.2, "epochs": 10},
+        ),
+    ):
+        attack = values.pop("attack")
+        summary = run(JobSpec.attack(attack, run=dual_model, out=root / attack, **values)).summary
+        kept = summary["after"]["retention"]
+        print(
+            f"  {name:18s} NC {100 * summary['test_acc']:.2f}%, null "
+            f"{100 * kept['key null']:.2f}%, true {100 * kept['key true']:.2f}%"
+        )
+    ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    swept = run(
+        JobSpec.attack(
+            "prune",
+            run=dual_model,
+            method="neuron",
+            sweep=ratios,
+            data_fraction=0.1,
+            out=root / "prune",
+        )
+    ).summary
+    print("  neuron pruning: ratio   NC      null    true")
+    for row in swept["sweep"]:
+        kept = row["retention"]
+        print(
+            f"                 {row['ratio']:.1f}  {100 * row['test_acc']:6.2f}% "
+            f"{100 * kept['key null']:6.2f}% {100 * kept['key true']:6.2f}%"
+        )
+
+
+def hidden_marks(root: Path, dataset: str, epochs: int, keys: Path) -> None:
+    """``--count 3``: three claims at once, each verified on its own."""
+    common = {"dataset": dataset, "epochs": epochs, "seed": 0, **NUMERICS}
+    spec = JobSpec.embed(
+        "dual", owner="owner", signing_key=str(keys), count=3, out=root / "count3", **common
+    )
+    result = run(spec)
+    print(f"\n5. --count 3: NC {100 * result.summary['test_acc']:.2f}%")
+    for name in ("claim.json", "claim-2.json", "claim-3.json"):
+        verdict = run(JobSpec.verify(run=result.path, claim=result.path / name)).summary
+        print(
+            f"  {name}: verified {verdict['verified']}, null {100 * verdict['null_acc']:.2f}%, "
+            f"true {100 * verdict['true_acc']:.2f}%"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -135,7 +202,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--pirates", type=int, default=10)
     parser.add_argument("--claims", type=int, default=1000)
-    parser.add_argument("--only", default="fidelity,claims,piracy")
+    parser.add_argument("--only", default="fidelity,claims,piracy,robustness,count")
+    parser.add_argument("--scan-steps", type=int, default=300)
     args = parser.parse_args()
     parts = set(args.only.split(","))
     began = time.monotonic()
@@ -164,6 +232,10 @@ def main() -> None:
                 "pattern model, pirate pattern keys",
                 pirate(square.path, "pattern", args.pirates, root),
             )
+        if "robustness" in parts:
+            robustness(pairs[0][1].path, root, args.scan_steps)
+        if "count" in parts:
+            hidden_marks(root, args.dataset, args.epochs, keys)
     print(f"\ntook {time.monotonic() - began:.0f} s")
 
 

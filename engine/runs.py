@@ -94,17 +94,22 @@ def save_model(folder: Path, model: nn.Module, arch: Architecture, name: str = "
     atomic_write_json(folder / f"{name}.json", arch.to_dict())
 
 
-def load_model(
-    folder: Path, device: torch.device | str = "cpu", name: str = "model"
-) -> tuple[nn.Module, Architecture]:
-    """Rebuild the architecture, then load weights; mismatches are corrupt files, not crashes."""
+def load_architecture(folder: Path, name: str = "model") -> Architecture:
+    """The architecture record alone (cheap: checks need it before any weights load)."""
     record = read_json(folder / f"{name}.json", "model architecture record")
     try:
-        arch = Architecture.from_dict(record)
+        return Architecture.from_dict(record)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(
             f"model architecture record is corrupt: {folder / f'{name}.json'} ({exc})"
         ) from None
+
+
+def load_model(
+    folder: Path, device: torch.device | str = "cpu", name: str = "model"
+) -> tuple[nn.Module, Architecture]:
+    """Rebuild the architecture, then load weights; mismatches are corrupt files, not crashes."""
+    arch = load_architecture(folder, name)
     model = build_model(arch)
     state = load_tensors(folder / f"{name}.safetensors", "model weights")
     try:
@@ -209,6 +214,9 @@ class RunDir:
 
     def load_model(self, device: torch.device | str = "cpu") -> tuple[nn.Module, Architecture]:
         return load_model(self.path, device)
+
+    def architecture(self) -> Architecture:
+        return load_architecture(self.path)
 
     def save_checkpoint(
         self,

@@ -35,15 +35,12 @@ from engine.jobs.referee import (
     refereed_job,
 )
 from engine.jobs.spec import CheckedJob, JobSpec, register_job_kind
-from engine.models import Architecture
 from engine.registry import Plugin
 from engine.runs import (
-    MODEL_ARCH,
     TRIGGER_DIR,
     RunDir,
     atomic_write_bytes,
     atomic_write_json,
-    read_json,
     save_tensors,
 )
 from engine.session import Job, JobContext
@@ -63,7 +60,7 @@ def detect_manifest(
 # -- checks ----------------------------------------------------------------------------------
 def check_searchable(run: RunDir) -> None:
     """A trigger search compares classes: refuse a model with fewer than two outputs."""
-    arch = Architecture.from_dict(read_json(run.path / MODEL_ARCH, "model architecture"))
+    arch = run.architecture()
     if arch.num_classes < 2:
         raise ConfigError(
             f"the model of {run.path} has {arch.num_classes} output class: a trigger search "

@@ -330,6 +330,12 @@ class EmbedKind(JobKind):
                     values.setdefault(field, base[field])
         config = TrainConfig.from_mapping(values)
         check_config(config, data=inputs)
+        if spec.source is not None and inputs:
+            base_arch = RunDir.open(spec.source).architecture()
+            if base_arch.name != config.model:  # refused before --out exists
+                raise ConfigError(
+                    f"--from {spec.source}: its model is {base_arch.name}, not {config.model}"
+                )
         params = self.parse_params(scheme, spec.params)
         manifest = embed_manifest(config, scheme, params, spec.source, spec.command or self.name)
         return CheckedJob(

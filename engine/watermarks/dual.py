@@ -68,7 +68,12 @@ class DualParams:
         "", "folder of the owner's RSA key pair (wmtui keygen; demo: a classroom pair)"
     )
     count: int = param(1, "independent claims embedded at once (hidden watermarks)", low=1, high=16)
-    size: int = param(6, "side n of the n x n bit square", low=1, high=64)
+    size: int = param(
+        6,
+        "side n of the n x n bit square (at most 28: every shipped dataset fits it)",
+        low=1,
+        high=28,
+    )
     null_ratio: float = param(
         0.25,
         "null-embedded images per owner image in every batch",

@@ -133,6 +133,7 @@ def test_bad_dual_input_is_one_line_and_writes_nothing(dual_run, keys, tmp_path:
     cases = {
         "from": ([*base, "--owner", "a", "--from", str(out)], "can only be embedded while"),
         "owner": (base, "--owner is required"),
+        "size": ([*base, "--owner", "a", "--size", "29"], "size"),
         "no key": (
             [
                 "embed",

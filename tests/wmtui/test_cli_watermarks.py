@@ -171,3 +171,31 @@ def test_embed_reads_train_and_scheme_tables(tmp_path: Path, shared_data_dir: Pa
     assert params["target_label"] == 2 and params["trigger_size"] == 5
     logs = [e["message"] for e in json_lines(result.stdout) if e["event"] == "log"]
     assert any("converted (mode RGBA -> L, size 12x12 -> 5x5)" in m for m in logs)
+
+
+def test_embed_from_a_run_of_another_model_is_refused_before_out_exists(tmp_path) -> None:
+    from engine.models import Architecture, build_model
+    from engine.runs import RunDir
+
+    base = RunDir.create(tmp_path / "base", {"config": {"dataset": "synthetic"}})
+    arch = Architecture("lenet5", (1, 28, 28), 10)
+    base.save_model(build_model(arch), arch)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "embed",
+            "--from",
+            str(base.path),
+            "--model",
+            "digit-cnn",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--dataset",
+            "synthetic",
+        ],
+    )
+    assert result.exit_code == 2 and "its model is lenet5, not digit-cnn" in result.output
+    assert not out.exists()
