@@ -186,15 +186,6 @@ def stop_every_worker(timeout: float = 5.0) -> None:
         os._exit(1)
 
 
-def import_before_the_worker() -> None:
-    """Import in the caller's thread what torch imports lazily on a worker's first optimizer
-    (``torch._dynamo``, with sympy: one to three seconds). An import cannot be interrupted,
-    so in the worker it was a window where Stop waited seconds; here it is paid once, before
-    the worker exists, on the way to the first step either way."""
-    if "torch" in sys.modules:
-        import torch._dynamo  # noqa: F401
-
-
 class Session:
     """Runs ``job(ctx)`` in a daemon thread and streams its events.
 
@@ -238,7 +229,7 @@ class Session:
             self.ctx.emit(Done(status, self.summary))
 
     def start(self) -> Session:
-        import_before_the_worker()
+        stopping.warm_up_in_background()  # the first optimizer's imports, beside the data
         _LIVE.add(self)
         self._thread.start()
         return self

@@ -35,3 +35,42 @@ def check() -> None:
     """Raise :class:`StopRequested` if this thread's job was asked to stop."""
     if requested():
         raise StopRequested
+
+
+# -- torch's lazily imported optimizer machinery ----------------------------------------------
+# A worker's first optimizer imports ``torch._dynamo`` (with sympy: one to three seconds), and
+# an import cannot be interrupted. So it is imported in a background thread from the moment a
+# session starts (in parallel with the dataset loading), and the worker waits for it here in
+# small slices, answering Stop between them.
+_optimizers_ready = threading.Event()
+_warming = threading.Lock()
+_warm_started = False
+
+
+def _import_optimizer_machinery() -> None:
+    try:
+        import torch._dynamo  # noqa: F401
+    finally:
+        _optimizers_ready.set()
+
+
+def warm_up_in_background() -> None:
+    """Start importing what the first optimizer needs, once, without waiting for it."""
+    global _warm_started
+    with _warming:
+        if _warm_started:
+            return
+        _warm_started = True
+    threading.Thread(target=_import_optimizer_machinery, name="wmtui-warm-up", daemon=True).start()
+
+
+def optimizers_ready() -> None:
+    """Before a worker's first optimizer: wait for the background import, checking for Stop
+    every 50 ms; without one under way, import here."""
+    if _optimizers_ready.is_set():
+        return
+    if not _warm_started:
+        _import_optimizer_machinery()
+        return
+    while not _optimizers_ready.wait(0.05):
+        check()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import commands as cmd
+from engine import stopping
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, UserError
 from engine.events import Metrics
@@ -90,6 +91,7 @@ def make_optimizer(
     params: Iterable[nn.Parameter], settings: OptimSettings
 ) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
+    stopping.optimizers_ready()
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     return torch.optim.SGD(

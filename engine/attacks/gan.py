@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import stopping
 from engine.attacks.budget import AttackerData
 from engine.attacks.detection import Detection, Detector, ReversedTrigger, ScanParams
 from engine.attacks.neural_cleanse import mask_pattern_trigger
@@ -176,6 +177,7 @@ class GanDetector(Detector[GanParams]):
                 if p.lambda_gan > 0
                 else None
             )
+            stopping.optimizers_ready()
             opt_g = torch.optim.Adam(gen_net.parameters(), lr=p.lr, betas=(0.5, 0.999))
             opt_d = (
                 torch.optim.Adam(disc.parameters(), lr=p.lr * 0.1, betas=(0.5, 0.999))

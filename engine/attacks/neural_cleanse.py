@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import stopping
 from engine.attacks.budget import AttackerData
 from engine.attacks.detection import Detection, Detector, ReversedTrigger, ScanParams
 from engine.attacks.registry import register_detector
@@ -102,6 +103,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             device = scan.train_x.device
             torch.manual_seed(seed)
             trig = StackedTrigger(data.shape, k, inits=inits).to(device)
+            stopping.optimizers_ready()
             opt = torch.optim.Adam(trig.parameters(), lr=p.lr, betas=(0.5, 0.9))
             schedule = CostSchedule(
                 trig.k, p.init_cost, p.target_success, p.patience, p.cost_up, device

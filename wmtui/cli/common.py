@@ -18,11 +18,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from engine import stopping
 from engine.config import TrainConfig, check_table, load_toml, toml_table
 from engine.errors import UserError
 from engine.jobs import JobSpec
 from engine.runs import RunDir
-from engine.session import EventSink, Job, Session, import_before_the_worker
+from engine.session import EventSink, Job, Session
 from engine.threads import apply_threads
 from wmtui.cli.headless import HeadlessReporter
 
@@ -96,7 +97,7 @@ def run_spec(
     """Check the spec (bad input: exit 2, nothing written), make its folder, run it headless
     on the CPU thread count :func:`engine.threads.choose_threads` picks."""
     note = apply_threads(threads)
-    import_before_the_worker()  # seconds of imports before the folder exists, not after
+    stopping.warm_up_in_background()  # the first optimizer's imports, beside the checks
     built = spec.validate().build()
     return run_headless(built.job, built.run, json_mode, note=note), built.run
 

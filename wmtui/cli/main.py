@@ -166,6 +166,7 @@ def tui(
     With --scenario (or as plain wmtui, from the start screen) it runs a scenario's phases;
     training flags then override the scenario's [train] table. Its options work without
     writing tui (wmtui --scenario gan --epochs 1)."""
+    prewarm_optimizers()  # first: it is on the way to the first plotted point
     if scenario is not None:
         if scheme is not None or config is not None:
             raise UserError("--scenario takes its phases from the scenario; drop --scheme/--config")
@@ -191,17 +192,12 @@ def tui(
 
 
 def prewarm_optimizers() -> None:
-    """Import ``torch._dynamo`` in the background while the app and the data start.
+    """Import ``torch._dynamo`` in the background while the app and the data start: building
+    the first optimizer imports it (1.2 s on a 2-core CPU), and the worker waits for it there
+    in slices that still answer Stop (:func:`engine.stopping.optimizers_ready`)."""
+    from engine import stopping
 
-    Building the first optimizer imports it (1.2 s on a 2-core CPU, measured with cProfile),
-    and that import sat between "dataset loaded" and the first plotted point.
-    """
-    import importlib
-    import threading
-
-    threading.Thread(
-        target=importlib.import_module, args=("torch._dynamo",), name="prewarm", daemon=True
-    ).start()
+    stopping.warm_up_in_background()
 
 
 def check_refresh(refresh: float) -> None:
@@ -221,7 +217,6 @@ def launch_scenario_tui(
     shares the process with the screen, so the thread choice leaves it a core."""
     check_refresh(refresh)
     note = apply_threads(threads, ui=True)
-    prewarm_optimizers()
     from engine.jobs.scenarios import Scenario, load_scenario
     from wmtui.tui.app import WmtuiApp
     from wmtui.tui.sessions import scenario_session
@@ -249,7 +244,6 @@ def launch_tui(spec: JobSpec, *, refresh: float, threads: int | None) -> None:
     check_refresh(refresh)
     note = apply_threads(threads, ui=True)
     checked = spec.validate()
-    prewarm_optimizers()
     from wmtui.tui.app import WmtuiApp
 
     built = checked.build()
