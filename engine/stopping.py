@@ -26,14 +26,10 @@ def bind(flag: threading.Event | None) -> None:
     _bound.flag = flag
 
 
-def requested() -> bool:
-    flag: threading.Event | None = getattr(_bound, "flag", None)
-    return flag is not None and flag.is_set()
-
-
 def check() -> None:
     """Raise :class:`StopRequested` if this thread's job was asked to stop."""
-    if requested():
+    flag: threading.Event | None = getattr(_bound, "flag", None)
+    if flag is not None and flag.is_set():
         raise StopRequested
 
 

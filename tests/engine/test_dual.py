@@ -105,7 +105,7 @@ def test_every_bad_private_key_is_one_line(tmp_path: Path, monkeypatch) -> None:
     assert load_private_key(locked, passphrase_from_env()).key_size == 2048
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / PRIVATE_PEM).write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n")
+    (corrupt / PRIVATE_PEM).write_text("not a key at all\n")
     with pytest.raises(ConfigError, match="not a readable PEM private key"):
         load_private_key(corrupt, None)
     foreign = tmp_path / "foreign"
