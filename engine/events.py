@@ -55,6 +55,26 @@ class ClassScan(Event):
 
 
 @dataclasses.dataclass
+class Discrepancy(Event):
+    """One epoch of data-free adversarial distillation (the ``datafree`` scheme).
+
+    ``value`` is the epoch's mean teacher-student discrepancy; ``second_diff`` its second-order
+    difference D[t] - 2 D[t-1] + D[t-2] (None for the first two epochs). ``threshold`` is
+    Delta0 / 10 once the first ``t0`` epochs have fixed Delta0 (None before). ``truncated`` is
+    True on the epoch where the rule stopped the distillation (never on a ``--complete``
+    run): a live view marks that epoch."""
+
+    kind: ClassVar[str] = "discrepancy"
+    phase: str
+    epoch: int
+    epochs: int
+    value: float
+    second_diff: float | None = None
+    threshold: float | None = None
+    truncated: bool = False
+
+
+@dataclasses.dataclass
 class TriggerPreview(Event):
     """A small uint8 image (CHW, base64) to show beside another: true vs reversed trigger."""
 
@@ -135,7 +155,17 @@ def json_safe(value: Any) -> Any:
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (Metrics, ClassScan, TriggerPreview, Phase, Log, Checkpoint, Error, Done)
+    for cls in (
+        Metrics,
+        ClassScan,
+        Discrepancy,
+        TriggerPreview,
+        Phase,
+        Log,
+        Checkpoint,
+        Error,
+        Done,
+    )
 }
 
 

@@ -43,20 +43,41 @@ class Source:
 
     ``y`` gives labels; or ``label`` computes them from the (transformed) float batch, as
     pseudo-labelling does. ``transform`` stamps a trigger or perturbation onto the batch.
+    ``draw`` makes ``per_batch`` fresh float images for a step instead of slicing ``x``
+    (a data-free generator's samples): ``draw(step)``, seeded by the step so a resumed run
+    replays them.
+
+    ``loss`` and ``weight`` say what this source's part of the batch adds to the step's loss:
+    sources with the defaults (cross-entropy, weight 1) share one mean over their images, as
+    every scheme has always trained; any other source adds ``weight`` x its own mean, either
+    cross-entropy on its labels or ``"mse"``, the squared error between the model's logits
+    and the float targets its ``label`` computes (a teacher's logits: data-free embedding).
     """
 
     name: str
-    x: torch.Tensor
+    x: torch.Tensor | None
     per_batch: int
     y: torch.Tensor | None = None
     transform: Transform | None = None
     label: Callable[[torch.Tensor], torch.Tensor] | None = None
+    draw: Callable[[int], torch.Tensor] | None = None
+    loss: str = "ce"
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.y is None and self.label is None:
             raise ValueError(f"source {self.name!r} needs labels or a labelling function")
-        if len(self.x) == 0:
+        if (self.x is None) == (self.draw is None):
+            raise ValueError(f"source {self.name!r} needs images or a draw function, not both")
+        if self.x is not None and len(self.x) == 0:
             raise ConfigError(f"source {self.name!r} has no images")
+        if self.loss not in ("ce", "mse"):
+            raise ValueError(f"source {self.name!r}: unknown loss {self.loss!r}")
+
+    @property
+    def pooled(self) -> bool:
+        """Part of the shared cross-entropy mean (the default)."""
+        return self.loss == "ce" and self.weight == 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +174,7 @@ class TrainLoop:
         on_checkpoint: Callable[[TrainLoop], str] | None = None,
         checkpoint_every: int = 0,
         amp: bool | None = None,
+        epoch_steps: int | None = None,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one data source")
@@ -168,6 +190,7 @@ class TrainLoop:
         self.eval_every = eval_every
         self.log_every = max(1, min(log_every, eval_every))
         self.seed = seed
+        self._epoch_steps = epoch_steps
         self.device = next(model.parameters()).device
         # bf16 autocast + channels_last: on by default on CUDA only (forcing it on CPU is how
         # the tests exercise the GPU path on machines without one)
@@ -190,40 +213,80 @@ class TrainLoop:
         self.last_eval: dict[str, float] = {}
 
     # -- data ---------------------------------------------------------------------------
-    def _make_streams(self) -> list[IndexStream]:
-        return [
-            IndexStream(len(s.x), s.per_batch, self.seed + 7919 * i, self.device)
-            for i, s in enumerate(self.sources)
-        ]
+    def _stream(self, index: int, source: Source) -> IndexStream | None:
+        if source.x is None:
+            return None  # drawn fresh every step
+        return IndexStream(len(source.x), source.per_batch, self.seed + 7919 * index, self.device)
+
+    def _make_streams(self) -> list[IndexStream | None]:
+        return [self._stream(i, s) for i, s in enumerate(self.sources)]
 
     def replace_source(self, index: int, source: Source) -> None:
         """Swap what part of each batch is (SetTrigger): takes effect from the next step."""
         self.sources[index] = source
-        self._streams[index] = IndexStream(
-            len(source.x), source.per_batch, self.seed + 7919 * index, self.device
-        )
+        self._streams[index] = self._stream(index, source)
 
     @property
     def steps_per_epoch(self) -> int:
-        return self._streams[0].batches_per_pass
+        """Batches per pass over the first source; a job without a fixed pool (data-free
+        embedding) says what its epoch is with ``epoch_steps``."""
+        if self._epoch_steps is not None:
+            return self._epoch_steps
+        first = self._streams[0]
+        return first.batches_per_pass if first is not None else 1
+
+    def _part(self, step: int, source: Source, stream: IndexStream | None) -> tuple[Any, Any]:
+        if stream is None:
+            assert source.draw is not None
+            x = source.draw(step)
+            idx = None
+        else:
+            idx = stream.indices(step)
+            x = prepare(source.x[idx], self.amp)  # type: ignore[index]
+        if source.transform is not None:
+            x = source.transform(x)
+        if source.y is not None:
+            return x, source.y[idx] if idx is not None else source.y
+        with torch.no_grad():
+            return x, source.label(x)  # type: ignore[misc]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for source, stream in zip(self.sources, self._streams, strict=True):
-            idx = stream.indices(step)
-            x = prepare(source.x[idx], self.amp)
-            if source.transform is not None:
-                x = source.transform(x)
-            if source.y is not None:
-                y = source.y[idx]
+        """The pooled sources' images and labels (the mixed batch every scheme trains on)."""
+        parts = [
+            self._part(step, source, stream)
+            for source, stream in zip(self.sources, self._streams, strict=True)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+    def _loss(self, step: int) -> tuple[torch.Tensor, int]:
+        """The step's loss and its number of images. All-default sources (every scheme but the
+        data-free one) keep the one concatenated cross-entropy; otherwise one forward over
+        every part, each weighted term on its own slice."""
+        if all(s.pooled for s in self.sources):
+            x, y = self._batch(step)
+            return F.cross_entropy(self.model(x), y), len(y)
+        parts = [
+            self._part(step, source, stream)
+            for source, stream in zip(self.sources, self._streams, strict=True)
+        ]
+        logits = self.model(torch.cat([x for x, _ in parts]))
+        pooled_logits, pooled_y, terms = [], [], []
+        start = 0
+        for source, (x, y) in zip(self.sources, parts, strict=True):
+            part = logits[start : start + len(x)]
+            start += len(x)
+            if source.pooled:
+                pooled_logits.append(part)
+                pooled_y.append(y)
+            elif source.loss == "mse":
+                terms.append(source.weight * F.mse_loss(part.float(), y.float()))
             else:
-                with torch.no_grad():
-                    y = source.label(x)  # type: ignore[misc]
-            xs.append(x)
-            ys.append(y)
-        if len(xs) == 1:
-            return xs[0], ys[0]
-        return torch.cat(xs), torch.cat(ys)
+                terms.append(source.weight * F.cross_entropy(part, y))
+        if pooled_y:
+            terms.append(F.cross_entropy(torch.cat(pooled_logits), torch.cat(pooled_y)))
+        return torch.stack(terms).sum(), start
 
     # -- commands -----------------------------------------------------------------------
     @property
@@ -307,9 +370,8 @@ class TrainLoop:
                 lr = self.lr
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, y = self._batch(self.step)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    loss = F.cross_entropy(model(x), y)
+                    loss, batch_images = self._loss(self.step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.settings.clip_grad > 0:
@@ -318,7 +380,7 @@ class TrainLoop:
                 self._losses[since] = loss.detach()
                 self.step += 1
                 since += 1
-                images += len(y)
+                images += batch_images
                 last = self.step == self.total_steps
                 epoch_end = self.step % self.steps_per_epoch == 0
                 evaluate = last or epoch_end or self.step % self.eval_every == 0

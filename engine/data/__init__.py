@@ -48,14 +48,20 @@ def load_dataset(
     train_size: int = 0,
     test_size: int = 0,
     download: bool = False,
+    train: bool = True,
 ) -> LoadedData:
-    """Load by name (``auto`` resolves first); an explicit name never falls back."""
+    """Load by name (``auto`` resolves first); an explicit name never falls back. Without
+    ``train`` only the test split is read (verification and data-free embedding): the
+    training split comes back empty."""
     folder = Path(data_dir) if data_dir else default_data_dir()
     if name == "auto":
-        name, reason = resolve_auto(folder)
+        name, reason = resolve_auto(folder, train=train)
     else:
         reason = f"{name} (asked for)"
     loader = DATASETS.get(name).factory
-    data = loader(DatasetRequest(folder, download, train_size, test_size))
+    data = loader(DatasetRequest(folder, download, train_size, test_size, train=train))
+    if not train:
+        data = data.limit(test_size=test_size).without_train()
+        reason += "; test split only"
     data = data.limit(train_size, test_size).to(device)
     return LoadedData(data, reason)

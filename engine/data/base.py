@@ -65,7 +65,16 @@ class ImageSet:
             test_y=cut(self.test_y, test_size),
         )
 
+    def without_train(self) -> ImageSet:
+        """The training split emptied (kept shaped): whatever loaded it, nothing downstream
+        can train on it."""
+        return dataclasses.replace(self, train_x=self.train_x[:0], train_y=self.train_y[:0])
+
 
 def as_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> floats in [0, 1]: the one input convention of every model and trigger."""
+    """uint8 images -> floats in [0, 1]: the one input convention of every model and trigger.
+    Float images (data-free triggers, which may overflow [0, 1] on purpose) pass unchanged,
+    as a copy."""
+    if x.dtype != torch.uint8:
+        return x.to(torch.float32, copy=True)
     return x.float().div_(255.0)

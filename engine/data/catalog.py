@@ -28,6 +28,9 @@ class DatasetRequest:
     download: bool = False
     train_size: int = 0
     test_size: int = 0
+    #: False: load only the test split (the training files are never opened where the loader
+    #: can avoid it: IDX sets, CIFAR, SVHN, synthetic); the training split comes back empty
+    train: bool = True
 
 
 Loader = Callable[[DatasetRequest], ImageSet]
@@ -88,13 +91,14 @@ def _idx_dataset(name: str, torchvision_cls: str, classes: list[str]) -> Loader:
     folder = IDX_FOLDERS[name]
 
     def load(request: DatasetRequest) -> ImageSet:
-        found = find_idx_dir(_idx_candidates(request.data_dir, name, folder))
+        candidates = _idx_candidates(request.data_dir, name, folder)
+        found = find_idx_dir(candidates, train=request.train)
         if found is None and request.download:
             _torchvision_download(name, torchvision_cls, request.data_dir)
-            found = find_idx_dir(_idx_candidates(request.data_dir, name, folder))
+            found = find_idx_dir(candidates, train=request.train)
         if found is None:
             raise DataError(_missing_message(name, request.data_dir))
-        parts = load_idx_dir(found)
+        parts = load_idx_dir(found, train=request.train)
         return ImageSet(name=name, classes=classes, source=str(found), **parts)
 
     load.__doc__ = f"{name}, 28x28 grey, 10 classes (IDX files)."
@@ -141,12 +145,13 @@ DATASETS.register("fashion-mnist")(_idx_dataset("fashion-mnist", "FashionMNIST",
 
 def _cifar(name: str, cls_name: str) -> Loader:
     def load(request: DatasetRequest) -> ImageSet:
-        train = _torchvision_set(name, request, cls_name, train=True)
         test = _torchvision_set(name, request, cls_name, train=False)
+        train = _torchvision_set(name, request, cls_name, train=True) if request.train else test
+        cut = None if request.train else 0
         return ImageSet(
             name,
-            _hwc_to_chw(train.data),
-            torch.tensor(train.targets),
+            _hwc_to_chw(train.data)[:cut],
+            torch.tensor(train.targets)[:cut],
             _hwc_to_chw(test.data),
             torch.tensor(test.targets),
             list(train.classes),
@@ -164,12 +169,13 @@ DATASETS.register("cifar100")(_cifar("cifar100", "CIFAR100"))
 @DATASETS.register("svhn")
 def load_svhn(request: DatasetRequest) -> ImageSet:
     """SVHN house numbers, 32x32 RGB, 10 classes."""
-    train = _torchvision_set("svhn", request, "SVHN", split="train")
     test = _torchvision_set("svhn", request, "SVHN", split="test")
+    train = _torchvision_set("svhn", request, "SVHN", split="train") if request.train else test
+    cut = None if request.train else 0
     return ImageSet(
         "svhn",
-        torch.as_tensor(train.data),
-        torch.as_tensor(train.labels).long(),
+        torch.as_tensor(train.data)[:cut],
+        torch.as_tensor(train.labels).long()[:cut],
         torch.as_tensor(test.data),
         torch.as_tensor(test.labels).long(),
         DIGITS,
@@ -246,19 +252,20 @@ def is_present(name: str, data_dir: Path) -> bool:
     return True
 
 
-def require_dataset(name: str, data_dir: Path) -> None:
+def require_dataset(name: str, data_dir: Path, *, train: bool = True) -> None:
     """Raise the loader's own DataError when ``name`` is not available offline: a job is
     refused before its run folder exists. ``auto`` always resolves and ``synthetic`` is
-    rendered, so neither is looked for (looking would render and cache images)."""
+    rendered, so neither is looked for (looking would render and cache images). Without
+    ``train`` only the test split has to be there."""
     if name in ("auto", "synthetic"):
         return
-    DATASETS.get(name).factory(DatasetRequest(data_dir, train_size=1, test_size=1))
+    DATASETS.get(name).factory(DatasetRequest(data_dir, train_size=1, test_size=1, train=train))
 
 
-def resolve_auto(data_dir: Path) -> tuple[str, str]:
+def resolve_auto(data_dir: Path, *, train: bool = True) -> tuple[str, str]:
     """Pick a dataset for ``auto`` and say why, so the user never wonders what ran."""
     for name in AUTO_ORDER:
-        found = find_idx_dir(_idx_candidates(data_dir, name, IDX_FOLDERS[name]))
+        found = find_idx_dir(_idx_candidates(data_dir, name, IDX_FOLDERS[name]), train=train)
         if found is not None:
             return name, f"auto: found {name} in {found}"
     places = ", ".join(str(p) for p in [data_dir, *SYSTEM_DATA_DIRS])

@@ -59,10 +59,12 @@ IDX_FILES = {
 }
 
 
-def find_idx_dir(candidates: list[Path]) -> Path | None:
-    """The first directory holding all four IDX files, plain or gzipped."""
+def find_idx_dir(candidates: list[Path], *, train: bool = True) -> Path | None:
+    """The first directory holding all four IDX files, plain or gzipped (only the two test
+    files when ``train`` is False: a data-free owner's machine has no training files)."""
+    stems = [stem for key, stem in IDX_FILES.items() if train or key.startswith("test")]
     for folder in candidates:
-        if all(_locate(folder, stem) for stem in IDX_FILES.values()):
+        if all(_locate(folder, stem) for stem in stems):
             return folder
     return None
 
@@ -74,14 +76,20 @@ def _locate(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_dir(folder: Path) -> dict[str, torch.Tensor]:
-    """The four tensors of an MNIST-style folder, checked for matching sizes."""
+def load_idx_dir(folder: Path, *, train: bool = True) -> dict[str, torch.Tensor]:
+    """The four tensors of an MNIST-style folder, checked for matching sizes. Without
+    ``train`` the training files are never opened and the training split is empty."""
     parts = {}
     for key, stem in IDX_FILES.items():
+        if not train and key.startswith("train"):
+            continue
         path = _locate(folder, stem)
         if path is None:
             raise DataError(f"{folder}: missing {stem}[.gz]")
         parts[key] = read_idx(path)
+    if not train:
+        parts["train_x"] = parts["test_x"][:0]
+        parts["train_y"] = parts["test_y"][:0]
     for split in ("train", "test"):
         x, y = parts[f"{split}_x"], parts[f"{split}_y"]
         if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):

@@ -28,10 +28,20 @@ def load_synthetic(request: DatasetRequest) -> ImageSet:
     def build() -> dict[str, torch.Tensor]:
         from engine.data.synthetic_render import render_digits  # lazy: see the module doc
 
-        train_x, train_y = render_digits(n_train, TRAIN_SEED)
         test_x, test_y = render_digits(n_test, TEST_SEED)
+        if not request.train:  # the training split is never rendered
+            return {
+                "train_x": test_x[:0],
+                "train_y": test_y[:0],
+                "test_x": test_x,
+                "test_y": test_y,
+            }
+        train_x, train_y = render_digits(n_train, TRAIN_SEED)
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
+    cache = request.data_dir / "wmtui-cache"
     name = f"synthetic-v{RENDER_VERSION}-{n_train}-{n_test}.safetensors"
-    parts = cached(request.data_dir / "wmtui-cache" / name, build)
+    if not request.train:
+        name = f"synthetic-v{RENDER_VERSION}-test-{n_test}.safetensors"
+    parts = cached(cache / name, build)
     return ImageSet("synthetic", classes=DIGITS, source="rendered (seeded)", **parts)

@@ -35,16 +35,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_config(config: TrainConfig, *, data: bool = True) -> TrainConfig:
+def check_config(config: TrainConfig, *, data: bool = True, train: bool = True) -> TrainConfig:
     """Dataset, model and device names, and (``data``) the dataset present offline: what a
-    train config needs before a run folder is made for it."""
+    train config needs before a run folder is made for it (only its test split when the job
+    never reads the training split: ``train`` False)."""
     if config.dataset != "auto":
         DATASETS.get(config.dataset)
     check_model_name(config.model)
     resolve_device(config.device)
     if data:
         require_dataset(
-            config.dataset, Path(config.data_dir) if config.data_dir else default_data_dir()
+            config.dataset,
+            Path(config.data_dir) if config.data_dir else default_data_dir(),
+            train=train,
         )
     return config
 

@@ -50,6 +50,8 @@ class PhaseSpec:
     on: str = ""
     title: str = ""
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: an attack phase's ratio sweep (prune, fine-prune): one refereed row per ratio
+    sweep: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def job_kind(self) -> JobKind:
@@ -57,6 +59,17 @@ class PhaseSpec:
 
     @property
     def makes_model_from_scratch(self) -> bool:
+        return self.job_kind.makes_model and not self.data_free
+
+    @property
+    def data_free(self) -> bool:
+        """A data-free embedding: it makes a model, from an earlier phase's (``on``)."""
+        if not (self.plugin and self.job_kind.makes_model):
+            return False
+        return bool(getattr(self.job_kind.plugin(self.plugin).factory, "data_free", False))
+
+    @property
+    def makes_model(self) -> bool:
         return self.job_kind.makes_model
 
     def params_type(self) -> type | None:
@@ -74,12 +87,13 @@ class PhaseSpec:
     ) -> JobSpec:
         """This phase as a job: a new model on the scenario's (and the phase's) train config,
         or work on ``source``'s model within the phase's budget."""
-        if self.makes_model_from_scratch:
+        if self.makes_model:
             return JobSpec(
                 self.kind,
                 self.plugin,
                 dict(self.params),
                 {**config.to_dict(), **self.scheme_numerics(config), **self.train},
+                source=source if self.data_free else None,
                 out=out,
                 command=self.kind,
                 manifest_extra={"scenario": scenario},
@@ -92,6 +106,7 @@ class PhaseSpec:
             source=source,
             out=out,
             device=config.device,
+            sweep=tuple(self.sweep) or None,
         )
 
     def scheme_numerics(self, config: TrainConfig) -> dict[str, Any]:
@@ -225,7 +240,7 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
     if kind not in kinds:
         raise _located(where, unknown_name("kind", kind, kinds))
     plugin_key = JOB_KINDS.get(kind).factory.plugin_key
-    allowed = {"name", "kind", "title", "params", "budget", "on", "train"} | (
+    allowed = {"name", "kind", "title", "params", "budget", "on", "train", "sweep"} | (
         {plugin_key} if plugin_key else set()
     )
     for key in item:
@@ -249,18 +264,25 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
         on=str(item.get("on", "")),
         title=str(item.get("title", "")),
         train=_table(item.get("train", {}), f"{where} train"),
+        sweep=_ratios(item.get("sweep", []), f"{where} sweep"),
     )
+    if spec.sweep and spec.kind != "attack":
+        raise ConfigError(f"{where}: only attack phases take a 'sweep'")
+    _checked(lambda: spec.data_free, where)  # an unknown scheme is named here
     if spec.makes_model_from_scratch and (spec.on or spec.budget):
         raise ConfigError(f"{where}: a {kind} phase takes no 'on' or 'budget'")
-    if spec.makes_model_from_scratch:
+    if spec.data_free and spec.budget:
+        raise ConfigError(f"{where}: a data-free embed phase takes no 'budget'")
+    if spec.makes_model:
         _checked(lambda: TrainConfig.from_mapping(spec.train), f"{where} train")
-    else:
-        if spec.train:
+    if not spec.makes_model_from_scratch:
+        if spec.train and not spec.data_free:
             raise ConfigError(f"{where}: only train/embed phases take [train] overrides")
         spec.on = spec.on or _latest_model(earlier, where)
         if spec.on not in [p.name for p in earlier]:
             raise _located(where, unknown_name("'on' phase", spec.on, [p.name for p in earlier]))
-        _checked(spec.parsed_budget, f"{where} budget")
+        if not spec.data_free:
+            _checked(spec.parsed_budget, f"{where} budget")
     _checked(spec.parsed_params, f"{where} params ({spec.plugin or kind})")
     return spec
 
@@ -278,6 +300,15 @@ def _checked(check: Callable[[], Any], where: str) -> None:
         raise _located(where, exc) from None
 
 
+def _ratios(value: Any, where: str) -> list[float]:
+    """A list of ratios in [0, 1) (what ``--sweep`` takes), or one clear line."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value
+    ):
+        raise ConfigError(f"{where}: must be a list of ratios in [0, 1), got {value!r}")
+    return [float(v) for v in value]
+
+
 def _table(value: Any, where: str) -> dict[str, Any]:
     """A TOML table as a dict; a scalar or a list where a table belongs is one clear line."""
     if not isinstance(value, Mapping):
@@ -287,7 +318,7 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 
 def _latest_model(earlier: list[PhaseSpec], where: str) -> str:
     for spec in reversed(earlier):
-        if spec.makes_model_from_scratch:
+        if spec.makes_model:
             return spec.name
     raise ConfigError(f"{where}: no earlier train/embed phase to work on (give on = ...)")
 

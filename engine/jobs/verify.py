@@ -73,8 +73,8 @@ def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[
         config.dataset,
         data_dir or config.data_dir or None,
         device=dev,
-        train_size=config.train_size or 1,
         test_size=config.test_size,
+        train=False,  # held-out samples only: the verifier never needs the training files
     )
     data = loaded.data
     if arch.num_classes not in (data.num_classes, data.num_classes + 1):

@@ -85,6 +85,18 @@ def test_every_preset_loads_and_names_its_phases() -> None:
         (tiny([{"kind": "train", "colour": 1}]), "key"),
         (tiny([]), "at least one"),
         (tiny([{"kind": "train"}], epochs=0), "epochs"),
+        (tiny([{"kind": "train"}, {**ATTACK, "sweep": [0.5, 1.5]}]), "ratios in"),
+        (tiny([{"kind": "train", "sweep": [0.5]}]), "only attack phases"),
+        (tiny([{"kind": "embed", "scheme": "datafree"}]), "no earlier train/embed"),
+        (
+            tiny(
+                [
+                    {"kind": "train"},
+                    {"kind": "embed", "scheme": "datafree", "budget": {"epochs": 1}},
+                ]
+            ),
+            "takes no 'budget'",
+        ),
     ],
 )
 def test_bad_scenarios_fail_before_anything_runs(raw: dict, message: str) -> None:
@@ -186,6 +198,30 @@ def test_phases_run_in_order_each_in_its_own_folder(tmp_path) -> None:
     own = [json.loads(line) for line in (root / "01-owner/events.jsonl").read_text().splitlines()]
     assert own and all(e.get("phase", "owner") != "ft-basic" for e in own)
     assert isinstance(recorded[-1], Done) and recorded[-1].summary["phases"]
+
+
+def test_a_data_free_phase_embeds_into_an_earlier_model_and_a_sweep_follows(tmp_path) -> None:
+    assert "datafree" in preset_names() and load_scenario("datafree").phases[1].on == "clean"
+    datafree = {
+        "name": "wm",
+        "kind": "embed",
+        "scheme": "datafree",
+        "params": {"count": 10, "samples": 2, "dfad_epochs": 3, "dfad_iters": 2},
+        "train": {"epochs": 2, "batch_size": 30},
+    }
+    prune = {"kind": "attack", "attack": "prune", "name": "prune", "sweep": [0.0, 0.5]}
+    raw = tiny([{"name": "owner", "kind": "train"}, datafree, prune])
+    raw["phases"][1]["params"] |= {"dfad_batch": 16, "generator_width": 4}
+    session, events = run_scenario(raw, tmp_path / "sc")
+    assert session.status == "completed", [e for e in events if e.kind == "error"]
+    root = tmp_path / "sc"
+    wm = RunDir(root / "02-wm")
+    assert wm.manifest()["from"] == str(root / "01-owner")
+    assert wm.summary()["setting"] == "S3" and "distill" in wm.summary()
+    assert (root / "02-wm" / "key").is_dir()
+    attacked = RunDir(root / "03-prune")
+    assert attacked.manifest()["source_run"] == str(root / "02-wm")
+    assert [row["ratio"] for row in attacked.summary()["sweep"]] == [0.0, 0.5]
 
 
 def test_skip_ends_a_phase_keeps_its_model_and_goes_on(tmp_path) -> None:

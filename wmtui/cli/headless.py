@@ -11,7 +11,7 @@ import sys
 import time
 from typing import IO, Any
 
-from engine.events import Checkpoint, Done, Error, Event, Log, Metrics, Phase
+from engine.events import Checkpoint, Discrepancy, Done, Error, Event, Log, Metrics, Phase
 from engine.metrics import percent
 
 
@@ -27,6 +27,21 @@ def metrics_line(event: Metrics) -> str:
         parts.append(f"test acc {percent(event.test_acc)}")
     parts += [f"{name} {percent(value)}" for name, value in event.retention.items()]
     return " | ".join(parts)
+
+
+def discrepancy_line(event: Discrepancy) -> str:
+    """``distill epoch 7/40  discrepancy 0.0123  2nd diff 0.0004  (threshold 0.0009)``; the
+    epoch the truncation rule stopped at ends in ``<- truncated here``."""
+    parts = [
+        f"{event.phase} epoch {event.epoch}/{event.epochs}",
+        f"discrepancy {event.value:.4g}",
+        f"2nd diff {'-' if event.second_diff is None else format(event.second_diff, '.4g')}",
+    ]
+    if event.threshold is not None:
+        parts.append(f"(threshold {event.threshold:.4g})")
+    if event.truncated:
+        parts.append("<- truncated here: distillation stopped")
+    return "  ".join(parts)
 
 
 class HeadlessReporter:
@@ -47,6 +62,7 @@ class HeadlessReporter:
         self._progress: Any = None
         self._task: Any = None
         self._total = 0
+        self._threshold: float | None = None  # the distillation's, once its t0 epochs fixed it
         if self.err.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -79,6 +95,8 @@ class HeadlessReporter:
                 self._task = self._progress.add_task(event.name, total=self._total, status="")
         elif isinstance(event, Metrics):
             self._on_metrics(event)
+        elif isinstance(event, Discrepancy):
+            self._on_discrepancy(event)
         elif isinstance(event, Log):
             self.say(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, Error):
@@ -103,6 +121,21 @@ class HeadlessReporter:
         if event.test_acc is not None or now - self._last_line >= self.interval:
             self._last_line = now
             self.say(metrics_line(event))
+
+    def _on_discrepancy(self, event: Discrepancy) -> None:
+        """One line an epoch, at most every ``interval`` seconds, but always the epochs that
+        tell: the first, the first with a threshold, the truncated one and the last."""
+        now = time.monotonic()
+        telling = (
+            event.epoch <= 1
+            or event.truncated
+            or event.epoch >= event.epochs
+            or (event.threshold is not None and self._threshold is None)
+        )
+        self._threshold = event.threshold
+        if telling or now - self._last_line >= self.interval:
+            self._last_line = now
+            self.say(discrepancy_line(event))
 
     def close(self) -> None:
         if self._progress is not None:

@@ -1,17 +1,22 @@
 """The dashboard widget and what it paints from a :class:`DashboardState`: the header and
 status lines, the accuracy, retention and loss lines, the per-class scan bars with their flag
-lines, the trigger previews and the event log. The live app and replay both compose one
-:class:`Dashboard`; a repaint draws only what changed since the last one."""
+lines, the trigger previews, a data-free distillation's discrepancy and the event log. The
+live app and replay both compose one :class:`Dashboard`; a repaint draws only what changed
+since the last one."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plot import HiResMode, PlotWidget
+from textual_plot.axis_formatter import AxisFormatter
 
 from wmtui.tui.state import DashboardState, Series
 from wmtui.tui.status import status_line, title_line
@@ -24,6 +29,10 @@ RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
 ACC_FLOOR = -8.0
 #: below this many rows the trigger previews give way and the plots' margins shrink
 COMPACT_ROWS = 32
+#: the discrepancy plot's lines: discrepancy, its second difference, the threshold Delta0/10
+#: and the truncation marker
+DISC_STYLES = {"discrepancy": "yellow", "2nd diff": "cyan", "Δ0/10": "magenta", "stop": "red"}
+BRAILLE = HiResMode.BRAILLE
 
 
 def nice_ticks(upper: float, most: int = 4) -> list[float]:
@@ -55,6 +64,57 @@ class LivePlot(PlotWidget):
     can_focus = False
 
 
+class SymlogAxis(AxisFormatter):
+    """A y axis linear within ``linear`` of 0 and logarithmic beyond: the discrepancy near 1,
+    its second difference near 0.01 and negative at times (the rule is signed: a dip below
+    zero truncates too), and the threshold between them, all readable on one plot. Ticks at 0
+    and at ``linear`` times a power of ten, labelled in data units: 0, 0.001, 0.01, -0.001."""
+
+    def __init__(self, linear: float = 1.0) -> None:
+        self.linear = linear
+
+    def to_axis(self, value: float) -> float:
+        return math.copysign(math.log10(1 + abs(value) / self.linear), value)
+
+    def from_axis(self, position: float) -> float:
+        return math.copysign(self.linear * (10 ** abs(position) - 1), position)
+
+    def get_ticks(self, min_: float, max_: float, max_ticks: int = 5) -> list[float]:
+        ticks = [0.0] if min_ <= 0 <= max_ else []
+        sides: list[list[float]] = [[], []]
+        for k in range(64):  # the decades out to the farther end
+            position = self.to_axis(self.linear * 10.0**k)
+            if position > max(-min_, max_):
+                break
+            sides[0] += [position] if position <= max_ else []
+            sides[1] += [-position] if -position >= min_ else []
+        step = math.ceil((len(sides[0]) + len(sides[1])) / max(max_ticks - len(ticks), 1))
+        return sorted(ticks + sides[0][::-1][::step] + sides[1][::-1][::step])
+
+    def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
+        return [f"{self.from_axis(tick):.3g}" for tick in ticks]
+
+
+class DiscrepancyPlot(LivePlot):
+    """The distillation's plot: its legend and x ticks follow its width, which halves when
+    the accuracy plot's first reading appears beside it (40 columns at 80x24), with no new
+    discrepancy to repaint it."""
+
+    upper: float = 1.0
+    legends: tuple[Text | None, Text | None] = (None, None)  # full, and with "D" for short
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.fit_width(self.size.width)  # the content's width (the event's has the border)
+
+    def fit_width(self, width: int) -> None:
+        full, short = self.legends
+        self.border_subtitle = full if full is None or full.cell_len <= width - 4 else short
+        ticks = nice_ticks(self.upper, most=4 if width < 60 else 8)
+        if ticks != self._x_ticks:
+            self.set_xticks(ticks)
+            self.refresh(layout=True)  # set_xticks alone draws nothing new
+
+
 def legend(entries: list[tuple[str, str]]) -> Text | None:
     """A one-line legend for a plot's bottom border: ``━ test acc ━ key``, each mark in its
     line's colour. In the border it covers no data (a legend box in the plot hid half of it
@@ -70,9 +130,13 @@ def legend(entries: list[tuple[str, str]]) -> Text | None:
 
 class Dashboard(Vertical):
     """Header, status line, the accuracy and loss plots (the scan bars and trigger previews
-    in the loss plot's place during a scan), and the event log: one widget, so the live app
-    and replay lay out and paint the same screen. Classes: ``scanning`` (a scan has bars to
-    show), ``compact`` (a small terminal: no previews, tighter plot margins)."""
+    in the loss plot's place during a scan; a data-free distillation's discrepancy there while
+    the state holds one), and the event log: one widget, so the live app and replay lay out
+    and paint the same screen. Classes: ``scanning`` (a scan has bars to show),
+    ``discrepancy`` (a distillation to show, over an earlier scan's bars too: a scan's start
+    makes the state forget the distillation), ``no-acc`` (nothing evaluated yet: the
+    discrepancy takes the accuracy plot's width), ``compact`` (a small terminal: no
+    previews, tighter plot margins)."""
 
     DEFAULT_CSS = """
     Dashboard {
@@ -118,6 +182,19 @@ class Dashboard(Vertical):
     Dashboard.scanning #loss-plot {
         display: none;
     }
+    Dashboard #plots #disc-plot {
+        display: none;
+    }
+    Dashboard.discrepancy #plots #disc-plot {
+        display: block;
+    }
+    Dashboard.discrepancy #loss-plot, Dashboard.discrepancy #scan {
+        display: none;
+    }
+    /* a distillation before any evaluation: no empty accuracy plot beside it */
+    Dashboard.discrepancy.no-acc #acc-plot {
+        display: none;
+    }
     /* "#scan #bars", not "#bars": "#plots PlotWidget" (height 1fr) outranks a lone id, and
        the previews took half the column from the bars */
     Dashboard #scan #bars {
@@ -147,6 +224,7 @@ class Dashboard(Vertical):
         with Horizontal(id="plots"):
             yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
             yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
+            yield DiscrepancyPlot(id="disc-plot", allow_pan_and_zoom=False)
             with Vertical(id="scan"):
                 yield LivePlot(id="bars", allow_pan_and_zoom=False)
                 with Horizontal(id="previews"):
@@ -164,6 +242,9 @@ class Dashboard(Vertical):
         loss.set_ylabel("loss")
         loss.set_xlabel("step")
         loss.set_ylimits(0, None)
+        disc = self.query_one("#disc-plot", PlotWidget)
+        disc.set_ylabel("discrepancy (log)")
+        disc.set_xlabel("epoch")
         bars = self.query_one("#bars", PlotWidget)
         bars.set_xlabel("class")
         bars.set_ylabel("perturbation size")
@@ -198,6 +279,11 @@ class Dashboard(Vertical):
         if state.scan_sizes:  # the true trigger's preview alone (from embedding) waits for a scan
             self.add_class("scanning")
             paint_scan(self, state)
+        self.set_class(bool(state.discrepancy.x), "discrepancy")
+        evaluated = state.acc_series.x or any(series.x for series in state.retention.values())
+        self.set_class(not evaluated, "no-acc")
+        if state.discrepancy.x:
+            paint_discrepancy(self.query_one("#disc-plot", DiscrepancyPlot), state, self.plotted)
         log = self.query_one("#log", EventLog)
         for line in state.take_log():
             log.write_line(line)
@@ -207,7 +293,7 @@ class Dashboard(Vertical):
         self.plotted.clear()
         self.texts.clear()
         self.query_one("#log", EventLog).clear()
-        self.remove_class("scanning")
+        self.remove_class("scanning", "discrepancy", "no-acc")
         for i in range(2):
             view = self.query_one(f"#preview-{i}", ImageView)
             view.border_title = None
@@ -280,6 +366,66 @@ def paint_scan(screen: Any, state: DashboardState) -> None:
         view = screen.query_one(f"#preview-{i}", ImageView)
         view.border_title = name
         view.show(image)
+
+
+def paint_discrepancy(
+    plot: DiscrepancyPlot, state: DashboardState, plotted: dict[str, tuple[object, ...]]
+) -> None:
+    """The distillation's discrepancy per epoch and its second difference, the threshold
+    Delta0/10 across the plot once known and a red line at the epoch the rule stopped at;
+    the title says the epoch (or where it stopped), the legend is in the bottom border. The
+    y axis is :class:`SymlogAxis`: on a linear one the second difference and the threshold
+    (a tenth of the early second differences) lie on the floor, under a discrepancy near 1."""
+    disc, second = state.discrepancy, state.second_diff
+    threshold, stop = state.disc_threshold, state.truncated_at
+    # the planned epochs while it runs; once stopped, the epochs it ran (and a margin for
+    # the marker): the title still says how many were planned
+    upper = max(state.disc_epochs, state.disc_epoch, 1)
+    if stop is not None:
+        upper = min(upper, stop + max(1, math.ceil(stop / 4)))
+    drawn = (upper, id(disc), len(disc.x), len(second.x), threshold, stop)
+    if plotted.get(str(plot.id)) == drawn:
+        return
+    plotted[str(plot.id)] = drawn
+    plot.clear()
+    finite = [v for v in (*disc.y, *second.y, threshold or 0.0) if math.isfinite(v)]
+    # linear up to a decade below the threshold (before it, the smallest second difference):
+    # a second difference near the threshold then stands clear of 0 and of the line
+    sizes = [abs(v) for v in (*second.y, *disc.y) if v and math.isfinite(v)]
+    base = abs(threshold) if threshold and math.isfinite(threshold) else min(sizes, default=10.0)
+    axis = SymlogAxis(10.0 ** (math.floor(math.log10(base)) - 1))
+    plot.set_y_formatter(axis)
+    low, high = axis.to_axis(min(0.0, *finite)), axis.to_axis(max(0.0, *finite))
+    pad = max(high - low, 1.0) * 0.05  # the lowest and highest points are not on the frame
+    plot.set_ylimits(low - pad, high + pad)
+    plot.set_yticks(axis.get_ticks(low - pad, high + pad))
+    plot.set_xlimits(0, upper)
+
+    def scaled(values: list[float]) -> list[float]:
+        return [axis.to_axis(v) for v in values]
+
+    latest = f"epoch {state.disc_epoch}/{state.disc_epochs} · D {disc.y[-1]:.3g}"
+    plot.border_title = f"stopped at {latest}" if stop is not None else latest
+    lines = [("discrepancy", disc), ("2nd diff", second)]
+    entries = [(label, DISC_STYLES[label]) for label, series in lines if series.x]
+    # the marker first, as a line of dots: the points it crosses (the truncated epoch's own,
+    # the one that matters) are drawn over it, where a v-line would hide them
+    if stop is not None:
+        edges = [low - pad, high + pad]
+        plot.plot([stop] * 2, edges, line_style=DISC_STYLES["stop"], hires_mode=BRAILLE)
+    if threshold is not None:
+        entries.append(("Δ0/10", DISC_STYLES["Δ0/10"]))
+        style = DISC_STYLES["Δ0/10"]
+        plot.plot([0, upper], scaled([threshold] * 2), line_style=style, hires_mode=BRAILLE)
+    short = [("D" if label == "discrepancy" else label, style) for label, style in entries]
+    plot.upper, plot.legends = upper, (legend(entries), legend(short))
+    plot.fit_width(plot.size.width)
+    for label, series in lines:
+        style = DISC_STYLES[label]
+        if len(series.x) == 1:
+            plot.scatter(series.x, scaled(series.y), marker_style=style, hires_mode=BRAILLE)
+        elif series.x:
+            plot.plot(series.x, scaled(series.y), line_style=style, hires_mode=BRAILLE)
 
 
 def plot_lines(

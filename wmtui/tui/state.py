@@ -13,6 +13,7 @@ import torch
 from engine.events import (
     Checkpoint,
     ClassScan,
+    Discrepancy,
     Done,
     Error,
     Event,
@@ -30,6 +31,8 @@ RATE_HALF_LIFE = 10.0
 #: the weight of a phase's first reading, which has no interval of its own: the next real
 #: one all but replaces it (a first step's warm-up is not the phase's speed)
 FIRST_READING_SECONDS = 1e-3
+#: the phase in which the ``datafree`` scheme distils its teacher (Discrepancy events)
+DISTILL_PHASE = "distill"
 
 
 @dataclasses.dataclass
@@ -89,6 +92,19 @@ class DashboardState:
     flagged_class: int | None = None
     scan_verdict: bool = False  # True once the engine has decided (flagged_class may be None)
     previews: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    #: the data-free distillation (``datafree``): the teacher-student discrepancy per epoch,
+    #: its second difference (from the third epoch), the latest threshold Delta0/10 (Delta0
+    #: may grow until epoch t0), and the epoch the truncation rule stopped at. Kept through
+    #: the injection that follows; ``disc_stale`` once a later phase has ended, so that the
+    #: next phase start forgets it
+    discrepancy: Series = dataclasses.field(default_factory=Series)
+    second_diff: Series = dataclasses.field(default_factory=Series)
+    disc_threshold: float | None = None
+    truncated_at: int | None = None
+    disc_epoch: int = 0
+    disc_epochs: int = 0
+    disc_phase: str = ""
+    disc_stale: bool = False
     scenario: str = ""
     scenario_phase: str = ""
     phase_index: int = 0
@@ -112,6 +128,8 @@ class DashboardState:
                 self.status = "running"
         elif isinstance(event, ClassScan):
             self._class_scan(event)
+        elif isinstance(event, Discrepancy):
+            self._discrepancy(event)
         elif isinstance(event, TriggerPreview):
             self.previews[event.name] = event.to_tensor()
         elif isinstance(event, Checkpoint):
@@ -125,6 +143,8 @@ class DashboardState:
                 event.status if not (self.error and event.status == "failed") else "failed"
             )
             self.summary = dict(event.summary)
+            # the next session's first phase is not this one's injection
+            self.disc_stale = bool(self.discrepancy.x)
             self.log(f"session {event.status}")
 
     def _metrics(self, event: Metrics) -> None:
@@ -168,12 +188,37 @@ class DashboardState:
         elapsed = event.time - self.scan_started
         self.scan_eta = (event.steps - event.step) * elapsed / event.step if elapsed > 0 else None
 
+    def _discrepancy(self, event: Discrepancy) -> None:
+        if self.status in {"starting", "stopping"}:
+            self.status = "running"
+        self.phase = event.phase
+        if self.discrepancy.x and (
+            event.phase != self.disc_phase or event.epoch <= self.disc_epoch or self.disc_stale
+        ):
+            self.reset_discrepancy()  # another distillation, recorded without its phase start
+        self.disc_phase, self.disc_epoch, self.disc_epochs = event.phase, event.epoch, event.epochs
+        self.discrepancy.add(event.epoch, event.value)
+        if event.second_diff is not None:
+            self.second_diff.add(event.epoch, event.second_diff)
+        if event.threshold is not None:
+            self.disc_threshold = event.threshold
+        if event.truncated:
+            self.truncated_at = event.epoch
+
+    def reset_discrepancy(self) -> None:
+        """Forget the distillation: the loss plot takes the discrepancy plot's place again."""
+        self.discrepancy, self.second_diff = Series(), Series()
+        self.disc_threshold = self.truncated_at = None
+        self.disc_epoch = self.disc_epochs = 0
+        self.disc_phase, self.disc_stale = "", False
+
     def _scenario_phase(self, event: Phase) -> None:
         """A scenario's own phase marker: the header's "phase i/n", not a plot segment."""
         info = event.info
         self.scenario = str(info.get("scenario", ""))
         self.phase_index, self.phase_total = event.index, event.total
         if event.status == "start":
+            self.reset_discrepancy()  # another scenario phase: another model, another job
             self.scenario_phase = event.name
             self.phase_title = str(info.get("title", event.name))
             self.log(f"== phase {event.index}/{event.total}: {self.phase_title}")
@@ -187,6 +232,10 @@ class DashboardState:
             self._scenario_phase(event)
             return
         if event.status == "start":
+            # a new distillation (or a distill attack, which sends no discrepancy), or the
+            # first phase after the data-free job ended: its discrepancy is not this phase's
+            if event.name == DISTILL_PHASE or self.disc_stale:
+                self.reset_discrepancy()
             self.phase = event.name
             self.info = dict(event.info)
             self.total_steps = int(event.info.get("steps", 0) or 0)
@@ -201,6 +250,7 @@ class DashboardState:
             self.phase_starts.append(self.x_offset)
             self.status = "running"
             if "detector" in event.info or "threshold" in event.info:
+                self.reset_discrepancy()  # a scan (also one mid-injection) shows its bars
                 if self.scan_sizes:
                     self.previous_scan = dict(self.scan_sizes)
                     self.previous_scan_name = self.scan_name
@@ -213,6 +263,8 @@ class DashboardState:
                 self.scan_gap = _float_or_none(event.info.get("gap")) or 1.0
             self.log(f"phase {event.name} started")
         else:
+            if self.discrepancy.x and event.name != self.disc_phase:
+                self.disc_stale = True  # the injection (or the job around it) has ended
             if "flagged_class" in event.info:
                 flagged = event.info.get("flagged_class")
                 self.flagged_class = int(flagged) if isinstance(flagged, int) else None
