@@ -44,6 +44,8 @@ from engine.watermarks.datafree import (
 from engine.watermarks.dfad import DistillResult, distill
 
 GENERATOR_FILE = "generator.safetensors"
+#: rounds between checkpoints: a round is a few steps, and a checkpoint a line in the log
+CHECKPOINT_ROUNDS = 10
 
 
 def load_clean_model(from_run: Path, device: torch.device) -> tuple[torch.nn.Module, Architecture]:
@@ -188,6 +190,7 @@ def datafree_job(
             epoch_steps=per_round,
             seed=config.seed,
             on_checkpoint=save,
+            checkpoint_every=CHECKPOINT_ROUNDS,
         )
         tracker.attach(loop, ctx)
         hold(ctx, loop.model, arch, run, "embed", lambda: loop.step)

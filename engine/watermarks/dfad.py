@@ -162,6 +162,7 @@ def distill(
         for i in range(settings.iters):
             ctx.between_steps()
             for k in range(settings.student_steps):
+                ctx.check_stop()  # a step of the paper's sizes takes a second on a CPU
                 z = torch.randn(settings.batch_size, generator.z_dim, generator=codes).to(device)
                 with torch.no_grad():
                     fake = generator(z)
