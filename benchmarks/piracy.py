@@ -128,23 +128,27 @@ def piracy_table(label: str, rows: list[dict[str, Any]]) -> None:
     print(f"    NC kept (within 5 points) AND pirate verified: {both}/{len(rows)}")
 
 
-def robustness(dual_model: Path, root: Path, scan_steps: int) -> None:
-    """Detectors (paper Table 5: not flagged), fine-tuning and a pruning sweep (Fig. 6)."""
-    print("\n4. robustness of the dual model (seed 0)")
+def robustness(dual_models: list[Path], root: Path, scan_steps: int) -> None:
+    """Detectors (paper Table 5: not flagged), fine-tuning and a pruning sweep (Fig. 6), on
+    every seed's dual model: mean ± sd over the seeds."""
+    print(f"\n4. robustness of the dual models ({len(dual_models)} seeds; mean ± sd)")
     for method in ("neural-cleanse", "gan"):
-        found = run(
-            JobSpec.detect(
-                method,
-                run=dual_model,
-                scan_steps=scan_steps,
-                remove=False,
-                data_fraction=0.1,
-                out=root / f"scan-{method}",
-            )
-        ).summary
-        index = found.get("anomaly_index")
-        shown = "n/a" if index is None else f"{index:.2f}"
-        print(f"  {method:15s} flagged class {found.get('flagged_class')}, anomaly index {shown}")
+        shown = []
+        for seed, model in enumerate(dual_models):
+            found = run(
+                JobSpec.detect(
+                    method,
+                    run=model,
+                    scan_steps=scan_steps,
+                    remove=False,
+                    data_fraction=0.1,
+                    out=root / f"scan-{method}-{seed}",
+                )
+            ).summary
+            index = found.get("anomaly_index")
+            flagged = found.get("flagged_class")
+            shown.append(f"{'n/a' if index is None else f'{index:.2f}'} (flagged {flagged})")
+        print(f"  {method:15s} anomaly index per seed: {', '.join(shown)}")
     for name, values in (
         ("ft-basic 20%", {"attack": "ft-basic", "data_fraction": 0.2, "epochs": 10}),
         (
@@ -152,30 +156,37 @@ def robustness(dual_model: Path, root: Path, scan_steps: int) -> None:
             {"attack": "finetune", "mode": "ftal", "data_fraction": 0.2, "epochs": 10},
         ),
     ):
-        attack = values.pop("attack")
-        summary = run(JobSpec.attack(attack, run=dual_model, out=root / attack, **values)).summary
-        kept = summary["after"]["retention"]
-        print(
-            f"  {name:18s} NC {100 * summary['test_acc']:.2f}%, null "
-            f"{100 * kept['key null']:.2f}%, true {100 * kept['key true']:.2f}%"
-        )
+        rows = []
+        for seed, model in enumerate(dual_models):
+            given = dict(values)
+            attack = given.pop("attack")
+            out = root / f"{attack}-{seed}"
+            rows.append(run(JobSpec.attack(attack, run=model, out=out, **given)).summary)
+        nc = [r["test_acc"] for r in rows]
+        null = [r["after"]["retention"]["key null"] for r in rows]
+        true = [r["after"]["retention"]["key true"] for r in rows]
+        print(f"  {name:18s} NC {spread(nc)}, null {spread(null)}, true {spread(true)}")
     ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    swept = run(
-        JobSpec.attack(
-            "prune",
-            run=dual_model,
-            method="neuron",
-            sweep=ratios,
-            data_fraction=0.1,
-            out=root / "prune",
-        )
-    ).summary
-    print("  neuron pruning: ratio   NC      null    true")
-    for row in swept["sweep"]:
-        kept = row["retention"]
+    sweeps = [
+        run(
+            JobSpec.attack(
+                "prune",
+                run=model,
+                method="neuron",
+                sweep=ratios,
+                data_fraction=0.1,
+                out=root / f"prune-{seed}",
+            )
+        ).summary["sweep"]
+        for seed, model in enumerate(dual_models)
+    ]
+    print("  neuron pruning: ratio   NC                null              true")
+    for i, ratio in enumerate(ratios):
+        rows = [sweep[i] for sweep in sweeps]
         print(
-            f"                 {row['ratio']:.1f}  {100 * row['test_acc']:6.2f}% "
-            f"{100 * kept['key null']:6.2f}% {100 * kept['key true']:6.2f}%"
+            f"                 {ratio:.1f}  {spread([r['test_acc'] for r in rows])}  "
+            f"{spread([r['retention']['key null'] for r in rows])}  "
+            f"{spread([r['retention']['key true'] for r in rows])}"
         )
 
 
@@ -233,7 +244,7 @@ def main() -> None:
                 pirate(square.path, "pattern", args.pirates, root),
             )
         if "robustness" in parts:
-            robustness(pairs[0][1].path, root, args.scan_steps)
+            robustness([dual.path for _, dual in pairs], root, args.scan_steps)
         if "count" in parts:
             hidden_marks(root, args.dataset, args.epochs, keys)
     print(f"\ntook {time.monotonic() - began:.0f} s")

@@ -62,7 +62,6 @@ def adjustment_source(
     clean: torch.nn.Module,
     gen: DFADGenerator | None,
     data: Any,
-    shape: tuple[int, int, int],
     seed: int,
     batch_size: int,
 ) -> Source | None:
@@ -84,7 +83,7 @@ def adjustment_source(
     def draw(step: int) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed * 1_000_003 + step)
         if params.adjust == "noise":
-            return torch.randn(m, *shape, generator=rng).to(data.test_x.device)
+            return torch.randn(m, *data.shape, generator=rng).to(data.test_x.device)
         assert gen is not None
         return gen.sample(m, rng)
 
@@ -119,6 +118,11 @@ def datafree_job(
         if not uses_data:
             ctx.log("training data: not read (data-free; the test split measures fidelity)")
         clean, arch = load_clean_model(from_run, device)
+        if arch.in_shape != data.shape or arch.num_classes != data.num_classes:
+            raise ConfigError(
+                f"--from {from_run}: its model takes {arch.in_shape} with {arch.num_classes} "
+                f"outputs; {data.name} is {data.shape} with {data.num_classes} classes"
+            )
         torch.manual_seed(config.seed)
         test = Probe("test", data.test_x, data.test_y)
         clean_acc = accuracy(clean, test)
@@ -145,9 +149,7 @@ def datafree_job(
         kctx = KeyContext(data, arch.name, config.seed, config.data_dir, ctx.log)
         key = scheme.make_key(params, kctx, clean, gen)
         sources = scheme.training_sources(key, config.batch_size, device, data)
-        extra = adjustment_source(
-            params, clean, gen, data, data.shape, config.seed, config.batch_size
-        )
+        extra = adjustment_source(params, clean, gen, data, config.seed, config.batch_size)
         sources += [extra] if extra is not None else []
         tracker = KeyTracker(scheme, kctx, run, key, 0, config.batch_size)
         if run is not None:

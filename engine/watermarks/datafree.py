@@ -72,7 +72,9 @@ class DatafreeParams:
         "model adjustment: none | noise | generator | data (Table 1's S1-S4; only data reads "
         "the training split)",
     )
-    count: int = param(100, "triggers N", low=1, high=100_000)
+    count: int = param(
+        100, "triggers N (--epochs counts rounds: passes over them)", low=1, high=100_000
+    )
     lam: float = param(5.0, "lambda: weight of the adjustment term (eq. 3)", low=0.0)
     samples: int = param(10, "adjustment samples per round, per trigger (M = samples x N)", low=1)
     t0: int = param(5, "distillation epochs before Delta0 is fixed", low=1, high=100_000)
@@ -83,7 +85,9 @@ class DatafreeParams:
     student_lr: float = param(
         1e-2, "student SGD rate (momentum 0.9, decay 5e-4)", low=0.0, low_open=True
     )
-    student_clip: float = param(5.0, "student gradient-norm clip (0: off; see dfad.py)", low=0.0)
+    student_clip: float = param(
+        5.0, "student gradient-norm clip (0: off; the squared-L2 game ran away without it)", low=0.0
+    )
     generator_lr: float = param(1e-4, "generator Adam rate", low=0.0, low_open=True)
     generator_width: int = param(64, "generator channels (DFAD: 64)", low=1, high=1024)
     discrepancy: str = param("l2", "distillation discrepancy: l2 (eq. 2) | l1 (the DFAD code)")

@@ -1,8 +1,8 @@
 """The dashboard widget and what it paints from a :class:`DashboardState`: the header and
 status lines, the accuracy, retention and loss lines, the per-class scan bars with their flag
-lines, the trigger previews, a data-free distillation's discrepancy and the event log. The
-live app and replay both compose one :class:`Dashboard`; a repaint draws only what changed
-since the last one."""
+lines, the trigger previews, a data-free distillation's discrepancy, two piracy attacks side
+by side (widgets/piracy_plot.py) and the event log. The live app and replay both compose one
+:class:`Dashboard`; a repaint draws only what changed since the last one."""
 
 from __future__ import annotations
 
@@ -22,30 +22,16 @@ from wmtui.tui.state import DashboardState, Series
 from wmtui.tui.status import status_line, title_line
 from wmtui.tui.widgets.event_log import EventLog
 from wmtui.tui.widgets.image_view import ImageView
+from wmtui.tui.widgets.piracy_plot import PiracyPlot
+from wmtui.tui.widgets.plots import ACC_FLOOR, LivePlot, legend, nice_ticks
 
 RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
-#: the accuracy plot's floor, below 0: a retention near 0 (0.65% after removal) is drawn
-#: above the x axis instead of on it, where it could not be seen
-ACC_FLOOR = -8.0
 #: below this many rows the trigger previews give way and the plots' margins shrink
 COMPACT_ROWS = 32
 #: the discrepancy plot's lines: discrepancy, its second difference, the threshold Delta0/10
 #: and the truncation marker
 DISC_STYLES = {"discrepancy": "yellow", "2nd diff": "cyan", "Δ0/10": "magenta", "stop": "red"}
 BRAILLE = HiResMode.BRAILLE
-
-
-def nice_ticks(upper: float, most: int = 4) -> list[float]:
-    """At most ``most`` ticks from 0 at a 1/2/5 x 10^k spacing: narrow plots stay legible."""
-    if upper <= 0:
-        return [0.0]
-    spacing = 1.0
-    while upper / spacing > most - 1:
-        for factor in (2.0, 2.5, 2.0):  # 1 -> 2 -> 5 -> 10 ...
-            spacing *= factor
-            if upper / spacing <= most - 1:
-                break
-    return [i * spacing for i in range(int(upper // spacing) + 1)]
 
 
 def shown_previews(previews: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -56,12 +42,6 @@ def shown_previews(previews: dict[str, Any]) -> list[tuple[str, Any]]:
         return order.index(item[0]) if item[0] in order else len(order)
 
     return sorted(previews.items(), key=rank)[:2]  # stable: the others keep their order
-
-
-class LivePlot(PlotWidget):
-    """A plot that never takes focus, so its zoom/pan keys don't shadow the app's."""
-
-    can_focus = False
 
 
 class SymlogAxis(AxisFormatter):
@@ -115,28 +95,16 @@ class DiscrepancyPlot(LivePlot):
             self.refresh(layout=True)  # set_xticks alone draws nothing new
 
 
-def legend(entries: list[tuple[str, str]]) -> Text | None:
-    """A one-line legend for a plot's bottom border: ``━ test acc ━ key``, each mark in its
-    line's colour. In the border it covers no data (a legend box in the plot hid half of it
-    at 80x24) and, with nothing drawn yet, it is not there at all."""
-    if not entries:
-        return None
-    text = Text()
-    for i, (label, style) in enumerate(entries):
-        text.append(" ━ " if i == 0 else "  ━ ", style=style)
-        text.append(label)
-    return text + " "
-
-
 class Dashboard(Vertical):
     """Header, status line, the accuracy and loss plots (the scan bars and trigger previews
     in the loss plot's place during a scan; a data-free distillation's discrepancy there while
     the state holds one), and the event log: one widget, so the live app and replay lay out
     and paint the same screen. Classes: ``scanning`` (a scan has bars to show),
     ``discrepancy`` (a distillation to show, over an earlier scan's bars too: a scan's start
-    makes the state forget the distillation), ``no-acc`` (nothing evaluated yet: the
-    discrepancy takes the accuracy plot's width), ``compact`` (a small terminal: no
-    previews, tighter plot margins)."""
+    makes the state forget the distillation), ``piracy`` (a second piracy attack: the two
+    side by side, over all of those, until another job starts), ``no-acc`` (nothing
+    evaluated yet: the discrepancy takes the accuracy plot's width), ``compact`` (a small
+    terminal: no previews, tighter plot margins)."""
 
     DEFAULT_CSS = """
     Dashboard {
@@ -191,6 +159,16 @@ class Dashboard(Vertical):
     Dashboard.discrepancy #loss-plot, Dashboard.discrepancy #scan {
         display: none;
     }
+    /* two piracy attacks side by side: over the loss plot, the scan, the distillation */
+    Dashboard #plots #piracy-plot {
+        display: none;
+    }
+    Dashboard.piracy #plots #piracy-plot {
+        display: block;
+    }
+    Dashboard.piracy #loss-plot, Dashboard.piracy #scan, Dashboard.piracy #plots #disc-plot {
+        display: none;
+    }
     /* a distillation before any evaluation: no empty accuracy plot beside it */
     Dashboard.discrepancy.no-acc #acc-plot {
         display: none;
@@ -225,6 +203,7 @@ class Dashboard(Vertical):
             yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
             yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
             yield DiscrepancyPlot(id="disc-plot", allow_pan_and_zoom=False)
+            yield PiracyPlot(id="piracy-plot", allow_pan_and_zoom=False)
             with Vertical(id="scan"):
                 yield LivePlot(id="bars", allow_pan_and_zoom=False)
                 with Horizontal(id="previews"):
@@ -242,6 +221,7 @@ class Dashboard(Vertical):
         loss.set_ylabel("loss")
         loss.set_xlabel("step")
         loss.set_ylimits(0, None)
+        self.query_one("#piracy-plot", PiracyPlot).configure()
         disc = self.query_one("#disc-plot", PlotWidget)
         disc.set_ylabel("discrepancy (log)")
         disc.set_xlabel("epoch")
@@ -260,7 +240,8 @@ class Dashboard(Vertical):
         for plot in self.query(PlotWidget):
             plot.margin_top, plot.margin_bottom = (1, 1) if compact else (2, 3)
         ticks = [0, 50, 100] if compact else [0, 20, 40, 60, 80, 100]
-        self.query_one("#acc-plot", PlotWidget).set_yticks(ticks)
+        for plot in self.query("#acc-plot, #piracy-plot").results(PlotWidget):
+            plot.set_yticks(ticks)
 
     def paint(self, state: DashboardState) -> None:
         """Repaint from ``state``: text that changed, plots with new points, new log lines."""
@@ -284,6 +265,9 @@ class Dashboard(Vertical):
         self.set_class(not evaluated, "no-acc")
         if state.discrepancy.x:
             paint_discrepancy(self.query_one("#disc-plot", DiscrepancyPlot), state, self.plotted)
+        self.set_class(state.piracy.shown, "piracy")
+        if state.piracy.shown:
+            self.query_one("#piracy-plot", PiracyPlot).paint(state.piracy, self.plotted)
         log = self.query_one("#log", EventLog)
         for line in state.take_log():
             log.write_line(line)
@@ -293,7 +277,7 @@ class Dashboard(Vertical):
         self.plotted.clear()
         self.texts.clear()
         self.query_one("#log", EventLog).clear()
-        self.remove_class("scanning", "discrepancy", "no-acc")
+        self.remove_class("scanning", "discrepancy", "no-acc", "piracy")
         for i in range(2):
             view = self.query_one(f"#preview-{i}", ImageView)
             view.border_title = None

@@ -23,8 +23,9 @@ from engine.events import (
     TriggerPreview,
 )
 from engine.metrics import mad_flag_line, percent
+from wmtui.tui.piracy_state import PiracyView
+from wmtui.tui.series import Series
 
-MAX_POINTS = 600
 #: img/s is averaged over about this many seconds (half-life), weighted by each reading's
 #: interval: single readings jump (174 -> 10,948 -> 323 within a minute on a busy CPU)
 RATE_HALF_LIFE = 10.0
@@ -33,20 +34,6 @@ RATE_HALF_LIFE = 10.0
 FIRST_READING_SECONDS = 1e-3
 #: the phase in which the ``datafree`` scheme distils its teacher (Discrepancy events)
 DISTILL_PHASE = "distill"
-
-
-@dataclasses.dataclass
-class Series:
-    """One plotted line; thinned by half when it grows past MAX_POINTS."""
-
-    x: list[float] = dataclasses.field(default_factory=list)
-    y: list[float] = dataclasses.field(default_factory=list)
-
-    def add(self, x: float, y: float) -> None:
-        self.x.append(x)
-        self.y.append(y)
-        if len(self.x) > MAX_POINTS:
-            self.x, self.y = self.x[::2], self.y[::2]
 
 
 @dataclasses.dataclass
@@ -111,6 +98,8 @@ class DashboardState:
     phase_total: int = 0
     phase_title: str = ""
     phase_results: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    #: the piracy attacks of this session, compared side by side once there are two
+    piracy: PiracyView = dataclasses.field(default_factory=PiracyView)
     version: int = 0  # bumped on every change, so widgets repaint only when needed
 
     def apply(self, event: Event) -> None:
@@ -161,6 +150,7 @@ class DashboardState:
             self.acc_series.add(x, 100 * event.test_acc)
         for name, value in event.retention.items():
             self.retention.setdefault(name, Series()).add(x, 100 * value)
+        self.piracy.metrics(event)
 
     def _smooth_rate(self, event: Metrics) -> None:
         """img/s as an exponentially weighted average of the readings, each weighted by the
@@ -231,6 +221,7 @@ class DashboardState:
         if "scenario" in event.info:
             self._scenario_phase(event)
             return
+        self.piracy.phase(event, self.scenario_phase)
         if event.status == "start":
             # a new distillation (or a distill attack, which sends no discrepancy), or the
             # first phase after the data-free job ended: its discrepancy is not this phase's
