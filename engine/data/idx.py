@@ -69,6 +69,17 @@ def find_idx_dir(candidates: list[Path], *, train: bool = True) -> Path | None:
     return None
 
 
+def idx_files(folder: Path) -> dict[str, Path]:
+    """Where each of the four files is (plain or gzipped); a missing one is a DataError."""
+    found = {}
+    for key, stem in IDX_FILES.items():
+        path = _locate(folder, stem)
+        if path is None:
+            raise DataError(f"{folder}: missing {stem}[.gz]")
+        found[key] = path
+    return found
+
+
 def _locate(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():

@@ -116,3 +116,20 @@ def test_splits_are_seeded_and_disjoint() -> None:
     assert not set(held_out.attacker.tolist()) & set(held_out.owner.tolist())
     with pytest.raises(ConfigError):
         make_splits(10, seed=0, attacker_fraction=1.5)
+
+
+def test_gzipped_idx_is_unpacked_once_and_a_changed_file_is_read_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.data import idx
+
+    write_mnist_style(tmp_path / "fashion-mnist", n_train=40, n_test=20, seed=1)
+    first = load_dataset("fashion-mnist", tmp_path).data
+    reads: list[str] = []
+    real = idx.read_idx
+    monkeypatch.setattr(idx, "read_idx", lambda p: reads.append(p.name) or real(p))
+    again = load_dataset("fashion-mnist", tmp_path).data
+    assert reads == [] and torch.equal(first.train_x, again.train_x)
+    write_mnist_style(tmp_path / "fashion-mnist", n_train=30, n_test=20, seed=2)
+    changed = load_dataset("fashion-mnist", tmp_path).data
+    assert len(reads) == 4 and len(changed.train_x) == 30
