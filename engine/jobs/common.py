@@ -52,14 +52,18 @@ def check_config(config: TrainConfig, *, data: bool = True, train: bool = True) 
     return config
 
 
-def load_data(config: TrainConfig, ctx: JobContext, device: torch.device) -> LoadedData:
-    """The configured dataset on ``device``; says which one and why."""
+def load_data(
+    config: TrainConfig, ctx: JobContext, device: torch.device, *, train: bool = True
+) -> LoadedData:
+    """The configured dataset on ``device``; says which one and why (``train`` False: the
+    test split only)."""
     loaded = load_dataset(
         config.dataset,
         config.data_dir or None,
         device=device,
         train_size=config.train_size,
         test_size=config.test_size,
+        train=train,
     )
     ctx.log(f"dataset: {loaded.reason}")
     return loaded

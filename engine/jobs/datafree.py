@@ -20,10 +20,15 @@ import torch
 
 from engine import commands as cmd
 from engine.config import TrainConfig
-from engine.data import load_dataset
 from engine.errors import ConfigError
 from engine.events import Phase
-from engine.jobs.common import checkpointer, recording_outcome, resolve_device, run_loop
+from engine.jobs.common import (
+    checkpointer,
+    load_data,
+    recording_outcome,
+    resolve_device,
+    run_loop,
+)
 from engine.jobs.followup import hold
 from engine.jobs.key_tracker import KeyTracker, true_trigger_preview
 from engine.metrics import Probe, accuracy
@@ -105,16 +110,8 @@ def datafree_job(
     def job(ctx: JobContext) -> dict[str, Any]:
         device = resolve_device(config.device)
         uses_data = params.adjust == "data"
-        loaded = load_dataset(
-            config.dataset,
-            config.data_dir or None,
-            device=device,
-            train_size=config.train_size,
-            test_size=config.test_size,
-            train=uses_data,
-        )
+        loaded = load_data(config, ctx, device, train=uses_data)
         data = loaded.data
-        ctx.log(f"dataset: {loaded.reason}")
         if not uses_data:
             ctx.log("training data: not read (data-free; the test split measures fidelity)")
         clean, arch = load_clean_model(from_run, device)
