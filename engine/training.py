@@ -251,7 +251,7 @@ class TrainLoop:
             return x, source.label(x)  # type: ignore[misc]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pooled sources' images and labels (the mixed batch every scheme trains on)."""
+        """Every source's part of the step, concatenated: the mixed batch."""
         parts = [
             self._part(step, source, stream)
             for source, stream in zip(self.sources, self._streams, strict=True)
