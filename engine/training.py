@@ -175,6 +175,7 @@ class TrainLoop:
         checkpoint_every: int = 0,
         amp: bool | None = None,
         epoch_steps: int | None = None,
+        freeze_norm_stats: bool = False,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one data source")
@@ -191,6 +192,9 @@ class TrainLoop:
         self.log_every = max(1, min(log_every, eval_every))
         self.seed = seed
         self._epoch_steps = epoch_steps
+        #: normalisation layers keep the statistics they came with (data-free embedding: its
+        #: batches are triggers and generated samples, not the data those statistics describe)
+        self.freeze_norm_stats = freeze_norm_stats
         self.device = next(model.parameters()).device
         # bf16 autocast + channels_last: on by default on CUDA only (forcing it on CPU is how
         # the tests exercise the GPU path on machines without one)
@@ -288,6 +292,13 @@ class TrainLoop:
             terms.append(F.cross_entropy(torch.cat(pooled_logits), torch.cat(pooled_y)))
         return torch.stack(terms).sum(), start
 
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.freeze_norm_stats:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._NormBase):
+                    module.eval()
+
     # -- commands -----------------------------------------------------------------------
     @property
     def lr(self) -> float:
@@ -323,6 +334,7 @@ class TrainLoop:
         if not math.isfinite(mean):
             self._diverged(losses)
         scores = self.evaluate() if evaluate else {}
+        self._train_mode()  # an evaluation leaves every layer in training mode
         if evaluate:
             self._snapshot()
         self.ctx.emit(
@@ -360,7 +372,7 @@ class TrainLoop:
         self._register_handlers()
         self._snapshot()
         model, optimizer = self.model, self.optimizer
-        model.train()
+        self._train_mode()
         since, images, started = 0, 0, time.perf_counter()
         loss_value = float("nan")
         first_step = self.step + 1  # reported at once: a live view shows a point right away

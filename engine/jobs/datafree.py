@@ -156,7 +156,6 @@ def datafree_job(
         model = copy.deepcopy(clean)
         for p in model.parameters():
             p.requires_grad_(True)
-        model.train()
         ctx.emit(
             Phase(
                 "embed",
@@ -190,6 +189,7 @@ def datafree_job(
             seed=config.seed,
             on_checkpoint=save,
             checkpoint_every=CHECKPOINT_ROUNDS,
+            freeze_norm_stats=True,
         )
         tracker.attach(loop, ctx)
         hold(ctx, loop.model, arch, run, "embed", lambda: loop.step)

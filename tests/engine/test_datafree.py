@@ -268,3 +268,30 @@ def test_stop_mid_distillation_keeps_a_valid_run_folder(owner: tuple[Path, Path]
     assert summary["status"] == "stopped" and summary["phase"] == "distill"
     for line in (out / "events.jsonl").open():
         json.loads(line)
+
+
+def test_frozen_norm_statistics_survive_training_and_evaluation() -> None:
+    """Data-free batches are not the data a model's BatchNorm statistics describe: the
+    injection keeps them (resnet18's would drift towards noise otherwise)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+    before = model[1].running_mean.clone()
+    x = torch.rand(40, 1, 6, 6)
+    source = Source("key", (x * 255).to(torch.uint8), 8, y=torch.randint(0, 3, (40,)))
+    probe_x = (torch.rand(16, 1, 6, 6) * 255).to(torch.uint8)
+    from engine.metrics import Probe
+
+    loop = TrainLoop(
+        model,
+        [source],
+        OptimSettings("adam", 0.01),
+        ctx=JobContext(),
+        phase="t",
+        total_steps=30,
+        eval_every=10,
+        probes=[Probe("test", probe_x, torch.zeros(16, dtype=torch.long))],
+        freeze_norm_stats=True,
+    )
+    loop.run()
+    assert torch.equal(model[1].running_mean, before)
+    assert not model[1].training and model[0].training
