@@ -334,7 +334,9 @@ def fresh(bench: Bench, count: int, trigger: str = "gi") -> None:
         for i in range(count):
             seed = 1_000_000 + i
             x = make_triggers(owner.params["trigger"], n, data.shape, seed, gen).float()
-            key = dataclasses.replace(owner, tensors={"x": x, "y": labels(x, seed)})
+            key = dataclasses.replace(
+                owner, tensors={**owner.tensors, "x": x, "y": labels(x, seed)}
+            )
             for m, found in check(key).items():
                 verdicts[m].append(found)
         for m, found in verdicts.items():

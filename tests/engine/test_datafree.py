@@ -191,7 +191,7 @@ def test_embedding_learns_the_triggers_and_keeps_the_model(
 ) -> None:
     summary = RunDir(watermarked).summary()
     assert summary["retention"]["key"] == 1.0
-    assert summary["verify"]["verified"] and summary["verify"]["p_value"] < 1e-6
+    assert summary["verify"]["verified"] and summary["verify"]["p_value"] < 1e-3  # 10 triggers
     # the generator's samples hold the model where the triggers alone (S1) pull it away
     data_dir, clean = owner
     alone = run(
@@ -214,6 +214,9 @@ def test_embedding_learns_the_triggers_and_keeps_the_model(
     assert stat.S_IMODE((key_dir / "key.json").stat().st_mode) == 0o600
     key = load_key(key_dir)
     assert key.tensor("x").dtype == torch.float32 and len(key.tensor("y")) == 10
+    assert len(key.tensor("null_x")) == 100  # fresh triggers the null is measured on
+    verdict = summary["verify"]
+    assert 0.1 <= verdict["null_rate"] < 0.5 and "fresh pn triggers" in verdict["null_reason"]
     events = [json.loads(line) for line in (watermarked / "events.jsonl").open()]
     kinds = [e["event"] for e in events]
     assert kinds.count("discrepancy") == distilled["epochs_run"]
@@ -245,7 +248,7 @@ def test_verify_works_without_the_training_files_and_fresh_keys_do_not_verify(
 def dataclass_copy(key, x: torch.Tensor, y: torch.Tensor):
     import dataclasses
 
-    return dataclasses.replace(key, tensors={"x": x, "y": y})
+    return dataclasses.replace(key, tensors={**key.tensors, "x": x, "y": y})
 
 
 # -- stopping mid-distillation ------------------------------------------------------------
