@@ -229,7 +229,6 @@ class Session:
             self.ctx.emit(Done(status, self.summary))
 
     def start(self) -> Session:
-        stopping.warm_up_in_background()  # the first optimizer's imports, beside the data
         _LIVE.add(self)
         self._thread.start()
         return self

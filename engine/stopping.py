@@ -34,10 +34,10 @@ def check() -> None:
 
 
 # -- torch's lazily imported optimizer machinery ----------------------------------------------
-# A worker's first optimizer imports ``torch._dynamo`` (with sympy: one to three seconds), and
-# an import cannot be interrupted. So it is imported in a background thread from the moment a
-# session starts (in parallel with the dataset loading), and the worker waits for it here in
-# small slices, answering Stop between them.
+# A ``torch.optim`` optimizer imports ``torch._dynamo`` (with sympy: one to three seconds), and
+# an import cannot be interrupted. The training loop no longer uses torch.optim
+# (:mod:`engine.optimizers`); the trigger searches still do, and wait here for the import,
+# which runs in a background thread, in small slices that answer Stop.
 _optimizers_ready = threading.Event()
 _warming = threading.Lock()
 _warm_started = False
@@ -61,12 +61,10 @@ def warm_up_in_background() -> None:
 
 
 def optimizers_ready() -> None:
-    """Before a worker's first optimizer: wait for the background import, checking for Stop
-    every 50 ms; without one under way, import here."""
+    """Before a worker's first ``torch.optim`` optimizer: start the import if nobody has, and
+    wait for it, checking for Stop every 50 ms."""
     if _optimizers_ready.is_set():
         return
-    if not _warm_started:
-        _import_optimizer_machinery()
-        return
+    warm_up_in_background()
     while not _optimizers_ready.wait(0.05):
         check()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import commands as cmd
-from engine import stopping
+from engine import optimizers
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, UserError
 from engine.events import Metrics
@@ -108,14 +108,13 @@ def lr_factor(settings: OptimSettings, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def make_optimizer(
-    params: Iterable[nn.Parameter], settings: OptimSettings
-) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], settings: OptimSettings) -> Any:
+    """The loop's optimizer: :mod:`engine.optimizers` (torch.optim's arithmetic and state
+    layout, without the second of imports its first step costs)."""
     params = [p for p in params if p.requires_grad]
-    stopping.optimizers_ready()
     if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    return torch.optim.SGD(
+        return optimizers.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    return optimizers.SGD(
         params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
 

@@ -16,20 +16,10 @@ import os
 import signal
 import sys
 
-#: commands that never build an optimizer: no warm-up for them (nor for --help)
-NO_TRAINING = frozenset({"data", "keygen", "verify", "replay", "import", "serve"})
-
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     code: int | str | None = 0
-    args = sys.argv[1:]
-    if not (set(args) & {"--help", "-h"} or (args and args[0] in NO_TRAINING)):
-        # torch._dynamo (1 s, imported by the first optimizer step) starts importing now,
-        # beside the CLI's own imports: it is on the way to the first plotted point
-        from engine import stopping
-
-        stopping.warm_up_in_background()
     try:
         from wmtui.cli.main import main as run_cli
 

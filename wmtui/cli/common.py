@@ -18,7 +18,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from engine import stopping
 from engine.config import TrainConfig, check_table, load_toml, toml_table
 from engine.errors import UserError
 from engine.jobs import JobSpec
@@ -97,7 +96,6 @@ def run_spec(
     """Check the spec (bad input: exit 2, nothing written), make its folder, run it headless
     on the CPU thread count :func:`engine.threads.choose_threads` picks."""
     note = apply_threads(threads)
-    stopping.warm_up_in_background()  # the first optimizer's imports, beside the checks
     built = spec.validate().build()
     return run_headless(built.job, built.run, json_mode, note=note), built.run
 

@@ -166,7 +166,6 @@ def tui(
     With --scenario (or as plain wmtui, from the start screen) it runs a scenario's phases;
     training flags then override the scenario's [train] table. Its options work without
     writing tui (wmtui --scenario gan --epochs 1)."""
-    prewarm_optimizers()  # first: it is on the way to the first plotted point
     if scenario is not None:
         if scheme is not None or config is not None:
             raise UserError("--scenario takes its phases from the scenario; drop --scheme/--config")
@@ -189,15 +188,6 @@ def tui(
         spec = JobSpec("embed", name, scheme_values, train)
     spec.out, spec.command = out or default_out("tui"), "tui"
     launch_tui(spec, refresh=refresh, threads=threads)
-
-
-def prewarm_optimizers() -> None:
-    """Import ``torch._dynamo`` in the background while the app and the data start: building
-    the first optimizer imports it (1.2 s on a 2-core CPU), and the worker waits for it there
-    in slices that still answer Stop (:func:`engine.stopping.optimizers_ready`)."""
-    from engine import stopping
-
-    stopping.warm_up_in_background()
 
 
 def check_refresh(refresh: float) -> None:

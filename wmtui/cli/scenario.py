@@ -62,7 +62,6 @@ def run(
     threads: ThreadsOption = None,
 ) -> None:
     """Run a scenario headless: the playground's phases, events and summary, no screen."""
-    from engine import stopping
     from wmtui.cli.common import default_out, run_headless
 
     if list_:
@@ -73,6 +72,5 @@ def run(
     note = apply_threads(threads)
     chosen = load_scenario(scenario)
     config = check_config(chosen.config(given))
-    stopping.warm_up_in_background()  # the first optimizer's imports, beside the checks
     job, root, sinks = prepare_scenario(chosen, config, out or default_out(chosen.name))
     raise typer.Exit(run_headless(job, root, json_mode, sinks, note=note))
