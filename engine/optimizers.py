@@ -6,8 +6,8 @@ it was the last second between starting the playground and its first plotted poi
 two classes run the same arithmetic as torch's single-tensor implementations (the ones it uses
 on a CPU), operation for operation, and read and write the same ``state_dict`` layout, so a
 checkpoint written by either loads into the other. A test pins them to ``torch.optim`` bit for
-bit over several steps. (On CUDA torch would pick its multi-tensor path, whose rounding may
-differ in the last bits; these classes do not.)
+bit over several steps. On CUDA the loop uses torch.optim itself: there its multi-tensor
+kernels beat any per-parameter loop, and start-up is not what a GPU run waits on.
 
 Detectors (Neural Cleanse, the GAN scan) still use
 ``torch.optim``; :func:`engine.stopping.optimizers_ready` imports its machinery there.

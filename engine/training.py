@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import commands as cmd
-from engine import optimizers
+from engine import optimizers, stopping
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, UserError
 from engine.events import Metrics
@@ -109,9 +109,18 @@ def lr_factor(settings: OptimSettings, step: int, total_steps: int) -> float:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], settings: OptimSettings) -> Any:
-    """The loop's optimizer: :mod:`engine.optimizers` (torch.optim's arithmetic and state
-    layout, without the second of imports its first step costs)."""
+    """The loop's optimizer. On a CPU, :mod:`engine.optimizers` (torch.optim's arithmetic and
+    state layout, without the second of imports its first step costs); on CUDA, torch.optim
+    itself, whose multi-tensor kernels a per-parameter loop cannot match there (the import is
+    paid once, in slices that answer Stop). Checkpoints move freely between the two."""
     params = [p for p in params if p.requires_grad]
+    if params and params[0].device.type == "cuda":
+        stopping.optimizers_ready()
+        if settings.optimizer == "adam":
+            return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        return torch.optim.SGD(
+            params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
     if settings.optimizer == "adam":
         return optimizers.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     return optimizers.SGD(
