@@ -4,6 +4,7 @@
         [--seeds 3] [--clean-epochs 5] [--only truncation,settings,fresh,robustness]
         [--dfad-epochs 30] [--dfad-iters 20] [--dfad-batch 128] [--generator-width 32]
         [--rounds 60] [--attack-epochs 50] [--fresh 100] [--prune-method neuron]
+        [--first-seed 0] [--robust-trigger gi|pn|pnop]
 
     .venv/bin/python benchmarks/datafree.py --recipe cifar10 [--clean-epochs 200] [...]
 
@@ -30,8 +31,9 @@ missing, before anything runs.
    owner's own generator) with new labels, uniform over the classes and, as the owner draws
    them, unlike the clean model's answer, each verified (the scheme's verify, alpha 1e-3)
    against the watermarked and the clean model: how many verify (must be 0).
-4. robustness of the seed-0 S3/GI model, refereed by the attack job (the owner's key
-   retention): ft-basic and finetune ftal at 20% of the training data (``--attack-epochs``,
+4. robustness of every seed's S3 model (``--robust-trigger``, the paper's GI by default),
+   refereed by the attack job (the owner's key retention), mean ± sd over the seeds: ft-basic
+   and finetune ftal at 20% of the training data (``--attack-epochs``,
    the paper's 50), and pruning (``--prune-method``, neuron by default; the paper's Fig. 6
    is unstructured: magnitude) at ratios 0, 0.1, ..., 0.9.
 
@@ -350,57 +352,68 @@ def fresh(bench: Bench, count: int, trigger: str = "gi") -> None:
 
 
 # -- 4. robustness ---------------------------------------------------------------------------
-def robustness(bench: Bench, attack_epochs: int, prune_method: str, trigger: str = "gi") -> None:
-    wm = bench.embed(0, "generator", trigger)
+def robustness(
+    bench: Bench, seeds: range, attack_epochs: int, prune_method: str, trigger: str = "gi"
+) -> None:
+    """The attacks on every seed's S3 model: per seed, then mean ± sd over the seeds."""
+    shown = ", ".join(str(seed) for seed in seeds)
     print(
-        f"\n4. robustness of the seed-0 S3/{trigger.upper()} model (20% of the training data)",
+        f"\n4. robustness of the S3/{trigger.upper()} models, seeds {shown} (20% of the "
+        f"training data, {attack_epochs} epochs)",
         flush=True,
     )
-    print(
-        f"  before: test acc {100 * wm.summary['test_acc']:.2f}%, triggers "
-        f"{100 * wm.summary['retention']['key']:.2f}%"
-    )
-    attacks = (
-        ("ft-basic", "ft-basic", {}),
-        ("finetune ftal", "finetune", {"mode": "ftal"}),
-    )
-    print(f"  attack ({attack_epochs} epochs)  test acc before -> after   triggers before -> after")
-    for label, name, values in attacks:
-        s = run(
-            JobSpec.attack(
-                name,
-                run=wm,
-                data_fraction=0.2,
-                epochs=attack_epochs,
-                out=bench.root / f"attack-{name}",
-                device=bench.recipe.device,
-                **values,
+    attacks = (("ft-basic", "ft-basic", {}), ("finetune ftal", "finetune", {"mode": "ftal"}))
+    rows: dict[str, list[tuple[float, float]]] = {"none": []}
+    sweeps: list[list[dict[str, Any]]] = []
+    for seed in seeds:
+        wm = bench.embed(seed, "generator", trigger)
+        rows["none"].append((wm.summary["test_acc"], wm.summary["retention"]["key"]))
+        for label, name, values in attacks:
+            s = run(
+                JobSpec.attack(
+                    name,
+                    run=wm,
+                    data_fraction=0.2,
+                    epochs=attack_epochs,
+                    out=bench.root / f"attack-{name}-{seed}",
+                    device=bench.recipe.device,
+                    **values,
+                )
+            ).summary
+            rows.setdefault(label, []).append((s["test_acc"], s["retention"]["key"]))
+            print(
+                f"  [seed {seed} {label}: test {100 * s['test_acc_before']:.2f}% -> "
+                f"{100 * s['test_acc']:.2f}%, triggers {100 * s['retention_before']['key']:.0f}% "
+                f"-> {100 * s['retention']['key']:.0f}%]",
+                flush=True,
             )
-        ).summary
-        print(
-            f"  {label:21s}  {100 * s['test_acc_before']:6.2f}% -> {100 * s['test_acc']:6.2f}%"
-            f"      {100 * s['retention_before']['key']:6.2f}% -> "
-            f"{100 * s['retention']['key']:6.2f}%",
-            flush=True,
+        sweeps.append(
+            run(
+                JobSpec.attack(
+                    "prune",
+                    run=wm,
+                    method=prune_method,
+                    sweep=PRUNE_RATIOS,
+                    data_fraction=0.2,
+                    out=bench.root / f"prune-{seed}",
+                    device=bench.recipe.device,
+                )
+            ).summary["sweep"]
         )
-    swept = run(
-        JobSpec.attack(
-            "prune",
-            run=wm,
-            method=prune_method,
-            sweep=PRUNE_RATIOS,
-            data_fraction=0.2,
-            out=bench.root / "prune",
-            device=bench.recipe.device,
+        cells = ", ".join(
+            f"{r['ratio']:.1f}: {100 * r['test_acc']:.1f}/{100 * r['retention']['key']:.0f}"
+            for r in sweeps[-1]
         )
-    ).summary
-    print(f"  {prune_method} pruning: ratio  pruned  fidelity  triggers")
-    for row in swept["sweep"]:
-        pruned = row["pruned"]
-        shown = "-" if pruned is None else f"{100 * pruned:.0f}%"
+        print(f"  [seed {seed} {prune_method} pruning, test/triggers %: {cells}]", flush=True)
+    print("  attack                 test accuracy        triggers")
+    for label, found in rows.items():
+        print(f"  {label:21s}  {spread([a for a, _ in found])}  {spread([k for _, k in found])}")
+    print(f"  {prune_method} pruning: ratio  fidelity             triggers")
+    for i, ratio in enumerate(PRUNE_RATIOS):
+        at = [sweep[i] for sweep in sweeps]
         print(
-            f"  {'':16s}{row['ratio']:.1f}  {shown:>6s}  {100 * row['test_acc']:7.2f}%  "
-            f"{100 * row['retention']['key']:7.2f}%"
+            f"  {'':16s}{ratio:.1f}  {spread([r['test_acc'] for r in at])}  "
+            f"{spread([r['retention']['key'] for r in at])}"
         )
 
 
@@ -473,7 +486,7 @@ def main() -> None:
             if "fresh" in parts:
                 fresh(bench, args.fresh, args.robust_trigger)
             if "robustness" in parts:
-                robustness(bench, args.attack_epochs, args.prune_method, args.robust_trigger)
+                robustness(bench, seeds, args.attack_epochs, args.prune_method, args.robust_trigger)
     except UserError as exc:
         print(f"datafree benchmark: {exc}", file=sys.stderr)
         sys.exit(2)
