@@ -39,8 +39,8 @@ def check() -> None:
 # (:mod:`engine.optimizers`); the trigger searches still do, and wait here for the import,
 # which runs in a background thread, in small slices that answer Stop.
 _optimizers_ready = threading.Event()
-_warming = threading.Lock()
-_warm_started = False
+_importing = threading.Lock()
+_import_started = False
 
 
 def _import_optimizer_machinery() -> None:
@@ -50,21 +50,15 @@ def _import_optimizer_machinery() -> None:
         _optimizers_ready.set()
 
 
-def warm_up_in_background() -> None:
-    """Start importing what the first optimizer needs, once, without waiting for it."""
-    global _warm_started
-    with _warming:
-        if _warm_started:
-            return
-        _warm_started = True
-    threading.Thread(target=_import_optimizer_machinery, name="wmtui-warm-up", daemon=True).start()
-
-
 def optimizers_ready() -> None:
-    """Before a worker's first ``torch.optim`` optimizer: start the import if nobody has, and
-    wait for it, checking for Stop every 50 ms."""
+    """Before a worker's first ``torch.optim`` optimizer: start the import (once, in a
+    background thread) and wait for it, checking for Stop every 50 ms."""
+    global _import_started
     if _optimizers_ready.is_set():
         return
-    warm_up_in_background()
+    with _importing:
+        start, _import_started = not _import_started, True
+    if start:
+        threading.Thread(target=_import_optimizer_machinery, daemon=True).start()
     while not _optimizers_ready.wait(0.05):
         check()

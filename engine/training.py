@@ -262,27 +262,30 @@ class TrainLoop:
         with torch.no_grad():
             return x, source.label(x)  # type: ignore[misc]
 
-    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every source's part of the step, concatenated: the mixed batch."""
-        parts = [
+    def _parts(self, step: int) -> list[tuple[Any, Any]]:
+        return [
             self._part(step, source, stream)
             for source, stream in zip(self.sources, self._streams, strict=True)
         ]
+
+    @staticmethod
+    def _joined(parts: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         if len(parts) == 1:
             return parts[0]
         return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every source's part of the step, concatenated: the mixed batch."""
+        return self._joined(self._parts(step))
 
     def _loss(self, step: int) -> tuple[torch.Tensor, int]:
         """The step's loss and its number of images. All-default sources (every scheme but the
         data-free one) keep the one concatenated cross-entropy; otherwise one forward over
         every part, each weighted term on its own slice."""
+        parts = self._parts(step)
         if all(s.pooled for s in self.sources):
-            x, y = self._batch(step)
+            x, y = self._joined(parts)
             return F.cross_entropy(self.model(x), y), len(y)
-        parts = [
-            self._part(step, source, stream)
-            for source, stream in zip(self.sources, self._streams, strict=True)
-        ]
         logits = self.model(torch.cat([x for x, _ in parts]))
         pooled_logits, pooled_y, terms = [], [], []
         start = 0

@@ -61,7 +61,7 @@ def load_dataset(
     loader = DATASETS.get(name).factory
     data = loader(DatasetRequest(folder, download, train_size, test_size, train=train))
     if not train:
-        data = data.limit(test_size=test_size).without_train()
+        data = data.without_train()
         reason += "; test split only"
     data = data.limit(train_size, test_size).to(device)
     return LoadedData(data, reason)

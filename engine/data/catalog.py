@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from engine.data.base import ImageSet
-from engine.data.idx import find_idx_dir, load_idx_dir
+from engine.data.idx import IDX_FILES, find_idx_dir, idx_files, load_idx_dir
 from engine.errors import DataError
 from engine.registry import Registry
 
@@ -110,13 +110,12 @@ def _unpacked_idx(name: str, folder: Path, request: DatasetRequest) -> dict[str,
     """The four tensors, from a decompressed copy in the cache when the files are gzipped.
 
     Gunzipping Fashion-MNIST takes 0.28 s, a tenth of the playground's start-up; the copy
-    (safetensors, memory-mapped) loads in milliseconds. It is keyed by the files' paths,
+    (safetensors) loads in about 0.01 s. It is keyed by the files' paths,
     sizes and modification times, so a replaced or damaged file is read afresh. A test-split
     load reads its two small files directly and never touches the copy, which holds the
     training split too.
     """
-    from engine.data.cache import cached
-    from engine.data.idx import IDX_FILES, idx_files
+    from engine.data.cache import cached  # safetensors: only when a cache is used
 
     if not request.train:
         return load_idx_dir(folder, train=False)

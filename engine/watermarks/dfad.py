@@ -138,13 +138,7 @@ def distill(
     generator = DFADGenerator(shape, width=settings.width).to(device)
     optim_s = make_optimizer(
         student.parameters(),
-        OptimSettings(
-            "sgd",
-            settings.student_lr,
-            momentum=0.9,
-            weight_decay=5e-4,
-            clip_grad=settings.student_clip,
-        ),
+        OptimSettings("sgd", settings.student_lr, momentum=0.9, weight_decay=5e-4),
     )
     optim_g = make_optimizer(generator.parameters(), OptimSettings("adam", settings.generator_lr))
     teacher.eval()
