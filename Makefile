@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: play test tmux lint bench clean
+.PHONY: play test tmux chromium lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 play: $(STAMP)
 	$(BIN)/wmtui $(ARGS)
 
-test: $(STAMP) tmux
+test: $(STAMP) tmux chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The playground's end-to-end test drives the real app in tmux; install it where we can.
@@ -23,6 +23,13 @@ tmux:
 	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) \
 		|| echo "tmux not installed: the terminal test will be skipped"; }
+
+# The report test renders a report in headless Chromium; install it where we can.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: the browser test of reports will be skipped"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,51 @@ def fmt(sizes: list[float]) -> str:
     return " ".join(f"{s:7.3f}" for s in sizes)
 
 
+def ratio_setup(
+    dataset: str, train: int, train_steps: int, device: torch.device, test: int = 500
+) -> tuple[torch.nn.Module, AttackerData]:
+    """What the ratio scans: lenet5 watermarked with target 7 (trained on the CPU, cached),
+    moved to ``device``, and the attacker's 10% of the data there."""
+    data = load(dataset, train, test)
+    model, _ = train_model(data, target=7, steps=train_steps)
+    model.to(device)
+    return model, attacker(data.to(device))
+
+
+def scan_times(
+    model: torch.nn.Module,
+    full: AttackerData,
+    *,
+    steps: int,
+    mode: str = "universal",
+    warmup_steps: int = 5,
+    repeats: int = 1,
+    methods: tuple[str, ...] = ("gan", "neural-cleanse"),
+    **params: Any,
+) -> Iterator[tuple[str, dict[str, float]]]:
+    """``(method, {"single": s, "batched": s})`` per detector: seconds of a 1-class scan and
+    of the batched all-class scan with the same settings, side by side in one process; each
+    after a ``warmup_steps`` scan, the fastest of ``repeats``, device work included."""
+    device = next(model.parameters()).device
+    single = dataclasses.replace(full, num_classes=1)
+    for method in methods:
+        extra = {"mode": mode, **params} if method == "gan" else dict(params)
+        times = {}
+        for label, d in (("single", single), ("batched", full)):
+            scan(model, d, method, scan_steps=warmup_steps, **extra)  # warm-up
+            best = float("inf")
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                scan(model, d, method, scan_steps=steps, **extra)  # ends on a host read
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best = min(best, time.perf_counter() - t0)
+            times[label] = best
+        yield method, times
+
+
 def cmd_ratio(args: argparse.Namespace) -> None:
     """Time the 10-class batched scan against a 1-class scan with the same settings (steps,
     images per class, restarts), side by side in one process, on ``--device``.
@@ -132,20 +178,9 @@ def cmd_ratio(args: argparse.Namespace) -> None:
     (10 x the 1-class time / the 10-class time): about 1 where the work per image is the
     bottleneck (a CPU), up to 10 where a step's fixed cost is (a GPU running lenet5)."""
     device = torch.device(args.device)
-    data = load(args.dataset, args.train, 500)
-    model, _ = train_model(data, target=7, steps=args.train_steps)
-    model.to(device)
-    full = attacker(data.to(device))
-    single = dataclasses.replace(full, num_classes=1)
+    model, full = ratio_setup(args.dataset, args.train, args.train_steps, device)
     print(f"# {args.dataset} lenet5, {device}, threads {torch.get_num_threads()}")
-    for method in ("gan", "neural-cleanse"):
-        extra = {"mode": args.mode} if method == "gan" else {}
-        times = {}
-        for label, d in (("single", single), ("batched", full)):
-            scan(model, d, method, scan_steps=5, **extra)  # warm-up
-            t0 = time.perf_counter()
-            scan(model, d, method, scan_steps=args.steps, **extra)  # ends on a host read
-            times[label] = time.perf_counter() - t0
+    for method, times in scan_times(model, full, steps=args.steps, mode=args.mode):
         ratio = times["batched"] / times["single"]
         print(
             f"{method:15} 1 class {times['single']:.2f}s  10 classes {times['batched']:.2f}s  "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 from engine.config import TrainConfig
 from engine.data import load_dataset
 from engine.jobs import embed_job, new_run_manifest, resolve_device, train_job, verify_run
+from engine.jobs.fresh_keys import fresh_values
 from engine.runs import RunDir
 from engine.session import Session
 from engine.watermarks import KeyContext, get_scheme, parse_scheme_params
@@ -51,17 +51,6 @@ def with_source(scheme: str, values: dict[str, Any], dataset: str) -> dict[str, 
     if scheme == "unrelated" and dataset in UNRELATED_SOURCE:
         return {"source": UNRELATED_SOURCE[dataset], **values}
     return values
-
-
-def fresh_params(scheme: str, index: int, num_classes: int) -> dict[str, Any]:
-    """A freshly drawn key's secrets: the parts a default key would otherwise share with the
-    owner's (trigger content and target label) are drawn at random too."""
-    rng = random.Random(index)
-    if scheme == "pattern":
-        return {"trigger": "noise", "target_label": rng.randrange(num_classes)}
-    if scheme == "unrelated":
-        return {"target_label": rng.randrange(num_classes)}
-    return {}
 
 
 def run_job(job: Any, run: RunDir) -> dict[str, Any]:
@@ -164,7 +153,7 @@ def false_claims(
     counts = {"clean": 0, "marked": 0}
     lowest = {"clean": 0.0, "marked": 0.0}
     for i in range(n_fresh):
-        values = with_source(scheme_name, fresh_params(scheme_name, i, data.num_classes), data.name)
+        values = with_source(scheme_name, fresh_values(scheme_name, i, data.num_classes), data.name)
         params = parse_scheme_params(scheme_name, values)
         key = scheme.keygen(params, KeyContext(data, "lenet5", seed + 10_000 + i))
         for name, model in (("clean", clean), ("marked", marked)):

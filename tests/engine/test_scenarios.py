@@ -12,12 +12,8 @@ import pytest
 from engine import commands as cmd
 from engine.errors import ConfigError
 from engine.events import Done, Metrics, Phase, event_from_dict
-from engine.jobs.scenarios import (
-    load_scenario,
-    prepare_scenario,
-    preset_names,
-    scenario_from_mapping,
-)
+from engine.jobs.scenario_runner import prepare_scenario
+from engine.jobs.scenarios import load_scenario, preset_names, scenario_from_mapping
 from engine.runs import RunDir
 from engine.session import Session
 

@@ -21,7 +21,8 @@ import pytest
 
 from engine import commands as cmd
 from engine.events import Checkpoint, ClassScan, Event, Log, Metrics, Phase
-from engine.jobs.scenarios import prepare_scenario, scenario_from_mapping
+from engine.jobs.scenario_runner import prepare_scenario
+from engine.jobs.scenarios import scenario_from_mapping
 from engine.session import Session
 from tests.engine.test_scenarios import TINY_TRAIN
 

@@ -298,9 +298,20 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui.cli import attacks, detect, imports, keys, replay, scenario, watermarks
+    from wmtui.cli import (
+        attacks,
+        detect,
+        imports,
+        keys,
+        replay,
+        report,
+        reproduce,
+        scenario,
+        watermarks,
+    )
 
-    for module in (watermarks, keys, attacks, detect, replay, scenario, imports):
+    commands = (watermarks, keys, attacks, detect, replay, scenario, reproduce, report, imports)
+    for module in commands:
         module.register(app)
 
 

@@ -1,0 +1,365 @@
+"""Running a recipe and checking it: every trial as a scenario, every cell against its paper.
+
+``wmtui reproduce NAME`` builds a :class:`RecipeRun` (the trials of the chosen scale, each an
+ordinary scenario folder under ``OUT/trials/``), runs it as one session job and writes
+``OUT/recipe.json``: per cell the paper's number, our mean ± sd over the trials the cell
+covers, the expected mean and tolerance, and whether it holds. Re-running the same command
+resumes: trials whose folders completed are read, not run, and a trial cut short keeps the
+phases it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.config import TrainConfig
+from engine.errors import ConfigError, RunError, UserError
+from engine.events import Event
+from engine.jobs.grid import expand, matches, point_label, substitute, trial_key
+from engine.jobs.recipe_file import UNITS, Cell, Recipe
+from engine.jobs.scenario_runner import (
+    PhaseRouter,
+    completed_summary,
+    phase_folder,
+    scenario_job,
+    scenario_manifest,
+)
+from engine.jobs.scenarios import Scenario
+from engine.runs import RunDir, atomic_write_json, read_json
+from engine.session import Job, JobContext, StopRequested
+
+RESULT_FILE = "recipe.json"
+TRIALS = "trials"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    arm: str
+    point: dict[str, Any]
+    scenario: Scenario
+    config: TrainConfig
+    key: str
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.arm}-{self.key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeRun:
+    recipe: Recipe
+    scale: str
+    trials: list[Trial]
+    out: Path
+
+
+def plan(
+    recipe: Recipe, scale: str, out: Path, overrides: Mapping[str, Any] | None = None
+) -> RecipeRun:
+    """The trials of ``scale``: one per arm and grid point; ``overrides`` (``device``,
+    ``data_dir``) apply to every trial and do not change its key."""
+    if recipe.status == "pending":
+        raise ConfigError(f"recipe {recipe.name} is pending: {recipe.pending}")
+    if scale not in recipe.scales:
+        raise ConfigError(
+            f"recipe {recipe.name} has no scale {scale!r}; it has {', '.join(recipe.scales)}"
+        )
+    trials = []
+    for arm in recipe.arms:
+        for point in expand(recipe.axes(arm, scale), arm.exclude, f"{recipe.name} {arm.name}"):
+            scenario = recipe.scenario(arm, scale, point)
+            config = scenario.config({"seed": point.get("seed", 0)})
+            resolved = {
+                "arm": arm.name,
+                "point": point,
+                "train": config.to_dict() | {"device": "", "data_dir": ""},
+                "phases": [p.to_dict() for p in scenario.phases],
+            }
+            config = TrainConfig.from_mapping({**config.to_dict(), **(overrides or {})})
+            trials.append(Trial(arm.name, point, scenario, config, trial_key(resolved)))
+    return RecipeRun(recipe, scale, trials, out)
+
+
+def trial_summary(folder: Path, scenario: Scenario) -> dict[str, Any] | None:
+    """A trial's scenario summary when it and every phase's folder completed, else None."""
+    try:
+        summary = RunDir(folder).summary()
+    except (UserError, OSError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "completed":
+        return None
+    for index, spec in enumerate(scenario.phases, 1):
+        if completed_summary(phase_folder(folder, index, spec), spec) is None:
+            return None
+    return summary
+
+
+class TrialRouter:
+    """The session sink: each event into the running trial's stream and its phase's."""
+
+    def __init__(self) -> None:
+        self.trial: Callable[[Event], None] | None = None
+        self.phases = PhaseRouter()
+
+    def __call__(self, event: Event) -> None:
+        if self.trial is not None:
+            self.trial(event)
+        self.phases(event)
+
+
+def prepare_recipe(run: RecipeRun) -> tuple[Job, RunDir, list[Callable[[Event], None]]]:
+    """The job, the recipe's own run folder (created, or reused to resume) and its sinks."""
+    manifest = {
+        "command": "reproduce",
+        "recipe": run.recipe.name,
+        "scale": run.scale,
+        "source": run.recipe.path,
+        "config": run.trials[0].config.to_dict() if run.trials else {},
+    }
+    _check_reusable(run)
+    root = RunDir.create(run.out, manifest, overwrite=True)
+    router = TrialRouter()
+    return recipe_job(run, root, router), root, [router]
+
+
+def _check_reusable(run: RecipeRun) -> None:
+    """Resuming writes over ``out``'s own files: only a folder of this recipe and scale may be
+    reused, never another run that happens to be there."""
+    try:
+        manifest = RunDir(run.out).manifest()
+    except RunError:
+        if (run.out / "manifest.json").exists():
+            raise
+        return
+    same = (manifest.get("command"), manifest.get("recipe"), manifest.get("scale"))
+    if same != ("reproduce", run.recipe.name, run.scale):
+        raise RunError(
+            f"{run.out} holds another run ({manifest.get('command')} "
+            f"{manifest.get('recipe', '')} {manifest.get('scale', '')}); choose another --out"
+        )
+
+
+def recipe_job(run: RecipeRun, root: RunDir, router: TrialRouter) -> Job:
+    def job(ctx: JobContext) -> dict[str, Any]:
+        started = time.monotonic()
+        statuses: dict[str, str] = {}
+        ctx.log(f"recipe {run.recipe.name} ({run.scale}): {len(run.trials)} trials")
+        try:
+            for number, trial in enumerate(run.trials, 1):
+                statuses[trial.key] = _run_trial(ctx, run, trial, number, router)
+                write_result(run, statuses, time.monotonic() - started, root)
+        except StopRequested:
+            write_result(run, statuses, time.monotonic() - started, root)
+            raise
+        return write_result(run, statuses, time.monotonic() - started, root)
+
+    return job
+
+
+def _run_trial(
+    ctx: JobContext, run: RecipeRun, trial: Trial, number: int, router: TrialRouter
+) -> str:
+    folder = run.out / TRIALS / trial.folder_name
+    what = f"trial {number}/{len(run.trials)}: {trial.arm} {point_label(trial.point)}"
+    if trial_summary(folder, trial.scenario) is not None:
+        ctx.log(f"{what}: completed in an earlier run, kept")
+        return "completed"
+    ctx.log(what)
+    trial_root = RunDir.create(
+        folder, scenario_manifest(trial.scenario, trial.config), overwrite=True
+    )
+    sink = trial_root.event_sink()
+    router.trial = sink
+    try:
+        summary = scenario_job(trial.scenario, trial.config, trial_root, router.phases, True)(ctx)
+    except StopRequested:
+        return "stopped"
+    finally:
+        router.trial = None
+        sink.close()
+    return str(summary.get("status", "completed"))
+
+
+# -- reading the trials back ---------------------------------------------------------------
+def trial_statuses(run: RecipeRun) -> dict[str, str]:
+    """What the trials' folders say now (for a check without running)."""
+    return {
+        t.key: "completed"
+        if trial_summary(run.out / TRIALS / t.folder_name, t.scenario)
+        else "missing"
+        for t in run.trials
+    }
+
+
+def write_result(
+    run: RecipeRun, statuses: Mapping[str, str], seconds: float, root: RunDir | None = None
+) -> dict[str, Any]:
+    """``recipe.json`` (and the run's summary) from the trials' folders as they are now."""
+    result = compare(run, statuses)
+    result["seconds"] = round(seconds, 1)
+    result["trial_seconds"] = round(sum(_trial_seconds(run, t) for t in run.trials), 1)
+    atomic_write_json(run.out / RESULT_FILE, result)
+    if root is not None:
+        root.write_summary({**result, "status": "completed" if result["complete"] else "partial"})
+    return result
+
+
+def _trial_seconds(run: RecipeRun, trial: Trial) -> float:
+    """The compute time a trial took when it ran (0 when it has not completed)."""
+    summary = trial_summary(run.out / TRIALS / trial.folder_name, trial.scenario)
+    return float(summary.get("seconds", 0.0)) if summary else 0.0
+
+
+def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
+    recipe = run.recipe
+    cells = [cell_result(run, cell, statuses) for cell in recipe.cells]
+    checked = [c for c in cells if c["ok"] is not None]
+    complete = all(statuses.get(t.key) == "completed" for t in run.trials)
+    return {
+        "recipe": recipe.name,
+        "title": recipe.title,
+        "paper": recipe.paper,
+        "source": recipe.source,
+        "scale": run.scale,
+        "complete": complete,
+        "passed": complete and bool(checked) and all(c["ok"] for c in checked),
+        "cells": cells,
+        "trials": [
+            {
+                "id": t.folder_name,
+                "arm": t.arm,
+                "params": t.point,
+                "run": f"{TRIALS}/{t.folder_name}",
+                "status": statuses.get(t.key, "missing"),
+            }
+            for t in run.trials
+        ],
+    }
+
+
+def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
+    values = []
+    for trial in run.trials:
+        if trial.arm != cell.arm or not matches(trial.point, cell.where):
+            continue
+        if statuses.get(trial.key) != "completed":
+            continue
+        value = measure(run, cell, trial)
+        if value is not None:
+            values.append(value * UNITS[cell.unit])
+    mean = statistics.fmean(values) if values else None
+    std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+    expect = cell.expect.get(run.scale)
+    ok = None
+    if expect is not None and mean is not None:
+        ok = abs(mean - expect.value) <= expect.tolerance + 1e-9
+    elif expect is not None:
+        ok = False
+    return {
+        "name": cell.name,
+        "table": cell.table,
+        "paper": cell.paper,
+        "paper_text": cell.paper_text,
+        "mean": mean,
+        "std": std,
+        "n": len(values),
+        "values": values,
+        "expect": expect.value if expect else None,
+        "tolerance": expect.tolerance if expect else None,
+        "reason": expect.reason if expect else "no expected number at this scale",
+        "ok": ok,
+        "unit": cell.unit,
+    }
+
+
+def measure(run: RecipeRun, cell: Cell, trial: Trial) -> float | None:
+    """The cell's number in one trial, or None when that phase has no such number."""
+    index = [p.name for p in trial.scenario.phases].index(cell.phase) + 1
+    spec = trial.scenario.phases[index - 1]
+    folder = run.out / TRIALS / trial.folder_name
+    summary = completed_summary(phase_folder(folder, index, spec), spec)
+    if summary is None:
+        return None
+    value = lookup(summary, substitute(cell.metric, trial.point))
+    if cell.measure == "equals":
+        wanted = substitute(cell.equals, trial.point)
+        return float(value is None if wanted == "none" else value == wanted)
+    if cell.measure == "ratio-to-others":
+        return _ratio_to_others(value, substitute(cell.index, trial.point))
+    number = _finite(value)
+    if number is None or not cell.base:
+        return number
+    base = _finite(lookup(summary, substitute(cell.base, trial.point)))
+    return None if base is None else number - base
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def lookup(summary: Any, path: str) -> Any:
+    """``retention.key`` or ``perturbation_sizes.4`` in a summary; None where absent."""
+    value = summary
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif (
+            isinstance(value, list)
+            and part.lstrip("-").isdigit()
+            and -len(value) <= int(part) < len(value)
+        ):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _ratio_to_others(values: Any, index: Any) -> float | None:
+    """One class's size over the median of the others' (how far below the rest it sits)."""
+    if not isinstance(values, list) or not isinstance(index, int) or not 0 <= index < len(values):
+        return None
+    others = [v for i, v in enumerate(values) if i != index]
+    middle = statistics.median(others) if others else 0.0
+    return values[index] / middle if middle else None
+
+
+def load_result(out: Path) -> dict[str, Any] | None:
+    """The last ``recipe.json`` in ``out``, or None."""
+    try:
+        result = read_json(out / RESULT_FILE, "recipe result")
+    except RunError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def suggest_expectations(result: Mapping[str, Any]) -> list[str]:
+    """Lines for a recipe file from a measured result: the mean, and a tolerance of three
+    standard errors of that mean (sd/sqrt(n)), at least a percentage point (0.01 without a
+    unit) and, for a rate of successes, at least one trial's worth."""
+    lines = []
+    for cell in result["cells"]:
+        if cell["mean"] is None:
+            continue
+        n, sd = cell["n"], cell["std"] or 0.0
+        percent = cell["unit"] == "%"
+        floor = 1.0 if percent else 0.01
+        if percent and all(v in (0.0, 100.0) for v in cell["values"]):
+            floor = max(floor, 100.0 / n)
+        tolerance = math.ceil(max(3 * sd / math.sqrt(n), floor) * 1000) / 1000  # never rounded down
+        lines.append(
+            f"# {cell['name']}: mean {cell['mean']:.4g}, sd {sd:.3g}, n {n}\n"
+            f"expect.{result['scale']} = {{ value = {cell['mean']:.4g}, "
+            f'tolerance = {tolerance:g}, reason = "3 standard errors of the mean over {n} '
+            f'trials (sd {sd:.3g}), at least {floor:.2g}" }}'
+        )
+    return lines

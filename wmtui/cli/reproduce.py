@@ -1,0 +1,238 @@
+"""``wmtui reproduce NAME``: a paper's headline table, re-run and set beside the paper's.
+
+    wmtui reproduce --list                      # every recipe, its scales and last result
+    wmtui reproduce gan --check                 # quick scale; exit 1 if a cell is off
+    wmtui reproduce refit --scale paper --device cuda --out runs/refit-paper
+
+The trials run headless through the same jobs and sessions as ``wmtui run`` (``--tui``
+watches them in the playground); ``OUT/recipe.json`` keeps the table. Running the same
+command again resumes: finished trials are read, not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.errors import ConfigError
+from engine.jobs.recipe_file import SCALES, load_recipe, recipe_names
+from engine.jobs.recipes import (
+    RecipeRun,
+    load_result,
+    plan,
+    prepare_recipe,
+    suggest_expectations,
+    trial_statuses,
+    write_result,
+)
+from engine.threads import apply_threads
+from wmtui.cli.common import JsonFlag, ThreadsOption, guarded
+
+COMMAND = "reproduce"
+
+
+def register(app: typer.Typer) -> None:
+    if any(info.name == COMMAND for info in app.registered_commands):
+        return
+    app.command(COMMAND)(guarded(reproduce))
+
+
+def default_out(name: str, scale: str) -> Path:
+    """A fixed folder per recipe and scale, so that re-running resumes and --list finds it."""
+    return Path("runs") / "reproduce" / f"{name}-{scale}"
+
+
+def reproduce(
+    name: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="recipe name or TOML file (see --list)")
+    ] = None,
+    scale: Annotated[
+        str, typer.Option("--scale", help="quick (CPU, minutes) or paper (the paper's setup)")
+    ] = "quick",
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 when a cell is outside its tolerance")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="compute device for every trial")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="folder (default: runs/reproduce/NAME-SCALE)")
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the recipes")] = False,
+    tui: Annotated[bool, typer.Option("--tui", help="watch the trials in the playground")] = False,
+    no_run: Annotated[
+        bool, typer.Option("--no-run", help="only compare what OUT already holds")
+    ] = False,
+    suggest: Annotated[
+        bool, typer.Option("--suggest", help="print expect lines from this result")
+    ] = False,
+    json_mode: JsonFlag = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Re-run a paper's headline result and set our numbers beside the paper's."""
+    if list_:
+        typer.echo(json.dumps(list_rows()) if json_mode else describe_recipes())
+        raise typer.Exit(0)
+    if name is None:
+        raise ConfigError(f"name a recipe: {', '.join(recipe_names())} or a TOML file")
+    if scale not in SCALES:
+        raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    recipe = load_recipe(name)
+    overrides = {"device": device} if device else {}
+    run = plan(recipe, scale, out or default_out(recipe.name, scale), overrides)
+    if no_run:
+        result = write_result(run, trial_statuses(run), 0.0)
+    else:
+        code, result = _run(run, json_mode, tui, apply_threads(threads))
+        if code != 0:
+            raise typer.Exit(code)
+    if json_mode:
+        typer.echo(json.dumps({"event": "recipe", **result}))
+    else:
+        typer.echo(comparison_table(result))
+    if suggest:
+        typer.echo("\n".join(suggest_expectations(result)))
+    if check:
+        raise typer.Exit(check_code(result))
+
+
+def _run(run: RecipeRun, json_mode: bool, tui: bool, note: str) -> tuple[int, dict[str, Any]]:
+    from wmtui.cli.common import run_headless
+
+    job, root, sinks = prepare_recipe(run)
+    code = (
+        _watch(job, root, sinks, note)
+        if tui
+        else run_headless(job, root, json_mode, sinks, note=note)
+    )
+    result = load_result(run.out) or {}
+    return code, result
+
+
+def _watch(job: Any, root: Any, sinks: list[Any], note: str) -> int:
+    """The trials in the playground: the dashboard follows the phases of each in turn."""
+    from engine.session import Session
+    from wmtui.tui.app import WmtuiApp
+
+    session = Session(job, [root.event_sink(), *sinks])
+    session.ctx.log(note)
+    app_ = WmtuiApp(lambda: session, refresh=2.0, run_path=root.path)
+    app_.run()
+    if app_.exit_message:
+        typer.echo(app_.exit_message, err=True)
+    session.join(2.0)
+    return {"completed": 0, "stopped": 130}.get(session.status or "", 1)
+
+
+def check_code(result: dict[str, Any]) -> int:
+    """0 when every cell with an expected number holds; else 1, naming what does not."""
+    checked = [c for c in result["cells"] if c["ok"] is not None]
+    failing = [c["name"] for c in checked if not c["ok"]]
+    if not result["complete"]:
+        missing = sum(t["status"] != "completed" for t in result["trials"])
+        typer.echo(f"check: {missing} trial(s) did not complete", err=True)
+        return 1
+    if not checked:
+        typer.echo(f"check: no cell has an expected number at scale {result['scale']}", err=True)
+        return 1
+    if failing:
+        typer.echo(f"check failed: {len(failing)} cell(s) outside tolerance:", err=True)
+        for name in failing:
+            typer.echo(f"  {name}", err=True)
+        return 1
+    typer.echo(f"check passed: {len(checked)} cells within tolerance", err=True)
+    return 0
+
+
+# -- tables -------------------------------------------------------------------------------
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}{unit}" if unit else f"{value:.3g}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def comparison_table(result: dict[str, Any]) -> str:
+    """The paper's number beside ours for every cell, as a Markdown table (README-ready)."""
+    lines = [
+        f"{result['recipe']} ({result['scale']}): {result['title']}",
+        f"{result['paper']}; {result['source']}",
+        "",
+        "| cell | table | paper | ours (mean ± sd, n) | expected | check |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell in result["cells"]:
+        unit = cell["unit"]
+        paper = cell["paper_text"] or _number(cell["paper"], unit)
+        ours = "-"
+        if cell["mean"] is not None:
+            ours = f"{_number(cell['mean'], unit)} ± {_number(cell['std'], unit)} ({cell['n']})"
+        expected = "-"
+        if cell["expect"] is not None:
+            expected = f"{_number(cell['expect'], unit)} ± {_number(cell['tolerance'], unit)}"
+        mark = {True: "ok", False: "**off**", None: "-"}[cell["ok"]]
+        lines.append(
+            f"| {cell['name']} | {cell['table']} | {paper} | {ours} | {expected} | {mark} |"
+        )
+    done = sum(t["status"] == "completed" for t in result["trials"])
+    lines += [
+        "",
+        f"{done}/{len(result['trials'])} trials completed; they took "
+        f"{_duration(result.get('trial_seconds', 0))} "
+        f"(this run {_duration(result.get('seconds', 0))})",
+    ]
+    return "\n".join(lines)
+
+
+def list_rows() -> list[dict[str, Any]]:
+    rows = []
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        for scale, spec in recipe.scales.items():
+            last = load_result(default_out(name, scale))
+            rows.append(
+                {
+                    "recipe": name,
+                    "title": recipe.title,
+                    "status": recipe.status,
+                    "pending": recipe.pending,
+                    "scale": scale,
+                    "train": recipe.scale_train(scale),
+                    "minutes": spec.minutes,
+                    "last": _last_summary(last),
+                }
+            )
+    return rows
+
+
+def _last_summary(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "not run here"
+    checked = [c for c in result.get("cells", []) if c.get("ok") is not None]
+    held = sum(bool(c["ok"]) for c in checked)
+    state = "passed" if result.get("passed") else "not passed"
+    took = _duration(result.get("trial_seconds", 0))
+    return f"{state} ({result.get('scale')}): {held}/{len(checked)} cells hold, trials took {took}"
+
+
+def describe_recipes() -> str:
+    lines = ["| recipe | scale | setup | est. time (2 CPU cores) | last result here |"]
+    lines.append("|---|---|---|---|---|")
+    for row in list_rows():
+        train = row["train"]
+        setup = f"{train.get('dataset', 'auto')} + {train.get('model', 'lenet5')}"
+        if row["status"] == "pending":
+            if row["scale"] == SCALES[0]:  # one line says it for every scale
+                lines.append(f"| {row['recipe']} | - | - | - | pending: {row['pending']} |")
+            continue
+        time_text = f"{row['minutes']:.0f} min" if row["scale"] == "quick" else "GPU"
+        lines.append(
+            f"| {row['recipe']} | {row['scale']} | {setup} | {time_text} | {row['last']} |"
+        )
+    return "\n".join(lines)
