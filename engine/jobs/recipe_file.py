@@ -17,7 +17,8 @@ Layout (``assets/recipes/NAME.toml``)::
     [[arms]]        name, grid = {seed = [...], target = [...]}, exclude = [{...}],
                     [[arms.phases]] (a scenario's phases; "{axis}" values come from the grid)
     [[cells]]       name, table, arm, phase, metric = "retention.key", where = {axis = v},
-                    measure = value|equals|ratio-to-others, equals ("none": absent),
+                    measure = value|equals|smallest-is|ratio-to-others,
+                    equals ("none": absent; smallest-is: the list's smallest entry's index),
                     index, base (a path subtracted), unit = "%",
                     paper, paper_text, expect.quick = {value, tolerance, reason}
 """
@@ -25,18 +26,18 @@ Layout (``assets/recipes/NAME.toml``)::
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.config import load_toml
 from engine.errors import ConfigError, UserError, unknown_name
 from engine.jobs.grid import expand, placeholders, substitute
 from engine.jobs.scenarios import Scenario, scenario_from_mapping
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "assets" / "recipes"
 SCALES = ("quick", "paper")
-MEASURES = ("value", "equals", "ratio-to-others")
+MEASURES = ("value", "equals", "smallest-is", "ratio-to-others")
 UNITS = {"%": 100.0, "": 1.0}
 
 
@@ -152,13 +153,7 @@ def recipe_path(name_or_file: str) -> Path:
 
 def load_recipe(name_or_file: str) -> Recipe:
     path = recipe_path(name_or_file)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read recipe {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
-    return recipe_from_mapping(raw, path.stem, str(path))
+    return recipe_from_mapping(load_toml(path), path.stem, str(path))
 
 
 def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Recipe:
@@ -291,8 +286,8 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
         raise ConfigError(f"{where}: {unknown_name('measure', measure, MEASURES)}")
     if "base" in item and measure != "value":
         raise ConfigError(f"{where}: base (a difference) goes with measure 'value' only")
-    if measure == "equals" and "equals" not in item:
-        raise ConfigError(f"{where}: measure 'equals' needs equals = VALUE")
+    if measure in ("equals", "smallest-is") and "equals" not in item:
+        raise ConfigError(f"{where}: measure {measure!r} needs equals = VALUE")
     if measure == "ratio-to-others" and "index" not in item:
         raise ConfigError(f"{where}: measure 'ratio-to-others' needs index = N")
     unit = str(item.get("unit", ""))

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import TrainConfig
-from engine.errors import ConfigError, RunError, UserError
+from engine.errors import ConfigError, RunError
 from engine.events import Event
 from engine.jobs.grid import expand, matches, point_label, substitute, trial_key
 from engine.jobs.recipe_file import UNITS, Cell, Recipe
 from engine.jobs.scenario_runner import (
     PhaseRouter,
+    completed,
     completed_summary,
     phase_folder,
     scenario_job,
@@ -88,11 +89,8 @@ def plan(
 
 def trial_summary(folder: Path, scenario: Scenario) -> dict[str, Any] | None:
     """A trial's scenario summary when it and every phase's folder completed, else None."""
-    try:
-        summary = RunDir(folder).summary()
-    except (UserError, OSError):
-        return None
-    if not isinstance(summary, dict) or summary.get("status") != "completed":
+    summary = completed(folder)
+    if summary is None:
         return None
     for index, spec in enumerate(scenario.phases, 1):
         if completed_summary(phase_folder(folder, index, spec), spec) is None:
@@ -290,6 +288,11 @@ def measure(run: RecipeRun, cell: Cell, trial: Trial) -> float | None:
     if cell.measure == "equals":
         wanted = substitute(cell.equals, trial.point)
         return float(value is None if wanted == "none" else value == wanted)
+    if cell.measure == "smallest-is":
+        wanted = substitute(cell.equals, trial.point)
+        if not isinstance(value, list) or not value:
+            return None
+        return float(min(range(len(value)), key=value.__getitem__) == wanted)
     if cell.measure == "ratio-to-others":
         return _ratio_to_others(value, substitute(cell.index, trial.point))
     number = _finite(value)

@@ -117,7 +117,7 @@ def _run_phases(
             ctx.log(f"phase {spec.name}: completed in an earlier run, kept ({folder})")
             folders[spec.name] = folder
             entry |= {"status": "completed", "resumed": True}
-            entry |= {k: done[k] for k in _HEADLINE if k in done}
+            entry |= {k: done[k] for k in HEADLINE if k in done}
             results.append(entry)
             ctx.emit(Phase(spec.name, "end", index=index, total=total, info={**info, **entry}))
             continue
@@ -141,13 +141,13 @@ def _run_phases(
             router.current = None
             sink.close()
         folders[spec.name] = folder
-        entry |= {k: result[k] for k in _HEADLINE if k in result}
+        entry |= {k: result[k] for k in HEADLINE if k in result}
         results.append(entry)
         ctx.emit(Phase(spec.name, "end", index=index, total=total, info={**info, **entry}))
 
 
 #: what a phase's summary contributes to the scenario's
-_HEADLINE = (
+HEADLINE = (
     "test_acc",
     "retention",
     "test_acc_before",
@@ -159,14 +159,20 @@ _HEADLINE = (
 )
 
 
-def completed_summary(folder: Path, spec: PhaseSpec) -> dict[str, Any] | None:
-    """The summary of a phase folder an earlier run completed (with its model, where the
-    phase makes one), else None: anything less is run again from its start."""
+def completed(folder: Path) -> dict[str, Any] | None:
+    """The summary of a run folder whose run completed, else None (missing, corrupt, cut)."""
     try:
         summary = RunDir(folder).summary()
     except (UserError, OSError):
         return None
-    if not isinstance(summary, dict) or summary.get("status") != "completed":
+    return summary if isinstance(summary, dict) and summary.get("status") == "completed" else None
+
+
+def completed_summary(folder: Path, spec: PhaseSpec) -> dict[str, Any] | None:
+    """The summary of a phase folder an earlier run completed (with its model, where the
+    phase makes one), else None: anything less is run again from its start."""
+    summary = completed(folder)
+    if summary is None:
         return None
     if spec.makes_model and not (folder / "model.safetensors").is_file():
         return None

@@ -216,3 +216,38 @@ def test_playground_in_a_real_terminal(
     said = [event["message"] for event in events if event["event"] == "log"]
     assert "paused" in said and "resumed" in said
     assert any(line.startswith("learning rate set to") for line in said)
+
+
+def test_a_recipe_watched_in_the_playground(tmp_path: Path, isolated_data: Path) -> None:
+    """``wmtui reproduce FILE --tui`` at 80x24: the trials' phases on the dashboard, quit with
+    ctrl+q, and the recipe's table kept for the next (resuming) run."""
+    tmux = ensure_tmux()
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        'title = "tiny"\npaper = "Nobody"\nsource = "Table 0"\n'
+        '[train]\ndataset = "synthetic"\ntrain_size = 512\ntest_size = 128\nepochs = 1\n'
+        'device = "cpu"\n[scales.quick]\nminutes = 1\n'
+        '[[arms]]\nname = "marked"\ngrid = { seed = [0, 1] }\n'
+        '[[arms.phases]]\nname = "embed"\nkind = "embed"\nscheme = "pattern"\n'
+        '[[cells]]\nname = "accuracy"\nphase = "embed"\nmetric = "test_acc"\n'
+    )
+    out = tmp_path / "out"
+    command = [
+        *("env", "-u", "COLUMNS", "-u", "LINES", f"WMTUI_DATA_DIR={isolated_data}"),
+        "OMP_NUM_THREADS=1",
+        *wmtui_command(),
+        *("reproduce", str(recipe), "--tui", "--out", str(out)),
+    ]
+    term = Terminal(tmux, tmp_path, (80, 24), command)
+    try:
+        done = term.wait_for("the recipe's end", lambda p: "session completed" in p, timeout=60)
+        assert "tiny-marked" in done  # the dashboard names the trial's scenario
+        term.send("C-q")
+        asked = time.monotonic()
+        while term.exit_code() is None and time.monotonic() - asked < 5.0:
+            time.sleep(0.05)
+        assert term.exit_code() == 0, term.dump()
+    finally:
+        term.close()
+    result = json.loads((out / "recipe.json").read_text())
+    assert result["complete"] and result["cells"][0]["n"] == 2

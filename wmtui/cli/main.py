@@ -307,10 +307,12 @@ def _register_plugin_commands() -> None:
         report,
         reproduce,
         scenario,
+        sweep,
         watermarks,
     )
 
-    commands = (watermarks, keys, attacks, detect, replay, scenario, reproduce, report, imports)
+    commands = (watermarks, keys, attacks, detect, replay, scenario, reproduce, report, sweep)
+    commands += (imports,)
     for module in commands:
         module.register(app)
 

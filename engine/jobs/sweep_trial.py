@@ -1,0 +1,116 @@
+"""One sweep trial, run wherever a backend puts it: a local worker process or a Ray actor.
+
+A trial travels as a *payload* of plain values (the resolved scenario mapping, the train
+config, the folder, the thread count) and is rebuilt and checked again where it runs: nothing
+but JSON crosses a process or a machine. It runs as a recipe trial does
+(:func:`engine.jobs.recipes.trial_summary` decides whether it is done; the scenario runs
+with ``resume``, so the phases an interrupted attempt completed are kept) and answers with
+its results row.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import commands as cmd
+from engine.config import TrainConfig
+from engine.errors import UserError
+from engine.jobs.grid import point_label
+from engine.jobs.recipes import TrialRouter, trial_summary
+from engine.jobs.scenario_runner import scenario_job, scenario_manifest
+from engine.jobs.scenarios import scenario_from_mapping
+from engine.jobs.sweep_results import Row, trial_row
+from engine.jobs.sweeps import SweepPlan, SweepTrial
+from engine.runs import RunDir
+from engine.session import Session
+
+Payload = dict[str, Any]
+#: seconds an interrupted trial gets to stop between steps and write its summary
+STOP_WAIT = 10.0
+
+
+def payload(plan: SweepPlan, trial: SweepTrial, threads: int) -> Payload:
+    """What a worker needs to run ``trial`` (plain values only)."""
+    return {
+        "key": trial.key,
+        "point": trial.point,
+        "raw": trial.raw,
+        "name": plan.grid.name,
+        "source": plan.grid.source,
+        "config": trial.config.to_dict(),
+        "folder": str(plan.folder(trial).resolve()),
+        "threads": threads,
+    }
+
+
+def rebuild(data: Payload) -> SweepTrial:
+    scenario = scenario_from_mapping(data["raw"], data["name"], data["source"])
+    config = TrainConfig.from_mapping(data["config"])
+    return SweepTrial(data["key"], dict(data["point"]), data["raw"], scenario, config)
+
+
+def set_threads(count: int) -> None:
+    """torch's intra-op threads for this process (a worker's share of the cores)."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    torch.set_num_threads(count)
+
+
+def run_payload(data: Payload) -> Row:
+    """Run one trial to its end and return its row. An interrupt (KeyboardInterrupt: the
+    driver's SIGTERM) stops the trial between steps, lets it write its summary and
+    re-raises: the trial is resumed by the next run. Call it from the main thread when it
+    should be interruptible (a Ray actor's thread is stopped by Ray instead)."""
+    started = time.monotonic()
+    trial = rebuild(data)
+    folder = Path(data["folder"])
+    summary = trial_summary(folder, trial.scenario)
+    if summary is not None:
+        return trial_row(trial, "completed", summary)
+    root = RunDir.create(folder, scenario_manifest(trial.scenario, trial.config), overwrite=True)
+    router = TrialRouter()
+    sink = root.event_sink()
+    router.trial = sink
+    job = scenario_job(trial.scenario, trial.config, root, router.phases, resume=True)
+    session = Session(job, [router])
+    session.ctx.log(f"sweep trial {trial.key}: {point_label(trial.point)}")
+    session.start()
+    try:
+        _wait(session)
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+        session.send(cmd.Stop())
+        _wait(session, STOP_WAIT)
+        raise
+    finally:
+        if not session.running:  # never close the sink under the worker thread
+            sink.close()
+    seconds = round(time.monotonic() - started, 2)
+    if session.status == "completed":
+        return trial_row(trial, "completed", trial_summary(folder, trial.scenario), seconds=seconds)
+    return trial_row(trial, "failed", session.summary, error=_error(session), seconds=seconds)
+
+
+def _wait(session: Session, timeout: float | None = None) -> None:
+    """Wait for the session's worker with short sleeps, never ``Thread.join``: a signal
+    that interrupts a join can leave the thread counted as ended while it still runs (and
+    the process then aborts inside torch at exit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while session.running and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.1)
+
+
+def _error(session: Session) -> str:
+    """The first line of the failure (a bug's traceback stays in the trial's events)."""
+    error = session.error
+    if error is None:
+        return f"trial {session.status}"
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if isinstance(error, UserError) else f"{type(error).__name__}: {text}"
