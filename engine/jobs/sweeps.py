@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from engine.attacks.budget import AttackerBudget
-from engine.config import TrainConfig
+from engine.config import TrainConfig, load_toml
 from engine.errors import ConfigError, UserError, closest, unknown_name
 from engine.jobs.grid import (
     Point,
@@ -131,13 +130,7 @@ def grid_path(name_or_file: str) -> Path:
 
 def load_grid(name_or_file: str) -> Grid:
     path = grid_path(name_or_file)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read grid {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"grid {path} is not valid TOML: {exc}") from None
-    return grid_from_mapping(raw, path.stem, str(path))
+    return grid_from_mapping(load_toml(path), path.stem, str(path))
 
 
 def grid_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Grid:

@@ -12,9 +12,16 @@ import re
 from pathlib import Path
 
 from engine.errors import RunError
-from engine.reports.collect import RecipeData, RunData, collect
-from engine.reports.figures import render, scan_figure, sweep_figure, timeline_figure
+from engine.reports.collect import RecipeData, RunData, SweepData, collect
+from engine.reports.figures import (
+    configs_figure,
+    render,
+    scan_figure,
+    sweep_figure,
+    timeline_figure,
+)
 from engine.reports.html import inline_svg, recipe_page, run_page, scan_name, sweep_name
+from engine.reports.sweep_page import CONFIGS_FIGURE, sweep_page
 from engine.runs import atomic_write_bytes
 
 FIGURES = "figures"
@@ -26,7 +33,7 @@ PUBLIC_MODE = 0o644
 class Report:
     """A rendered report: the page, and each figure's standalone SVG and PDF by name."""
 
-    kind: str  # "run" | "scenario" | "recipe"
+    kind: str  # "run" | "scenario" | "recipe" | "sweep"
     title: str
     page: str
     figures: dict[str, tuple[str, bytes]]
@@ -39,6 +46,12 @@ def build(source: Path) -> Report:
         figures = run_figures(data.first, "trial-") if data.first is not None else {}
         page = recipe_page(data, inline(figures))
         return Report("recipe", data.title, page, figures)
+    if isinstance(data, SweepData):
+        figures = run_figures(data.first, "trial-") if data.first is not None else {}
+        made = configs_figure(data)
+        if made is not None:
+            figures = {CONFIGS_FIGURE: render(made), **figures}
+        return Report("sweep", data.title, sweep_page(data, inline(figures)), figures)
     figures = run_figures(data, "")
     return Report(data.kind, data.title, run_page(data, inline(figures)), figures)
 

@@ -1,22 +1,25 @@
-"""Read a run, scenario or recipe folder into plain data for a report: no figures, no HTML.
+"""Read a run, scenario, recipe or sweep folder into plain data for a report: no figures, no
+HTML.
 
-Only JSON files (manifest, summary, ``events.jsonl``, ``recipe.json``) and a detector's
-``reversed/*.png`` are read. Trigger images come from the ``TriggerPreview`` events the
-playground itself shows (the true trigger, the reversed one); key folders are never opened,
-so nothing of a key reaches a report that the TUI did not already show, and nothing is
-unpickled. A bad top-level file is a :class:`RunError` (one line, exit 2 in the CLI); a bad
-file deeper down (one trial of a recipe) becomes a note in the report instead. The event
-stream (curves, pictures) is read by :mod:`engine.reports.stream`.
+Only JSON files (manifest, summary, ``events.jsonl``, ``recipe.json``, a sweep's
+``results.jsonl``) and a detector's ``reversed/*.png`` are read. Trigger images come from the
+``TriggerPreview`` events the playground itself shows (the true trigger, the reversed one); key
+folders are never opened, so nothing of a key reaches a report that the TUI did not already
+show, and nothing is unpickled. A bad top-level file is a :class:`RunError` (one line, exit 2
+in the CLI); a bad file deeper down (one trial of a recipe or a sweep) becomes a note in the
+report instead. The event stream (curves, pictures) is read by :mod:`engine.reports.stream`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from engine.errors import RunError
 from engine.jobs.scenario_runner import HEADLINE
+from engine.jobs.sweep_results import RESULTS_JSONL
 from engine.metrics import mad_flag_line
 from engine.reports.stream import (
     MAX_TRIGGERS,
@@ -112,24 +115,55 @@ class RecipeData:
         return str(self.result.get("title") or self.result.get("recipe") or self.path.name)
 
 
+@dataclasses.dataclass
+class SweepData:
+    """A sweep's aggregate (mean ± std over seeds per configuration), its trials' rows (as
+    ``results.jsonl`` has them) and the first completed trial's report."""
+
+    path: Path
+    title: str
+    name: str
+    source: str
+    axes: list[str]
+    group_by: list[str]
+    seed_axes: list[str]
+    metrics: list[str]
+    configs: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    counts: dict[str, Any]  # trials, completed, failed, remaining, complete, seconds
+    config: dict[str, Any]  # the base training configuration (the manifest's)
+    versions: dict[str, Any]
+    first: RunData | None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+Source = RunData | RecipeData | SweepData
+
+
 # -- entry point -------------------------------------------------------------------------------
-def collect(path: Path) -> RunData | RecipeData:
-    """What ``path`` holds: a recipe (``recipe.json``), a scenario (manifest command
+def collect(path: Path) -> Source:
+    """What ``path`` holds: a recipe (``recipe.json``), a sweep (manifest command ``sweep``,
+    or ``results.jsonl`` beside a summary and no manifest), a scenario (manifest command
     ``scenario``) or a single run (any other manifest); anything else is a RunError."""
     if not path.exists():
-        raise RunError(f"{path} not found: give a run, scenario or recipe folder")
+        raise RunError(f"{path} not found: give a run, scenario, recipe or sweep folder")
     if not path.is_dir():
-        raise RunError(f"{path} is a file; give a run, scenario or recipe folder")
+        raise RunError(f"{path} is a file; give a run, scenario, recipe or sweep folder")
     path = path.absolute()  # the page names the folder the same from wherever it ran
     if (path / RECIPE_FILE).is_file():
         return collect_recipe(path)
     if not (path / MANIFEST).is_file():
+        if (path / RESULTS_JSONL).is_file() and (path / SUMMARY).is_file():
+            return collect_sweep(path, {})
         raise RunError(
-            f"{path} is not a run, scenario or recipe folder (no {MANIFEST} or {RECIPE_FILE})"
+            f"{path} is not a run, scenario, recipe or sweep folder "
+            f"(no {MANIFEST}, {RECIPE_FILE} or {RESULTS_JSONL})"
         )
     manifest = _object(read_json(path / MANIFEST, "run manifest"), path / MANIFEST)
     if manifest.get("command") == "reproduce":
         raise RunError(f"{path} is a recipe that has not finished: no {RECIPE_FILE} yet")
+    if manifest.get("command") == "sweep":
+        return collect_sweep(path, manifest)
     return collect_run(path, manifest)
 
 
@@ -348,3 +382,96 @@ def collect_recipe(path: Path) -> RecipeData:
                     first = data  # no trial completed (yet): the first that has a folder
         trials.append(trial)
     return RecipeData(path, public(result), cells, trials, first, notes)
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+def collect_sweep(path: Path, manifest: dict[str, Any]) -> SweepData:
+    """``results.jsonl`` (one row per trial) and ``summary.json`` (the aggregate) as
+    :mod:`engine.jobs.sweep_results` writes them; the first completed trial in full."""
+    if not (path / RESULTS_JSONL).is_file():
+        raise RunError(f"{path} is a sweep that has written no results yet: no {RESULTS_JSONL}")
+    rows = [public(row) for row in sweep_rows(path / RESULTS_JSONL)]
+    notes: list[str] = []
+    summary: dict[str, Any] = {}
+    if (path / SUMMARY).is_file():
+        summary = _object(read_json(path / SUMMARY, "sweep summary"), path / SUMMARY)
+    else:
+        notes.append(f"no {SUMMARY}: no mean ± std per configuration to show")
+    axes = _names(summary.get("axes") or manifest.get("axes"))
+    if not axes:  # the axes every row names, in first-seen order
+        axes = list(dict.fromkeys(a for r in rows for a in r["point"]))
+    statuses = [str(r.get("status", "")) for r in rows]
+    counts = {k: summary.get(k) for k in ("trials", "completed", "failed", "remaining")}
+    counts |= {"complete": summary.get("complete"), "seconds": summary.get("seconds")}
+    counts["trials"] = counts["trials"] if isinstance(counts["trials"], int) else len(rows)
+    for status in ("completed", "failed"):
+        if not isinstance(counts[status], int):
+            counts[status] = statuses.count(status)
+    first: RunData | None = None
+    for row in sorted(rows, key=lambda r: r.get("status") != "completed"):  # stable
+        folder = trial_folder(path, row.get("run"))
+        if folder is None or not (folder / MANIFEST).is_file():
+            continue
+        try:
+            first = collect_run(folder, _object(read_json(folder / MANIFEST, "manifest"), folder))
+            break
+        except RunError as exc:
+            notes.append(f"trial {row.get('trial')}: {exc}")
+    if rows and first is None:
+        notes.append("no trial folder could be read: no trial to show in full")
+    name = str(summary.get("sweep") or manifest.get("sweep") or path.name)
+    return SweepData(
+        path=path,
+        title=str(summary.get("title") or manifest.get("title") or name),
+        name=name,
+        source=str(summary.get("source") or manifest.get("source") or ""),
+        axes=axes,
+        group_by=_names(summary.get("group_by")),
+        seed_axes=_names(summary.get("seed_axes")),
+        metrics=_names(summary.get("metrics"))
+        or list(dict.fromkeys(m for r in rows for m in r["metrics"])),
+        configs=[public(c) for c in summary.get("configs") or [] if isinstance(c, dict)],
+        rows=rows,
+        counts=counts,
+        config=public(manifest.get("config") or {}),
+        versions={k: manifest[k] for k in VERSION_FIELDS if k in manifest},
+        first=first,
+        notes=notes,
+    )
+
+
+def sweep_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``results.jsonl``; a line that is no row is a RunError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"sweep results are unreadable: {path} ({exc})") from None
+    rows = []
+    for number_, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("point", {}), dict):
+            raise RunError(f"sweep results are corrupt: {path} line {number_} is not a row")
+        row.setdefault("point", {})
+        if not isinstance(row.get("metrics"), dict):
+            row["metrics"] = {}
+        rows.append(row)
+    return rows
+
+
+def trial_folder(root: Path, run: Any) -> Path | None:
+    """A row's folder (``trials/<key>``), only when it lies inside the sweep's folder."""
+    if not isinstance(run, str) or not run:
+        return None
+    relative = Path(run)
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    return root / relative
+
+
+def _names(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []

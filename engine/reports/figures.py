@@ -1,4 +1,5 @@
-"""A report's figures with matplotlib: curves across phases, scan bars, attack sweeps.
+"""A report's figures with matplotlib: curves across phases, scan bars, attack sweeps, and a
+grid sweep's configurations side by side.
 
 Figures are made with the object API (``Figure``, no pyplot): no global figure registry, no
 GUI backend, safe off the main thread. Output is deterministic: text stays text in the SVG
@@ -17,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from engine.reports.collect import Scan
+from engine.reports.collect import Scan, SweepData
 from engine.reports.stream import Timeline
 
 STYLE = {
@@ -204,3 +205,60 @@ def sweep_figure(name: str, rows: list[dict]) -> Figure | None:
 
 def _pct(value: object) -> float:
     return 100 * float(value) if isinstance(value, int | float) else float("nan")
+
+
+# -- a grid sweep's configurations -------------------------------------------------------------
+#: at most this many metrics side by side per configuration
+MAX_BARS = 6
+
+
+def rate_metric(name: str) -> bool:
+    """``ftb.test_acc``, ``ftb.retention.key``: a rate measured at the end of its phase (not
+    the ``*_before`` copy an attack keeps of the model it started from)."""
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[1] in ("test_acc", "retention")
+
+
+def final_rates(metrics: list[str]) -> list[str]:
+    """The rates of the last phase that measured any: what the sweep ended with."""
+    rates = [m for m in metrics if rate_metric(m)]
+    if not rates:
+        return []
+    last = rates[-1].split(".")[0]
+    return [m for m in rates if m.split(".")[0] == last][:MAX_BARS]
+
+
+def configs_figure(data: SweepData) -> Figure | None:
+    """The last phase's test accuracy and retention (%) per configuration: the mean over
+    seeds as a bar, ± one standard deviation as its error bar; None when there is none."""
+    metrics = final_rates(data.metrics)
+    configs = [c for c in data.configs if isinstance(c.get("metrics"), dict)]
+    if not metrics or not configs:
+        return None
+    with style():
+        figure = new_figure(3.4)
+        axes = figure.subplots()
+        width = 0.8 / len(metrics)
+        colours = [ACCURACY if m.endswith(".test_acc") else "" for m in metrics]
+        spare = iter(RETENTION * 4)
+        colours = [c or next(spare) for c in colours]
+        for index, (metric, colour) in enumerate(zip(metrics, colours, strict=True)):
+            stats = [c["metrics"].get(metric) or {} for c in configs]
+            means = [_pct(s.get("mean")) for s in stats]
+            spread = [_pct(s.get("std")) if s.get("std") is not None else 0.0 for s in stats]
+            xs = [x - 0.4 + width * (index + 0.5) for x in range(len(configs))]
+            label = metric.split(".", 1)[1].replace("retention.", "retention ")
+            axes.bar(xs, means, width, color=colour, label=label.replace("_", " "))
+            axes.errorbar(xs, means, yerr=spread, fmt="none", ecolor="#1a202c", capsize=2)
+        labels = [_short(str(c.get("label") or "all trials")) for c in configs]
+        axes.set_xticks(range(len(configs)), labels, rotation=30 if len(configs) > 4 else 0)
+        axes.set_ylabel("%")
+        axes.set_ylim(0, 105)
+        phase = metrics[0].split(".")[0]
+        axes.set_title(f"after {phase}: mean ± sd per configuration", loc="left")
+        figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=4)
+    return figure
+
+
+def _short(label: str, size: int = 28) -> str:
+    return label if len(label) <= size else label[: size - 1] + "…"

@@ -336,7 +336,7 @@ def bad_source(case: str, root: Path) -> Path:
     [
         ("missing", "not found"),
         ("file", "is a file"),
-        ("empty", "not a run, scenario or recipe"),
+        ("empty", "not a run, scenario, recipe or sweep"),
         ("corrupt-manifest", "corrupt"),
         ("corrupt-recipe", "corrupt"),
         ("unfinished-recipe", "not finished"),

@@ -1,14 +1,16 @@
-"""``wmtui report``: one self-contained HTML report of a run, scenario or recipe folder.
+"""``wmtui report``: one self-contained HTML report of a run, scenario, recipe or sweep folder.
 
-    wmtui report RUN|SCENARIO|RECIPE --out report.html [--open] [--json]
+    wmtui report RUN|SCENARIO|RECIPE|SWEEP --out report.html [--open] [--json]
 
 The page holds the configuration and versions, the accuracy / retention / loss curves across
 phases, each scan's bars with its decision line, the true and reversed triggers, the key's
 verification statistics, the phases' headline numbers and, for a recipe, the comparison with
-the paper, cell by cell. Figures are inline SVG (also written as ``figures/NAME.svg`` and
-``.pdf`` beside the page), pictures are data: PNGs: the file opens offline. The engine side
-(matplotlib included) is imported only when the command runs, so other commands start as
-fast as before. Bad input is one line and exit 2, with nothing written.
+the paper, cell by cell; for a sweep, mean ± sd over seeds per configuration (a table and a
+bar chart), every trial's row and the first completed trial in full. Figures are inline SVG
+(also written as ``figures/NAME.svg`` and ``.pdf`` beside the page), pictures are data:
+PNGs: the file opens offline. The engine side (matplotlib included) is imported only when
+the command runs, so other commands start as fast as before. Bad input is one line and exit
+2, with nothing written.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def report(
     source: Annotated[
         Path,
         typer.Argument(
-            metavar="RUN|SCENARIO|RECIPE", help="a run, scenario or recipe output folder"
+            metavar="RUN|SCENARIO|RECIPE|SWEEP",
+            help="a run, scenario, recipe or sweep output folder",
         ),
     ],
     out: Annotated[
@@ -51,7 +54,7 @@ def report(
         bool, typer.Option("--json", help="one JSON object on stdout: the report's path")
     ] = False,
 ) -> None:
-    """Write an HTML report of a run, a scenario or a recipe (offline: no network needed)."""
+    """Write an HTML report of a run, a scenario, a recipe or a sweep (offline: no network)."""
     from engine.reports import make_report
 
     written, figures = make_report(source, out)
