@@ -273,6 +273,8 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
         "reason": expect.reason if expect else "no expected number at this scale",
         "ok": ok,
         "unit": cell.unit,
+        #: each trial counts 0 or 1 (flagged or not...): a tolerance of under one trial is noise
+        "outcome": cell.measure in ("equals", "smallest-is"),
     }
 
 
@@ -348,7 +350,7 @@ def load_result(out: Path) -> dict[str, Any] | None:
 def suggest_expectations(result: Mapping[str, Any]) -> list[str]:
     """Lines for a recipe file from a measured result: the mean, and a tolerance of three
     standard errors of that mean (sd/sqrt(n)), at least a percentage point (0.01 without a
-    unit) and, for a rate of successes, at least one trial's worth."""
+    unit) and, where each trial counts 0 or 1, at least one trial's worth."""
     lines = []
     for cell in result["cells"]:
         if cell["mean"] is None:
@@ -356,8 +358,8 @@ def suggest_expectations(result: Mapping[str, Any]) -> list[str]:
         n, sd = cell["n"], cell["std"] or 0.0
         percent = cell["unit"] == "%"
         floor = 1.0 if percent else 0.01
-        if percent and all(v in (0.0, 100.0) for v in cell["values"]):
-            floor = max(floor, 100.0 / n)
+        if cell.get("outcome"):
+            floor = max(floor, (100.0 if percent else 1.0) / n)
         tolerance = math.ceil(max(3 * sd / math.sqrt(n), floor) * 1000) / 1000  # never rounded down
         lines.append(
             f"# {cell['name']}: mean {cell['mean']:.4g}, sd {sd:.3g}, n {n}\n"

@@ -142,7 +142,7 @@ def test_every_preset_loads_and_plans_both_scales(tmp_path: Path) -> None:
         for scale in recipe.scales:
             trials = plan(recipe, scale, tmp_path).trials
             assert len({t.key for t in trials}) == len(trials)  # no two trials share a folder
-        assert all(c.expect.get("quick") for c in recipe.cells if c.paper is not None)
+        assert any(c.expect.get("quick") for c in recipe.cells), f"{name}: nothing checked"
 
 
 def test_refit_measures_each_trigger_over_five_seeds_and_two_targets(tmp_path: Path) -> None:
