@@ -110,6 +110,7 @@ class Tracker:
     def started(self, key: str) -> None:
         self.running.add(key)
         self.results.update({**self.results.rows[key], "status": "running"})
+        self.write()  # a live viewer (sweep --tui) sees which trials run
         self._tell("started", key)
 
     def finished(self, row: Row) -> None:

@@ -249,3 +249,38 @@ async def test_the_browser_lists_the_trials_and_enter_picks_one_to_replay(baseli
     rows = read_rows(baseline)
     assert app.return_value == baseline / rows[2]["run"]
     assert ReplaySession(app.return_value).duration > 0  # the trial's whole recording
+
+
+async def test_live_the_browser_follows_the_results_and_quitting_stops_the_driver(
+    baseline: Path, tmp_path: Path
+) -> None:
+    """``sweep --tui``: the table re-reads ``results.jsonl`` while the driver runs, and the
+    driver (here a stand-in that only waits for its Ctrl-C) is stopped when the browser quits."""
+    import shutil
+    import subprocess
+    import sys
+
+    from textual.widgets import DataTable, Static
+
+    from wmtui.tui.sweep_app import SweepBrowser, stop_driver
+
+    out = tmp_path / "live"
+    shutil.copytree(baseline, out)
+    rows = read_rows(out)
+    running = [{**rows[0], "status": "running"}, *rows[1:]]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in running))
+    wait = "import signal, sys, time\nsignal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+    driver = subprocess.Popen([sys.executable, "-c", wait + "time.sleep(60)"])
+    app = SweepBrowser(out, driver=driver)
+    async with app.run_test(size=(160, 20)) as pilot:
+        table = app.query_one(DataTable)
+        assert str(table.get_cell_at((0, 3))) == "running"
+        title = str(app.query_one("#sweep-title", Static).render())
+        assert "sweep running, 1 trial(s) now" in title
+        (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        await pilot.pause(1.5)  # one refresh
+        assert str(table.get_cell_at((0, 3))) == "completed"
+        await pilot.press("q")
+    assert driver.poll() is None  # the browser leaves the stop to browse()
+    stop_driver(driver)
+    assert driver.returncode == 130

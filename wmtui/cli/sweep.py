@@ -75,7 +75,8 @@ def sweep(
         bool, typer.Option("--dry-run", help="list the trials and which are done; run nothing")
     ] = False,
     tui: Annotated[
-        bool, typer.Option("--tui", help="browse the trials afterwards; Enter replays one")
+        bool,
+        typer.Option("--tui", help="watch the trials live; Enter replays one, q stops"),
     ] = False,
     json_mode: Annotated[
         bool, typer.Option("--json", help="one JSON object per line on stdout")
@@ -91,6 +92,8 @@ def sweep(
     if dry_run:
         _dry_run(plan, json_mode)
         return
+    if tui:
+        raise typer.Exit(_watch_live(plan.out, grid, backend, workers, address, device, threads))
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C stops the sweep cleanly, even where the shell started it ignoring SIGINT
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -100,11 +103,44 @@ def sweep(
     finally:
         reporter.close()
     _finish(outcome, plan, json_mode)
-    if tui:
-        from wmtui.tui.sweep_app import browse
-
-        browse(plan.out)
     raise typer.Exit({"completed": 0, "stopped": 130}.get(outcome.status, 1))
+
+
+def _watch_live(
+    out: Path,
+    grid: str,
+    backend: str,
+    workers: int | None,
+    address: str | None,
+    device: str | None,
+    threads: int | None,
+) -> int:
+    """The sweep in a child process (the same command, headless, its lines in
+    ``OUT/sweep.log``) while the browser shows its trials live; quitting stops it."""
+    import subprocess
+
+    from wmtui.tui.sweep_app import browse
+
+    args = [sys.executable, "-m", "wmtui", "sweep", grid, "--out", str(out), "--backend", backend]
+    for flag, value in (
+        ("--workers", workers),
+        ("--address", address),
+        ("--device", device),
+        ("--threads", threads),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "sweep.log", "ab") as log:
+        driver = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the terminal's keys are the browser's, not the driver's
+        )
+    code = browse(out, driver=driver)
+    return {0: 0, None: 1}.get(code, 130 if code in (-2, 130) else 1)
 
 
 def _check_options(

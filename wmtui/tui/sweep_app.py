@@ -1,14 +1,18 @@
 """Browsing a sweep's trials: a table of every trial's values, status and headline metrics;
-Enter replays a finished trial's recorded events in the usual replay dashboard.
+Enter replays a trial's recorded events (so far, for a running one) in the replay dashboard.
 
 Two apps never share the terminal: the browser exits with the chosen trial, the replay
 runs, and the browser opens again (on the same row) until it is quit. It reads the sweep's
 ``results.jsonl`` only, so it shows a sweep run anywhere (a Ray cluster's included) as long
-as the trials' folders are here.
+as the trials' folders are here. Live (``wmtui sweep GRID --tui``), the sweep's driver is a
+child process: the table refreshes every second while it runs, and quitting the browser
+stops it (SIGINT, its clean stop) before the command exits.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,24 +55,53 @@ class SweepBrowser(App[Path | None]):
         Binding("q,escape", "quit_browser", "quit"),
     ]
 
-    def __init__(self, out: Path, cursor: int = 0) -> None:
+    def __init__(
+        self, out: Path, cursor: int = 0, driver: subprocess.Popen[bytes] | None = None
+    ) -> None:
         super().__init__()
         self.out = out
         self.rows = read_rows(out)
         self.cursor = cursor
+        #: the running sweep (live mode): polled, and stopped when the browser quits
+        self.driver = driver
+        self._shown: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
-        done = sum(r["status"] == "completed" for r in self.rows)
-        yield Static(
-            f"{self.out}: {done}/{len(self.rows)} trials completed — Enter replays one",
-            id="sweep-title",
-        )
+        yield Static(self.title_text(), id="sweep-title")
         yield DataTable(id="trials", cursor_type="row", zebra_stripes=True)
         yield Static("", id="sweep-note")
         yield Footer()
 
+    def title_text(self) -> str:
+        done = sum(r["status"] == "completed" for r in self.rows)
+        running = sum(r["status"] == "running" for r in self.rows)
+        state = ""
+        if self.driver is not None:
+            code = self.driver.poll()
+            state = (
+                f"sweep running, {running} trial(s) now · "
+                if code is None
+                else (f"sweep ended (exit {code}) · ")
+            )
+        return f"{self.out}: {state}{done}/{len(self.rows)} trials completed — Enter replays one"
+
     def on_mount(self) -> None:
+        self.fill()
+        if self.driver is not None:
+            self.set_interval(1.0, self.refresh_rows)
+
+    def refresh_rows(self) -> None:
+        """Re-read ``results.jsonl`` (the driver rewrites it at every trial's start and end)."""
+        rows = read_rows(self.out)
+        if rows != self.rows:
+            self.rows = rows
+            self.fill()
+        self.query_one("#sweep-title", Static).update(self.title_text())
+
+    def fill(self) -> None:
         table = self.query_one(DataTable)
+        cursor = table.cursor_row if table.row_count else self.cursor
+        table.clear(columns=True)
         axes, metrics = columns(self.rows)
         table.add_columns("trial", *axes, "status", "s", *metrics)
         for row in self.rows:
@@ -82,7 +115,7 @@ class SweepBrowser(App[Path | None]):
                 key=row["trial"],
             )
         if self.rows:
-            table.move_cursor(row=min(self.cursor, len(self.rows) - 1))
+            table.move_cursor(row=min(cursor, len(self.rows) - 1))
         table.focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -106,17 +139,38 @@ class SweepBrowser(App[Path | None]):
         self.exit(None)
 
 
-def browse(out: Path, speed: float = 16.0) -> None:
-    """The browser, then each chosen trial's replay, until the browser is quit."""
+def browse(
+    out: Path, speed: float = 16.0, driver: subprocess.Popen[bytes] | None = None
+) -> int | None:
+    """The browser, then each chosen trial's replay, until the browser is quit; a live
+    sweep's driver is then stopped. Returns the driver's exit code (None without one)."""
     from wmtui.tui.replay import ReplaySession
     from wmtui.tui.replay_app import ReplayApp
 
     cursor = 0
-    while True:
-        browser = SweepBrowser(out, cursor)
-        chosen = browser.run()
-        if chosen is None:
-            return
-        cursor = browser.cursor
-        session = ReplaySession(chosen, speed)
-        ReplayApp(lambda session=session: session).run()
+    try:
+        while True:
+            browser = SweepBrowser(out, cursor, driver)
+            chosen = browser.run()
+            if chosen is None:
+                break
+            cursor = browser.cursor
+            session = ReplaySession(chosen, speed)
+            ReplayApp(lambda session=session: session).run()
+    finally:
+        if driver is not None:
+            stop_driver(driver)
+    return None if driver is None else driver.returncode
+
+
+def stop_driver(driver: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Ctrl-C for the sweep (its trials stop between steps, the results files stay
+    complete); a driver that has not ended within ``grace`` seconds is terminated."""
+    if driver.poll() is not None:
+        return
+    driver.send_signal(signal.SIGINT)
+    try:
+        driver.wait(grace)
+    except subprocess.TimeoutExpired:
+        driver.terminate()
+        driver.wait(grace)
