@@ -370,12 +370,17 @@ def recipe_page(data: RecipeData, svgs: dict[str, str]) -> str:
     ]
     if data.first is not None:
         sections.append(("trial", "First trial"))
-        body.append(
-            f"<section id='trial'><h2>First trial: {esc(data.first.path.name)}</h2>"
-            f"<p class='meta'><code>{esc(data.first.path)}</code></p>"
-            f"{run_sections(data.first, svgs, prefix='trial-', level=3)}</section>"
-        )
+        body.append(first_trial(data.first, svgs))
     return document(data.title, meta, sections, "".join(body))
+
+
+def first_trial(first: RunData, svgs: dict[str, str]) -> str:
+    """A recipe's or a sweep's first completed trial, in full."""
+    return (
+        f"<section id='trial'><h2>First trial: {esc(first.path.name)}</h2>"
+        f"<p class='meta'><code>{esc(first.path)}</code></p>"
+        f"{run_sections(first, svgs, prefix='trial-', level=3)}</section>"
+    )
 
 
 def recipe_verdict(data: RecipeData) -> str:

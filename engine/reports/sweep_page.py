@@ -16,10 +16,10 @@ from engine.reports.html import (
     empty,
     esc,
     figure,
+    first_trial,
     fmt,
     notes,
     rate,
-    run_sections,
     table,
 )
 
@@ -47,11 +47,7 @@ def sweep_page(data: SweepData, svgs: dict[str, str]) -> str:
     ]
     if data.first is not None:
         sections.append(("trial", "First trial"))
-        body.append(
-            f"<section id='trial'><h2>First trial: {esc(data.first.path.name)}</h2>"
-            f"<p class='meta'><code>{esc(data.first.path)}</code></p>"
-            f"{run_sections(data.first, svgs, prefix='trial-', level=3)}</section>"
-        )
+        body.append(first_trial(data.first, svgs))
     return document(data.title, meta, sections, "".join(body))
 
 
