@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Log, Static
 
 from engine import commands as cmd
@@ -126,8 +127,12 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
             return
         title = f"{replay.status_line()} · {self._base_title}"
         if title != self._shown_title:
+            try:
+                widget = self.query_one("#title", Static)
+            except NoMatches:  # the timer's last tick while the app tears its screen down
+                return
             self._shown_title = title
-            self.query_one("#title", Static).update(title)
+            widget.update(title)
 
     # -- replay controls ------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
