@@ -218,7 +218,8 @@ def test_secrets_never_reach_the_page(scenario_run: Path, tmp_path: Path) -> Non
     folder = tmp_path / "run"
     shutil.copytree(scenario_run / "01-owner", folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["scheme_params"] |= {"passphrase": "hunter2", "note": "-----BEGIN " + "PRIVATE KEY-----"}
+    pem_header = "-----BEGIN " + "PRIVATE KEY-----"  # a marker, built so no key is committed
+    manifest["scheme_params"] |= {"passphrase": "hunter2", "note": pem_header}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     page = build(folder).page
     assert "hunter2" not in page and "PRIVATE KEY" not in page
