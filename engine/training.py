@@ -184,6 +184,7 @@ class TrainLoop:
         amp: bool | None = None,
         epoch_steps: int | None = None,
         freeze_norm_stats: bool = False,
+        done: Callable[[int, dict[str, float]], str | None] | None = None,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one data source")
@@ -203,6 +204,10 @@ class TrainLoop:
         #: normalisation layers keep the statistics they came with (data-free embedding: its
         #: batches are triggers and generated samples, not the data those statistics describe)
         self.freeze_norm_stats = freeze_norm_stats
+        #: asked after every evaluation with (step, scores): a reason ends the phase before
+        #: ``total_steps`` (a data-free embedding stops once every trigger is learnt)
+        self.done = done
+        self.finished_early: str | None = None
         self.device = next(model.parameters()).device
         # bf16 autocast + channels_last: on by default on CUDA only (forcing it on CPU is how
         # the tests exercise the GPU path on machines without one)
@@ -410,10 +415,16 @@ class TrainLoop:
                 if since == self.log_every or evaluate or self.step == first_step:
                     loss_value = self._report(since, started, images, evaluate)
                     since, images, started = 0, 0, time.perf_counter()
+                if evaluate and not last and self.done is not None:
+                    self.finished_early = self.done(self.step, self.last_eval)
+                    last = self.finished_early is not None
                 if self.on_checkpoint is not None and (
                     last or (epoch_end and self._checkpoint_due())
                 ):
                     self.ctx.log(f"checkpoint saved: {self.on_checkpoint(self)}")
+                if self.finished_early is not None:
+                    self.ctx.log(f"{self.phase} ended at step {self.step}: {self.finished_early}")
+                    break
         finally:
             self.ctx.off(cmd.SetLR, cmd.ScaleLR, cmd.Checkpoint)
         scores = self.last_eval

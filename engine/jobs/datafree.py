@@ -71,16 +71,12 @@ def adjustment_source(
     batch_size: int,
 ) -> Source | None:
     """The second term of eq. (3) for the chosen setting (Table 1): its share of each batch,
-    M images per round. S4 draws from M training images chosen once (the paper's M samples)."""
+    M fresh images per round. S4 streams the whole training split (see the scheme's doc)."""
     m = batch_shares(batch_size, params)[1]
     if params.adjust == "none":
         return None
     if params.adjust == "data":
-        count = params.samples * params.count
-        chosen = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))
-        chosen = chosen[:count].to(data.train_x.device)
-        x, y = data.train_x[chosen], data.train_y[chosen]
-        return Source("data", x, m, y=y, weight=params.lam)
+        return Source("data", data.train_x, m, y=data.train_y, weight=params.lam)
 
     def teacher(x: torch.Tensor) -> torch.Tensor:
         return clean(x).float()
@@ -152,7 +148,8 @@ def datafree_job(
         if run is not None:
             ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
         per_round = round_steps(config.batch_size, params)
-        total_steps = config.epochs * per_round
+        least_steps = config.epochs * per_round
+        total_steps = max(config.epochs, params.max_rounds) * per_round
         model = copy.deepcopy(clean)
         for p in model.parameters():
             p.requires_grad_(True)
@@ -168,6 +165,7 @@ def datafree_job(
                     "model": arch.name,
                     "device": str(device),
                     "epochs": config.epochs,
+                    "max_rounds": max(config.epochs, params.max_rounds),
                     "steps": total_steps,
                     "run": str(run.path) if run else "",
                     "from": str(from_run),
@@ -190,6 +188,7 @@ def datafree_job(
             on_checkpoint=save,
             checkpoint_every=CHECKPOINT_ROUNDS,
             freeze_norm_stats=True,
+            done=lambda step, scores: every_trigger_learnt(step, scores, least_steps),
         )
         tracker.attach(loop, ctx)
         hold(ctx, loop.model, arch, run, "embed", lambda: loop.step)
@@ -207,6 +206,8 @@ def datafree_job(
             "keys": tracker.folders,
             "final_loss": loop_result.loss,
             "steps": loop_result.steps,
+            "rounds": loop_result.steps // per_round,
+            "ended": loop.finished_early or "the last round",
             "inject_seconds": round(time.monotonic() - started, 2),
         }
         with recording_outcome(run, summary):
@@ -224,6 +225,14 @@ def datafree_job(
         return summary
 
     return job
+
+
+def every_trigger_learnt(step: int, scores: dict[str, float], least_steps: int) -> str | None:
+    """Why injection may end before --max-rounds: --epochs rounds are done and the key's
+    accuracy is 100%."""
+    if step >= least_steps and scores.get("key", 0.0) >= 1.0:
+        return "every trigger learnt"
+    return None
 
 
 def distill_phase(

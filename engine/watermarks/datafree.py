@@ -19,8 +19,16 @@ adjustment settings (``--adjust``):
 - S1 ``none``: the triggers alone;
 - S2 ``noise``: the squared error on pure Gaussian noise images z_m ~ N(0, I);
 - S3 ``generator``: on G(z_m) (the scheme);
-- S4 ``data``: lambda * CE on M real training images per round (the data-using reference:
-  the only setting that reads the training split).
+- S4 ``data``: lambda * CE on M real training images per round, drawn afresh each round
+  from the whole training split as S3 draws fresh G(z) (the data-using reference: the only
+  setting that reads the training split). The literal reading, M images chosen once and
+  reused every round, overfits them: measured 1.9-2.3 points below S3 on fashion-mnist.
+
+**Rounds.** ``--epochs`` rounds at least; if a trigger is still not learnt then, injection
+goes on, a round at a time, until every trigger is (the paper reports 100% trigger accuracy
+and gives no round count), at most ``--max-rounds``. Measured: generator-image triggers
+under S3 had 68% and 80% learnt after 60 rounds; all were learnt after 140-221 rounds
+(three seeds), fidelity unchanged.
 
 Triggers (``--trigger``, Fig. 5): ``pn`` pure noise, uniform in [0, 1]; ``pnop`` pure noise
 with overflowed pixels, our reading of Li et al.'s out-of-range triggers: uniform in [-1, 2],
@@ -79,6 +87,13 @@ class DatafreeParams:
     )
     count: int = param(
         100, "triggers N (--epochs counts rounds: passes over them)", low=1, high=100_000
+    )
+    max_rounds: int = param(
+        300,
+        "rounds at most: past --epochs, injection goes on until every trigger is learnt "
+        "(at or below --epochs: stop at --epochs)",
+        low=1,
+        high=1_000_000,
     )
     lam: float = param(5.0, "lambda: weight of the adjustment term (eq. 3)", low=0.0)
     samples: int = param(10, "adjustment samples per round, per trigger (M = samples x N)", low=1)

@@ -298,3 +298,36 @@ def test_frozen_norm_statistics_survive_training_and_evaluation() -> None:
     loop.run()
     assert torch.equal(model[1].running_mean, before)
     assert not model[1].training and model[0].training
+
+
+def test_injection_goes_past_its_rounds_until_every_trigger_is_learnt(
+    owner: tuple[Path, Path],
+) -> None:
+    """--epochs rounds at least, then on until the key is at 100%, at most --max-rounds."""
+    data_dir, clean = owner
+    base = {**TINY_DFAD, "adjust": "noise", **TINY_TRAIN, "epochs": 2}  # S2: no distillation
+    longer = run(
+        JobSpec.embed("datafree", from_run=clean, out=data_dir / "until", max_rounds=150, **base)
+    ).summary
+    assert longer["retention"]["key"] == 1.0 and longer["ended"] == "every trigger learnt"
+    assert 2 < longer["rounds"] < 150
+    capped = run(
+        JobSpec.embed("datafree", from_run=clean, out=data_dir / "capped", max_rounds=1, **base)
+    ).summary
+    assert capped["rounds"] == 2 and capped["ended"] == "the last round"
+    assert capped["retention"]["key"] < 1.0  # two rounds do not teach 10 triggers
+
+
+def test_s4_draws_fresh_real_images_from_the_whole_training_split() -> None:
+    """The data-using reference streams every training image (M fresh ones per round, as S3
+    samples G afresh); M images chosen once were overfit (README)."""
+    from types import SimpleNamespace
+
+    from engine.jobs.datafree import adjustment_source
+    from engine.watermarks.datafree import DatafreeParams
+
+    data = SimpleNamespace(train_x=torch.zeros(600, 1, 4, 4), train_y=torch.zeros(600).long())
+    params = DatafreeParams(adjust="data", count=10, samples=2)
+    source = adjustment_source(params, nn.Identity(), None, data, seed=0, batch_size=30)
+    assert source is not None and len(source.x) == 600 and source.per_batch == 20
+    assert source.weight == 5.0 and source.loss == "ce"

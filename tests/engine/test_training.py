@@ -148,3 +148,36 @@ def test_mixed_precision_channels_last_path_runs_and_learns(small_synthetic) -> 
     assert all(
         p.dtype == torch.float32 for p in loop.model.parameters()
     )  # master weights stay fp32
+
+
+def test_done_ends_the_phase_at_an_evaluation_and_says_why(small_synthetic) -> None:
+    """A phase may end before total_steps once its goal is met (a data-free embedding stops
+    when every trigger is learnt); it is asked only at evaluations, with their scores."""
+    events: list = []
+    asked: list[tuple[int, float]] = []
+
+    def done(step: int, scores: dict[str, float]) -> str | None:
+        asked.append((step, scores["test"]))
+        return "learnt enough" if step >= 40 and scores["test"] > 0.3 else None
+
+    loop = make_loop(
+        small_synthetic,
+        events,
+        steps=400,
+        settings=OptimSettings(optimizer="adam", lr=0.003),
+        done=done,
+        on_checkpoint=lambda loop: f"step {loop.step}",
+    )
+    result = loop.run()
+    assert result.steps < 400 and result.steps == asked[-1][0]
+    assert loop.finished_early == "learnt enough"
+    assert all(step < 40 or acc <= 0.3 for step, acc in asked[:-1])
+    logs = [e.message for e in events if isinstance(e, Log)]
+    assert f"checkpoint saved: step {result.steps}" in logs
+    assert logs[-1] == f"train ended at step {result.steps}: learnt enough"
+
+
+def test_done_is_not_asked_after_the_last_step(small_synthetic) -> None:
+    asked: list[int] = []
+    loop = make_loop(small_synthetic, [], steps=40, done=lambda s, _: asked.append(s))
+    assert loop.run().steps == 40 and loop.finished_early is None and 40 not in asked
