@@ -4,7 +4,9 @@ watermark, with mid-run key switches tracked by :class:`KeyTracker`."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,14 @@ from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_k
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
 from engine.registry import Plugin
-from engine.runs import RunDir
+from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source, TrainLoop
 from engine.watermarks import (
     SCHEMES,
+    Key,
     KeyContext,
+    Watermark,
     get_scheme,
     parse_scheme_params,
 )
@@ -97,57 +101,72 @@ def embed_job(
             model = widen_outputs(base, arch) if base_arch != arch else base
             ctx.log(f"starting from the model of {from_run}")
         kctx = KeyContext(data, config.model, config.seed, config.data_dir, ctx.log)
-        key = scheme.keygen(params, kctx)
-        owner = Source("owner", data.train_x, config.batch_size, y=data.train_y)
-        key_sources = scheme.training_sources(key, config.batch_size, device, data)
-        tracker = KeyTracker(scheme, kctx, run, key, 1, config.batch_size)
-        if run is not None:
-            ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
         per_epoch = steps_per_epoch(len(data.train_x), config.batch_size)
         total_steps = config.epochs * per_epoch
         save = checkpointer(run, arch, ctx, per_epoch) if run is not None else None
-        info = {
-            "scheme": scheme_name,
-            "key": key.describe(),
-            "dataset": data.name,
-            "dataset_reason": loaded.reason,
-            "model": config.model,
-            "outputs": arch.num_classes,
-            "device": str(device),
-            "epochs": config.epochs,
-            "steps": total_steps,
-            "run": str(run.path) if run else "",
-            "from": str(from_run or ""),
-        }
-        ctx.emit(Phase("embed", "start", info=info))
-        ctx.emit(true_trigger_preview(scheme.probe(key, data, "key", limit=1)))
         test = Probe("test", data.test_x, data.test_y, classes=k if arch.num_classes != k else None)
-        loop = TrainLoop(
-            model,
-            [owner, *key_sources],
-            OptimSettings.from_config(config),
-            ctx=ctx,
-            phase="embed",
-            total_steps=total_steps,
-            probes=[test, *scheme.probes(key, data, "key")],
-            amp=None if scheme.allows_amp else False,
-            eval_every=config.eval_every,
-            seed=config.seed,
-            on_checkpoint=save,
-        )
-        tracker.attach(loop, ctx)
-        hold(ctx, loop.model, arch, run, "embed", lambda: loop.step)
-        started = time.monotonic()
         summary: dict[str, Any] = {
             "dataset": data.name,
             "model": config.model,
             "device": str(device),
             "scheme": scheme_name,
         }
-        try:
-            result = run_loop(loop, run, summary, save)
-        finally:
-            ctx.off(cmd.SetTrigger, cmd.SetTargetLabel)
+        attempts = 1 + (0 if from_run is not None else scheme.fresh_keys_allowed(params))
+        started = time.monotonic()
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:  # the stalled key was never embedded: a fresh start, a fresh key
+                torch.manual_seed(config.seed + attempt - 1)
+                model = build_model(arch).to(device)
+                if run is not None:
+                    shutil.rmtree(run.path / KEY_DIR)
+            key = scheme.keygen(params, kctx)
+            owner = Source("owner", data.train_x, config.batch_size, y=data.train_y)
+            key_sources = scheme.training_sources(key, config.batch_size, device, data)
+            tracker = KeyTracker(scheme, kctx, run, key, 1, config.batch_size)
+            if run is not None:
+                ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
+            info = {
+                "scheme": scheme_name,
+                "key": key.describe(),
+                "dataset": data.name,
+                "dataset_reason": loaded.reason,
+                "model": config.model,
+                "outputs": arch.num_classes,
+                "device": str(device),
+                "epochs": config.epochs,
+                "steps": total_steps,
+                "run": str(run.path) if run else "",
+                "from": str(from_run or ""),
+            }
+            if attempt > 1:
+                info["attempt"] = attempt
+            ctx.emit(Phase("embed", "start", info=info))
+            if attempt == 1:
+                ctx.emit(true_trigger_preview(scheme.probe(key, data, "key", limit=1)))
+            loop = TrainLoop(
+                model,
+                [owner, *key_sources],
+                OptimSettings.from_config(config),
+                ctx=ctx,
+                phase="embed",
+                total_steps=total_steps,
+                probes=[test, *scheme.probes(key, data, "key")],
+                amp=None if scheme.allows_amp else False,
+                eval_every=config.eval_every,
+                seed=config.seed,
+                on_checkpoint=save,
+                done=None if attempt == attempts else stall_check(scheme, key, per_epoch),
+            )
+            tracker.attach(loop, ctx)
+            hold(ctx, loop.model, arch, run, "embed", lambda loop=loop: loop.step)
+            try:
+                result = run_loop(loop, run, summary, save)
+            finally:
+                ctx.off(cmd.SetTrigger, cmd.SetTargetLabel)
+            if loop.finished_early is None:
+                break
+            ctx.log(f"fresh start {attempt + 1} of {attempts}: the stalled key is discarded")
+        summary["attempts"] = attempt
         summary |= {
             "test_acc": result.test_acc,
             "retention": result.retention,
@@ -175,6 +194,13 @@ def embed_job(
         return summary
 
     return job
+
+
+def stall_check(
+    scheme: Watermark, key: Key, per_epoch: int
+) -> Callable[[int, dict[str, float]], str | None]:
+    """The loop's ``done``: ends an attempt whose key the scheme says cannot be learnt."""
+    return lambda step, scores: scheme.stalled(key, scores, step / per_epoch)
 
 
 #: what ``--from`` carries over when the flags do not say otherwise

@@ -28,7 +28,7 @@ from engine.attacks.registry import AttackEnv, AttackResult, LabelledAttack, reg
 from engine.data.base import ImageSet
 from engine.models import Architecture
 from engine.registry import param
-from engine.training import OptimSettings
+from engine.training import Diverged, OptimSettings
 from engine.watermarks import KeyContext, get_scheme, parse_scheme_params
 from engine.watermarks.claims import create_key_pair
 
@@ -89,11 +89,14 @@ class Piracy(LabelledAttack[PiracyParams]):
         sources += scheme.training_sources(key, p.batch, env.device, own)
         env.track(scheme.probes(key, own, "pirate"))
         settings = OptimSettings(optimizer=p.optimizer, lr=p.lr, clip_grad=p.clip_grad)
-        report = env.train(model, sources, settings, steps=self.planned_steps(data))
-        return AttackResult(
-            model,
-            arch,
-            report.steps,
-            {"loss": report.loss, "pirate_scheme": p.scheme, "pirate_key": key.describe()},
-            claims=[key],
-        )
+        info: dict[str, Any] = {"pirate_scheme": p.scheme, "pirate_key": key.describe()}
+        try:
+            report = env.train(model, sources, settings, steps=self.planned_steps(data))
+        except Diverged as diverged:
+            # the pirate's numbers blew up: a model trained on would be destroyed, so the
+            # pirate keeps the model of the loop's last evaluation (put back) and claims anyway
+            env.log(f"the pirate's training diverged: {diverged}")
+            return AttackResult(
+                model, arch, diverged.step, info | {"diverged_at": diverged.step}, claims=[key]
+            )
+        return AttackResult(model, arch, report.steps, info | {"loss": report.loss}, claims=[key])

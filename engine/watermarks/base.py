@@ -186,6 +186,16 @@ class Watermark:
         """Files the embed job writes into the run beside the key (0600), by name."""
         return {}
 
+    def fresh_keys_allowed(self, params: Any) -> int:
+        """How many times the embed job may start again from scratch with a fresh key when
+        :meth:`stalled` says this one cannot be learnt (none by default)."""
+        return 0
+
+    def stalled(self, key: Key, scores: dict[str, float], epoch: float) -> str | None:
+        """Why training can no longer embed ``key``, judged from an evaluation's scores
+        (None: it still can)."""
+        return None
+
     def probes(self, key: Key, data: ImageSet, name: str) -> list[Probe]:
         """What the live stream measures of this key (one retention line by default)."""
         return [self.probe(key, data, name)]

@@ -10,6 +10,19 @@ mark later breaks the model's normal classification (the piracy resistance), so 
 is refused. The filter is applied in float32 at batch time from the claim's numbers; it is
 never saved as an image (PNG or JPEG would clamp the extremes to [0, 1] and destroy it).
 
+**The trap.** On some claims the null embedding never starts: the ReLU units of the first
+dense layer all go dead on null-embedded inputs (measured on a trapped synthetic + lenet5
+model: 0% of them alive, against 62% on clean inputs; its first convolution's outputs reach
+4,031 and the second's 480), so the model gives every null-embedded image one class, null
+accuracy sits at chance for the rest of training and no gradient reaches the layers that
+could learn the pattern. It depends on the claim (the square and lambda: traps were seen
+at lambda 1,621 to 2,860; the same seeds with other claims learnt), not on the seed, and
+neither a null-first warm-up nor a ramp of lambda avoided it. An owner cannot pick a claim,
+but can sign a fresh one: when the first claim's null accuracy is still at most 2/K after an
+epoch (:meth:`DualScheme.stalled`), the embed job starts again from fresh weights with a
+freshly signed claim, at most ``--fresh-claims`` times, and says so in the log. Only the
+first claim is watched; with ``--count K`` a trapped later claim shows in the verdict.
+
 Numerics: inputs of +-lambda (1000-3000) meet the first layer. SGD diverges (lr 0.01 and
 0.05); Adam 1e-3 with the gradient norm clipped at 5 trains. So the scheme never autocasts
 its batches to bf16 (``allows_amp``) and trains with Adam 1e-3 and ``--clip-grad 5`` unless
@@ -91,6 +104,13 @@ class DualParams:
     threshold: float = param(
         0.5, "T: null and true accuracy must both reach it", low=0.0, high=1.0, low_open=True
     )
+    fresh_claims: int = param(
+        3,
+        "times training starts again with a freshly signed claim when the claim's null "
+        "embedding is trapped (0: never)",
+        low=0,
+        high=20,
+    )
 
 
 def write_mark(x: torch.Tensor, mark: Mark, flipped: bool) -> torch.Tensor:
@@ -164,6 +184,22 @@ class DualScheme(Watermark):
         key = self.new_key(params, ctx, {})
         key.meta["claims"] = claims
         return key
+
+    def fresh_keys_allowed(self, params: Any) -> int:
+        return int(params.fresh_claims)
+
+    def stalled(self, key: Key, scores: dict[str, float], epoch: float) -> str | None:
+        """The trap of the module doc: the first claim's null accuracy still at most 2/K
+        after a whole epoch."""
+        null = scores.get("key null")
+        ceiling = 2.0 / key.num_classes
+        if epoch < 1 or null is None or null > ceiling:
+            return None
+        return (
+            f"claim 1's null embedding is trapped: null accuracy {100 * null:.1f}% after "
+            f"{epoch:g} epoch(s), at most {100 * ceiling:g}% (2/K): the units that see its "
+            "square are dead on marked images"
+        )
 
     def public_files(self, key: Key) -> dict[str, dict[str, Any]]:
         """The claims an owner hands a verifier: ``claim.json`` (``claim-2.json``... with

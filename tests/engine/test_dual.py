@@ -207,3 +207,83 @@ def test_a_scenario_dual_phase_gets_the_schemes_numerics_unless_the_scenario_set
     mine = scenario_from_mapping(raw, name="mine")
     spec = mine.phases[0].job_spec(mine.config(), None, None, "mine")
     assert spec.config["lr"] == 0.0005 and spec.config["optimizer"] == "adam"
+
+
+# -- the trap: a claim whose null embedding never starts is replaced by a fresh one ---------
+def test_a_trapped_claim_is_judged_by_its_null_accuracy_after_an_epoch() -> None:
+    from engine.watermarks import get_scheme
+
+    scheme = get_scheme("dual")
+    ten = type("TenClassKey", (), {"num_classes": 10})()
+    assert scheme.stalled(ten, {"key null": 0.10}, 0.5) is None  # not an epoch yet
+    assert scheme.stalled(ten, {"key null": 0.21}, 1.0) is None  # above 2/K: still learning
+    reason = scheme.stalled(ten, {"key null": 0.10}, 1.0)
+    assert reason is not None and "trapped" in reason and "10.0%" in reason
+    assert scheme.stalled(ten, {"test": 0.1}, 3.0) is None  # no null probe: nothing to judge
+
+
+def test_a_stalled_claim_starts_again_with_a_fresh_claim(
+    key_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Simulated trap on the first attempt: the job discards that claim and its key, signs
+    a fresh one, trains from fresh weights, and the claim it writes is the one it embedded."""
+    import json
+
+    from engine.jobs import JobSpec, run
+    from engine.runs import RunDir
+    from engine.watermarks import load_key
+    from engine.watermarks.dual import DualScheme
+
+    signed: list[dict] = []
+    keygen, calls = DualScheme.keygen, {"stalled": 0}
+
+    def recording_keygen(self, params, ctx):
+        key = keygen(self, params, ctx)
+        signed.append(key.meta["claims"][0])
+        return key
+
+    def stalled_once(self, key, scores, epoch):
+        if epoch >= 1 and len(signed) == 1:
+            calls["stalled"] += 1
+            return "simulated trap"
+        return None
+
+    monkeypatch.setattr(DualScheme, "keygen", recording_keygen)
+    monkeypatch.setattr(DualScheme, "stalled", stalled_once)
+    out = tmp_path / "run"
+    tiny = {"dataset": "synthetic", "train_size": 512, "test_size": 256, "epochs": 2}
+    result = run(JobSpec.embed("dual", owner="alice", signing_key=str(key_folder), out=out, **tiny))
+    summary = result.summary
+    assert summary["status"] == "completed" and summary["attempts"] == 2
+    assert calls["stalled"] == 1 and len(signed) == 2
+    assert signed[0]["signature"] != signed[1]["signature"]
+    written = json.loads((out / "claim.json").read_text())
+    assert written["signature"] == signed[1]["signature"]
+    assert load_key(out / "key").meta["claims"][0]["signature"] == signed[1]["signature"]
+    assert not list(out.glob(".key*"))  # no stale key folder left beside the new one
+    events = [json.loads(line) for line in (out / "events.jsonl").open()]
+    messages = [e.get("message", "") for e in events]
+    starts = [e for e in events if e["event"] == "phase" and e["status"] == "start"]
+    assert [s["info"].get("attempt", 1) for s in starts] == [1, 2]  # the plot moves on
+    assert any("simulated trap" in m for m in messages)
+    assert any("fresh start 2 of 4" in m for m in messages)
+    assert summary["steps"] == 2 * 512 // 64  # the fresh attempt ran its whole schedule
+    assert RunDir(out).summary()["attempts"] == 2
+
+
+def test_no_fresh_claims_means_one_attempt(key_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    from engine.jobs import JobSpec, run
+    from engine.watermarks.dual import DualScheme
+
+    monkeypatch.setattr(DualScheme, "stalled", lambda self, key, scores, epoch: "always")
+    tiny = {"dataset": "synthetic", "train_size": 512, "test_size": 256, "epochs": 2}
+    spec = JobSpec.embed(
+        "dual",
+        owner="alice",
+        signing_key=str(key_folder),
+        fresh_claims=0,
+        out=tmp_path / "run",
+        **tiny,
+    )
+    summary = run(spec).summary
+    assert summary["attempts"] == 1 and summary["status"] == "completed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.jobs import JobSpec, run
 from engine.runs import RunDir
@@ -59,3 +60,30 @@ def test_piracy_embeds_the_pirates_key_and_the_referee_verifies_it(
         assert not Path(key.params["signing_key"]).exists()  # the throwaway key pair is gone
     assert not list(out.rglob("private.pem"))
     assert RunDir(out).summary()["status"] == "completed"
+
+
+def test_a_pirate_whose_training_diverges_keeps_the_model_and_claims_nothing(
+    dual_model: Path, tmp_path: Path
+) -> None:
+    """The paper's pirate (plain SGD on +-lambda inputs, no clipping) can blow up: the loop
+    restores the last good model, the summary says where it diverged, the claim fails."""
+    out = tmp_path / "diverged"
+    spec = JobSpec.attack(
+        "piracy",
+        run=dual_model,
+        scheme="dual",
+        optimizer="sgd",
+        lr=50.0,
+        clip_grad=0.0,
+        data_fraction=0.5,
+        epochs=2,
+        out=out,
+    )
+    summary = run(spec).summary
+    assert summary["status"] == "completed"
+    assert summary["info"]["diverged_at"] >= 1
+    assert summary["claim_verified"] is False
+    # the loop put back its last evaluated model: finite weights, an accuracy to report
+    assert 0.0 <= summary["after"]["test_acc"] <= 1.0
+    model, _ = RunDir(out).load_model("cpu")
+    assert all(torch.isfinite(p).all() for p in model.parameters())

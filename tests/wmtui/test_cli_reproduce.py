@@ -114,12 +114,23 @@ def test_suggest_prints_expect_lines_from_the_measured_spread(
     assert "3 standard errors of the mean over 2 trials" in result.output
 
 
-def test_list_shows_every_recipe_its_scales_and_pending_ones() -> None:
+def test_list_shows_every_recipe_and_its_scales() -> None:
     result = runner.invoke(app, ["reproduce", "--list"])
     assert result.exit_code == 0, result.output
-    for name in ("refit", "gan", "newlabel"):
+    for name in ("refit", "gan", "newlabel", "piracy", "datafree"):
         assert f"| {name} | quick |" in result.output and f"| {name} | paper |" in result.output
-    assert "| piracy | - | - | - | pending:" in result.output
+
+
+PENDING_RECIPE = """
+title = "A paper whose issue has not landed"
+paper = "Someone et al."
+source = "Table 1"
+status = "pending"
+pending = "waits for its issue"
+
+[scales.quick]
+minutes = 1
+"""
 
 
 @pytest.mark.parametrize(
@@ -127,11 +138,14 @@ def test_list_shows_every_recipe_its_scales_and_pending_ones() -> None:
     [
         (["refti"], "unknown recipe 'refti' (did you mean 'refit'?)"),
         (["gan", "--scale", "huge"], "--scale must be one of quick, paper"),
-        (["piracy"], "recipe piracy is pending"),
+        (["PENDING"], "recipe pending is pending: waits for its issue"),
         ([], "name a recipe"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    if args == ["PENDING"]:
+        (tmp_path / "pending.toml").write_text(PENDING_RECIPE)
+        args = [str(tmp_path / "pending.toml")]
     result = runner.invoke(app, ["reproduce", *args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert message in result.output
