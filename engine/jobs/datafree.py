@@ -166,7 +166,9 @@ def datafree_job(
                     "device": str(device),
                     "epochs": config.epochs,
                     "max_rounds": max(config.epochs, params.max_rounds),
-                    "steps": total_steps,
+                    # the plan: --epochs rounds; past it only while a trigger is not learnt
+                    "steps": least_steps,
+                    "max_steps": total_steps,
                     "run": str(run.path) if run else "",
                     "from": str(from_run),
                 },

@@ -181,3 +181,13 @@ async def test_the_start_screen_ends_a_long_description_with_an_ellipsis() -> No
         about = app.screen.query_one("#about")
         rows = [screen_line(about, y).rstrip() for y in range(about.size.height)]
         assert rows[-1].endswith("…") and rows[0].startswith("Embed the TEST watermark")
+
+
+def test_training_past_its_planned_steps_says_so_and_widens_the_axis() -> None:
+    """A data-free injection plans --epochs rounds and goes on until its triggers are learnt:
+    the status names the plan instead of a step count beyond it, and the axis follows."""
+    state = folded([Phase("embed", "start", info={"steps": 1020, "max_steps": 5100})])
+    state.apply(Metrics("embed", 1000, 58.8, 0.001, 1.0, 1500.0, 0.89, {"key": 0.9}))
+    assert "step 1000/1020 " in status_line(state) and state.x_upper == 1020
+    state.apply(Metrics("embed", 1500, 88.2, 0.001, 1.0, 1500.0, 0.89, {"key": 0.97}))
+    assert "step 1500 (planned 1020) " in status_line(state) and state.x_upper == 1500

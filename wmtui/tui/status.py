@@ -37,6 +37,8 @@ def status_line(state: DashboardState) -> str:
         line = scan_line(state)
     else:
         total = f"/{state.total_steps}" if state.total_steps else ""
+        if state.total_steps and state.step > state.total_steps:
+            total = f" (planned {state.total_steps})"  # a data-free run learning its triggers
         lr = f"{state.lr:.3g}" if state.lr is not None else "-"
         loss = f"{state.loss:.4f}" if state.loss is not None else "-"
         speed = f"{state.images_per_s:,.0f}" if state.images_per_s > 0 else "-"
