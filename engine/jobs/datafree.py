@@ -149,7 +149,8 @@ def datafree_job(
             ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
         per_round = round_steps(config.batch_size, params)
         least_steps = config.epochs * per_round
-        total_steps = max(config.epochs, params.max_rounds) * per_round
+        max_rounds = max(config.epochs, params.max_rounds)
+        total_steps = max_rounds * per_round
         model = copy.deepcopy(clean)
         for p in model.parameters():
             p.requires_grad_(True)
@@ -165,7 +166,7 @@ def datafree_job(
                     "model": arch.name,
                     "device": str(device),
                     "epochs": config.epochs,
-                    "max_rounds": max(config.epochs, params.max_rounds),
+                    "max_rounds": max_rounds,
                     # the plan: --epochs rounds; past it only while a trigger is not learnt
                     "steps": least_steps,
                     "max_steps": total_steps,

@@ -64,7 +64,6 @@ class SweepBrowser(App[Path | None]):
         self.cursor = cursor
         #: the running sweep (live mode): polled, and stopped when the browser quits
         self.driver = driver
-        self._shown: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text(), id="sweep-title")
@@ -81,7 +80,7 @@ class SweepBrowser(App[Path | None]):
             state = (
                 f"sweep running, {running} trial(s) now · "
                 if code is None
-                else (f"sweep ended (exit {code}) · ")
+                else f"sweep ended (exit {code}) · "
             )
         return f"{self.out}: {state}{done}/{len(self.rows)} trials completed — Enter replays one"
 
