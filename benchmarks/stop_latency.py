@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import Event, Phase
-from engine.jobs.scenarios import load_scenario
+from engine.studies.scenarios import load_scenario
 from wmtui.tui.sessions import scenario_session
 
 TARGET_S = 2.0

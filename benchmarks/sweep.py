@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.jobs.sweep_backends import run_sweep
-from engine.jobs.sweep_results import read_rows
-from engine.jobs.sweeps import grid_from_mapping, plan_sweep
+from engine.studies.sweep_backends import run_sweep
+from engine.studies.sweep_results import read_rows
+from engine.studies.sweeps import grid_from_mapping, plan_sweep
 from engine.threads import current_load, usable_cores
 
 SPEEDUP_TARGET = 1.7
@@ -78,7 +78,7 @@ def start_ray() -> tuple[float, Any]:
     """The backend's own private Ray (what `wmtui sweep --backend ray` starts), timed."""
     import ray
 
-    from engine.jobs.sweep_ray import connect
+    from engine.studies.sweep_ray import connect
 
     started = time.monotonic()
     temp = connect(ray, None)

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RunError
-from engine.jobs.scenario_runner import HEADLINE
-from engine.jobs.sweep_results import RESULTS_JSONL
 from engine.metrics import mad_flag_line
 from engine.reports.stream import (
     MAX_TRIGGERS,
@@ -34,6 +32,8 @@ from engine.reports.stream import (
     triggers_from_events,
 )
 from engine.runs import EVENTS, MANIFEST, SUMMARY, read_json
+from engine.studies.scenario_runner import HEADLINE
+from engine.studies.sweep_results import RESULTS_JSONL
 
 RECIPE_FILE = "recipe.json"
 #: manifest fields that are versions, shown apart from the configuration
@@ -387,7 +387,7 @@ def collect_recipe(path: Path) -> RecipeData:
 # -- sweeps ------------------------------------------------------------------------------------
 def collect_sweep(path: Path, manifest: dict[str, Any]) -> SweepData:
     """``results.jsonl`` (one row per trial) and ``summary.json`` (the aggregate) as
-    :mod:`engine.jobs.sweep_results` writes them; the first completed trial in full."""
+    :mod:`engine.studies.sweep_results` writes them; the first completed trial in full."""
     if not (path / RESULTS_JSONL).is_file():
         raise RunError(f"{path} is a sweep that has written no results yet: no {RESULTS_JSONL}")
     rows = [public(row) for row in sweep_rows(path / RESULTS_JSONL)]

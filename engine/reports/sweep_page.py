@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.jobs.sweep_results import RESULTS_CSV, RESULTS_JSONL
 from engine.reports.collect import SweepData
 from engine.reports.html import (
     document,
@@ -22,6 +21,7 @@ from engine.reports.html import (
     rate,
     table,
 )
+from engine.studies.sweep_results import RESULTS_CSV, RESULTS_JSONL
 
 CONFIGS_FIGURE = "configs"
 SWEEP_SECTIONS = (("configs", "Configurations"), ("trials", "Trials"), ("grid", "Grid"))

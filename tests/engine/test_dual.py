@@ -187,7 +187,7 @@ def test_claims_round_trip_through_dicts() -> None:
 
 
 def test_a_scenario_dual_phase_gets_the_schemes_numerics_unless_the_scenario_sets_them() -> None:
-    from engine.jobs.scenarios import load_scenario, scenario_from_mapping
+    from engine.studies.scenarios import load_scenario, scenario_from_mapping
 
     piracy = load_scenario("piracy")
     owner = piracy.phases[0].job_spec(piracy.config(), None, None, "piracy")

@@ -6,7 +6,9 @@
   referee in ``engine.jobs`` does), checked on every import statement, lazy ones included;
 * no import cycles inside ``engine``, lazy imports included (a cycle patched with an import
   inside a function is still a cycle);
-* ``wmtui.cli`` imports textual only inside the commands that start the app.
+* ``wmtui.cli`` imports textual only inside the commands that start the app;
+* the layers: ``engine.jobs`` (one job) never imports ``engine.studies`` (many jobs); the
+  building blocks (data, models, training, watermarks, attacks) import neither.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def imported_names(path: Path, module: str) -> list[tuple[str, bool]]:
 
 def test_every_engine_module_imports_no_ui_library() -> None:
     names = sorted(m.name for m in pkgutil.walk_packages(engine.__path__, "engine.") if not m.ispkg)
-    assert "engine.jobs.scenarios" in names and "engine.attacks.gan" in names
+    assert "engine.studies.scenarios" in names and "engine.attacks.gan" in names
     code = (
         "import importlib, sys\n"
         f"for name in {names!r}: importlib.import_module(name)\n"
@@ -73,6 +75,41 @@ def test_attacks_never_import_the_watermark_schemes() -> None:
         for module, path in module_files("engine.attacks").items()
         for name, _ in imported_names(path, module)
         if name == "engine.watermarks" or name.startswith("engine.watermarks.")
+    ]
+    assert offenders == []
+
+
+#: (lower layer, the layers above it that it must never import); lazy imports count too
+LAYERS = {
+    "engine.jobs": ("engine.studies",),
+    "engine.data": ("engine.jobs", "engine.studies", "engine.runs", "engine.models"),
+    "engine.models": ("engine.jobs", "engine.studies"),
+    "engine.training": ("engine.jobs", "engine.studies"),
+    "engine.watermarks": ("engine.jobs", "engine.studies"),
+    "engine.attacks": ("engine.jobs", "engine.studies"),
+}
+
+
+def test_lower_layers_never_import_higher_ones() -> None:
+    modules = module_files("engine")
+    offenders = [
+        f"{module} imports {name}"
+        for module, path in modules.items()
+        for layer, above in LAYERS.items()
+        if module == layer or module.startswith(layer + ".")
+        for name, _ in imported_names(path, module)
+        if any(name == top or name.startswith(top + ".") for top in above)
+    ]
+    assert offenders == []
+    assert "engine.studies.presets" in modules and "engine.jobs.importer" in modules
+
+
+def test_engine_never_imports_wmtui_even_lazily() -> None:
+    offenders = [
+        f"{module} imports {name}"
+        for module, path in module_files("engine").items()
+        for name, _ in imported_names(path, module)
+        if name.split(".")[0] in UI_LIBRARIES
     ]
     assert offenders == []
 

@@ -12,9 +12,9 @@ from engine import commands as cmd
 from engine.attacks.scan import ScanReporter
 from engine.events import ClassScan, Event, Log, event_from_dict
 from engine.jobs.referee import recorded_test_acc
-from engine.jobs.scenarios import load_scenario, preset_names
 from engine.runs import RunDir
 from engine.session import JobContext
+from engine.studies.scenarios import load_scenario, preset_names
 
 
 def test_scan_reports_carry_the_step_of_the_whole_search() -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from engine.errors import ConfigError, RunError
-from engine.jobs.grid import expand, placeholders, substitute, trial_key
-from engine.jobs.recipe_file import load_recipe, recipe_from_mapping, recipe_names
-from engine.jobs.recipes import RESULT_FILE, TRIALS, lookup, plan, prepare_recipe
 from engine.session import Session
+from engine.studies.grid import expand, placeholders, substitute, trial_key
+from engine.studies.recipe_file import load_recipe, recipe_from_mapping, recipe_names
+from engine.studies.recipes import RESULT_FILE, TRIALS, lookup, plan, prepare_recipe
 
 TINY_TRAIN = {
     "dataset": "synthetic",

@@ -20,10 +20,10 @@ from engine.reports.stream import fold_timeline, triggers_from_events
 from engine.session import Session
 
 try:  # the scenario runner moved out of scenarios.py
-    from engine.jobs.scenario_runner import prepare_scenario
+    from engine.studies.scenario_runner import prepare_scenario
 except ImportError:  # pragma: no cover
-    from engine.jobs.scenarios import prepare_scenario  # type: ignore[attr-defined,no-redef]
-from engine.jobs.scenarios import scenario_from_mapping
+    from engine.studies.scenarios import prepare_scenario  # type: ignore[attr-defined,no-redef]
+from engine.studies.scenarios import scenario_from_mapping
 
 TINY_TRAIN = {
     "dataset": "synthetic",

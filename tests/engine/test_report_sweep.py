@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.errors import RunError
-from engine.jobs.sweep_backends import run_sweep
-from engine.jobs.sweeps import grid_from_mapping, plan_sweep
 from engine.reports import SweepData, build, collect, make_report
+from engine.studies.sweep_backends import run_sweep
+from engine.studies.sweeps import grid_from_mapping, plan_sweep
 from wmtui.cli import app
 from wmtui.cli import report as cli_report
 

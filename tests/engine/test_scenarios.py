@@ -12,10 +12,10 @@ import pytest
 from engine import commands as cmd
 from engine.errors import ConfigError
 from engine.events import Done, Metrics, Phase, event_from_dict
-from engine.jobs.scenario_runner import prepare_scenario
-from engine.jobs.scenarios import load_scenario, preset_names, scenario_from_mapping
 from engine.runs import RunDir
 from engine.session import Session
+from engine.studies.scenario_runner import prepare_scenario
+from engine.studies.scenarios import load_scenario, preset_names, scenario_from_mapping
 
 TINY_TRAIN = {
     "dataset": "synthetic",
@@ -115,7 +115,7 @@ def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch) ->
     monkeypatch.chdir(tmp_path)
     (tmp_path / "gan").mkdir()  # a run folder the user called gan
     (tmp_path / "classic").mkdir()
-    assert load_scenario("gan").source.endswith("assets/scenarios/gan.toml")
+    assert load_scenario("gan").source.endswith("presets/scenarios/gan.toml")
     assert load_scenario("classic").name == "classic"
     (tmp_path / "mine").mkdir()
     with pytest.raises(ConfigError, match="mine is a folder"):

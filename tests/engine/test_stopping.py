@@ -21,9 +21,9 @@ import pytest
 
 from engine import commands as cmd
 from engine.events import Checkpoint, ClassScan, Event, Log, Metrics, Phase
-from engine.jobs.scenario_runner import prepare_scenario
-from engine.jobs.scenarios import scenario_from_mapping
 from engine.session import Session
+from engine.studies.scenario_runner import prepare_scenario
+from engine.studies.scenarios import scenario_from_mapping
 from tests.engine.test_scenarios import TINY_TRAIN
 
 STOP_WITHIN_S = 2.0

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from engine.errors import ConfigError
-from engine.jobs.sweep_backends import run_sweep
-from engine.jobs.sweep_results import (
+from engine.studies.sweep_backends import run_sweep
+from engine.studies.sweep_results import (
     RESULTS_CSV,
     RESULTS_JSONL,
     SUMMARY,
     SweepResults,
     read_rows,
 )
-from engine.jobs.sweep_trial import payload, run_payload
-from engine.jobs.sweeps import TRIALS, grid_from_mapping, load_grid, plan_sweep
+from engine.studies.sweep_trial import payload, run_payload
+from engine.studies.sweeps import TRIALS, grid_from_mapping, load_grid, plan_sweep
 
 TINY_TRAIN = {
     "dataset": "synthetic",

@@ -8,21 +8,20 @@ import json
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from engine.jobs.scenarios import scenario_from_mapping, scenario_path
 from engine.session import Session
+from engine.studies.scenarios import scenario_from_mapping, scenario_source
 from wmtui.cli import app
 from wmtui.cli import report as cli_report
 
 try:  # the scenario runner moved out of scenarios.py
-    from engine.jobs.scenario_runner import prepare_scenario
+    from engine.studies.scenario_runner import prepare_scenario
 except ImportError:  # pragma: no cover
-    from engine.jobs.scenarios import prepare_scenario  # type: ignore[attr-defined,no-redef]
+    from engine.studies.scenarios import prepare_scenario  # type: ignore[attr-defined,no-redef]
 
 cli_report.register(app)
 cli_report.register(app)  # a second registration is a no-op
@@ -67,7 +66,7 @@ window.addEventListener('load', function () {
 
 @pytest.fixture(scope="module")
 def classic_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
-    raw = tomllib.loads(scenario_path("classic").read_text(encoding="utf-8"))
+    raw = scenario_source("classic").read()
     raw["train"] = TINY_TRAIN
     raw["phases"][1]["params"] |= TINY_SCAN
     raw["phases"][1]["budget"] = {"data_fraction": 0.4, "epochs": 1}

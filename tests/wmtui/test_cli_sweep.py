@@ -18,12 +18,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from engine.jobs.sweep_results import read_rows
-from engine.jobs.sweeps import GRID_DIR, TRIALS
+from engine.studies.presets import preset_dir
+from engine.studies.sweep_results import read_rows
+from engine.studies.sweeps import TRIALS
 from wmtui.cli import sweep as sweep_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-MINIMAL = GRID_DIR / "minimal.toml"
+MINIMAL = Path(str(preset_dir("sweep grid") / "minimal.toml"))
 #: the minimal grid made tiny (about a second a trial): what the kill-and-resume test runs
 TINY = (
     MINIMAL.read_text()
@@ -65,7 +66,7 @@ def run_cli(args: list[str], data_dir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """assets/sweeps/minimal.toml (the README's grid), uninterrupted, on two workers."""
+    """the minimal preset (the README's grid), uninterrupted, on two workers."""
     out = tmp_path_factory.mktemp("sweeps") / "minimal"
     result = run_cli(["sweep", str(MINIMAL), "--workers", "2", "--out", str(out)], data_dir)
     assert result.exit_code == 0, result.output

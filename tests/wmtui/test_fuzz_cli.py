@@ -26,8 +26,8 @@ from engine.attacks import AttackerBudget
 from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.jobs import JOB_KINDS
-from engine.jobs.scenarios import load_scenario, preset_names
 from engine.registry import check_value, scalar_type
+from engine.studies.scenarios import load_scenario, preset_names
 from tests.conftest import save_suspect_run
 from wmtui.cli import app
 

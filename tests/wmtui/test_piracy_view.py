@@ -1,7 +1,7 @@
 """Two piracy attacks side by side (Li et al., Fig. 4): the ``piracy`` scenario's attack on a
 dual model beside the same attack on a pattern model, each over its own steps from 0, with
 test accuracy, the owner's mark and the pirate's; in the state, on the dashboard at 80x24 and
-120x40, and in replay. The events mimic a real run (engine/jobs/scenarios.py, referee.py and
+120x40, and in replay. The events mimic a real run (engine/studies/scenarios.py, referee.py and
 piracy.py: job phase "piracy" with info["attack"], the pirate's probes "pirate null"/"pirate
 true" or "pirate")."""
 

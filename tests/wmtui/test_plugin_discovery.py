@@ -15,11 +15,11 @@ from engine.attacks import ATTACKS, AttackerData, Detection, Detector, register_
 from engine.attacks.detection import ScanParams
 from engine.config import TrainConfig
 from engine.jobs import JobSpec, run
-from engine.jobs.scenarios import scenario_from_mapping
 from engine.models import Architecture, build_model
 from engine.registry import param
 from engine.runs import RunDir
 from engine.session import JobContext
+from engine.studies.scenarios import scenario_from_mapping
 from tests.wmtui.fakes import FakeSession, training_script
 from wmtui.cli import app
 from wmtui.tui.app import WmtuiApp

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine import commands as cmd
-from engine.jobs.scenarios import Scenario, load_scenario, preset_names
+from engine.studies.scenarios import Scenario, load_scenario, preset_names
 from tests.wmtui.fakes import FakeSession, scenario_script, training_script
 from wmtui.cli import app as cli_app
 from wmtui.tui.app import WmtuiApp

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from engine.models.importer import import_state_dict
+from engine.jobs.importer import import_state_dict
 from wmtui.cli.common import JsonFlag
 
 COMMAND = "import"

@@ -92,10 +92,26 @@ ScenarioOption = Annotated[
 ]
 
 
+def print_version(value: bool) -> None:
+    """``wmtui --version``: the one version source is ``engine.__version__`` (the package's
+    metadata is generated from it at build time)."""
+    if value:
+        from engine import __version__
+
+        typer.echo(f"wmtui {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=print_version, help="print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     """Without a command, the playground (tui): the start screen, or with tui's options
     (wmtui --scenario gan, wmtui --dataset synthetic ...) straight away."""
@@ -207,7 +223,7 @@ def launch_scenario_tui(
     shares the process with the screen, so the thread choice leaves it a core."""
     check_refresh(refresh)
     note = apply_threads(threads, ui=True)
-    from engine.jobs.scenarios import Scenario, load_scenario
+    from engine.studies.scenarios import Scenario, load_scenario
     from wmtui.tui.app import WmtuiApp
     from wmtui.tui.sessions import scenario_session
 

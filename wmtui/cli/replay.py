@@ -131,11 +131,11 @@ def served_args(replay_run: Path | None, scenario: str | None, extra: list[str])
 def scenario_args(name: str) -> list[str]:
     """``tui --scenario NAME``; an unknown scenario is one line here rather than a dead tab
     in every browser, and a file is made absolute (the tab's process may start elsewhere)."""
-    from engine.jobs.scenarios import SCENARIO_DIR, load_scenario, scenario_path
+    from engine.studies.scenarios import load_scenario, scenario_source
 
-    path = scenario_path(name)  # the same rule as --scenario: a folder never hides a preset
-    if path.parent != SCENARIO_DIR:
-        name = str(path.resolve())
+    source = scenario_source(name)  # the same rule as --scenario: a folder never hides a preset
+    if not source.preset:
+        name = str(Path(source.location).resolve())
     load_scenario(name)
     return ["tui", "--scenario", name]
 

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import typer
 
 from engine.errors import ConfigError
-from engine.jobs.recipe_file import SCALES, load_recipe, recipe_names
-from engine.jobs.recipes import (
+from engine.studies.recipe_file import SCALES, load_recipe, recipe_names
+from engine.studies.recipes import (
     RecipeRun,
     load_result,
     plan,

@@ -20,8 +20,8 @@ import typer
 from engine.config import TrainConfig
 from engine.errors import ConfigError
 from engine.jobs.common import check_config
-from engine.jobs.scenario_runner import prepare_scenario
-from engine.jobs.scenarios import load_scenario, preset_names
+from engine.studies.scenario_runner import prepare_scenario
+from engine.studies.scenarios import load_scenario, preset_names
 from engine.threads import apply_threads
 from wmtui.cli.common import ThreadsOption
 from wmtui.cli.options import listing, with_dataclass_options

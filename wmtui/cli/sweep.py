@@ -1,7 +1,7 @@
 """``wmtui sweep GRID``: a grid of trials, locally or on Ray, resumable.
 
-    wmtui sweep assets/sweeps/minimal.toml                    # local, one worker per core
-    wmtui sweep refit --workers 2 --out runs/sweeps/refit     # a preset of assets/sweeps
+    wmtui sweep minimal                                       # local, one worker per core
+    wmtui sweep refit --workers 2 --out runs/sweeps/refit     # a preset, by name
     wmtui sweep refit --backend ray --address HEAD:6379       # an existing Ray cluster
     wmtui sweep refit --dry-run                               # the trials and what is done
 
@@ -45,9 +45,7 @@ def default_out(name: str) -> Path:
 
 
 def sweep(
-    grid: Annotated[
-        str, typer.Argument(metavar="GRID", help="grid TOML file, or a preset of assets/sweeps")
-    ],
+    grid: Annotated[str, typer.Argument(metavar="GRID", help="grid TOML file, or a preset name")],
     backend: Annotated[
         str, typer.Option("--backend", help="local (worker processes) or ray (Ray Tune)")
     ] = "local",
@@ -83,8 +81,8 @@ def sweep(
     ] = False,
 ) -> None:
     """Run a grid of trials (a scenario over axes), resumable, locally or on Ray."""
-    from engine.jobs.sweep_backends import BACKENDS, run_sweep
-    from engine.jobs.sweeps import load_grid, plan_sweep
+    from engine.studies.sweep_backends import BACKENDS, run_sweep
+    from engine.studies.sweeps import load_grid, plan_sweep
 
     _check_options(backend, workers, threads, device, address, BACKENDS)
     loaded = load_grid(grid)
@@ -166,7 +164,7 @@ def _check_options(
 
 
 def _dry_run(plan: Any, json_mode: bool) -> None:
-    from engine.jobs.sweep_results import completed_row
+    from engine.studies.sweep_results import completed_row
 
     for trial in plan.trials:
         done = completed_row(plan, trial) is not None
@@ -180,7 +178,7 @@ def _dry_run(plan: Any, json_mode: bool) -> None:
 
 
 def _finish(outcome: Any, plan: Any, json_mode: bool) -> None:
-    from engine.jobs.sweep_results import summary_table
+    from engine.studies.sweep_results import summary_table
 
     summary = outcome.summary
     if json_mode:

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -24,7 +25,7 @@ from engine import commands as cmd
 from engine.errors import UserError
 from engine.events import Event
 from engine.jobs import JOB_KINDS, JobSpec
-from engine.jobs.scenarios import Scenario
+from engine.studies.scenarios import Scenario
 from engine.watermarks.base import NEXT_TRIGGER
 from wmtui.tui.dashboard import Dashboard
 from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
@@ -53,7 +54,8 @@ Chooser = Callable[[Scenario], tuple["SessionLike", Path]]
 class WmtuiApp(App[None]):
     """Live training dashboard (loss, accuracy, status, log)."""
 
-    CSS_PATH = Path(__file__).with_name("app.tcss")
+    #: read through importlib.resources: the stylesheet ships inside the installed package
+    CSS = resources.files("wmtui.tui").joinpath("app.tcss").read_text(encoding="utf-8")
     TITLE = "wmtui"
     #: the keys that steer a live worker, and what each steers: replay keeps them bound
     #: (pressing one explains itself) but out of its footer

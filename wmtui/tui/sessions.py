@@ -13,10 +13,10 @@ from typing import Any
 from engine.config import TrainConfig
 from engine.jobs import JobSpec, embed_job, train_job
 from engine.jobs.followup import sibling_path
-from engine.jobs.scenario_runner import prepare_scenario
-from engine.jobs.scenarios import Scenario
 from engine.runs import RunDir
 from engine.session import Session
+from engine.studies.scenario_runner import prepare_scenario
+from engine.studies.scenarios import Scenario
 
 
 def training_session(

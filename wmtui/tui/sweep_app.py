@@ -20,7 +20,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
-from engine.jobs.sweep_results import read_rows
+from engine.studies.sweep_results import read_rows
 
 #: metrics shown as percentages (the others as numbers)
 PERCENT = ("test_acc", "retention")

@@ -19,7 +19,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from engine.errors import UserError
-from engine.jobs.scenarios import PhaseSpec, Scenario, load_scenario, preset_names
+from engine.studies.scenarios import PhaseSpec, Scenario, load_scenario, preset_names
 from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.jobs.grid import trial_key
-from engine.jobs.sweep_trial import Payload, payload, run_payload, set_threads
-from engine.jobs.sweeps import SweepPlan, SweepTrial
+from engine.studies.grid import trial_key
+from engine.studies.sweep_trial import Payload, payload, run_payload, set_threads
+from engine.studies.sweeps import SweepPlan, SweepTrial
 from engine.threads import usable_cores
 
 INSTALL_HINT = "the ray backend needs Ray: pip install 'wmtui[ray]' (or pip install 'ray[tune]')"

@@ -21,9 +21,11 @@ from typing import Any
 from engine.config import TrainConfig
 from engine.errors import ConfigError, RunError
 from engine.events import Event
-from engine.jobs.grid import expand, matches, point_label, substitute, trial_key
-from engine.jobs.recipe_file import UNITS, Cell, Recipe
-from engine.jobs.scenario_runner import (
+from engine.runs import RunDir, atomic_write_json, read_json
+from engine.session import Job, JobContext, StopRequested
+from engine.studies.grid import expand, matches, point_label, substitute, trial_key
+from engine.studies.recipe_file import UNITS, Cell, Recipe
+from engine.studies.scenario_runner import (
     PhaseRouter,
     completed,
     completed_summary,
@@ -31,9 +33,7 @@ from engine.jobs.scenario_runner import (
     scenario_job,
     scenario_manifest,
 )
-from engine.jobs.scenarios import Scenario
-from engine.runs import RunDir, atomic_write_json, read_json
-from engine.session import Job, JobContext, StopRequested
+from engine.studies.scenarios import Scenario
 
 RESULT_FILE = "recipe.json"
 TRIALS = "trials"

@@ -6,14 +6,14 @@ is a :class:`~engine.jobs.spec.JobSpec` of a kind in :data:`JOB_KINDS`, checked 
 the headless command builds it, run on the one session's context: a scenario adds no
 training loop and no checks of its own, only the order.
 
-Presets live in ``assets/scenarios/NAME.toml``; ``--scenario FILE`` takes the user's own.
+Presets live in ``engine/studies/presets/scenarios/NAME.toml``; ``--scenario FILE`` takes
+the user's own.
 All names and parameters are validated when the file is read, before anything trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from engine.attacks.budget import AttackerBudget
 from engine.config import TrainConfig
 from engine.errors import ConfigError, UserError, unknown_name
 from engine.jobs.spec import JOB_KINDS, JobKind, JobSpec
+from engine.studies import presets
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "assets" / "scenarios"
 DEFAULT_SCENARIO = "classic"
 
 
@@ -156,42 +156,18 @@ class Scenario:
 
 # -- reading ------------------------------------------------------------------------------
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+    return presets.preset_names("scenario")
 
 
-def scenario_path(name_or_file: str) -> Path:
-    """The TOML file a ``--scenario`` value means.
-
-    A name is a preset unless it is an existing ``.toml`` file: a folder that happens to be
-    called ``gan`` or ``classic`` in the current directory (a run folder, say) must not hide
-    the preset. Any other existing file that is not a preset's name is read as TOML too.
-    """
-    path = Path(name_or_file)
-    if path.suffix == ".toml" and path.is_file():
-        return path
-    presets = preset_names()
-    if name_or_file in presets:
-        return SCENARIO_DIR / f"{name_or_file}.toml"
-    if path.is_file():
-        return path
-    if path.is_dir():
-        raise ConfigError(f"scenario {path} is a folder; give a preset name or a TOML file")
-    if path.suffix == ".toml" or len(path.parts) > 1:
-        raise ConfigError(f"scenario file not found: {path}")
-    raise unknown_name("scenario", name_or_file, presets)
+def scenario_source(name_or_file: str) -> presets.Source:
+    """The TOML a ``--scenario`` value means (the one rule of :mod:`engine.studies.presets`)."""
+    return presets.resolve("scenario", name_or_file)
 
 
 def load_scenario(name_or_file: str) -> Scenario:
-    """A preset by name, or a TOML file by path (see :func:`scenario_path`); every phase is
-    validated here."""
-    path = scenario_path(name_or_file)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read scenario {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"scenario {path} is not valid TOML: {exc}") from None
-    return scenario_from_mapping(raw, name=path.stem, source=str(path))
+    """A preset by name, or a TOML file by path; every phase is validated here."""
+    source = scenario_source(name_or_file)
+    return scenario_from_mapping(source.read(), name=source.name, source=str(source))
 
 
 def scenario_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Scenario:

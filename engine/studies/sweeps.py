@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.attacks.budget import AttackerBudget
-from engine.config import TrainConfig, load_toml
+from engine.config import TrainConfig
 from engine.errors import ConfigError, UserError, closest, unknown_name
-from engine.jobs.grid import (
+from engine.jobs.spec import JOB_KINDS
+from engine.studies import presets
+from engine.studies.grid import (
     Point,
     expand,
     matches,
@@ -43,10 +45,8 @@ from engine.jobs.grid import (
     substitute,
     trial_key,
 )
-from engine.jobs.scenarios import Scenario, scenario_from_mapping
-from engine.jobs.spec import JOB_KINDS
+from engine.studies.scenarios import Scenario, scenario_from_mapping
 
-GRID_DIR = Path(__file__).resolve().parents[2] / "assets" / "sweeps"
 TRIALS = "trials"
 #: the axes a configuration is averaged over (mean ± std over seeds)
 SEED_AXES = ("seed", "train.seed")
@@ -111,26 +111,12 @@ class SweepPlan:
 
 # -- reading ------------------------------------------------------------------------------
 def grid_names() -> list[str]:
-    return sorted(p.stem for p in GRID_DIR.glob("*.toml"))
-
-
-def grid_path(name_or_file: str) -> Path:
-    """An existing TOML file, else a preset of ``assets/sweeps`` by name (closest suggested)."""
-    path = Path(name_or_file)
-    if path.is_file():
-        return path
-    if name_or_file in grid_names():
-        return GRID_DIR / f"{name_or_file}.toml"
-    if path.is_dir():
-        raise ConfigError(f"grid {path} is a folder; give a grid TOML file")
-    if path.suffix == ".toml" or len(path.parts) > 1:
-        raise ConfigError(f"grid file not found: {path}")
-    raise unknown_name("sweep grid", name_or_file, grid_names())
+    return presets.preset_names("sweep grid")
 
 
 def load_grid(name_or_file: str) -> Grid:
-    path = grid_path(name_or_file)
-    return grid_from_mapping(load_toml(path), path.stem, str(path))
+    source = presets.resolve("sweep grid", name_or_file)
+    return grid_from_mapping(source.read(), source.name, str(source))
 
 
 def grid_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Grid:

@@ -2,7 +2,7 @@
 
 :func:`run_sweep` reads the trials' folders first (completed trials are kept, never rerun),
 then hands the rest to a backend: ``local`` (worker processes on this machine, see below) or
-``ray`` (Ray Tune, :mod:`engine.jobs.sweep_ray`). Backends report to a :class:`Tracker`, which
+``ray`` (Ray Tune, :mod:`engine.studies.sweep_ray`). Backends report to a :class:`Tracker`, which
 rewrites the results files after every trial and tells the front end (``listener``).
 
 Local workers are spawned processes (never forked: torch's thread pools do not survive a
@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.errors import RunError, unknown_name
-from engine.jobs.sweep_results import Row, SweepResults, trial_row
-from engine.jobs.sweep_trial import payload, run_payload, set_threads
-from engine.jobs.sweeps import SweepPlan, SweepTrial
 from engine.runs import RunDir
+from engine.studies.sweep_results import Row, SweepResults, trial_row
+from engine.studies.sweep_trial import payload, run_payload, set_threads
+from engine.studies.sweeps import SweepPlan, SweepTrial
 from engine.threads import usable_cores
 
 BACKENDS = ("local", "ray")
@@ -147,7 +147,7 @@ def run_sweep(
     if workers is not None and workers < 1:
         raise RunError(f"--workers must be at least 1, got {workers}")
     if backend == "ray":
-        from engine.jobs.sweep_ray import require_ray
+        from engine.studies.sweep_ray import require_ray
 
         require_ray()  # before anything is written
     prepare_out(plan)
@@ -164,7 +164,7 @@ def run_sweep(
             plan, pending, workers or default_workers(len(pending)), threads, tracker
         )
     elif pending:
-        from engine.jobs.sweep_ray import run_ray
+        from engine.studies.sweep_ray import run_ray
 
         status = run_ray(plan, pending, workers, threads, address, tracker)
     summary = tracker.write()

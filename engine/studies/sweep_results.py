@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.jobs.grid import point_label
-from engine.jobs.recipes import trial_summary
-from engine.jobs.scenario_runner import HEADLINE
-from engine.jobs.sweeps import TRIALS, SweepPlan, SweepTrial
 from engine.runs import atomic_write_bytes, atomic_write_json
+from engine.studies.grid import point_label
+from engine.studies.recipes import trial_summary
+from engine.studies.scenario_runner import HEADLINE
+from engine.studies.sweeps import TRIALS, SweepPlan, SweepTrial
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSONL = "results.jsonl"

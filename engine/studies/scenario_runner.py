@@ -1,6 +1,6 @@
 """Running a scenario: its phases in order on one session, one run folder per phase.
 
-Split from :mod:`engine.jobs.scenarios` (which reads and checks the file) so that each has
+Split from :mod:`engine.studies.scenarios` (which reads and checks the file) so that each has
 one job. ``resume`` keeps the phases an earlier run completed: recipes and interrupted runs
 pick up where they stopped without training anything twice.
 """
@@ -17,9 +17,9 @@ from engine import commands as cmd
 from engine.config import TrainConfig
 from engine.errors import ConfigError, RunError, UserError
 from engine.events import Event, Phase
-from engine.jobs.scenarios import PhaseSpec, Scenario
 from engine.runs import RunDir
 from engine.session import Job, JobContext, StopRequested
+from engine.studies.scenarios import PhaseSpec, Scenario
 
 
 class PhaseRouter:

@@ -8,7 +8,7 @@ expected mean with its tolerance and the reason for that tolerance. Everything i
 here, when the file is read, with the file and the table named in the error line: a recipe
 that would fail after an hour of training fails before it starts.
 
-Layout (``assets/recipes/NAME.toml``)::
+Layout (``engine/studies/presets/recipes/NAME.toml``)::
 
     title, paper, source, description      # strings; status = "pending" + pending = "why"
     [train]                                # the train config every scale starts from
@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from engine.config import load_toml
 from engine.errors import ConfigError, UserError, unknown_name
-from engine.jobs.grid import expand, placeholders, substitute
-from engine.jobs.scenarios import Scenario, scenario_from_mapping
+from engine.studies import presets
+from engine.studies.grid import expand, placeholders, substitute
+from engine.studies.scenarios import Scenario, scenario_from_mapping
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "assets" / "recipes"
 SCALES = ("quick", "paper")
 MEASURES = ("value", "equals", "smallest-is", "ratio-to-others")
 UNITS = {"%": 100.0, "": 1.0}
@@ -135,25 +133,12 @@ class Recipe:
 
 # -- reading ------------------------------------------------------------------------------
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
-
-
-def recipe_path(name_or_file: str) -> Path:
-    """A preset's file by name, else an existing TOML file; anything else is one line with
-    the closest preset's name."""
-    path = Path(name_or_file)
-    if name_or_file in recipe_names():
-        return RECIPE_DIR / f"{name_or_file}.toml"
-    if path.is_file():
-        return path
-    if path.suffix == ".toml" or len(path.parts) > 1:
-        raise ConfigError(f"recipe file not found: {path}")
-    raise unknown_name("recipe", name_or_file, recipe_names())
+    return presets.preset_names("recipe")
 
 
 def load_recipe(name_or_file: str) -> Recipe:
-    path = recipe_path(name_or_file)
-    return recipe_from_mapping(load_toml(path), path.stem, str(path))
+    source = presets.resolve("recipe", name_or_file)
+    return recipe_from_mapping(source.read(), source.name, str(source))
 
 
 def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Recipe:
