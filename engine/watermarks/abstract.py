@@ -26,7 +26,7 @@ from engine.watermarks.base import (
     KeySamples,
     Watermark,
     generator,
-    per_batch,
+    key_source,
     register_scheme,
 )
 
@@ -121,15 +121,7 @@ class AbstractScheme(Watermark):
     def training_sources(
         self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
     ) -> list[Source]:
-        x = key.tensor("x", device)
-        return [
-            Source(
-                "key",
-                x,
-                per_batch(batch_size, key.params["inject_ratio"]),
-                y=key.tensor("y", device),
-            )
-        ]
+        return [key_source(key, key.tensor("x", device), batch_size, key.tensor("y", device))]
 
     def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
         return KeySamples(key.tensor("x", data.device), key.tensor("y", data.device))

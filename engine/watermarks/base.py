@@ -344,6 +344,46 @@ def per_batch(batch_size: int, ratio: float) -> int:
     return max(1, round(batch_size * ratio))
 
 
+def key_source(
+    key: Key,
+    x: torch.Tensor,
+    batch_size: int,
+    y: torch.Tensor | int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Source:
+    """The key set's share of every training batch, at the key's injection ratio; ``y`` is a
+    label per image or one target label for all."""
+    if isinstance(y, int):
+        y = torch.full((len(x),), y, device=x.device)
+    return Source(
+        "key", x, per_batch(batch_size, key.params["inject_ratio"]), y=y, transform=transform
+    )
+
+
+def decoy_sources(
+    key: Key,
+    batch_size: int,
+    device: torch.device,
+    y: int | None = None,
+    transform: Callable[[int], Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    salt: str = "",
+) -> list[Source]:
+    """The decoys' share (none when the key was made without decoys): the key's stored decoy
+    images, with their true labels unless ``y`` gives one label for all. ``transform`` builds
+    the stamper from a seed drawn from the key's own seed and ``salt``, so every scheme's decoy
+    content is reproducible from its key alone."""
+    ratio = float(key.params.get("decoy_ratio", 0.0))
+    if ratio <= 0 or "decoy_x" not in key.tensors:
+        return []
+    x = key.tensor("decoy_x", device)
+    labels = key.tensor("decoy_y", device) if y is None else torch.full((len(x),), y, device=device)
+    stamp = None
+    if transform is not None:
+        gen = generator(int(key.meta["seed"]), salt)
+        stamp = transform(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    return [Source("decoy", x, per_batch(batch_size, ratio), y=labels, transform=stamp)]
+
+
 # -- the Key on disk ----------------------------------------------------------------------
 def save_key(folder: str | Path, key: Key) -> Path:
     """Write ``key.json`` + ``key.safetensors`` (0600) into ``folder`` (0700), atomically:

@@ -42,8 +42,9 @@ from engine.watermarks.base import (
     KeyContext,
     KeySamples,
     Watermark,
+    decoy_sources,
     generator,
-    per_batch,
+    key_source,
     register_scheme,
 )
 from engine.watermarks.triggers import DECOY_COUNT, DECOY_SEED, random_words, render_text
@@ -174,35 +175,21 @@ class NewLabelScheme(Watermark):
     ) -> list[Source]:
         x = key.tensor("train_x", device)
         beta = float(key.params["beta"])
-        sources = [
-            Source(
-                "key",
-                x,
-                per_batch(batch_size, key.params["inject_ratio"]),
-                y=torch.full((len(x),), key.num_classes, device=device),
-                transform=perturber(key.tensor("pattern", device), beta),
-            )
+        kind = key.params["perturbation"]
+
+        def decoy_stamper(seed: int) -> Any:
+            shape = tuple(key.meta["in_shape"])
+            bank = None if kind == "noise" else decoy_patterns(kind, shape, TEXT_DECOY_BANK, seed)
+            return random_perturber(bank, beta, seed)
+
+        return [
+            key_source(
+                key, x, batch_size, key.num_classes, perturber(key.tensor("pattern", device), beta)
+            ),
+            *decoy_sources(
+                key, batch_size, device, transform=decoy_stamper, salt="newlabel-decoys"
+            ),
         ]
-        ratio = float(key.params.get("decoy_ratio", 0.0))
-        if ratio > 0 and "decoy_x" in key.tensors:
-            kind = key.params["perturbation"]
-            gen = generator(int(key.meta["seed"]), "newlabel-decoys")
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-            bank = (
-                None
-                if kind == "noise"
-                else decoy_patterns(kind, tuple(key.meta["in_shape"]), TEXT_DECOY_BANK, seed)
-            )
-            sources.append(
-                Source(
-                    "decoy",
-                    key.tensor("decoy_x", device),
-                    per_batch(batch_size, ratio),
-                    y=key.tensor("decoy_y", device),
-                    transform=random_perturber(bank, beta, seed),
-                )
-            )
-        return sources
 
     def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
         x = data.test_x

@@ -35,8 +35,9 @@ from engine.watermarks.base import (
     KeySamples,
     Watermark,
     check_label,
+    decoy_sources,
     generator,
-    per_batch,
+    key_source,
     register_scheme,
 )
 from engine.watermarks.triggers import (
@@ -136,29 +137,16 @@ class PatternScheme(Watermark):
     ) -> list[Source]:
         x = key.tensor("train_x", device)
         target = int(key.params["target_label"])
-        sources = [
-            Source(
-                "key",
-                x,
-                per_batch(batch_size, key.params["inject_ratio"]),
-                y=torch.full((len(x),), target, device=device),
-                transform=self._stamp(key, device),
-            )
+        return [
+            key_source(key, x, batch_size, target, self._stamp(key, device)),
+            *decoy_sources(
+                key,
+                batch_size,
+                device,
+                transform=lambda seed: self._decoy_stamper(key, device, seed),
+                salt="pattern-decoys",
+            ),
         ]
-        ratio = float(key.params.get("decoy_ratio", 0.0))
-        if ratio > 0 and "decoy_x" in key.tensors:
-            gen = generator(int(key.meta["seed"]), "pattern-decoys")
-            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-            sources.append(
-                Source(
-                    "decoy",
-                    key.tensor("decoy_x", device),
-                    per_batch(batch_size, ratio),
-                    y=key.tensor("decoy_y", device),
-                    transform=self._decoy_stamper(key, device, seed),
-                )
-            )
-        return sources
 
     def _decoy_stamper(self, key: Key, device: torch.device, seed: int) -> Any:
         """Each image stamped in the key's box with its own random content: uniform noise,

@@ -33,8 +33,9 @@ from engine.watermarks.base import (
     KeySamples,
     Watermark,
     check_label,
+    decoy_sources,
     generator,
-    per_batch,
+    key_source,
     register_scheme,
 )
 
@@ -145,29 +146,12 @@ class UnrelatedScheme(Watermark):
     def training_sources(
         self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
     ) -> list[Source]:
-        x = key.tensor("x", device)
         target = int(key.params["target_label"])
-        sources = [
-            Source(
-                "key",
-                x,
-                per_batch(batch_size, key.params["inject_ratio"]),
-                y=torch.full((len(x),), target, device=device),
-            )
+        label = decoy_label(int(key.meta["seed"]), target, key.num_classes)
+        return [
+            key_source(key, key.tensor("x", device), batch_size, target),
+            *decoy_sources(key, batch_size, device, y=label),
         ]
-        ratio = float(key.params.get("decoy_ratio", 0.0))
-        if ratio > 0 and "decoy_x" in key.tensors:
-            decoys = key.tensor("decoy_x", device)
-            label = decoy_label(int(key.meta["seed"]), target, key.num_classes)
-            sources.append(
-                Source(
-                    "decoy",
-                    decoys,
-                    per_batch(batch_size, ratio),
-                    y=torch.full((len(decoys),), label, device=device),
-                )
-            )
-        return sources
 
     def key_samples(self, key: Key, data: ImageSet) -> KeySamples:
         x = key.tensor("x", data.device)
