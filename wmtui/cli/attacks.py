@@ -24,7 +24,7 @@ from engine.errors import UserError, closest
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
 from engine.registry import Plugin, describe_params, scalar_type
-from wmtui.cli.common import ThreadsOption
+from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
 from wmtui.cli.options import listing, register_plugin_command
 
 COMMAND = "attack"
@@ -40,7 +40,6 @@ OutOption = Annotated[
     Path | None,
     typer.Option("--out", help="run directory to create (default: runs/attack-<time>)"),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="one JSON object per line on stdout")]
 SweepOption = Annotated[
     str | None,
     typer.Option(
@@ -49,7 +48,6 @@ SweepOption = Annotated[
         show_default=False,
     ),
 ]
-DeviceOption = Annotated[str, typer.Option("--device", help="compute device (auto|cpu|cuda)")]
 EvalEvery = Annotated[
     int, typer.Option("--eval-every", help="steps between the referee's measurements")
 ]

@@ -24,11 +24,11 @@ from engine.jobs import JobSpec
 from engine.runs import RunDir
 from engine.session import EventSink, Job, Session
 from engine.threads import apply_threads
+from wmtui.cli.flags import DeviceOption, JsonFlag, StudyDeviceOption  # noqa: F401
 from wmtui.cli.headless import HeadlessReporter
 
 DEBUG = {"on": False}
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="one JSON object per line on stdout")]
 OutOption = Annotated[
     Path | None,
     typer.Option("--out", help="run directory to create (default: runs/<command>-<time>)"),

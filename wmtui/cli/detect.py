@@ -21,7 +21,7 @@ import typer
 from engine.errors import UserError
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
-from wmtui.cli.common import ThreadsOption
+from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
 from wmtui.cli.options import register_plugin_command
 
 COMMAND = "detect"
@@ -48,12 +48,8 @@ def detect(
         Path | None,
         typer.Option("--out", help="run directory to create (default: runs/detect-<time>)"),
     ] = None,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="one JSON object per line on stdout")
-    ] = False,
-    device: Annotated[
-        str, typer.Option("--device", help="compute device (auto|cpu|cuda)")
-    ] = "auto",
+    json_mode: JsonFlag = False,
+    device: DeviceOption = "auto",
     eval_every: Annotated[
         int, typer.Option("--eval-every", help="removal steps between the referee's measurements")
     ] = 100,

@@ -21,6 +21,8 @@ from typing import Annotated
 
 import typer
 
+from wmtui.cli.flags import JsonFlag
+
 COMMAND = "report"
 
 
@@ -50,9 +52,7 @@ def report(
     open_: Annotated[
         bool, typer.Option("--open", help="print the report's path, to open in a browser")
     ] = False,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="one JSON object on stdout: the report's path")
-    ] = False,
+    json_mode: JsonFlag = False,
 ) -> None:
     """Write an HTML report of a run, a scenario, a recipe or a sweep (offline: no network)."""
     from engine.reports import make_report

@@ -29,7 +29,7 @@ from engine.studies.recipes import (
     write_result,
 )
 from engine.threads import apply_threads
-from wmtui.cli.common import JsonFlag, ThreadsOption, guarded
+from wmtui.cli.common import JsonFlag, StudyDeviceOption, ThreadsOption, guarded
 
 COMMAND = "reproduce"
 
@@ -55,9 +55,7 @@ def reproduce(
     check: Annotated[
         bool, typer.Option("--check", help="exit 1 when a cell is outside its tolerance")
     ] = False,
-    device: Annotated[
-        str | None, typer.Option("--device", help="compute device for every trial")
-    ] = None,
+    device: StudyDeviceOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="folder (default: runs/reproduce/NAME-SCALE)")
     ] = None,

@@ -23,7 +23,7 @@ from engine.jobs.common import check_config
 from engine.studies.scenario_runner import prepare_scenario
 from engine.studies.scenarios import load_scenario, preset_names
 from engine.threads import apply_threads
-from wmtui.cli.common import ThreadsOption
+from wmtui.cli.common import JsonFlag, ThreadsOption
 from wmtui.cli.options import listing, with_dataclass_options
 
 COMMAND = "run"
@@ -57,9 +57,7 @@ def run(
     out: Annotated[
         Path | None, typer.Option("--out", help="run folder (default: runs/<scenario>-<time>)")
     ] = None,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="one JSON object per line on stdout")
-    ] = False,
+    json_mode: JsonFlag = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Run a scenario headless: the playground's phases, events and summary, no screen."""

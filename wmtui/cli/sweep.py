@@ -25,6 +25,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from engine.errors import ConfigError
+from wmtui.cli.flags import JsonFlag, StudyDeviceOption
 
 COMMAND = "sweep"
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,9 +61,7 @@ def sweep(
     out: Annotated[
         Path | None, typer.Option("--out", help="sweep folder (default: runs/sweeps/GRID)")
     ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="compute device of every trial: auto|cpu|cuda")
-    ] = None,
+    device: StudyDeviceOption = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -76,9 +75,7 @@ def sweep(
         bool,
         typer.Option("--tui", help="watch the trials live; Enter replays one, q stops"),
     ] = False,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="one JSON object per line on stdout")
-    ] = False,
+    json_mode: JsonFlag = False,
 ) -> None:
     """Run a grid of trials (a scenario over axes), resumable, locally or on Ray."""
     from engine.studies.sweep_backends import BACKENDS, run_sweep

@@ -22,6 +22,7 @@ from engine.session import JobContext
 from engine.watermarks import SCHEMES
 from wmtui.cli.common import (
     ConfigOption,
+    DeviceOption,
     JsonFlag,
     OutOption,
     ThreadsOption,
@@ -113,7 +114,7 @@ def verify(
         float, typer.Option("--alpha", help="significance: verified when p-value < alpha")
     ] = 1e-3,
     json_mode: JsonFlag = False,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "auto",
+    device: DeviceOption = "auto",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live")] = None,
 ) -> None:
     """Claim ownership: retention on held-out key samples, its p-value, the decision.
