@@ -9,27 +9,68 @@ checkpoint written by either loads into the other. A test pins them to ``torch.o
 bit over several steps. On CUDA the loop uses torch.optim itself: there its multi-tensor
 kernels beat any per-parameter loop, and start-up is not what a GPU run waits on.
 
+What torch.optim would compute and these do not (Nesterov momentum, AMSGrad, maximize,
+AdamW's decoupled decay) is refused with a ``ConfigError``, whether a caller asks for it or a
+loaded state dict does: a run trained without it would quietly be another run.
+
 Detectors (Neural Cleanse, the GAN scan) still use
 ``torch.optim``; :func:`engine.stopping.optimizers_ready` imports its machinery there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from engine.errors import ConfigError, closest
+
+#: torch.optim options that pick a kernel (multi-tensor, fused, graph-capturable), not the
+#: arithmetic: kept in ``param_groups`` so a checkpoint round-trips, and harmless here, where
+#: one per-parameter loop computes what each of those kernels computes
+KERNEL_CHOICES = frozenset({"foreach", "fused", "capturable"})
 
 
 class _Optimizer:
     """The part of ``torch.optim.Optimizer`` the loop and the checkpoints use."""
 
     defaults: ClassVar[dict[str, Any]]
+    #: torch.optim options whose values this class computes
+    implemented: ClassVar[frozenset[str]]
+    #: torch.optim options this class does not compute, with the only value it honours: a
+    #: checkpoint or a caller asking for another value is refused, never trained without it
+    unsupported: ClassVar[dict[str, Any]]
 
     def __init__(self, params: Iterable[nn.Parameter], **group: Any) -> None:
-        self.param_groups: list[dict[str, Any]] = [{"params": list(params), **group}]
+        unknown = sorted(set(group) - set(self.defaults))
+        if unknown:
+            raise ConfigError(
+                f"{self.name()} has no option {unknown[0]!r}{closest(unknown[0], self.defaults)}"
+            )
+        self.check_options(group)
+        self.param_groups: list[dict[str, Any]] = [
+            {"params": list(params), **self.defaults, **group}
+        ]
         self.state: dict[nn.Parameter, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def name(cls) -> str:
+        return f"the training loop's {cls.__name__}"
+
+    @classmethod
+    def check_options(cls, group: Mapping[str, Any], source: str = "") -> None:
+        """Refuse what torch.optim would compute and this class would not (Nesterov momentum,
+        AMSGrad, ...): silently training without it would differ from the run asked for, and
+        from the run a checkpoint was written by."""
+        for option, honoured in cls.unsupported.items():
+            value = group.get(option, honoured)
+            if value != honoured:
+                raise ConfigError(
+                    f"{cls.name()} does not implement {option}={value!r}{source}; "
+                    f"it computes only {option}={honoured!r}"
+                )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -62,6 +103,8 @@ class _Optimizer:
             params
         ):
             raise ValueError("optimizer state does not match the model's parameters")
+        for loaded in groups:  # all checked before anything changes
+            self.check_options(loaded, source=" (asked for by the saved optimizer state)")
         for group, loaded in zip(self.param_groups, groups, strict=True):
             for key in self.defaults:
                 if key in loaded:
@@ -76,7 +119,7 @@ class _Optimizer:
 
 
 class SGD(_Optimizer):
-    """``torch.optim.SGD`` (momentum, weight decay; no dampening or Nesterov here)."""
+    """``torch.optim.SGD`` (momentum, dampening, weight decay; not Nesterov or maximize)."""
 
     defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.01,
@@ -89,13 +132,25 @@ class SGD(_Optimizer):
         "differentiable": False,
         "fused": None,
     }
+    implemented: ClassVar[frozenset[str]] = frozenset(
+        {"lr", "momentum", "dampening", "weight_decay"}
+    )
+    unsupported: ClassVar[dict[str, Any]] = {
+        "nesterov": False,
+        "maximize": False,
+        "differentiable": False,
+    }
 
     def __init__(
-        self, params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        **options: Any,
     ) -> None:
         super().__init__(
-            params,
-            **{**self.defaults, "lr": lr, "momentum": momentum, "weight_decay": weight_decay},
+            params, **{**options, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         )
 
     @torch.no_grad()
@@ -121,7 +176,8 @@ class SGD(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """``torch.optim.Adam`` (L2 weight decay added to the gradient, as torch's default)."""
+    """``torch.optim.Adam`` (L2 weight decay added to the gradient, as torch's default; not
+    AdamW's decoupled decay, AMSGrad or maximize)."""
 
     defaults: ClassVar[dict[str, Any]] = {
         "lr": 0.001,
@@ -136,9 +192,22 @@ class Adam(_Optimizer):
         "fused": None,
         "decoupled_weight_decay": False,
     }
+    implemented: ClassVar[frozenset[str]] = frozenset({"lr", "betas", "eps", "weight_decay"})
+    unsupported: ClassVar[dict[str, Any]] = {
+        "amsgrad": False,
+        "maximize": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+    }
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> None:
-        super().__init__(params, **{**self.defaults, "lr": lr, "weight_decay": weight_decay})
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float,
+        weight_decay: float = 0.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(params, **{**options, "lr": lr, "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self) -> None:
