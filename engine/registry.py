@@ -97,6 +97,18 @@ class Registry(Generic[T]):
         return iter(self._plugins.values())
 
 
+def as_typed(value: Any) -> str:
+    """``value`` as a user would type it in a flag or TOML file: ``true``, ``sgd``, ``0``.
+    Python's reprs (``True``, ``'sgd'``, ``'0'``) read as code, and a quoted number looked
+    like a different value from the one typed."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "automatic"
+    text = str(value)
+    return text if text.strip() else f'"{text}"'  # an empty value stays visible
+
+
 def scalar_type(hint: Any) -> type:
     """The scalar behind a hint such as ``float`` or ``int | None``; anything else is text."""
     for candidate in (hint, *get_args(hint)):
@@ -113,7 +125,7 @@ def check_value(name: str, value: Any, field: dataclasses.Field, kind: type) -> 
         if isinstance(value, str):
             lowered = value.strip().lower()
             if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ConfigError(f"{label}: expected true or false, got {value!r}")
+                raise ConfigError(f"{label}: expected true or false, got {as_typed(value)}")
             value = lowered in {"true", "1", "yes"}
         return bool(value)
     if kind in (int, float):
@@ -122,16 +134,16 @@ def check_value(name: str, value: Any, field: dataclasses.Field, kind: type) -> 
             if kind is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
         except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf) from TOML
-            raise ConfigError(f"{label}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{label}: expected a number, got {as_typed(value)}") from None
         if isinstance(number, float) and not math.isfinite(number):
-            raise ConfigError(f"{label}: must be a finite number, got {value!r}")
+            raise ConfigError(f"{label}: must be a finite number, got {as_typed(value)}")
         low, high = meta.get("low"), meta.get("high")
         if low is not None and (number < low or (meta.get("low_open") and number == low)):
             bound = ">" if meta.get("low_open") else ">="
-            raise ConfigError(f"{label}: must be {bound} {low}, got {value!r}")
+            raise ConfigError(f"{label}: must be {bound} {low}, got {as_typed(value)}")
         if high is not None and (number > high or (meta.get("high_open") and number == high)):
             bound = "<" if meta.get("high_open") else "<="
-            raise ConfigError(f"{label}: must be {bound} {high}, got {value!r}")
+            raise ConfigError(f"{label}: must be {bound} {high}, got {as_typed(value)}")
         return number
     text = str(value)
     choices = meta.get("choices")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from engine.data.base import ImageSet
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError, RunError, closest
 from engine.metrics import (
     Probe,
@@ -160,6 +161,14 @@ class Watermark:
 
     def check(self, params: Any) -> None:
         """Validate what the params dataclass cannot (trigger syntax...) before any work."""
+
+    def check_data(
+        self, params: Any, data: DatasetMeta, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """Refuse params this dataset cannot take (a label it lacks, a trigger larger than its
+        images, a key set of no image) while the job is checked, so a run that could never
+        start leaves no folder. ``given``: the user's own text, which messages quote. A scheme
+        with such limits declares them here; none by default."""
 
     def num_outputs(self, params: Any, num_classes: int) -> int:
         """Classifier outputs for this scheme (new-label keys add one class)."""
@@ -322,17 +331,17 @@ def get_scheme(name: str) -> Watermark:
 
 
 def parse_scheme_params(name: str, values: Mapping[str, Any] | None = None) -> Any:
-    """Validated params for scheme ``name``; a flag of another scheme is named as such."""
+    """Validated params for scheme ``name``; a key of another scheme is named as such. The
+    values come from TOML files, forms and flags alike, so the message names a key (the
+    command line names its flags itself, before this)."""
     plugin = SCHEMES.get(name)
     assert plugin.params is not None
     own = {f.name for f in dataclasses.fields(plugin.params)}
     for given in values or {}:
         if given.replace("-", "_") not in own:
-            names = ["--" + f.replace("_", "-") for f in sorted(own)]
-            flag = "--" + given.replace("_", "-")
             raise ConfigError(
-                f"{flag} does not apply to scheme {name!r}{closest(flag, names)} "
-                f"(its flags: {', '.join(names)})"
+                f"key {given!r} does not apply to scheme {name!r}{closest(given, own)} "
+                f"(its keys: {', '.join(sorted(own))})"
             )
     params = parse_params(plugin.params, values)
     plugin.factory().check(params)

@@ -26,6 +26,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -179,9 +180,13 @@ class Claim:
 
 
 def load_claim(path: Path) -> Claim:
+    """The claim in ``path``; a file that is not JSON is said so plainly (the parser's
+    "Expecting value: line 1 column 1 (char 0)" told a newcomer nothing)."""
     try:
         raw = read_json(path, "claim")
     except RunError as exc:
+        if isinstance(exc.__context__, json.JSONDecodeError | UnicodeDecodeError):
+            raise ConfigError(f"claim {path} is not JSON") from None
         raise ConfigError(str(exc)) from None
     return Claim.from_dict(raw, str(path))
 

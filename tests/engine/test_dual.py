@@ -146,7 +146,7 @@ def test_a_claim_verifies_only_as_signed(key_folder: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("not json", "claim is corrupt"),
+        ("not json", "is not JSON"),
         ("[1, 2]", "a claim is a JSON object"),
         ('{"verifier": "a", "signature": "AA=="}', "lacks public_key, params"),
         ('{"verifier": 1, "signature": "AA==", "public_key": "p", "params": {}}', "must be text"),

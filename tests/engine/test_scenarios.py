@@ -155,8 +155,8 @@ SCENARIO_TYPOS = [
     (
         "[[phases]]\nname = 'owner'\nkind = 'embed'\nscheme = 'pattern'\n"
         "params = { targte_label = 3 }\n",
-        "[[phases]] owner params (pattern): --targte-label does not apply to scheme 'pattern' "
-        "(did you mean '--target-label'?)",
+        "[[phases]] owner params (pattern): key 'targte_label' does not apply to scheme "
+        "'pattern' (did you mean 'target_label'?)",
     ),
 ]
 

@@ -167,7 +167,7 @@ def test_schemes_are_registered_with_params() -> None:
         ("pattern", {"trigger": "sqare"}, "did you mean 'square'"),
         ("pattern", {"key_fraction": 1.0}, "key-fraction: must be < 1.0"),
         ("pattern", {"key_fraction": 0}, "key-fraction: must be > 0.0"),
-        ("pattern", {"count": 5}, "--count does not apply to scheme 'pattern'"),
+        ("pattern", {"count": 5}, "key 'count' does not apply to scheme 'pattern'"),
         ("pattern", {"position": "middle"}, "expected br, bl, tr, tl or X,Y"),
         ("newlabel", {"beta": 0}, "beta: must be > 0.0"),
         ("abstract", {"target_label": 2}, "does not apply to scheme 'abstract'"),

@@ -23,7 +23,7 @@ from engine.attacks import ATTACKS
 from engine.errors import UserError, closest
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.metrics import percent
-from engine.registry import Plugin, describe_params, scalar_type
+from engine.registry import Plugin, as_typed, describe_params, scalar_type
 from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
 from wmtui.cli.options import listing, register_plugin_command
 
@@ -88,6 +88,8 @@ def attack(
     if not attack_name:
         names = ", ".join(p.name for p in kind.plugins())
         raise UserError(f"--attack is required; choose one of: {names}")
+    if attack_name not in ATTACKS:  # suggest removal attacks: a detector is not one
+        ATTACKS.get(attack_name, kind.role, kind="attack")
     spec = JobSpec(
         COMMAND,
         attack_name,
@@ -189,6 +191,6 @@ def print_attacks(json_mode: bool) -> None:
         lines = listing(plugin.name, plugin.summary, 12)
         for row in rows:
             flag = f"    --{row['name'].replace('_', '-')}"
-            default = "automatic" if row["default"] is None else repr(row["default"])
+            default = as_typed(row["default"])
             lines += listing(flag, f"{row.get('help', '')} (default: {default})", 29)
         typer.echo("\n".join(lines))

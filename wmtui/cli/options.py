@@ -19,7 +19,7 @@ from typer.core import TyperCommand
 
 from engine.config import TrainConfig
 from engine.jobs import JOB_KINDS
-from engine.registry import describe_params
+from engine.registry import as_typed, describe_params
 
 
 def dataclass_options(
@@ -53,7 +53,7 @@ def option_help(row: dict[str, Any]) -> str:
     if row.get("choices"):
         help_text += f" ({'|'.join(row['choices'])})"
     if row["default"] not in ("", None):
-        help_text += f" (default: {row['default']})"
+        help_text += f" (default: {as_typed(row['default'])})"
     return help_text
 
 

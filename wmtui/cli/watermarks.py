@@ -8,6 +8,7 @@ on bad input (missing run or key, a key made for other data).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from engine.config import TrainConfig, check_table, load_toml, toml_table
-from engine.errors import ConfigError
+from engine.errors import ConfigError, closest
 from engine.jobs import JobSpec
 from engine.metrics import percent
 from engine.session import JobContext
@@ -61,8 +62,27 @@ def split_config(
         name = name or (None if file_name is None else str(file_name))
         scheme_values.update(from_file)
     train.update({k: v for k, v in given.items() if k in train_names})
-    scheme_values.update({k: v for k, v in given.items() if k not in train_names})
+    flags = {k: v for k, v in given.items() if k not in train_names}
+    check_scheme_flags(flags, name or "pattern")
+    scheme_values.update(flags)
     return train, scheme_values, name or "pattern"
+
+
+def check_scheme_flags(flags: dict[str, Any], name: str) -> None:
+    """Every scheme's flags are options of the command: one of another scheme is refused
+    here, as a flag (the engine's message names TOML keys)."""
+    if name not in SCHEMES:
+        return  # the engine names an unknown scheme
+    params = SCHEMES.get(name).params
+    own = {f.name for f in dataclasses.fields(params)} if params is not None else set()
+    for given in flags:
+        if given not in own:
+            names = ["--" + f.replace("_", "-") for f in sorted(own)]
+            flag = "--" + given.replace("_", "-")
+            raise ConfigError(
+                f"{flag} does not apply to scheme {name!r}{closest(flag, names)} "
+                f"(its flags: {', '.join(names)})"
+            )
 
 
 def embed(
