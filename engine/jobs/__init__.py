@@ -30,7 +30,11 @@ from engine.jobs.embed import embed_job
 from engine.jobs.spec import JOB_KINDS, BuiltJob, CheckedJob, JobKind, JobSpec
 from engine.jobs.train import train_job
 from engine.jobs.verify import verify_run
+from engine.plugins import load_plugins
 from engine.runs import KEY_DIR
+
+# other packages' schemes, attacks, models and datasets: once, after every built-in above
+load_plugins()
 
 __all__ = [
     "JOB_KINDS",
