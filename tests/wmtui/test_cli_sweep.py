@@ -285,3 +285,22 @@ async def test_live_the_browser_follows_the_results_and_quitting_stops_the_drive
     assert driver.poll() is None  # the browser leaves the stop to browse()
     stop_driver(driver)
     assert driver.returncode == 130
+
+
+def test_list_shows_every_preset_grid_with_its_trial_count() -> None:
+    from engine.studies.sweeps import grid_names, load_grid
+
+    result = runner.invoke(cli_app(), ["sweep", "--list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["grid"] for r in rows] == grid_names() and "minimal" in grid_names()
+    assert all(r["trials"] == len(load_grid(r["grid"]).trials) for r in rows)
+    text = runner.invoke(cli_app(), ["sweep", "--list"])
+    assert text.exit_code == 0
+    for row in rows:
+        assert row["grid"].ljust(12) + row["title"][:20] in text.stdout
+    missing = runner.invoke(cli_app(), ["sweep"])
+    assert missing.exit_code == 2
+    assert missing.output.strip() == (
+        f"wmtui: error: name a sweep grid: {', '.join(grid_names())} or a TOML file"
+    )

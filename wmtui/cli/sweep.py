@@ -4,6 +4,7 @@
     wmtui sweep refit --workers 2 --out runs/sweeps/refit     # a preset, by name
     wmtui sweep refit --backend ray --address HEAD:6379       # an existing Ray cluster
     wmtui sweep refit --dry-run                               # the trials and what is done
+    wmtui sweep --list                                        # the preset grids
 
 Every trial writes an ordinary run folder under ``OUT/trials/<key>/``; ``OUT/results.csv``,
 ``results.jsonl`` and ``summary.json`` (mean ± std over seeds per configuration) are
@@ -46,7 +47,11 @@ def default_out(name: str) -> Path:
 
 
 def sweep(
-    grid: Annotated[str, typer.Argument(metavar="GRID", help="grid TOML file, or a preset name")],
+    grid: Annotated[
+        str | None,
+        typer.Argument(metavar="GRID", help="grid TOML file, or a preset name (see --list)"),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the preset grids")] = False,
     backend: Annotated[
         str, typer.Option("--backend", help="local (worker processes) or ray (Ray Tune)")
     ] = "local",
@@ -79,8 +84,13 @@ def sweep(
 ) -> None:
     """Run a grid of trials (a scenario over axes), resumable, locally or on Ray."""
     from engine.studies.sweep_backends import BACKENDS, run_sweep
-    from engine.studies.sweeps import load_grid, plan_sweep
+    from engine.studies.sweeps import grid_names, load_grid, plan_sweep
 
+    if list_:
+        typer.echo(json.dumps(list_rows()) if json_mode else describe_grids())
+        raise typer.Exit(0)
+    if grid is None:
+        raise ConfigError(f"name a sweep grid: {', '.join(grid_names())} or a TOML file")
     _check_options(backend, workers, threads, device, address, BACKENDS)
     loaded = load_grid(grid)
     plan = plan_sweep(loaded, out or default_out(loaded.name), {"device": device} if device else {})
@@ -99,6 +109,27 @@ def sweep(
         reporter.close()
     _finish(outcome, plan, json_mode)
     raise typer.Exit({"completed": 0, "stopped": 130}.get(outcome.status, 1))
+
+
+def list_rows() -> list[dict[str, Any]]:
+    """Each preset grid with its trial count: loading a grid checks every trial, so a preset
+    that no longer builds shows up here rather than after a long run."""
+    from engine.studies.sweeps import grid_names, load_grid
+
+    rows = []
+    for name in grid_names():
+        loaded = load_grid(name)
+        rows.append({"grid": name, "title": loaded.title, "trials": len(loaded.trials)})
+    return rows
+
+
+def describe_grids() -> str:
+    from wmtui.cli.options import listing
+
+    lines = []
+    for row in list_rows():
+        lines += listing(row["grid"], f"{row['title']} ({row['trials']} trials)", 12)
+    return "\n".join(lines)
 
 
 def _watch_live(
