@@ -20,7 +20,11 @@ from engine.registry import param, parse_params
 class TrainConfig:
     """What a training phase needs: data, model, optimisation and bookkeeping."""
 
-    dataset: str = param("auto", "dataset name, or 'auto' (mnist, fashion-mnist, else synthetic)")
+    dataset: str = param(
+        "auto",
+        "dataset name, 'auto' (mnist, fashion-mnist, else synthetic), folder:PATH (a subfolder "
+        "per class) or package.module:factory",
+    )
     model: str = param("lenet5", "model architecture")
     epochs: int = param(2, "passes over the owner's training data", low=1, high=10_000)
     batch_size: int = param(64, "images per step", low=1, high=65_536)
@@ -49,6 +53,14 @@ class TrainConfig:
     seed: int = param(0, "seed for data order, splits and initialisation", low=0, high=2**32 - 1)
     device: str = param("auto", "compute device", choices=("auto", "cpu", "cuda"))
     data_dir: str = param("", "where datasets live (empty: the platform cache directory)")
+
+    def __post_init__(self) -> None:
+        # A relative folder: becomes absolute when the config is checked, so the manifest of a
+        # run names the same folder from any working directory (attacks and verify re-read it).
+        if ":" in self.dataset:
+            from engine.data.catalog import canonical_dataset
+
+            object.__setattr__(self, "dataset", canonical_dataset(self.dataset))
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:

@@ -7,6 +7,7 @@ online); MNIST-style sets are read from IDX files wherever they are, including D
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import torch
 from engine.data.base import ImageSet
 from engine.data.idx import IDX_FILES, find_idx_dir, idx_files, load_idx_dir
 from engine.errors import DataError
-from engine.registry import Registry
+from engine.registry import Plugin, Registry
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,55 @@ class DatasetRequest:
 
 
 Loader = Callable[[DatasetRequest], ImageSet]
-DATASETS: Registry[Loader] = Registry("dataset")
+
+#: ``folder:PATH`` names a folder of images; any other name with a colon is a user's
+#: ``package.module:factory``
+FOLDER_PREFIX = "folder:"
+
+
+def is_user_dataset(name: str) -> bool:
+    """A user's own data (a folder, a factory) rather than a registered name."""
+    return ":" in name
+
+
+def canonical_dataset(name: str) -> str:
+    """The name as configs, manifests and keys record it: ``folder:`` made absolute (a run
+    read from another working directory finds the same folder), a factory's spelling checked.
+    Registered names pass unchanged (the registry checks them where they are used)."""
+    if name.startswith(FOLDER_PREFIX):
+        from engine.data.folder import canonical_folder
+
+        return canonical_folder(name)
+    if is_user_dataset(name):
+        from engine.data.module_source import check_spelling
+
+        return check_spelling(name)
+    return name
+
+
+class DatasetRegistry(Registry[Loader]):
+    """The registered datasets, and users' own under the same lookup: every caller that asks
+    for a dataset's loader by name (jobs, checks, attacks' unlabelled sources, ``data
+    fetch``) gets a folder's or a factory's loader with no code of its own."""
+
+    def get(self, name: str, role: str | None = None, *, kind: str | None = None) -> Plugin[Loader]:
+        if role is None and is_user_dataset(name):
+            name = canonical_dataset(name)
+            return Plugin(name, _user_loader(name), None, "a user's own dataset")
+        return super().get(name, role, kind=kind)
+
+
+def _user_loader(name: str) -> Loader:
+    if name.startswith(FOLDER_PREFIX):
+        from engine.data.folder import load_folder
+
+        return functools.partial(load_folder, name)
+    from engine.data.module_source import load_module_dataset
+
+    return functools.partial(load_module_dataset, name)
+
+
+DATASETS: Registry[Loader] = DatasetRegistry("dataset")
 
 # Where distribution packages put datasets (Debian: /usr/share/datasets/<name>/).
 SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]
