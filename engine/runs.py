@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine import __version__
+from engine import __version__, stopping
 from engine.errors import RunError
 from engine.events import Event, Metrics, json_safe
 from engine.io import (  # noqa: F401  (re-exported: run files use them by this name)
@@ -42,6 +42,8 @@ EVENTS = "events.jsonl"
 #: what a run writes beside its manifest; ``--overwrite`` removes them so that nothing of the
 #: replaced run (above all an old key, which would referee the new model) survives
 RUN_FILES = (MODEL, MODEL_ARCH, CHECKPOINT, CHECKPOINT_STATE, SUMMARY, METRICS, EVENTS)
+#: the manifest commands of runs ``wmtui resume`` continues (a checkpoint) or restarts
+RESUMABLE = ("train", "embed", "tui")
 KEY_DIR = "key"
 TRIGGER_DIR = "reversed"
 #: folders a run writes: key sets (``key``, ``key-2``...) and a detector's reversed triggers
@@ -210,8 +212,45 @@ class RunDir:
         return EventLog(self.path)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        if summary.get("status") == "stopped":
+            summary = {**summary, **self.stop_record()}
         atomic_write_json(self.path / SUMMARY, json_safe(summary))
         self.summary_written = True
+
+    def stop_record(self) -> dict[str, Any]:
+        """What a stopped run's summary adds: the signal that stopped it (none: by hand) and
+        where ``wmtui resume`` goes on from, so a run cut before its first checkpoint says
+        it starts again from the beginning instead of leaving resume to fail."""
+        record: dict[str, Any] = {}
+        if stopping.signalled():
+            record["signal"] = stopping.signalled()
+        if self.manifest_command() in RESUMABLE:
+            step = self.checkpoint_step()
+            record["checkpoint_step"] = step
+            record["resume"] = (
+                "from the start: stopped before its first checkpoint"
+                if step is None
+                else f"from the checkpoint at step {step}"
+            )
+        return record
+
+    def manifest_command(self) -> str:
+        try:
+            return str(self.manifest().get("command", ""))
+        except RunError:
+            return ""
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file() and (self.path / CHECKPOINT_STATE).is_file()
+
+    def checkpoint_step(self) -> int | None:
+        """The step of the last checkpoint, or None when there is none (yet)."""
+        if not self.has_checkpoint():
+            return None
+        try:
+            return int(read_json(self.path / CHECKPOINT_STATE, "checkpoint state")["step"])
+        except (RunError, KeyError, TypeError, ValueError):
+            return None
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / SUMMARY, "run summary")

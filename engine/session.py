@@ -128,6 +128,8 @@ class JobContext:
             except queue.Empty:
                 return
             self.acknowledged += 1
+            if isinstance(command, cmd.Stop) and self.stop_requested:
+                continue  # it was applied: the flag it raised is what ended the job
             self.log(f"{command.what} not applied: the job has ended", "warning")
 
     def _apply(self, command: cmd.Command) -> None:
@@ -216,6 +218,7 @@ class Session:
             status = "stopped" if self.ctx.stop_requested else "completed"
         except StopRequested:
             status = "stopped"
+            self.ctx.stop_requested = True  # raised by stopping.check: the Stop was applied
         except UserError as exc:
             self.error = exc
             step, phase = getattr(exc, "step", None), getattr(exc, "phase", "")

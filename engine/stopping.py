@@ -33,6 +33,24 @@ def check() -> None:
         raise StopRequested
 
 
+# -- the signal that ended the process ----------------------------------------------------------
+# SIGTERM and SIGHUP stop a run as Ctrl-C does (wmtui.entry installs that); the run's summary
+# names the signal, so an operator reading a folder later knows it was killed, not stopped by
+# hand. A signal is process-wide, so this is too.
+_signalled: list[str] = []
+
+
+def note_signal(name: str) -> None:
+    """Record that the signal ``name`` (``"SIGTERM"``) asked this process to stop."""
+    if not _signalled:
+        _signalled.append(name)
+
+
+def signalled() -> str | None:
+    """The name of the signal that asked this process to stop, or None."""
+    return _signalled[0] if _signalled else None
+
+
 # -- torch's lazily imported optimizer machinery ----------------------------------------------
 # A ``torch.optim`` optimizer imports ``torch._dynamo`` (with sympy: one to three seconds), and
 # an import cannot be interrupted. The training loop no longer uses torch.optim

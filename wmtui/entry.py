@@ -1,4 +1,5 @@
-"""The ``wmtui`` console script: Ctrl-C at any moment ends it within 2 s, without a traceback.
+"""The ``wmtui`` console script: Ctrl-C, SIGTERM and SIGHUP end it within 2 s, without a
+traceback, and a run they stop still ends complete.
 
 Until a headless run's worker starts, nothing has been written that an interrupt could
 leave half done, but torch and its lazily imported parts take seconds to import, mostly
@@ -7,6 +8,15 @@ inside C extensions, where Python's KeyboardInterrupt waits until the extension 
 system's default action (end the process at once, exit status 130 in the shell) until
 :func:`wmtui.cli.common.run_headless` starts a worker; from then on it stops the worker
 cleanly and the run folder is completed. The playground reads ctrl+q/ctrl+c as keys.
+
+SIGTERM (``kill``, a batch scheduler, systemd) and SIGHUP (a closed terminal, a dropped SSH
+session) get one handler, installed here once for every command: each does what Ctrl-C does
+at that moment. Where a command has armed Ctrl-C (a headless run, a sweep) the signal raises
+the same KeyboardInterrupt, so every command's existing clean stop runs; where a screen is up,
+the screen's hook (:func:`on_stop_signal`) stops its worker and closes; where nothing runs yet
+the process ends at once. The run's summary names the signal, the exit status is 128 + its
+number (143, 129), and a second signal ends the process at once: every run file is written
+atomically, so the last checkpoint is intact whatever moment that is.
 """
 
 from __future__ import annotations
@@ -15,38 +25,119 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
+
+#: the signals handled like Ctrl-C (SIGINT itself is armed by the commands, see above)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: what the running screen does on a stop signal (last armed first); empty when headless
+_HOOKS: list[Callable[[str], None]] = []
+
+
+class Signalled(KeyboardInterrupt):
+    """A stop signal, delivered where Ctrl-C's KeyboardInterrupt is caught."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    install_stop_signals()
     code: int | str | None = 0
     try:
         from wmtui.cli.main import main as run_cli
 
         run_cli()
-    except KeyboardInterrupt:
-        sys.stderr.write("wmtui: interrupted\n")
+    except KeyboardInterrupt as exc:
+        why = f"stopped by {exc.name}" if isinstance(exc, Signalled) else "interrupted"
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"wmtui: {why}\n")
         code = 130
     except SystemExit as exc:
         code = exc.code
     leave(code)
 
 
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP stop cleanly; one inherited as ignored (``nohup``) stays ignored."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_stop_signal)
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    from engine import stopping
+
+    name = signal.Signals(signum).name
+    if stopping.signalled():  # the second signal: end now, the last checkpoint is whole
+        os._exit(128 + signum)
+    stopping.note_signal(name)
+    if signum == signal.SIGHUP:
+        _leave_the_terminal()
+    if _HOOKS:
+        _HOOKS[-1](name)
+    elif signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        raise Signalled(name)
+    else:  # nothing started that a signal could leave half done
+        _flush()
+        os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def on_stop_signal(hook: Callable[[str], None]) -> object:
+    """While the block runs, a stop signal calls ``hook(name)`` in the main thread (a screen
+    schedules its own clean quit there) instead of raising KeyboardInterrupt."""
+    _HOOKS.append(hook)
+    try:
+        yield hook
+    finally:
+        _HOOKS.remove(hook)
+
+
+def _leave_the_terminal() -> None:
+    """After a hangup the terminal is gone and every write to it fails (EIO): what is still
+    said goes nowhere rather than ending the clean stop with an error. Pipes and files
+    (a redirected headless run) are kept."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def signalled_code() -> int | None:
+    """128 + the number of the signal that stopped this process, or None."""
+    from engine import stopping
+
+    name = stopping.signalled()
+    return 128 + signal.Signals[name].value if name else None
+
+
 def leave(code: int | str | None) -> None:
     """Exit without the interpreter's teardown: with torch, sympy and Textual loaded it takes
     seconds (4 s measured on a busy 2-core machine) after the work is done, which is what
     made Ctrl-C and ctrl+q feel slow. Every run file is already written atomically or
-    flushed line by line; what remains is to stop any worker, flush the console, and go."""
+    flushed line by line; what remains is to stop any worker, flush the console, and go.
+    A process a signal stopped exits 128 + its number unless it failed on its own."""
     from engine.session import stop_every_worker
 
     stop_every_worker()
     if isinstance(code, str):
         sys.stderr.write(code + "\n")
         code = 1
+    by_signal = signalled_code()
+    if by_signal is not None and code in (0, 130, None):
+        code = by_signal
+    _flush()
+    os._exit(code if isinstance(code, int) else 0)
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (wmtui ... | head)
             stream.flush()
-    os._exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) 
         torch.manual_seed(config.seed)
         model = build_model(arch).to(device)
         start_step, optimizer_state, base_lr = 0, None, config.lr
-        if resume and run is not None:
+        if resume and run is not None and not run.has_checkpoint():
+            ctx.log(f"{run.path} was stopped before its first checkpoint: starting from the start")
+        elif resume and run is not None:
             model_state, optimizer_state, loop_state = run.load_checkpoint()
             model.load_state_dict(model_state)
             start_step, base_lr = int(loop_state["step"]), float(loop_state["base_lr"])

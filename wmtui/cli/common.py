@@ -6,6 +6,7 @@ without an import cycle through the app that registers them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import threading
@@ -18,6 +19,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from engine import commands as cmd
+from engine import stopping
 from engine.config import TrainConfig, check_table, load_toml, toml_table
 from engine.errors import UserError
 from engine.jobs import JobSpec
@@ -28,6 +31,8 @@ from wmtui.cli.flags import DeviceOption, JsonFlag, StudyDeviceOption  # noqa: F
 from wmtui.cli.headless import HeadlessReporter
 
 DEBUG = {"on": False}
+#: how long a stopped headless run waits for its worker (Stop is answered within ~1 s)
+STOP_WAIT_S = 2.0
 
 OutOption = Annotated[
     Path | None,
@@ -120,12 +125,8 @@ def run_headless(
     try:
         for event in session.events():
             reporter(event)
-    except KeyboardInterrupt:
-        reporter.say("interrupted: stopping (checkpoint kept)")
-        session.stop()
-        for event in session.poll():
-            reporter(event)
-        return 130
+    except KeyboardInterrupt as exc:
+        return stop_headless(session, reporter, getattr(exc, "name", "SIGINT"))
     finally:
         reporter.close()
         session.join(2.0)
@@ -136,3 +137,20 @@ def run_headless(
     if session.status == "stopped":
         return 130
     return 2 if isinstance(session.error, UserError) else 1
+
+
+def stop_headless(session: Session, reporter: HeadlessReporter, name: str) -> int:
+    """Ctrl-C, SIGTERM or SIGHUP (``name``): the worker stops at its next safe point, keeps a
+    checkpoint and writes the summary (naming the signal); a second one ends the process at
+    once (the worker's files are written atomically, so the last checkpoint stays whole)."""
+    stopping.note_signal(name)  # before the stop: the summary the worker writes names it
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C: at once
+    session.send(cmd.Stop())
+    with contextlib.suppress(OSError):  # a hung-up terminal: the stop goes on regardless
+        reporter.say(f"{'interrupted' if name == 'SIGINT' else name}: stopping, run folder kept")
+    session.join(STOP_WAIT_S)
+    for event in session.poll():
+        with contextlib.suppress(OSError):
+            reporter(event)
+    return 130
