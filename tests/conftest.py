@@ -43,6 +43,33 @@ def small_synthetic(shared_data_dir: Path):
     ).data
 
 
+@pytest.fixture(scope="session")
+def pattern_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
+    """A LeNet-5 on the small synthetic set, watermarked by the ``pattern`` scheme (white
+    square -> class 0), with its real ``key/`` folder: attacks and the referee are tested on
+    the owner's key, never a stand-in. Built once (a few seconds); tests only read it."""
+    from engine.jobs import JobSpec, run
+
+    out = tmp_path_factory.mktemp("pattern") / "run"
+    spec = JobSpec.embed(
+        "pattern",
+        trigger="square",
+        target_label=0,
+        inject_ratio=0.25,
+        out=out,
+        dataset="synthetic",
+        train_size=SMALL_TRAIN,
+        test_size=SMALL_TEST,
+        epochs=8,
+        optimizer="adam",
+        lr=0.003,
+        device="cpu",
+        data_dir=str(shared_data_dir),
+    )
+    assert run(spec).status == "completed"
+    return out
+
+
 def write_mnist_style(
     folder: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0
 ) -> None:

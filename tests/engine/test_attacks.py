@@ -28,7 +28,6 @@ from engine.config import TrainConfig
 from engine.data import load_dataset, make_splits
 from engine.errors import ConfigError, RunError
 from engine.events import Log, Metrics, Phase
-from engine.jobs import referee
 from engine.jobs.attack import attack_job, attack_manifest
 from engine.jobs.referee import default_probes
 from engine.metrics import Probe, accuracy
@@ -333,25 +332,23 @@ def test_attacks_never_receive_the_key() -> None:
         assert "engine.metrics.Probe" not in imported and "engine.attacks.job" not in imported
 
 
-def test_default_probes_use_the_owner_key_when_schemes_provide_it(
-    wm_run, small_synthetic, tmp_path, monkeypatch
+def test_default_probes_follow_attacked_runs_to_the_owners_real_key(
+    wm_run, pattern_run, small_synthetic, tmp_path
 ) -> None:
     data, dev = small_synthetic, torch.device("cpu")
-    assert [p.name for p in default_probes(wm_run)(data, dev)] == ["test"]
-    owner = tmp_path / "owner"
-    RunDir.create(owner, {"command": "embed", "config": {}})
-    (owner / "key").mkdir()
+    assert [p.name for p in default_probes(wm_run)(data, dev)] == ["test"]  # no key folder
+    owner = default_probes(pattern_run)(data, dev)
     attacked = tmp_path / "attacked"
-    RunDir.create(attacked, {"command": "attack", "config": {}, "source_run": str(owner)})
-    seen = []
-
-    def load_key_probes(run_dir, data, device):
-        seen.append(Path(run_dir))
-        return [key_probe(data)]
-
-    monkeypatch.setattr(referee, "load_key_probes", load_key_probes)
-    assert [p.name for p in default_probes(attacked)(data, dev)] == ["test", "wm"]
-    assert seen == [owner]  # followed the attacked run back to the owner's key
+    RunDir.create(attacked, {"command": "attack", "config": {}, "source_run": str(pattern_run)})
+    again = tmp_path / "attacked-again"
+    RunDir.create(again, {"command": "attack", "config": {}, "source_run": str(attacked)})
+    model, _ = load_model(pattern_run)
+    embedded = RunDir(pattern_run).summary()["retention"]["key"]
+    for run in (attacked, again):  # followed back, through a chain, to the owner's key
+        probes = default_probes(run)(data, dev)
+        assert [p.name for p in probes] == ["test", "key"] == [p.name for p in owner]
+        assert torch.equal(probes[1].x, owner[1].x) and torch.equal(probes[1].y, owner[1].y)
+        assert accuracy(model, probes[1]) == pytest.approx(embedded) and embedded > 0.85
 
 
 def test_budget_draws_a_seeded_split_disjoint_from_the_key(small_synthetic) -> None:
