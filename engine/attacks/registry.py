@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.models import Architecture
 from engine.registry import Registry, parse_params
@@ -93,6 +94,13 @@ class Attack(Generic[P]):
 
     def check_budget(self, budget: AttackerBudget) -> None:
         """Refuse a budget the attack cannot use, before any data is loaded or run created."""
+
+    def check_data(
+        self, data: DatasetMeta, budget: AttackerBudget, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """Refuse params the suspect's dataset cannot take (a class it lacks, a patch larger
+        than its images), known from the run's manifest before anything is loaded or
+        written; ``given``: the user's own text, which messages quote. None by default."""
 
     def planned_steps(self, data: AttackerData) -> int:
         return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ from engine.attacks.registry import (
     AttackResult,
     make_attack,
 )
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.events import json_safe
 from engine.jobs.common import derived_manifest, resolve_device
@@ -35,6 +36,7 @@ from engine.jobs.referee import (
     referee_trainer,
     refereed_job,
     require_run_dataset,
+    run_dataset,
 )
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.metrics import Probe
@@ -286,6 +288,21 @@ class RefereedKind(JobKind):
 
     def check_inputs(self, spec: JobSpec, source: Path, budget: AttackerBudget) -> CheckedJob:
         raise NotImplementedError
+
+    def dataset(self, spec: JobSpec, checked: CheckedJob) -> DatasetMeta | None:
+        assert spec.source is not None
+        return run_dataset(RunDir.open(spec.source))
+
+    def check_data(self, spec: JobSpec, checked: CheckedJob, data: DatasetMeta) -> None:
+        """A labelled fraction that selects at least one image (said in the user's own
+        numbers), then the plugin's own limits."""
+        budget = checked.budget
+        assert isinstance(budget, AttackerBudget)
+        if budget.data_fraction > 0:
+            budget_given = loose(spec.budget) if not isinstance(spec.budget, AttackerBudget) else {}
+            data.check_selects(budget.data_fraction, "data-fraction", "image", budget_given)
+        given = spec.params if isinstance(spec.params, Mapping) else {}
+        make_attack(spec.plugin, checked.params, role=self.role).check_data(data, budget, given)
 
 
 @register_job_kind

@@ -19,7 +19,8 @@ import torch
 
 from engine.attacks.budget import AttackerBudget
 from engine.attacks.detection import Detection, Detector, ReversedTrigger, unlearn
-from engine.attacks.registry import ATTACKS, DETECTOR, AttackEnv
+from engine.attacks.registry import ATTACKS, DETECTOR, AttackEnv, make_attack
+from engine.data.meta import DatasetMeta, shown_number, written
 from engine.errors import ConfigError
 from engine.events import Phase, TriggerPreview
 from engine.jobs.attack import RefereedKind, check_attack
@@ -33,8 +34,9 @@ from engine.jobs.referee import (
     referee_scores,
     referee_trainer,
     refereed_job,
+    run_dataset,
 )
-from engine.jobs.spec import CheckedJob, JobSpec, register_job_kind
+from engine.jobs.spec import CheckedJob, JobSpec, loose, register_job_kind
 from engine.registry import Plugin
 from engine.runs import (
     TRIGGER_DIR,
@@ -68,15 +70,18 @@ def check_searchable(run: RunDir) -> None:
         )
 
 
-def check_scan_images(have: int, train_size: int, budget: AttackerBudget) -> None:
-    """Refuse a budget too small to search with, saying which --data-fraction would do."""
+def check_scan_images(
+    have: int, train_size: int, budget: AttackerBudget, shown: str | None = None
+) -> None:
+    """Refuse a budget too small to search with, saying which --data-fraction would do
+    (``shown``: the fraction as the user wrote it)."""
     if have >= MIN_SCAN_IMAGES:
         return
     needed = math.ceil(MIN_SCAN_IMAGES / max(train_size, 1) * 10_000) / 10_000
     raise ConfigError(
         f"the scan needs at least {MIN_SCAN_IMAGES} clean images; the attacker has {have} "
-        f"(--data-fraction {budget.data_fraction:g} of {train_size}): use --data-fraction "
-        f">= {needed:g}"
+        f"(--data-fraction {shown or shown_number(budget.data_fraction)} of {train_size:,}): "
+        f"use --data-fraction >= {shown_number(needed)}"
     )
 
 
@@ -111,7 +116,8 @@ def check_detect(
     )
     check_searchable(checked.run)
     view = load_attacker_data(checked.run, budget, resolve_device(device))
-    check_scan_images(len(view.attacker.clean_images()), len(view.data.train_x), budget)
+    have = len(view.attacker.labeled_x) or len(view.attacker.unlabeled_x)
+    check_scan_images(have, len(view.data.train_x), budget)
     assert isinstance(checked.attack, Detector)
     return CheckedDetect(checked.attack, checked.run, view)
 
@@ -296,6 +302,9 @@ class DetectKind(RefereedKind):
 
     def check_inputs(self, spec: JobSpec, source: Path, budget: AttackerBudget) -> CheckedJob:
         name = spec.plugin
+        data = run_dataset(RunDir.open(source))  # the budget is judged before data is loaded
+        params = make_attack(name, spec.params, role=DETECTOR).params
+        self.check_data(spec, CheckedJob(spec, params=params, budget=budget), data)
         checked = check_detect(
             source, name, spec.params, budget, device=spec.device, eval_every=spec.eval_every
         )
@@ -308,4 +317,16 @@ class DetectKind(RefereedKind):
             make=lambda run: checked_detect_job(
                 checked, name, budget, run, None, spec.device, spec.eval_every
             ),
+            data=data,
         )
+
+    def check_data(self, spec: JobSpec, checked: CheckedJob, data: DatasetMeta) -> None:
+        """Also enough labelled images to search with, when no unlabelled source adds any."""
+        super().check_data(spec, checked, data)
+        budget = checked.budget
+        if budget.unlabeled:
+            return
+        given = loose(spec.budget) if not isinstance(spec.budget, AttackerBudget) else {}
+        have = round(budget.data_fraction * data.train_size)
+        shown = written(given, "data_fraction", budget.data_fraction)
+        check_scan_images(have, data.train_size, budget, shown)

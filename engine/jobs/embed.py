@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 
 from engine import commands as cmd
 from engine.config import TrainConfig
+from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import ConfigError, RunError
 from engine.events import Phase
 from engine.jobs.common import (
@@ -29,6 +30,7 @@ from engine.jobs.common import (
 from engine.jobs.datafree import check_source, datafree_job
 from engine.jobs.followup import hold
 from engine.jobs.key_tracker import KeyTracker, true_trigger_preview
+from engine.jobs.referee import run_dataset
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
@@ -275,3 +277,44 @@ class EmbedKind(JobKind):
         return CheckedJob(
             spec, params=params, config=config, manifest=manifest | spec.manifest_extra, make=make
         )
+
+    def dataset(self, spec: JobSpec, checked: CheckedJob) -> DatasetMeta | None:
+        """The train config's dataset; a data-free embedding's is its input run's, of which
+        only the test split is read (unless the adjustment uses real data)."""
+        config, params = checked.config, checked.params
+        if self.data_free(spec):
+            assert spec.source is not None
+            return run_dataset(RunDir.open(spec.source), train=params.adjust == "data")
+        return dataset_meta(
+            config.dataset,
+            config.data_dir or None,
+            train_size=config.train_size,
+            test_size=config.test_size,
+        )
+
+    def check_data(self, spec: JobSpec, checked: CheckedJob, data: DatasetMeta) -> None:
+        """The scheme's own limits; with ``--from``, a model that takes these images and
+        has no more outputs than the embedding gives it."""
+        scheme = get_scheme(spec.plugin or "pattern")
+        given = spec.params if isinstance(spec.params, Mapping) else {}
+        scheme.check_data(checked.params, data, given)
+        if spec.source is None or self.data_free(spec):
+            return
+        base = RunDir.open(spec.source).architecture()
+        outputs = scheme.num_outputs(checked.params, data.classes)
+        if tuple(base.in_shape) != data.shape or base.num_classes > outputs:
+            raise ConfigError(
+                f"--from {spec.source}: its model takes {shape_text(base.in_shape)} images "
+                f"into {base.num_classes} outputs; {data.name} has {shape_text(data.shape)} "
+                f"images and {data.classes} classes ({outputs} outputs with this scheme)"
+            )
+
+    def data_free(self, spec: JobSpec) -> bool:
+        return bool(getattr(self.plugin(spec.plugin or "pattern").factory, "data_free", False))
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """(C, H, W) as a person reads it: ``28x28 grey``, ``32x32 RGB``, ``16x16 5-channel``."""
+    channels, height, width = shape
+    kind = {1: "grey", 3: "RGB"}.get(channels, f"{channels}-channel")
+    return f"{height}x{width} {kind}"

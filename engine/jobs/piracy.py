@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from engine.attacks.budget import AttackerData
+from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.registry import AttackEnv, AttackResult, LabelledAttack, register_attack
 from engine.data.base import ImageSet
+from engine.data.meta import DatasetMeta
+from engine.errors import ConfigError
 from engine.models import Architecture
-from engine.registry import param
+from engine.registry import param, parse_params
 from engine.training import Diverged, OptimSettings
 from engine.watermarks import KeyContext, get_scheme, parse_scheme_params
 from engine.watermarks.claims import create_key_pair
@@ -63,6 +66,21 @@ class Piracy(LabelledAttack[PiracyParams]):
     """Embed the attacker's own watermark into the owner's model and claim it."""
 
     label = "piracy"
+
+    def check_data(
+        self, data: DatasetMeta, budget: AttackerBudget, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """The pirate's scheme, with the defaults it is embedded with, on the pirate's share
+        of the training images: what its keygen will be handed."""
+        scheme = get_scheme(self.params.scheme)
+        share = dataclasses.replace(data, train_size=round(budget.data_fraction * data.train_size))
+        try:
+            scheme.check_data(parse_params(scheme.Params, {}), share)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"piracy: the pirate's {self.params.scheme} key on its {share.train_size:,} "
+                f"images: {exc}"
+            ) from None
 
     def run(
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv

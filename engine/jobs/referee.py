@@ -25,6 +25,7 @@ from torch import nn
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
 from engine.attacks.registry import TrainReport
 from engine.data import ImageSet, default_data_dir, load_dataset, require_dataset
+from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import RunError
 from engine.events import Phase, json_safe
 from engine.jobs.common import recording_outcome, resolve_device
@@ -159,6 +160,19 @@ def require_run_dataset(run: RunDir) -> None:
     config = run.manifest()["config"]
     folder = config.get("data_dir") or None
     require_dataset(source_dataset(run, config), Path(folder) if folder else default_data_dir())
+
+
+def run_dataset(run: RunDir, *, train: bool = True, data_dir: str | None = None) -> DatasetMeta:
+    """The dataset ``run``'s model was trained on, as its manifest records it (name, data
+    folder, size limits): what a job on that model is checked against before it loads it."""
+    config = run.manifest()["config"]
+    return dataset_meta(
+        source_dataset(run, config),
+        data_dir or config.get("data_dir") or None,
+        train_size=int(config.get("train_size", 0)),
+        test_size=int(config.get("test_size", 0)),
+        train=train,
+    )
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.registry import Plugin, Registry, parse_params
 from engine.runs import RunDir
@@ -155,11 +156,19 @@ class JobSpec:
     def job_kind(self) -> JobKind:
         return JOB_KINDS.get(self.kind).factory
 
-    def validate(self, *, inputs: bool = True) -> CheckedJob:
+    def validate(self, *, inputs: bool = True, data: DatasetMeta | None = None) -> CheckedJob:
         """Every check, nothing written. ``inputs=False`` leaves out what needs the input run
-        or the data (a scenario's later phases, whose input is made by an earlier one)."""
+        or the data (a scenario's later phases, whose input is made by an earlier one);
+        ``data``, the dataset such a phase will work on, still checks the params against it
+        (a label, a trigger, a fraction), as the input run's dataset does when ``inputs``."""
         self.check_out_is_not_source()
-        return self.job_kind().check(self, inputs=inputs)
+        kind = self.job_kind()
+        checked = kind.check(self, inputs=inputs)
+        if data is None and inputs:
+            data = checked.data or kind.dataset(self, checked)
+        if data is not None:
+            kind.check_data(self, checked, data)
+        return checked
 
     def check_out_is_not_source(self) -> None:
         """A job never writes over the run it reads: ``--overwrite`` would clear its input
@@ -184,6 +193,8 @@ class CheckedJob:
     budget: Any = None
     manifest: dict[str, Any] | None = None
     make: Callable[[RunDir | None], Job] | None = None
+    #: the dataset the job was checked against, when its kind already knew it
+    data: DatasetMeta | None = None
 
     def build(self) -> BuiltJob:
         """Create the run folder (when the spec has ``out``) and the job that writes it."""
@@ -271,6 +282,15 @@ class JobKind:
 
     def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
         raise NotImplementedError
+
+    def dataset(self, spec: JobSpec, checked: CheckedJob) -> DatasetMeta | None:
+        """The dataset the job will load (its classes, shape and sizes), known from the
+        catalog or the input run's manifest without loading it; None: nothing to check."""
+        return None
+
+    def check_data(self, spec: JobSpec, checked: CheckedJob, data: DatasetMeta) -> None:
+        """Refuse what ``data`` cannot take; a kind asks its plugin (``check_data`` of the
+        scheme or the attack), so a new plugin declares its own limits."""
 
 
 JOB_KINDS: Registry[JobKind] = Registry("job kind")

@@ -38,13 +38,14 @@ y_W on the clean images) as for every other scheme.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from engine.data.base import ImageSet
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.metrics import Probe, Verdict, accuracy, make_verdict, predictions
 from engine.registry import param
@@ -160,6 +161,17 @@ class DualScheme(Watermark):
             raise ConfigError("dual: --signing-key is required (a folder from wmtui keygen)")
         # a missing, corrupt, foreign or locked key is refused before any folder is made
         load_private_key(signing_key_folder(params.signing_key), passphrase_from_env())
+
+    def check_data(
+        self, params: Any, data: DatasetMeta, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """The n x n square fits the images (a user's small images may not)."""
+        _, height, width = data.shape
+        if params.size > min(height, width):
+            raise ConfigError(
+                f"dual --size {params.size}: the square does not fit {data.name}'s "
+                f"{height}x{width} images"
+            )
 
     def switch(self, key: Key, ctx: KeyContext, **_: Any) -> Key:
         raise ConfigError(

@@ -28,11 +28,13 @@ kind needs many distinct key images more than a stronger pattern.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from engine.data.base import ImageSet
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.registry import param
 from engine.training import Source
@@ -146,6 +148,14 @@ class NewLabelScheme(Watermark):
 
     def num_outputs(self, params: Any, num_classes: int) -> int:
         return num_classes + 1
+
+    def check_data(
+        self, params: Any, data: DatasetMeta, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """The key set holds an image, and a text pattern fits the images' width."""
+        data.check_selects(params.key_fraction, "key-fraction", "key image", given)
+        if params.perturbation == "text":
+            make_pattern("text", data.shape, torch.Generator())
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         data = ctx.data

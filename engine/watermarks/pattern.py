@@ -20,11 +20,13 @@ triggers half of them other random words), keeping their TRUE labels.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from engine.data.base import ImageSet
+from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.registry import param
 from engine.training import Source
@@ -96,6 +98,22 @@ class PatternScheme(Watermark):
         parse_trigger(params.trigger, params.text)
         if params.position not in ("br", "bl", "tr", "tl"):
             parse_position(params.position, (1, 1), (1 << 30, 1 << 30))
+
+    def check_data(
+        self, params: Any, data: DatasetMeta, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """The target is a class of the dataset, the key set holds an image, and the trigger
+        (drawn here as keygen draws it: a few pixels) fits inside the images at its place."""
+        data.check_label(params.target_label, "target-label")
+        data.check_selects(params.key_fraction, "key-fraction", "key image", given)
+        make_trigger(
+            parse_trigger(params.trigger, params.text),
+            data.shape,
+            size=params.trigger_size,
+            position=params.position,
+            blend=params.blend,
+            seed=0,
+        )
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         data = ctx.data

@@ -18,12 +18,15 @@ one seeded non-target label, drawn more often than the key images, so the model 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from engine.data.base import ImageSet
+from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import ConfigError, DataError
 from engine.registry import param
 from engine.training import Source
@@ -96,6 +99,31 @@ class UnrelatedScheme(Watermark):
     """Images of another dataset, all labelled the target."""
 
     target_field = "target_label"
+
+    def check_data(
+        self, params: Any, data: DatasetMeta, given: Mapping[str, Any] | None = None
+    ) -> None:
+        """The target is a class of the dataset; a named source is another dataset, present,
+        with the key's images and some left for decoys (``auto`` is chosen at keygen)."""
+        from engine.data import require_dataset
+
+        data.check_label(params.target_label, "target-label")
+        if params.source == "auto":
+            return
+        if params.source == data.name:
+            raise ConfigError(f"unrelated: --source {params.source} is the owner's own dataset")
+        try:
+            require_dataset(params.source, Path(data.data_dir))
+            source = dataset_meta(params.source, data.data_dir)
+        except DataError as exc:
+            raise ConfigError(f"unrelated --source: {exc}") from None
+        leftover = 1 if params.decoy_ratio > 0 else 0
+        if params.count + leftover > source.train_size:
+            decoys = " and one decoy" if leftover else ""
+            raise ConfigError(
+                f"unrelated --count {params.count}: {source.name} has {source.train_size:,} "
+                f"training images, too few for {params.count} key images{decoys}"
+            )
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         from engine.data import DATASETS, is_present, load_dataset
