@@ -7,7 +7,6 @@ online); MNIST-style sets are read from IDX files wherever they are, including D
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -75,13 +74,16 @@ class DatasetRegistry(Registry[Loader]):
 
 
 def _user_loader(name: str) -> Loader:
-    if name.startswith(FOLDER_PREFIX):
-        from engine.data.folder import load_folder
+    def load(request: DatasetRequest) -> ImageSet:
+        if name.startswith(FOLDER_PREFIX):
+            from engine.data.folder import load_folder
 
-        return functools.partial(load_folder, name)
-    from engine.data.module_source import load_module_dataset
+            return load_folder(name, request.data_dir)
+        from engine.data.module_source import load_module_dataset
 
-    return functools.partial(load_module_dataset, name)
+        return load_module_dataset(name)
+
+    return load
 
 
 DATASETS: Registry[Loader] = DatasetRegistry("dataset")

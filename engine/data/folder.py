@@ -32,8 +32,6 @@ from engine.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from engine.data.catalog import DatasetRequest
-
 PREFIX = "folder:"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -66,10 +64,11 @@ class Layout:
     test: list[tuple[Path, int]]
 
 
-def load_folder(spec: str, request: DatasetRequest) -> ImageSet:
-    """The images of ``folder:PATH`` from the cache, decoding them when anything changed."""
+def load_folder(spec: str, data_dir: Path) -> ImageSet:
+    """The images of ``folder:PATH`` from the cache in ``data_dir``, decoding them when
+    anything changed."""
     layout = scan(folder_of(spec))
-    cache_dir = request.data_dir / "wmtui-cache"
+    cache_dir = data_dir / "wmtui-cache"
     prefix = f"folder-{_digest(str(layout.root))[:10]}-"
     path = cache_dir / f"{prefix}{fingerprint(layout)[:16]}.safetensors"
     parts = cached(path, lambda: decode(layout))

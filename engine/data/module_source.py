@@ -21,15 +21,12 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, DataError, UserError
-
-if TYPE_CHECKING:
-    from engine.data.catalog import DatasetRequest
 
 
 def check_spelling(spec: str) -> str:
@@ -62,9 +59,9 @@ def import_factory(spec: str) -> Callable[[], Any]:
     return target  # type: ignore[return-value]
 
 
-def load_module_dataset(spec: str, request: DatasetRequest) -> ImageSet:
-    """Call the factory and check what it returned."""
-    del request  # the factory takes no arguments: where its files are is its own business
+def load_module_dataset(spec: str) -> ImageSet:
+    """Call the factory (with no arguments: where its files are is its own business) and
+    check what it returned."""
     factory = import_factory(spec)
     try:
         result = factory()
