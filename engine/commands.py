@@ -91,3 +91,37 @@ class Followup(Command):
     plugin: str
     params: dict = dataclasses.field(default_factory=dict)
     budget: dict = dataclasses.field(default_factory=dict)
+
+
+# -- acknowledgements ------------------------------------------------------------------------
+# The words the worker answers commands with (one Log line each), in one place: the session,
+# the training loop and the scripted stand-ins the UI is tested against all build them here,
+# so a change of wording reaches every one of them (the UI reads ``PAUSED`` and ``RESUMED``).
+PAUSED = "paused"
+RESUMED = "resumed"
+NOT_PAUSED = "resume: not paused"
+STOPPING = "stop requested: ending after this step"
+SKIPPING = "skipping to the next phase: ending this one after this step"
+NO_NEXT_PHASE = "there is no next phase"
+NOT_TAKEN = "the current phase does not take it"
+NO_CHECKPOINTS = "checkpoint: this phase does not save checkpoints"
+
+
+def ignored(command: Command, why: str) -> str:
+    return f"{command.what} ignored: {why}"
+
+
+def refused(command: Command, reason: object) -> str:
+    return f"{command.what} refused: {reason}"
+
+
+def not_applied(command: Command) -> str:
+    return f"{command.what} not applied: the job has ended"
+
+
+def lr_set(lr: float, step: int) -> str:
+    return f"learning rate set to {lr:.4g} at step {step}"
+
+
+def checkpoint_saved(where: object) -> str:
+    return f"checkpoint saved: {where}"

@@ -115,7 +115,7 @@ class JobContext:
                 if self.paused:
                     continue
                 return
-            self._apply(command)
+            self.apply(command)
             if self.stop_requested:
                 raise StopRequested
 
@@ -130,36 +130,38 @@ class JobContext:
             self.acknowledged += 1
             if isinstance(command, cmd.Stop) and self.stop_requested:
                 continue  # it was applied: the flag it raised is what ended the job
-            self.log(f"{command.what} not applied: the job has ended", "warning")
+            self.log(cmd.not_applied(command), "warning")
 
-    def _apply(self, command: cmd.Command) -> None:
+    def apply(self, command: cmd.Command) -> None:
+        """Answer one command now, in the calling thread: ``between_steps`` does it for the
+        queue; a scripted stand-in for a worker (the UI's tests) answers in the same words.
+        People read the log, so it names the action ("trigger switch"), never the class."""
         self.acknowledged += 1
-        name = command.what  # for people: "trigger switch", not SetTrigger
         if isinstance(command, cmd.Stop):
             self.stop_requested = True
             self.paused = False
-            self.log("stop requested: ending after this step")
+            self.log(cmd.STOPPING)
         elif isinstance(command, cmd.SkipPhase):
             if not self.skippable:
-                self.log(f"{name} ignored: there is no next phase", "warning")
+                self.log(cmd.ignored(command, cmd.NO_NEXT_PHASE), "warning")
                 return
             self.stop_requested = self.skip_requested = True
             self.paused = False
-            self.log("skipping to the next phase: ending this one after this step")
+            self.log(cmd.SKIPPING)
         elif isinstance(command, cmd.Pause):
             self.paused = True
-            self.log("paused")
+            self.log(cmd.PAUSED)
         elif isinstance(command, cmd.Resume):
             was = self.paused
             self.paused = False
-            self.log("resumed" if was else "resume: not paused")
+            self.log(cmd.RESUMED if was else cmd.NOT_PAUSED)
         elif type(command) in self._handlers:
             try:
                 self.log(self._handlers[type(command)](command))
             except UserError as exc:
-                self.log(f"{name} refused: {exc}", "warning")
+                self.log(cmd.refused(command, exc), "warning")
         else:
-            self.log(f"{name} ignored: the current phase does not take it", "warning")
+            self.log(cmd.ignored(command, cmd.NOT_TAKEN), "warning")
 
 
 Job = Callable[[JobContext], dict[str, Any]]

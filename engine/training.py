@@ -325,12 +325,12 @@ class TrainLoop:
             raise ConfigError(f"learning rate must be in (0, 100], got {value}")
         factor = lr_factor(self.settings, self.step, self.total_steps)
         self.base_lr = value / factor if factor > 0 else value
-        return f"learning rate set to {value:.4g} at step {self.step}"
+        return cmd.lr_set(value, self.step)
 
     def _checkpoint_now(self, _command: object = None) -> str:
         if self.on_checkpoint is None:
-            return "checkpoint: this phase does not save checkpoints"
-        return f"checkpoint saved: {self.on_checkpoint(self)}"
+            return cmd.NO_CHECKPOINTS
+        return cmd.checkpoint_saved(self.on_checkpoint(self))
 
     def _register_handlers(self) -> None:
         self.ctx.on(cmd.SetLR, lambda c: self.set_lr(float(c.lr)))
