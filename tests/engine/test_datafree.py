@@ -320,7 +320,7 @@ def test_injection_goes_past_its_rounds_until_every_trigger_is_learnt(
 
 def test_s4_draws_fresh_real_images_from_the_whole_training_split() -> None:
     """The data-using reference streams every training image (M fresh ones per round, as S3
-    samples G afresh); M images chosen once were overfit (README)."""
+    samples G afresh); M images chosen once were overfit (docs/results/datafree.md)."""
     from types import SimpleNamespace
 
     from engine.jobs.datafree import adjustment_source

@@ -66,7 +66,7 @@ def run_cli(args: list[str], data_dir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """the minimal preset (the README's grid), uninterrupted, on two workers."""
+    """the minimal preset (the grid docs/sweeps.md shows), uninterrupted, on two workers."""
     out = tmp_path_factory.mktemp("sweeps") / "minimal"
     result = run_cli(["sweep", str(MINIMAL), "--workers", "2", "--out", str(out)], data_dir)
     assert result.exit_code == 0, result.output
