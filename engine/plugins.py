@@ -40,7 +40,7 @@ GROUPS: dict[str, Registry[Any]] = {
 #: registries whose plugins must declare a params dataclass (flags and forms come from it)
 NEED_PARAMS = (SCHEMES, ATTACKS)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _problems: list[str] | None = None
 
 
@@ -56,6 +56,7 @@ def load_plugins() -> list[str]:
     global _problems
     with _lock:
         if _problems is None:
+            _problems = []  # a plugin that calls this while it loads gets no second round
             points = [ep for group in GROUPS for ep in entry_points(group=group)]
             _problems = load_entry_points(points)
         return list(_problems)
