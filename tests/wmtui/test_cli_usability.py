@@ -46,7 +46,7 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[FakeApp]:
 # -- tui is the default command ---------------------------------------------------------------
 def test_tui_flags_work_without_writing_tui(fake_app, tmp_path: Path) -> None:
     out = tmp_path / "play"
-    result = runner.invoke(app, [*TINY, "--out", str(out), "--threads", "1"])
+    result = runner.invoke(app, ["--scheme", "pattern", *TINY, "--out", str(out), "--threads", "1"])
     assert result.exit_code == 0, result.output
     (shown,) = fake_app
     assert shown.run_path == out and (out / "manifest.json").is_file()

@@ -103,7 +103,7 @@ async def test_start_screen_edits_a_phase_in_place_and_refuses_bad_values() -> N
         await pilot.press("enter")
         await pilot.pause()
         assert type(app.screen).__name__ == "StartScreen"
-        assert "target_label=2" in str(
+        assert "target label 2" in str(
             app.screen.query_one("#phases").get_option_at_index(0).prompt
         )
         await pilot.press("shift+tab", "enter")

@@ -33,7 +33,7 @@ from wmtui.cli.common import (
     run_spec,
     train_values,
 )
-from wmtui.cli.options import listing, plugin_listing, with_dataclass_options
+from wmtui.cli.options import field_names, listing, plugin_listing, with_dataclass_options
 from wmtui.cli.watermarks import SCHEME_PARAMS, split_config
 
 
@@ -180,8 +180,9 @@ def tui(
     """The playground (the default command): train live, steer it from the keyboard.
 
     With --scenario (or as plain wmtui, from the start screen) it runs a scenario's phases;
-    training flags then override the scenario's [train] table. Its options work without
-    writing tui (wmtui --scenario gan --epochs 1)."""
+    training flags then override the scenario's [train] table. Training flags alone open the
+    start screen with them applied; --scheme runs a single embedding phase. Its options work
+    without writing tui (wmtui --scenario gan --epochs 1)."""
     if scenario is not None:
         if scheme is not None or config is not None:
             raise UserError("--scenario takes its phases from the scenario; drop --scheme/--config")
@@ -192,6 +193,12 @@ def tui(
                 f"--{stray[0].replace('_', '-')} is a scheme flag; --scenario sets those"
             )
         launch_scenario_tui(scenario, given, refresh=refresh, out=out, threads=threads)
+        return
+    if given and scheme is None and config is None and set(given) <= field_names(TrainConfig):
+        # training flags alone (wmtui --dataset synthetic --epochs 3): the start screen, with
+        # them applied to whichever scenario is chosen; checked before it opens
+        check_config(TrainConfig.from_mapping(given), data=False)
+        launch_scenario_tui(None, given, refresh=refresh, out=out, threads=threads)
         return
     train, scheme_values, name = split_config(given, config, scheme)
     if name == "none":
@@ -219,8 +226,9 @@ def launch_scenario_tui(
     out: Path | None,
     threads: int | None,
 ) -> None:
-    """A scenario in the playground; ``name`` None opens the start screen first. The worker
-    shares the process with the screen, so the thread choice leaves it a core."""
+    """A scenario in the playground; ``name`` None opens the start screen first (with
+    ``overrides`` on it). The worker shares the process with the screen, so the thread
+    choice leaves it a core."""
     check_refresh(refresh)
     note = apply_threads(threads, ui=True)
     from engine.studies.scenarios import Scenario, load_scenario
@@ -233,8 +241,9 @@ def launch_scenario_tui(
         session.ctx.log(note)  # into the run, before the worker starts
         return session, root.path
 
-    if name is None:
-        app_ = WmtuiApp(None, refresh=refresh, chooser=start)
+    if name is None:  # the start screen shows the overrides, lets them change, applies them
+        app_ = WmtuiApp(None, refresh=refresh, chooser=start, overrides=dict(overrides))
+        overrides = {}
     else:
         scenario = load_scenario(name)
         session, path = start(scenario)

@@ -31,6 +31,7 @@ from wmtui.tui.dashboard import Dashboard
 from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
 from wmtui.tui.screens.prompt import PromptScreen, int_in_range, positive_float
 from wmtui.tui.state import DashboardState
+from wmtui.tui.stop_signals import quit_on_stop_signal
 
 REPAINT_RATES = (1.0, 2.0, 4.0, 10.0)
 THEMES = ("textual-dark", "textual-light")
@@ -101,8 +102,11 @@ class WmtuiApp(App[None]):
         *,
         chooser: Chooser | None = None,
         scenario: Scenario | None = None,
+        overrides: dict[str, object] | None = None,
     ) -> None:
         super().__init__()
+        #: training values the start screen shows and applies (its d and p keys change them)
+        self.overrides: dict[str, object] = dict(overrides or {})
         self.run_path = run_path  # the run whose saved model the next attack or scan reads
         self._session_factory = session_factory
         #: with no session yet, the start screen picks a scenario and this starts it
@@ -128,12 +132,13 @@ class WmtuiApp(App[None]):
         # (Python's default is 5 ms) whenever it returns from a torch kernel.
         sys.setswitchinterval(0.001)
         self._timer = self.set_interval(1.0 / self.refresh_hz, self.pump)
+        quit_on_stop_signal(self, self.action_quit)  # SIGTERM/SIGHUP: as ctrl+q
         if self._session_factory is not None:
             self._begin(self._session_factory())
         elif self._chooser is not None:
             from wmtui.tui.screens.start import StartScreen
 
-            self.push_screen(StartScreen(), self._chosen)
+            self.push_screen(StartScreen(overrides=self.overrides), self._chosen)
 
     #: what works before a session exists (on the start screen)
     SESSIONLESS_ACTIONS: ClassVar[frozenset[str]] = frozenset(
@@ -171,7 +176,8 @@ class WmtuiApp(App[None]):
             from wmtui.tui.screens.start import StartScreen
 
             self.query_one("#log", Log).write_line(f"! {scenario.name} refused: {exc}")
-            self.push_screen(StartScreen(message=f"{scenario.name} refused: {exc}"), self._chosen)
+            refused = f"{scenario.name} refused: {exc}"
+            self.push_screen(StartScreen(message=refused, overrides=self.overrides), self._chosen)
             return
         self.scenario, self.run_path = scenario, path
         self._begin(session)
@@ -323,7 +329,7 @@ class WmtuiApp(App[None]):
     def action_help(self) -> None:
         from wmtui.tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(getattr(self.screen, "HELP_KEYS", None)))
 
     def action_screenshot_svg(self) -> None:
         """An SVG of the screen, into the current run directory (or the working directory)."""

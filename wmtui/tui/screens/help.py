@@ -42,7 +42,11 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,question_mark,q", "dismiss", "close"),
     ]
 
+    def __init__(self, keys: list[tuple[str, str]] | None = None) -> None:
+        super().__init__()
+        self.keys = keys or KEYS  # the start screen passes its own
+
     def compose(self) -> ComposeResult:
-        lines = "\n".join(f"{key:>8}  {text}" for key, text in KEYS)
+        lines = "\n".join(f"{key:>8}  {text}" for key, text in self.keys)
         with Vertical():
             yield Static("wmtui keys\n\n" + lines, id="help-text")

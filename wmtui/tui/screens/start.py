@@ -18,15 +18,54 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.config import TrainConfig
+from engine.data import DATASETS
 from engine.errors import UserError
+from engine.registry import as_typed
 from engine.studies.scenarios import PhaseSpec, Scenario, load_scenario, preset_names
 from wmtui.tui.screens.plugin_form import Choice, PluginFormScreen
+from wmtui.tui.screens.prompt import PromptScreen, Validator, int_in_range
+
+#: what `?` lists on this screen (the dashboard's keys do nothing here)
+HELP_KEYS = [
+    ("↑ / ↓", "choose a scenario, or a phase"),
+    ("tab", "switch between the scenarios and the chosen one's phases"),
+    ("enter", "start the scenario (on a phase: edit it)"),
+    ("e", "edit the highlighted phase's parameters"),
+    ("d", "the dataset every phase trains and tests on"),
+    ("p", "the training epochs"),
+    ("ctrl+t", "light / dark theme"),
+    ("q", "quit"),
+    ("?", "this help; escape closes it"),
+]
 
 
 def phase_line(index: int, spec: PhaseSpec) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in {**spec.params, **spec.budget}.items())
+    shown = user_terms({**spec.params, **spec.budget})
     on = f" on {spec.on}" if spec.on else ""
-    return f"{index}. {spec.title or spec.label()}{on}" + (f"  [{shown}]" if shown else "")
+    return f"{index}. {spec.title or spec.label()}{on}" + (f"  ({shown})" if shown else "")
+
+
+def user_terms(values: dict[str, object]) -> str:
+    """``remove, data fraction 10%`` for ``{remove: True, data_fraction: 0.1}``: the words a
+    person would use, not a Python dict."""
+    parts = []
+    for key, value in values.items():
+        name = key.replace("_", " ")
+        if isinstance(value, bool):
+            parts.append(name if value else f"no {name}")
+        elif isinstance(value, float) and key.endswith(("fraction", "ratio")) and value <= 1:
+            parts.append(f"{name} {100 * value:g}%")
+        else:
+            parts.append(f"{name} {as_typed(value)}")
+    return ", ".join(parts)
+
+
+def training_line(config: TrainConfig) -> str:
+    """What every phase trains on: what --dataset and --epochs change (d and p here, as the
+    footer says)."""
+    epochs = f"{config.epochs} epoch" + ("s" if config.epochs != 1 else "")
+    return f"dataset {config.dataset} · {epochs} · model {config.model}"
 
 
 class StartScreen(Screen[Scenario | None]):
@@ -42,19 +81,34 @@ class StartScreen(Screen[Scenario | None]):
     StartScreen #scenarios { width: 24; height: 1fr; border: round $primary-darken-2; }
     StartScreen #start-right { width: 1fr; height: 1fr; }
     StartScreen #about { height: auto; max-height: 50%; padding: 0 1; }
+    StartScreen #training {
+        height: 1; padding: 0 1; color: $accent; text-wrap: nowrap; text-overflow: ellipsis;
+    }
     StartScreen #phases { height: 1fr; border: round $primary-darken-2; }
     StartScreen #start-message { height: auto; color: $warning; padding: 0 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "start", "start", priority=True),
         Binding("e", "edit", "edit phase"),
+        Binding("d", "dataset", "dataset"),
+        Binding("p", "epochs", "epochs"),
         Binding("tab", "app.focus_next", "switch list", show=False),
         Binding("q,escape", "quit", "quit"),
     ]
 
-    def __init__(self, names: list[str] | None = None, message: str = "") -> None:
+    HELP_KEYS = HELP_KEYS
+
+    def __init__(
+        self,
+        names: list[str] | None = None,
+        message: str = "",
+        overrides: dict[str, object] | None = None,
+    ) -> None:
         super().__init__()
         self.message = message
+        #: training values over every scenario's [train] (command-line flags, d and p): the
+        #: caller's dict, changed in place, so a scenario refused and chosen again keeps them
+        self.overrides = overrides if overrides is not None else {}
         self.scenarios: dict[str, Scenario] = {}
         for name in names or preset_names():
             try:
@@ -65,11 +119,14 @@ class StartScreen(Screen[Scenario | None]):
         self._about = Text()  # the chosen scenario's whole title and description
 
     def compose(self) -> ComposeResult:
-        yield Static("wmtui · choose a scenario (enter starts, e edits a phase)", id="start-title")
+        yield Static(
+            "wmtui · choose a scenario (enter starts, e edits a phase, ? keys)", id="start-title"
+        )
         with Horizontal(id="start-body"):
             yield OptionList(*[Option(n, id=n) for n in self.scenarios], id="scenarios")
             with Vertical(id="start-right"):
                 yield Static("", id="about")
+                yield Static("", id="training")
                 yield OptionList(id="phases")
         yield Static("", id="start-message")
         yield Footer(show_command_palette=False, compact=True)
@@ -89,6 +146,7 @@ class StartScreen(Screen[Scenario | None]):
         prose = " ".join(scenario.description.split())  # TOML line breaks are not paragraphs
         self._about = Text(scenario.title + "\n", style="bold") + Text(prose)
         self._fit_about()
+        self._show_training()
         phases = self.query_one("#phases", OptionList)
         highlighted = phases.highlighted
         phases.clear_options()
@@ -97,6 +155,36 @@ class StartScreen(Screen[Scenario | None]):
         )
         if highlighted is not None and highlighted < len(scenario.phases):
             phases.highlighted = highlighted
+
+    def _show_training(self) -> None:
+        scenario = self.scenarios.get(self.chosen)
+        if scenario is None:
+            return
+        try:
+            line = training_line(scenario.config(self.overrides))
+        except UserError as exc:  # a scenario file with a bad [train] value
+            line = f"[train]: {exc}"
+        self.query_one("#training", Static).update(Text(line))
+
+    def action_dataset(self) -> None:
+        names = ["auto", *DATASETS.names()]
+
+        def check(text: str) -> str | None:
+            return None if text in names else f"choose one of: {', '.join(names)}"
+
+        self._ask("Dataset for every phase:", check, ", ".join(names[:4]) + " …", "dataset")
+
+    def action_epochs(self) -> None:
+        self._ask("Training epochs:", int_in_range(1, 1000), "e.g. 3", "epochs")
+
+    def _ask(self, question: str, check: Validator, hint: str, key: str) -> None:
+        def apply(text: str | None) -> None:
+            if text is not None:
+                self.overrides[key] = text
+                self.query_one("#start-message", Static).update(f"{key}: {text}")
+                self._show_training()
+
+        self.app.push_screen(PromptScreen(question, check, hint), apply)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._fit_about)
@@ -119,7 +207,9 @@ class StartScreen(Screen[Scenario | None]):
             self.action_edit()
             return
         if self.chosen:
-            self.dismiss(self.scenarios[self.chosen])
+            scenario = self.scenarios[self.chosen]
+            scenario.train = {**scenario.train, **self.overrides}
+            self.dismiss(scenario)
 
     def action_edit(self) -> None:
         """Edit the highlighted phase (the first if none) with its plugin's form."""
