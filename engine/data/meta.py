@@ -40,8 +40,7 @@ class DatasetMeta:
         """A class index the dataset has; the flag is named as the user typed it."""
         if not 0 <= label < self.classes:
             raise ConfigError(
-                f"--{flag} {label}: {self.name} has {self.classes} classes "
-                f"(labels 0-{self.classes - 1})"
+                f"--{flag} {label}: the dataset has {self.classes} classes (0-{self.classes - 1})"
             )
 
     def check_selects(

@@ -23,6 +23,7 @@ from engine.errors import ConfigError, RunError
 from engine.events import Event
 from engine.runs import RunDir, atomic_write_json, read_json
 from engine.session import Job, JobContext, StopRequested
+from engine.studies.data_checks import check_trials_data
 from engine.studies.grid import expand, matches, point_label, substitute, trial_key
 from engine.studies.recipe_file import UNITS, Cell, Recipe
 from engine.studies.scenario_runner import (
@@ -84,6 +85,7 @@ def plan(
             }
             config = TrainConfig.from_mapping({**config.to_dict(), **(overrides or {})})
             trials.append(Trial(arm.name, point, scenario, config, trial_key(resolved)))
+    check_trials_data((f"{t.arm} {point_label(t.point)}", t.scenario, t.config) for t in trials)
     return RecipeRun(recipe, scale, trials, out)
 
 

@@ -19,6 +19,7 @@ from engine.errors import ConfigError, RunError, UserError
 from engine.events import Event, Phase
 from engine.runs import RunDir
 from engine.session import Job, JobContext, StopRequested
+from engine.studies.data_checks import check_scenario_data
 from engine.studies.scenarios import PhaseSpec, Scenario
 
 
@@ -46,7 +47,9 @@ def prepare_scenario(
 ) -> tuple[Job, RunDir, list[Callable[[Event], None]]]:
     """The job, its root run folder and the sinks a session for it needs (the root's
     ``events.jsonl`` is the caller's, the router for the phases' is in the list).
-    ``resume`` reuses ``out``: phases whose folders completed are not run again."""
+    ``resume`` reuses ``out``: phases whose folders completed are not run again. Every
+    phase is checked against its dataset first: a refused file leaves no folder."""
+    check_scenario_data(scenario, config)
     root = RunDir.create(out, scenario_manifest(scenario, config), overwrite=resume)
     router = PhaseRouter()
     return scenario_job(scenario, config, root, router, resume), root, [router]

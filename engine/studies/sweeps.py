@@ -36,6 +36,7 @@ from engine.config import TrainConfig
 from engine.errors import ConfigError, UserError, closest, unknown_name
 from engine.jobs.spec import JOB_KINDS
 from engine.studies import presets
+from engine.studies.data_checks import check_trials_data
 from engine.studies.grid import (
     Point,
     expand,
@@ -151,7 +152,8 @@ def grid_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Gr
 
 def plan_sweep(grid: Grid, out: Path, overrides: Mapping[str, Any] | None = None) -> SweepPlan:
     """The grid's trials into ``out``; ``overrides`` (device, data_dir) apply to every trial
-    and leave the keys alone."""
+    and leave the keys alone. Every trial is checked against its dataset before ``out``
+    exists."""
     trials = grid.trials
     if overrides:
         trials = [
@@ -160,6 +162,7 @@ def plan_sweep(grid: Grid, out: Path, overrides: Mapping[str, Any] | None = None
             )
             for t in trials
         ]
+    check_trials_data((t.label, t.scenario, t.config) for t in trials)
     return SweepPlan(grid, trials, Path(out))
 
 

@@ -3,6 +3,7 @@ worker processes), failed trials retried, and the Ray backend on a private local
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,7 +23,13 @@ from engine.studies.sweep_results import (
     read_rows,
 )
 from engine.studies.sweep_trial import payload, run_payload
-from engine.studies.sweeps import TRIALS, grid_from_mapping, load_grid, plan_sweep
+from engine.studies.sweeps import (
+    TRIALS,
+    SweepPlan,
+    grid_from_mapping,
+    load_grid,
+    plan_sweep,
+)
 
 TINY_TRAIN = {
     "dataset": "synthetic",
@@ -203,7 +210,14 @@ def test_a_failed_trial_is_a_row_with_its_error_and_is_not_kept(
     """Run in this process (what a worker does with it): the row says why, and the next
     sweep runs the trial again instead of keeping it."""
     raw = tiny_grid(axes={"target": [11]})  # the synthetic digits have 10 classes
-    plan = plan_sweep(grid_from_mapping(raw, "fails"), tmp_path / "out", {"data_dir": data_dir})
+    grid = grid_from_mapping(raw, "fails")
+    with pytest.raises(ConfigError, match="10 classes"):  # planning refuses it before it runs
+        plan_sweep(grid, tmp_path / "out", {"data_dir": data_dir})
+    # a worker handed it all the same fails the trial, in its row
+    trials = [
+        dataclasses.replace(t, config=t.config.replace(data_dir=data_dir)) for t in grid.trials
+    ]
+    plan = SweepPlan(grid, trials, tmp_path / "out")
     row = run_payload(payload(plan, plan.trials[0], 1))
     assert row["status"] == "failed" and "10 classes" in row["error"]
     assert row["trial"] == plan.trials[0].key and row["metrics"] == {}
