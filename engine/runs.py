@@ -119,7 +119,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
 
 
 class RunDir:
-    """One experiment's folder (see DESIGN.md, "Runs")."""
+    """One experiment's folder (docs/architecture.md, "Run folders")."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

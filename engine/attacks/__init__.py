@@ -1,5 +1,5 @@
 """The adversary's side: removal attacks and detectors under an explicit attacker budget
-(DESIGN.md, "Attacks and detectors"). One module per plugin; importing the package registers
+(docs/attacks.md). One module per plugin; importing the package registers
 every one in :data:`ATTACKS` (removal attacks and detectors by role). The refereed jobs that
 run them are in :mod:`engine.jobs`: an attack never sees the owner's key.
 """

@@ -8,7 +8,7 @@ the data; the triggers are then learnt under eq. (3):
 
 with M_WM starting as M_clean. We read both sums as means (the CE over a batch's triggers, the
 squared error over its samples and the outputs), lambda = 5 (the paper's value; its place in
-eq. 3 was lost from the text and DESIGN.md reads it so), and M = 10 N samples per round.
+eq. 3 was lost from the text; we read it so), and M = 10 N samples per round.
 
 **A round** (what ``--epochs`` counts for this scheme) is one pass over the N triggers with
 M fresh adjustment samples beside them: every batch of ``--batch-size`` holds triggers and

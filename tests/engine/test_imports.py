@@ -1,4 +1,4 @@
-"""The layout's import rules, as tests (DESIGN.md, "Layout"):
+"""The layout's import rules, as tests (docs/architecture.md, "Layers and their import rules"):
 
 * ``engine`` never imports ``wmtui``, textual, rich or typer: every engine module is imported
   in a fresh interpreter, none excepted;
