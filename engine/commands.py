@@ -7,7 +7,10 @@ Each command is acknowledged with a ``Log`` event saying what happened.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
+
+from engine.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,12 @@ def refused(command: Command, reason: object) -> str:
 
 def not_applied(command: Command) -> str:
     return f"{command.what} not applied: the job has ended"
+
+
+def check_lr(lr: float) -> None:
+    """The rates a running phase takes (SetLR, ScaleLR): the UI's prompt checks its own."""
+    if not (math.isfinite(lr) and 0 < lr <= 100):
+        raise ConfigError(f"learning rate must be in (0, 100], got {lr}")
 
 
 def lr_set(lr: float, step: int) -> str:

@@ -321,8 +321,7 @@ class TrainLoop:
         return self.base_lr * lr_factor(self.settings, self.step, self.total_steps)
 
     def set_lr(self, value: float) -> str:
-        if not (math.isfinite(value) and 0 < value <= 100):
-            raise ConfigError(f"learning rate must be in (0, 100], got {value}")
+        cmd.check_lr(value)
         factor = lr_factor(self.settings, self.step, self.total_steps)
         self.base_lr = value / factor if factor > 0 else value
         return cmd.lr_set(value, self.step)

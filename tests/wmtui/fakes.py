@@ -1,9 +1,16 @@
-"""A scripted stand-in for a Session: deterministic events for Pilot and snapshot tests."""
+"""A scripted stand-in for a Session: deterministic events for Pilot and snapshot tests.
+
+The events come from a script the test controls; the commands are answered by the engine's
+own :class:`~engine.session.JobContext` and the worker's wording in :mod:`engine.commands`,
+so what the UI reads back (the words, their level, the Stop answered by ``Done`` alone) is
+what a worker says, and a change there reaches these tests without editing them.
+"""
 
 from __future__ import annotations
 
 from engine import commands as cmd
 from engine.events import Done, Event, Log, Metrics, Phase
+from engine.session import JobContext, StopRequested
 
 
 class FakeSession:
@@ -12,6 +19,20 @@ class FakeSession:
         self.sent: list[cmd.Command] = []
         self.started = False
         self.stopped = False
+        #: the job has ended (Done was fed): like a worker gone, nothing answers any more
+        self.finished = False
+        #: where the run is as far as the UI has seen it: the loop's step and rate
+        self.step, self.lr = 0, 0.0
+        self.ctx = JobContext(self.feed)
+        # what the training loop registers (TrainLoop._register_handlers), in its words
+        self.ctx.on(cmd.SetLR, lambda c: self._set_lr(float(c.lr)))
+        self.ctx.on(cmd.ScaleLR, lambda c: self._set_lr(self.lr * float(c.factor)))
+        self.ctx.on(cmd.Checkpoint, lambda c: cmd.NO_CHECKPOINTS)
+
+    def _set_lr(self, value: float) -> str:
+        cmd.check_lr(value)
+        self.lr = value
+        return cmd.lr_set(value, self.step)
 
     def start(self) -> FakeSession:
         self.started = True
@@ -19,22 +40,37 @@ class FakeSession:
 
     def poll(self) -> list[Event]:
         out, self.pending = self.pending, []
+        for event in out:
+            self._seen(event)
         return out
+
+    def _seen(self, event: Event) -> None:
+        if isinstance(event, Metrics):
+            self.step, self.lr = event.step, event.lr
+        elif isinstance(event, Phase) and event.index and event.status == "start":
+            self.ctx.skippable = event.index < event.total  # as the scenario runner sets it
+        elif isinstance(event, Done):
+            self.finished = True
 
     def feed(self, *events: Event) -> None:
         self.pending.extend(events)
 
     def send(self, command: cmd.Command) -> None:
-        """Acknowledge like the real worker does, so the UI sees the same stream."""
+        """Answer as the worker does between two steps: Stop ends the job at once (and the
+        queue behind it is declined), anything else gets its one Log line."""
         self.sent.append(command)
-        if isinstance(command, cmd.Pause):
-            self.feed(Log("paused"))
-        elif isinstance(command, cmd.Resume):
-            self.feed(Log("resumed"))
-        elif isinstance(command, cmd.ScaleLR):
-            self.feed(Log(f"learning rate scaled by {command.factor}"))
-        elif isinstance(command, cmd.Stop):
-            self.feed(Log("stop requested: ending after this step"), Done("stopped"))
+        if self.finished:
+            return
+        if isinstance(command, cmd.Stop):
+            self.ctx.send(command)  # raises the flag the worker checks before its queue
+            try:
+                self.ctx.check_stop()
+            except StopRequested:  # what Session._run does when the job raises it
+                self.ctx.decline_unapplied()
+                self.feed(Done("stopped"))
+                self.finished = True
+            return
+        self.ctx.apply(command)
 
     def stop(self, timeout: float = 2.0) -> bool:
         self.stopped = True
