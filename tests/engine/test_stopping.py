@@ -26,6 +26,10 @@ from engine.studies.scenario_runner import prepare_scenario
 from engine.studies.scenarios import scenario_from_mapping
 from tests.engine.test_scenarios import TINY_TRAIN
 
+#: the product's promise (README: the worker stops within 2 s at any moment). The worker
+#: checks for Stop between batches, evaluation batches and render chunks, so it ends in a
+#: fraction of a second; the margin is for CI's two cores shared with other tests, and what
+#: this guards against (finishing an epoch, an evaluation or an import first) takes longer.
 STOP_WITHIN_S = 2.0
 PHASES = [
     {"name": "embed", "kind": "embed", "scheme": "pattern", "params": {"trigger": "square"}},
@@ -141,7 +145,8 @@ def test_a_thousand_random_commands_are_each_answered_and_stop_stays_prompt(
     rng = random.Random(seed)
     session = start(tmp_path / "s", epochs=3)
     events: list[Event] = []
-    threading.Thread(target=lambda: events.extend(session.events()), daemon=True).start()
+    reader = threading.Thread(target=lambda: events.extend(session.events()), daemon=True)
+    reader.start()
     sent = 0
     for _ in range(1000):
         if not session.running:
@@ -153,7 +158,8 @@ def test_a_thousand_random_commands_are_each_answered_and_stop_stays_prompt(
     assert session.stop(timeout=STOP_WITHIN_S), "the worker did not stop within 2 s"
     took = time.monotonic() - asked
     assert took < STOP_WITHIN_S
-    time.sleep(0.2)  # the reader's last events
+    reader.join(30)  # the reader ends with Done, its last event
+    assert not reader.is_alive()
     assert session.error is None, session.error
     # every command was answered: applied, refused, ignored, or declined once the job ended
     # (and Stop too, unless the scenario had already ended by skipping its phases)
