@@ -296,18 +296,17 @@ class EmbedKind(JobKind):
         """The scheme's own limits; with ``--from``, a model that takes these images and
         has no more outputs than the embedding gives it."""
         scheme = get_scheme(spec.plugin or "pattern")
+        if spec.source is not None and not self.data_free(spec):
+            base = RunDir.open(spec.source).architecture()
+            outputs = scheme.num_outputs(checked.params, data.classes)
+            if tuple(base.in_shape) != data.shape or base.num_classes > outputs:
+                raise ConfigError(
+                    f"--from {spec.source}: its model takes {shape_text(base.in_shape)} images "
+                    f"into {base.num_classes} outputs; {data.name} has {shape_text(data.shape)} "
+                    f"images and {data.classes} classes ({outputs} outputs with this scheme)"
+                )
         given = spec.params if isinstance(spec.params, Mapping) else {}
         scheme.check_data(checked.params, data, given)
-        if spec.source is None or self.data_free(spec):
-            return
-        base = RunDir.open(spec.source).architecture()
-        outputs = scheme.num_outputs(checked.params, data.classes)
-        if tuple(base.in_shape) != data.shape or base.num_classes > outputs:
-            raise ConfigError(
-                f"--from {spec.source}: its model takes {shape_text(base.in_shape)} images "
-                f"into {base.num_classes} outputs; {data.name} has {shape_text(data.shape)} "
-                f"images and {data.classes} classes ({outputs} outputs with this scheme)"
-            )
 
     def data_free(self, spec: JobSpec) -> bool:
         return bool(getattr(self.plugin(spec.plugin or "pattern").factory, "data_free", False))
