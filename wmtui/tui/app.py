@@ -121,6 +121,7 @@ class WmtuiApp(App[None]):
         self._early: Timer | None = None
         self._early_until = 0.0
         self.exit_message = ""
+        self._said_ended = False  # "keys do nothing now" is said once per session
 
     def compose(self) -> ComposeResult:
         yield Dashboard(id="dashboard")
@@ -223,7 +224,22 @@ class WmtuiApp(App[None]):
         return screen.query_one(Dashboard)
 
     # -- controls -------------------------------------------------------------------------
+    def _ended(self) -> bool:
+        """Whether the session's worker has ended; the first key that finds it so says that
+        keys do nothing now (an echoed "> skip to the next phase" read as if it applied)."""
+        if self.session is None or self.worker_alive:
+            return False
+        if not self._said_ended:
+            self._said_ended = True
+            self.query_one("#log", Log).write_line(
+                f"! the session has ended ({self.state.status}): steering keys do nothing "
+                "now; a/d work on the saved model"
+            )
+        return True
+
     def _send(self, command: cmd.Command, note: str) -> None:
+        if self._ended():
+            return
         if self.session is not None:
             self.session.send(command)
             if note:
@@ -242,6 +258,9 @@ class WmtuiApp(App[None]):
         self._send(cmd.ScaleLR(0.5), "learning rate ÷2")
 
     def action_set_lr(self) -> None:
+        if self._ended():
+            return
+
         def send(text: str | None) -> None:
             if text is not None:
                 self._send(cmd.SetLR(float(text)), f"learning rate = {text}")
@@ -253,6 +272,8 @@ class WmtuiApp(App[None]):
         self._send(cmd.SetTrigger(NEXT_TRIGGER), "next trigger")
 
     def action_set_label(self) -> None:
+        if self._ended():
+            return
         classes = self.state.info.get("classes")
         high = int(classes) - 1 if isinstance(classes, int) else None
 
@@ -324,6 +345,7 @@ class WmtuiApp(App[None]):
         log.write_line(f"> {name} on {source} -> {path}")
         self.session, self.run_path = session, path
         self.state.status = "starting"
+        self._said_ended = False
         session.start()
 
     def action_help(self) -> None:
@@ -364,6 +386,8 @@ class WmtuiApp(App[None]):
     def action_edit_next(self) -> None:
         """Edit the next phase of the scenario before it starts (sent to the worker, which
         validates it again and refuses a phase that has begun)."""
+        if self._ended():
+            return
         log = self.query_one("#log", Log)
         scenario = self.scenario
         index = self.state.phase_index  # 1-based: the running phase

@@ -34,6 +34,23 @@ RATE_HALF_LIFE = 10.0
 FIRST_READING_SECONDS = 1e-3
 #: the phase in which the ``datafree`` scheme distils its teacher (Discrepancy events)
 DISTILL_PHASE = "distill"
+#: what the status line reads of a phase; kept while a follow-up (``a``/``d`` mid-phase)
+#: runs inside it, and put back when the phase goes on
+PHASE_VIEW = (
+    "phase",
+    "info",
+    "total_steps",
+    "step",
+    "epoch",
+    "lr",
+    "loss",
+    "test_acc",
+    "images_per_s",
+    "rate_images",
+    "rate_seconds",
+    "rate_time",
+    "x_offset",
+)
 
 
 @dataclasses.dataclass
@@ -100,6 +117,10 @@ class DashboardState:
     phase_results: list[dict[str, object]] = dataclasses.field(default_factory=list)
     #: the piracy attacks of this session, compared side by side once there are two
     piracy: PiracyView = dataclasses.field(default_factory=PiracyView)
+    #: whether a (job) phase has started and not ended, and the views of the phases a
+    #: follow-up interrupted, innermost last
+    phase_open: bool = False
+    outer: list[dict[str, object]] = dataclasses.field(default_factory=list)
     version: int = 0  # bumped on every change, so widgets repaint only when needed
 
     def apply(self, event: Event) -> None:
@@ -132,11 +153,21 @@ class DashboardState:
                 event.status if not (self.error and event.status == "failed") else "failed"
             )
             self.summary = dict(event.summary)
+            self.outer, self.phase_open = [], False
             # the next session's first phase is not this one's injection
             self.disc_stale = bool(self.discrepancy.x)
             self.log(f"session {event.status}")
 
+    def _resume_outer(self, phase: str) -> None:
+        """An event of the interrupted phase: the follow-up is over, so the status line reads
+        the interrupted phase again. Its own events tell, not the follow-up's end: one ended
+        early may send none, and a recording may hold a phase that never ended."""
+        if self.outer and self.outer[-1]["phase"] == phase and self.phase != phase:
+            for name, value in self.outer.pop().items():
+                setattr(self, name, value)
+
     def _metrics(self, event: Metrics) -> None:
+        self._resume_outer(event.phase)
         if self.status in {"starting", "stopping"}:
             self.status = "running"
         self.phase, self.step, self.epoch = event.phase, event.step, event.epoch
@@ -167,6 +198,7 @@ class DashboardState:
         self.images_per_s = self.rate_images / self.rate_seconds
 
     def _class_scan(self, event: ClassScan) -> None:
+        self._resume_outer(event.phase)
         if event.phase != self.phase:
             self.phase = event.phase
         self.scan_sizes[event.cls] = event.size
@@ -202,8 +234,15 @@ class DashboardState:
         self.disc_epoch = self.disc_epochs = 0
         self.disc_phase, self.disc_stale = "", False
 
+    def _end_nested(self, name: str) -> None:
+        """A phase's end: the end of a phase a follow-up interrupted puts its view back (its
+        last numbers, not the follow-up's, are what it ended with)."""
+        self._resume_outer(name)
+        self.phase_open = bool(self.outer)
+
     def _scenario_phase(self, event: Phase) -> None:
         """A scenario's own phase marker: the header's "phase i/n", not a plot segment."""
+        self.outer, self.phase_open = [], False  # another job: nothing of the last is open
         info = event.info
         self.scenario = str(info.get("scenario", ""))
         self.phase_index, self.phase_total = event.index, event.total
@@ -222,7 +261,16 @@ class DashboardState:
             self._scenario_phase(event)
             return
         self.piracy.phase(event, self.scenario_phase)
+        if (
+            event.status == "start"
+            and self.phase_open
+            and not event.name.startswith(f"{self.phase}-")
+        ):  # a follow-up inside this phase (a scan's own removal, "gan-remove", is not one)
+            self.outer.append({name: getattr(self, name) for name in PHASE_VIEW})
+        if event.status != "start":
+            self._end_nested(event.name)
         if event.status == "start":
+            self.phase_open = True
             # a new distillation (or a distill attack, which sends no discrepancy), or the
             # first phase after the data-free job ended: its discrepancy is not this phase's
             if event.name == DISTILL_PHASE or self.disc_stale:
