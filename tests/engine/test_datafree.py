@@ -266,6 +266,8 @@ def test_stop_mid_distillation_keeps_a_valid_run_folder(owner: tuple[Path, Path]
     assert seen, "no distillation epoch within 60 s"
     started = time.monotonic()
     assert session.stop(timeout=2.0)
+    # stop latency, the product's 2 s promise: the distillation checks for Stop between its
+    # iterations (500 epochs are asked for); the margin is for a busy 2-core machine
     assert time.monotonic() - started < 2.0
     summary = RunDir(out).summary()
     assert summary["status"] == "stopped" and summary["phase"] == "distill"

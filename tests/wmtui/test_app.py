@@ -37,7 +37,10 @@ async def test_plot_data_grows_with_metrics() -> None:
         plot = app.query_one("#loss-plot")
         assert len(plot._datasets) == 1 and len(plot._datasets[0].x) == first
         fake.feed(*training_script(100)[4:])
-        await pilot.pause(0.6)  # the timer, not the test, repaints
+        for _ in range(200):  # the timer, not the test, repaints: wait until it has
+            await pilot.pause(0.05)
+            if len(plot._datasets[0].x) > first:
+                break
         assert len(app.state.loss_series.x) > first
         assert len(plot._datasets[0].x) == len(app.state.loss_series.x)
         assert app.state.acc_series.y[-1] > app.state.acc_series.y[0]
@@ -75,6 +78,9 @@ async def test_quit_mid_training_ends_the_worker_quickly(tmp_path) -> None:
         assert app.state.step > 0
         started = time.monotonic()
         await pilot.press("ctrl+q")
+    # quit latency, the product's 2 s promise: the worker checks Stop between batches of a
+    # tiny model (milliseconds); the margin is for a busy 2-core machine, while a worker
+    # that finished its epoch first would take far longer (50 epochs are asked for)
     assert time.monotonic() - started < 2.0
     assert not sessions[0].running
     assert "session stopped" in app.exit_message

@@ -77,6 +77,9 @@ def test_ctrl_c_ends_a_headless_run_within_2_s(
     else:
         wait_for_line(process, '"metrics"' if moment == "training" else '"class_scan"')
     took, err = interrupt(process)
+    # stop latency, the product's 2 s promise for Ctrl-C: the run answers SIGINT at its next
+    # check for Stop (between batches or scan steps) and writes its summary; the margin is for
+    # CI's two busy cores, and a run that waited for its phase to end would take much longer
     assert took < 2.0, f"Ctrl-C while {moment} took {took:.2f} s"
     assert "Traceback" not in err, err
     assert process.returncode in (130, -signal.SIGINT)

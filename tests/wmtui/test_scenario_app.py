@@ -126,6 +126,8 @@ async def test_quitting_from_the_start_screen_and_with_a_modal_open_is_quick() -
         await pilot.press("r")  # the learning-rate prompt is open
         started = time.monotonic()
         await pilot.press("ctrl+q")
+    # quit latency with a prompt open: the 2 s promise holds whatever screen is up; the
+    # scripted session stops at once, so the margin is all the app's (and a busy machine's)
     assert time.monotonic() - started < 2.0 and fake.stopped
 
 
@@ -257,6 +259,9 @@ budget = { data_fraction = 0.5 }
         assert app.state.scan_sizes, "the scan never reported"
         started = time.monotonic()
         await pilot.press("ctrl+q")
+    # quit latency mid-scan, the 2 s promise: the scan checks Stop between its steps (a
+    # fraction of a second each here); the margin is for a busy 2-core machine, while a scan
+    # run to its end (100000 steps) would never make it
     assert time.monotonic() - started < 2.0 and not session.running
     summary = json.loads((root.path / "summary.json").read_text())
     assert summary["status"] == "stopped"

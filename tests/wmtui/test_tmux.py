@@ -195,6 +195,8 @@ def test_playground_in_a_real_terminal(
         assert "PAUSED" not in later
 
         term.send("C-q")
+        # quit latency, the product's 2 s promise (ctrl+q in a real terminal): the worker
+        # checks Stop between batches; the margin is for a busy 2-core machine
         asked = time.monotonic()
         while term.exit_code() is None and time.monotonic() - asked < 2.0:
             time.sleep(0.05)
@@ -243,6 +245,8 @@ def test_a_recipe_watched_in_the_playground(tmp_path: Path, isolated_data: Path)
         done = term.wait_for("the recipe's end", lambda p: "session completed" in p, timeout=60)
         assert "tiny-marked" in done  # the dashboard names the trial's scenario
         term.send("C-q")
+        # after the recipe's end nothing runs, so this is not the 2 s stop promise but a guard
+        # that ctrl+q quits at all: 5 s leaves a busy machine room to close the process
         asked = time.monotonic()
         while term.exit_code() is None and time.monotonic() - asked < 5.0:
             time.sleep(0.05)
