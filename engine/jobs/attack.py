@@ -23,7 +23,7 @@ from engine.attacks.registry import (
     AttackResult,
     make_attack,
 )
-from engine.data.meta import DatasetMeta
+from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import ConfigError
 from engine.events import json_safe
 from engine.jobs.common import derived_manifest, resolve_device
@@ -301,8 +301,21 @@ class RefereedKind(JobKind):
         if budget.data_fraction > 0:
             budget_given = loose(spec.budget) if not isinstance(spec.budget, AttackerBudget) else {}
             data.check_selects(budget.data_fraction, "data-fraction", "image", budget_given)
+        if budget.unlabeled:
+            check_unlabeled(budget.unlabeled, data)
         given = spec.params if isinstance(spec.params, Mapping) else {}
         make_attack(spec.plugin, checked.params, role=self.role).check_data(data, budget, given)
+
+
+def check_unlabeled(name: str, data: DatasetMeta) -> None:
+    """The unlabelled source's images convert to the suspect's input (grey and RGB do into
+    each other; other channel counts do not)."""
+    channels, wanted = dataset_meta(name, data.data_dir).shape[0], data.shape[0]
+    if channels != wanted and not {channels, wanted} <= {1, 3}:
+        raise ConfigError(
+            f"--unlabeled {name}: its {channels}-channel images cannot be given to a model "
+            f"of {wanted}-channel images"
+        )
 
 
 @register_job_kind

@@ -281,3 +281,19 @@ def test_a_recipe_is_refused_naming_the_trial(tmp_path: Path) -> None:
         plan(recipe, "quick", tmp_path / "recipe")
     assert not (tmp_path / "recipe").exists()
     assert len(plan(recipe_from_mapping(tiny_recipe(), "tiny"), "quick", tmp_path).trials) == 4
+
+
+def test_an_unlabelled_source_whose_images_cannot_be_converted_is_refused(
+    tmp_path: Path, suspect: Path
+) -> None:
+    def two_channels(request: DatasetRequest) -> ImageSet:
+        x = torch.zeros(4, 2, 8, 8, dtype=torch.uint8)
+        return ImageSet("two", x, torch.zeros(4, dtype=torch.long), x, torch.zeros(4), ["a"])
+
+    DATASETS.register("two-channel")(two_channels)
+    try:
+        spec = JobSpec.attack("ftau", run=suspect, unlabeled="two-channel", out=tmp_path / "o")
+        refused(spec, "--unlabeled two-channel: its 2-channel images")
+        JobSpec.attack("ftau", run=suspect, unlabeled="cifar10").validate()  # RGB to grey: fine
+    finally:
+        DATASETS.unregister("two-channel")
