@@ -25,8 +25,8 @@ class KeyTracker:
 
     ``SetTrigger`` / ``SetTargetLabel`` make a new key from the current one, replace the key
     source of the loop from the next batch on, and add a retention probe, so the stream
-    carries retention for the old and the new key sets ("key", then e.g. "key:square",
-    "key:label=3"). Each switched key is saved (0600) as ``RUN/key-2``, ``RUN/key-3``...
+    carries retention for the old and the new key sets, named as their folders: ``key``,
+    then ``key-2``, ``key-3``... (each switched key is saved there, 0600).
     """
 
     def __init__(
@@ -57,19 +57,17 @@ class KeyTracker:
         ctx.on(cmd.SetTrigger, lambda c: self.switch(trigger=str(c.trigger)))
         ctx.on(cmd.SetTargetLabel, lambda c: self.switch(target=int(c.label)))
 
-    def _name(self, trigger: str | None, target: int | None) -> str:
-        base = f"key:{trigger}" if trigger is not None else f"key:label={target}"
-        name, n = base, 2
-        while name in self.keys:
-            name, n = f"{base}#{n}", n + 1
-        return name
+    def _name(self) -> str:
+        """The next key set's one name: its folder's (``key-2``), also in the legend, the
+        log and the summary's verdicts, so a set is found under the name it is shown by."""
+        return f"{KEY_DIR}-{len(self.keys) + 1}"
 
     def switch(self, *, trigger: str | None = None, target: int | None = None) -> str:
         assert self.loop is not None
         key = self.scheme.switch(self.current, self.kctx, trigger=trigger, target=target)
         if trigger is not None and self.scheme.trigger_field is not None:
             trigger = str(key.params[self.scheme.trigger_field])  # "next" resolved
-        name = self._name(trigger, target)
+        name = self._name()
         sources = self.scheme.training_sources(
             key, self.batch_size, self.loop.device, self.kctx.data
         )
@@ -81,13 +79,15 @@ class KeyTracker:
         self.current = key
         where = ""
         if self.run is not None:
-            folder = save_key(self.run.path / f"{KEY_DIR}-{len(self.keys)}", key)
+            folder = save_key(self.run.path / name, key)
             self.folders[name] = str(folder)
             where = f"; saved to {folder}"
         dropped = self._bound_live_keys()
+        what = f"trigger {trigger}" if trigger is not None else f"target label {target}"
+        # what changed first: at 80 columns the log cuts the end (the folder) first
         return (
-            f"embedding {key.describe()} as {name!r} from step {self.loop.step}{where}; "
-            f"tracking retention of {', '.join(self.live)}{dropped}"
+            f"embedding {what} as {name} from step {self.loop.step}; tracking "
+            f"{', '.join(self.live)}{dropped}{where}"
         )
 
     def _bound_live_keys(self) -> str:

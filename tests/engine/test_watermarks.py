@@ -480,13 +480,14 @@ def test_set_trigger_and_label_switch_the_key_and_track_both(tmp_path, shared_da
     params = parse_scheme_params("pattern", {})
     session, events = run_session(embed_job(config, "pattern", params, run), run, steer)
     logs = [e.message for e in events if isinstance(e, Log)]
-    assert any("as 'key:square'" in m for m in logs)
-    assert any("as 'key:label=3'" in m for m in logs)
+    # one name per key set: the log's, the legend's (retention) and the folder's
+    assert any("as key-2" in m and "square" in m for m in logs)
+    assert any("as key-3" in m and "target label 3" in m for m in logs)
     assert any("target label switch refused" in m and "10 classes" in m for m in logs)
     final = [e for e in events if isinstance(e, Metrics) and e.test_acc is not None][-1]
-    assert set(final.retention) == {"key", "key:square", "key:label=3"}
+    assert set(final.retention) == {"key", "key-2", "key-3"}
     verdicts = session.summary["verdicts"]
-    assert verdicts["key:label=3"]["verified"]
+    assert verdicts["key-3"]["verified"]
     assert load_key(tmp_path / "run" / "key-3").params["target_label"] == 3
     assert load_key(tmp_path / "run" / "key-2").params["trigger"] == "square"
     assert load_key(tmp_path / "run" / "key").params["trigger"] == "text"
@@ -527,9 +528,9 @@ def test_live_key_sets_are_bounded_and_every_switched_key_stays_on_disk(
     params = parse_scheme_params("pattern", {})
     session, events = run_session(embed_job(config, "pattern", params, run), run, steer)
     logs = [e.message for e in events if isinstance(e, Log)]
-    assert any("no longer tracking key:label=1" in m for m in logs)
+    assert any("no longer tracking key-2" in m for m in logs)
     final = [e for e in events if isinstance(e, Metrics) and e.test_acc is not None][-1]
-    assert set(final.retention) == {"key", "key:label=4", "key:label=5", "key:label=6"}
+    assert set(final.retention) == {"key", "key-5", "key-6", "key-7"}
     assert set(session.summary["verdicts"]) == set(final.retention)
     assert len(session.summary["keys"]) == 7
     assert all(

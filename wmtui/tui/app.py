@@ -354,8 +354,11 @@ class WmtuiApp(App[None]):
         self.push_screen(HelpScreen(getattr(self.screen, "HELP_KEYS", None)))
 
     def action_screenshot_svg(self) -> None:
-        """An SVG of the screen, into the current run directory (or the working directory)."""
-        folder = self.run_path or Path.cwd()
+        """An SVG of the screen, into the running phase's folder (a scenario's ``02-gan``, not
+        the folder of the model `a`/`d` work on), else the run's, else the working directory."""
+        running = Path(self.state.phase_run) if self.state.phase_run else None
+        folder = running if running is not None and running.is_dir() else self.run_path
+        folder = folder or Path.cwd()
         path = self.save_screenshot(path=str(folder))
         self.query_one("#log", Log).write_line(f"> screenshot saved: {path}")
 

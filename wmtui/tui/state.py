@@ -119,6 +119,9 @@ class DashboardState:
     piracy: PiracyView = dataclasses.field(default_factory=PiracyView)
     #: whether a (job) phase has started and not ended, and the views of the phases a
     #: follow-up interrupted, innermost last
+    #: the running phase's folder (a scenario's NN-name, or a job's run): where a screenshot
+    #: of it belongs
+    phase_run: str = ""
     phase_open: bool = False
     outer: list[dict[str, object]] = dataclasses.field(default_factory=list)
     version: int = 0  # bumped on every change, so widgets repaint only when needed
@@ -248,6 +251,7 @@ class DashboardState:
         self.phase_index, self.phase_total = event.index, event.total
         if event.status == "start":
             self.reset_discrepancy()  # another scenario phase: another model, another job
+            self.phase_run = str(info.get("run", "") or self.phase_run)
             self.scenario_phase = event.name
             self.phase_title = str(info.get("title", event.name))
             self.log(f"== phase {event.index}/{event.total}: {self.phase_title}")
@@ -277,6 +281,8 @@ class DashboardState:
                 self.reset_discrepancy()
             self.phase = event.name
             self.info = dict(event.info)
+            if not self.scenario_phase and event.info.get("run"):
+                self.phase_run = str(event.info["run"])
             self.total_steps = int(event.info.get("steps", 0) or 0)
             self.x_offset = self.last_x
             self.step = 0
