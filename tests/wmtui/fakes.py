@@ -8,8 +8,15 @@ what a worker says, and a change there reaches these tests without editing them.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
+import torch
+
 from engine import commands as cmd
+from engine.config import TrainConfig
 from engine.events import Done, Event, Log, Metrics, Phase
+from engine.jobs.common import load_data
 from engine.session import JobContext, StopRequested
 
 
@@ -77,16 +84,29 @@ class FakeSession:
         return True
 
 
+@functools.cache
+def dataset_said() -> tuple[Log, str]:
+    """The line a job starts with and the reason it records, from the jobs' own loader (the
+    small synthetic set: a tenth of a second, once)."""
+    said: list[Event] = []
+    config = TrainConfig(dataset="synthetic", train_size=64, test_size=16)
+    loaded = load_data(config, JobContext(said.append), torch.device("cpu"))
+    (line,) = said
+    assert isinstance(line, Log)
+    return dataclasses.replace(line, time=0.0), loaded.reason
+
+
 def training_script(steps: int = 200, every: int = 20) -> list[Event]:
     """A plausible short run: loss falls, accuracy rises, evaluated every 40 steps."""
+    line, reason = dataset_said()
     events: list[Event] = [
-        Log("dataset: synthetic (asked for)"),
+        dataclasses.replace(line),
         Phase(
             "train",
             "start",
             info={
                 "dataset": "synthetic",
-                "dataset_reason": "synthetic (asked for)",
+                "dataset_reason": reason,
                 "model": "lenet5",
                 "device": "cpu",
                 "steps": steps,
@@ -112,8 +132,6 @@ def training_script(steps: int = 200, every: int = 20) -> list[Event]:
 
 def scan_script(target: int = 7, classes: int = 10) -> list[Event]:
     """A detection phase: sizes for every class, the watermark target clearly smallest."""
-    import torch
-
     from engine.events import ClassScan, TriggerPreview
 
     events: list[Event] = [Phase("gan-scan", "start", info={"threshold": 2.0, "classes": classes})]
