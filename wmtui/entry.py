@@ -24,13 +24,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 #: the signals handled like Ctrl-C (SIGINT itself is armed by the commands, see above)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: behind a screen: how long its workers get to stop, then the screen to close, before exit
+SCREEN_STOP_S, SCREEN_CLOSE_S = 4.0, 0.8
 #: what the running screen does on a stop signal (last armed first); empty when headless
-_HOOKS: list[Callable[[str], None]] = []
+_HOOKS: list[Callable[[str], bool]] = []
 
 
 class Signalled(KeyboardInterrupt):
@@ -75,34 +80,52 @@ def _on_stop_signal(signum: int, frame: object) -> None:
     stopping.note_signal(name)
     if signum == signal.SIGHUP:
         _leave_the_terminal()
-    if _HOOKS:
-        _HOOKS[-1](name)
-    elif signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if any(hook(name) for hook in reversed(_HOOKS)):
+        threading.Thread(target=_finish_behind_the_screen, args=(signum,), daemon=True).start()
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         raise Signalled(name)
     else:  # nothing started that a signal could leave half done
         _flush()
         os._exit(128 + signum)
 
 
-@contextlib.contextmanager
-def on_stop_signal(hook: Callable[[str], None]) -> object:
-    """While the block runs, a stop signal calls ``hook(name)`` in the main thread (a screen
-    schedules its own clean quit there) instead of raising KeyboardInterrupt."""
+def on_stop_signal(hook: Callable[[str], bool]) -> Callable[[], None]:
+    """Until the returned function is called, a stop signal calls ``hook(name)`` in the main
+    thread (a screen schedules its own clean quit there) instead of raising
+    KeyboardInterrupt; a hook that returns False (its screen has closed) passes it on. The
+    hook runs inside a signal handler: it should only schedule."""
     _HOOKS.append(hook)
-    try:
-        yield hook
-    finally:
-        _HOOKS.remove(hook)
+
+    def disarm() -> None:
+        if hook in _HOOKS:
+            _HOOKS.remove(hook)
+
+    return disarm
+
+
+def _finish_behind_the_screen(signum: int) -> None:
+    """The screen was asked to quit; this thread makes sure the process ends even where the
+    screen cannot: after a hangup Textual's output thread dies on the dead terminal and the
+    event loop can block on its full queue for good. The workers are stopped here (each
+    completes its run folder), the screen gets a moment to close and restore the terminal,
+    then the process ends with the signal's status."""
+    from engine.session import stop_every_worker
+
+    stop_every_worker(SCREEN_STOP_S)
+    time.sleep(SCREEN_CLOSE_S)
+    _flush()
+    os._exit(128 + signum)
 
 
 def _leave_the_terminal() -> None:
     """After a hangup the terminal is gone and every write to it fails (EIO): what is still
-    said goes nowhere rather than ending the clean stop with an error. Pipes and files
-    (a redirected headless run) are kept."""
+    said goes nowhere rather than ending the clean stop with an error. A terminal that still
+    answers (``kill -HUP`` with the window open), pipes and files are kept."""
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in (1, 2):  # reading the dead terminal ends in EOF already
         with contextlib.suppress(OSError):
-            if os.isatty(fd):
+            if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):  # hung up: EIO
                 os.dup2(devnull, fd)
     os.close(devnull)
 
