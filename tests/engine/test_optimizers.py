@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,6 +171,24 @@ def test_every_torch_option_is_computed_refused_or_a_kernel_choice(ours, theirs)
     assert not ours.implemented & set(ours.unsupported)
     for option, honoured in ours.unsupported.items():
         assert group[option] == honoured  # what ours computes is torch's default
+
+
+def test_resuming_a_checkpoint_that_asks_for_nesterov_is_refused(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    """A checkpoint written elsewhere (torch.optim with Nesterov) is not resumed without it."""
+    from engine.jobs import JobSpec, run
+
+    out = tmp_path / "run"
+    tiny = {"dataset": "synthetic", "train_size": 256, "test_size": 64, "device": "cpu"}
+    run(JobSpec.train(out=out, epochs=1, **tiny))
+    saved = json.loads((out / "checkpoint.json").read_text())
+    saved["optimizer"]["param_groups"][0]["nesterov"] = True
+    (out / "checkpoint.json").write_text(json.dumps(saved))
+    weights = (out / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="does not implement nesterov=True"):
+        run(JobSpec.resume_run(out, epochs=2))
+    assert (out / "checkpoint.safetensors").read_bytes() == weights  # nothing trained over it
 
 
 def test_the_loops_optimizer_never_imports_dynamo() -> None:
