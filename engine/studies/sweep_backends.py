@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine import stopping
 from engine.errors import RunError, unknown_name
 from engine.runs import RunDir
 from engine.studies.sweep_results import Row, SweepResults, trial_row
 from engine.studies.sweep_trial import payload, run_payload, set_threads
 from engine.studies.sweeps import SweepPlan, SweepTrial
-from engine.threads import usable_cores
+from engine.threads import split_threads
 
 BACKENDS = ("local", "ray")
 #: seconds a stopping worker gets to end its trial cleanly before it is killed
@@ -174,8 +175,8 @@ def run_sweep(
 
 
 def default_workers(trials: int) -> int:
-    """One worker per usable core, never more than there are trials."""
-    return max(1, min(usable_cores(), trials))
+    """One worker per free core (the one thread policy), never more than there are trials."""
+    return split_threads(trials, None, None).workers
 
 
 def prepare_out(plan: SweepPlan) -> RunDir:
@@ -210,9 +211,9 @@ def run_local(
     tracker: Tracker,
 ) -> str:
     """``pending`` on ``workers`` spawned processes; ``completed`` or ``stopped``."""
-    count = max(1, min(workers, len(pending)))
-    per_worker = threads or max(1, usable_cores() // count)
-    tracker.note(f"local backend: {count} worker(s), {per_worker} torch thread(s) each")
+    split = split_threads(len(pending), workers, threads)
+    count, per_worker = split.workers, split.threads
+    tracker.note(f"local backend: {split.message()}")
     pool = _Pool(count, per_worker)
     for trial in pending:
         pool.tasks.put(payload(plan, trial, per_worker))
@@ -364,7 +365,8 @@ def _thread_env(threads: int) -> Iterator[None]:
 def worker_main(tasks: Any, answers: Any, parent: int) -> None:
     """A worker: trials from ``tasks`` until a None, each answered on ``answers``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # the driver's stop, or its group's
+        signal.signal(signum, _interrupt)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
         while (data := tasks.get()) is not None:
@@ -378,10 +380,17 @@ def worker_main(tasks: Any, answers: Any, parent: int) -> None:
             answers.put(("finished", os.getpid(), row))
     except KeyboardInterrupt:
         return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing left to stop cleanly
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)  # nothing left to stop cleanly
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    """The trial stops cleanly. The signal often comes twice (to the process group, then
+    from the driver's own stop): the second must not cut that stop short, so it is ignored;
+    a worker that does not end in time is killed by the driver or leaves when it is gone."""
+    stopping.note_signal(signal.Signals(signum).name)  # the trial's summary names it
+    for each in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(each, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

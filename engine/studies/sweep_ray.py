@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,12 @@ def run_ray(
         os.environ.setdefault(name, value)
     temp = None
     if not ray.is_initialized():
+        ours = signal.getsignal(signal.SIGTERM)
         temp = connect(ray, address)
+        if ours is not None and threading.current_thread() is threading.main_thread():
+            # ray.init makes SIGTERM a bare sys.exit: the sweep's own stop (the trials
+            # stopped, Ray shut down, its helpers ended) is what SIGTERM must do
+            signal.signal(signal.SIGTERM, ours)
     try:
         tracker.note(
             f"ray backend: {ray.cluster_resources().get('CPU', 0):.0f} CPUs in the cluster"
@@ -79,6 +86,7 @@ def run_ray(
         if temp is not None:  # connected here: disconnect (and remove a private Ray's files)
             ray.shutdown()
             if temp:
+                end_processes_of(temp)
                 shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -102,11 +110,40 @@ def connect(ray: Any, address: str | None) -> str | None:
 
 
 def _remove_stale(base: Path) -> None:
-    """Temp folders of private Rays whose sweep was killed (SIGKILL leaves no cleanup)."""
+    """Temp folders of private Rays whose sweep was killed (SIGKILL leaves no cleanup), and
+    the helper processes such a Ray left running."""
     for folder in base.glob("wmtui-ray-*-*"):
         pid = folder.name.split("-")[2]
         if pid.isdigit() and not _alive(int(pid)):
+            end_processes_of(str(folder))
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def end_processes_of(temp: str) -> list[int]:
+    """Kill what is left of a private Ray: ``ray.shutdown`` stops the node, but a SIGTERM
+    to the whole process group reaches Ray's helpers (``ray::DashboardAgent``,
+    ``ray::RuntimeEnvAgent``) too, and those that lose their raylet first stay behind. They
+    rename themselves, but each names the private temp folder in its command line or logs
+    into it, so nothing else is touched. Returns the pids killed (Linux: /proc; elsewhere
+    nothing is found)."""
+    killed = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid != os.getpid() and _uses(entry, temp):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
+
+
+def _uses(proc: Path, temp: str) -> bool:
+    """Whether the process behind ``/proc/PID`` names ``temp`` or holds a file under it."""
+    try:
+        if temp.encode() in (proc / "cmdline").read_bytes():
+            return True
+        return any(os.readlink(fd).startswith(temp) for fd in (proc / "fd").iterdir())
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
 
 
 def _alive(pid: int) -> bool:
