@@ -15,6 +15,8 @@ count is chosen, in this order:
 
 The choice is applied with ``torch.set_num_threads`` before the work starts (a worker thread
 that starts later inherits it) and logged into the run, so a slow run can be explained.
+Sweeps share the same count among their worker processes (:func:`split_threads`): one
+worker per core on a loaded machine ran trials at 254-840 img/s.
 """
 
 from __future__ import annotations
@@ -84,3 +86,24 @@ def apply_threads(requested: int | None, *, ui: bool = False) -> str:
     choice = choose_threads(requested, ui=ui)
     torch.set_num_threads(choice.count)
     return choice.message()
+
+
+class WorkerSplit(NamedTuple):
+    workers: int
+    threads: int  # torch threads in each worker
+    reason: str
+
+    def message(self) -> str:
+        return f"{self.workers} worker(s) x {self.threads} torch thread(s) each ({self.reason})"
+
+
+def split_threads(trials: int, workers: int | None, threads: int | None) -> WorkerSplit:
+    """Worker processes for ``trials`` and torch threads in each, by the rule above: the
+    chosen count (``OMP_NUM_THREADS``, else the free cores) is shared among the workers,
+    one worker per thread unless ``--workers`` says; ``--threads`` is per worker."""
+    budget = choose_threads(None)
+    count = workers or min(trials, budget.count)
+    count = max(1, min(count, trials))
+    if threads is not None:
+        return WorkerSplit(count, choose_threads(threads).count, "--threads")
+    return WorkerSplit(count, max(1, budget.count // count), budget.reason)
