@@ -145,7 +145,7 @@ def _watch_live(
     ``OUT/sweep.log``) while the browser shows its trials live; quitting stops it."""
     import subprocess
 
-    from wmtui.tui.sweep_app import browse
+    from wmtui.tui.sweep_app import browse, results_text
 
     args = [sys.executable, "-m", "wmtui", "sweep", grid, "--out", str(out), "--backend", backend]
     for flag, value in (
@@ -166,6 +166,7 @@ def _watch_live(
             start_new_session=True,  # the terminal's keys are the browser's, not the driver's
         )
     code = browse(out, driver=driver)
+    typer.echo(results_text(out))  # the screen's table is gone: the results stay in view
     return {0: 0, None: 1}.get(code, 130 if code in (-2, 130) else 1)
 
 

@@ -146,12 +146,16 @@ class ReplaySession:
         *,
         clock: Clock = time.monotonic,
         max_gap: float = MAX_GAP,
+        live: bool = False,
     ) -> None:
         if not speed > 0:
             raise RunError(f"replay speed must be positive, got {speed}")
         self.run = run
+        #: the run is still going (a sweep's running trial): its recording ends where it has
+        #: got to, which is not a run cut off
+        self.live = live
         events, warning = load_events(run)
-        if warning is not None:
+        if warning is not None and not live:  # a running trial's last line is being written
             events.insert(0, Log(warning, "warning"))
         self._events = events
         self._times = timeline(events, max_gap)
@@ -273,6 +277,8 @@ class ReplaySession:
     def _end_message(self) -> str:
         if isinstance(self._events[-1], Done):
             return "replay finished: ← rewinds, ctrl+q quits"
+        if self.live:
+            return "replay finished: the trial is still running; this was its recording so far"
         return "replay finished: the recording ends without a Done event (the run was cut off)"
 
     def status_line(self) -> str:

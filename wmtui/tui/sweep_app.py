@@ -11,6 +11,7 @@ stops it (SIGINT, its clean stop) before the command exits.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -20,7 +21,13 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
-from engine.studies.sweep_results import read_rows
+from engine.studies.sweep_results import (
+    RESULTS_CSV,
+    RESULTS_JSONL,
+    SUMMARY,
+    read_rows,
+    summary_table,
+)
 
 #: metrics shown as percentages (the others as numbers)
 PERCENT = ("test_acc", "retention")
@@ -46,10 +53,40 @@ def cell(name: str, value: Any) -> str:
     return str(value)
 
 
+def results_text(out: Path) -> str:
+    """What the command prints once the browser is quit: the sweep's table (mean ± std per
+    configuration) and where its files are; the screen's table is gone by then."""
+    where = f"results in {out / RESULTS_CSV}, {out / RESULTS_JSONL} and {out / SUMMARY}"
+    try:
+        summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+        table = summary_table(summary)
+    except (OSError, ValueError, KeyError, TypeError):  # not written yet, or torn
+        table = f"{out}: no summary yet"
+    return f"{table}\n{where}"
+
+
+def hidden_columns(table: DataTable[Any]) -> list[str]:
+    """The columns wholly right of what the table shows (the metrics, at 80 columns)."""
+    shown = table.scrollable_content_region.width + table.scroll_x
+    hidden, x = [], 0
+    for column in table.columns.values():
+        if x >= shown:
+            hidden.append(str(column.label))
+        x += column.get_render_width(table)
+    return hidden
+
+
 class SweepBrowser(App[Path | None]):
     """The trials of one sweep folder; returns the trial folder to replay (None: quit)."""
 
     TITLE = "wmtui sweep"
+    CSS = """
+    #sweep-title {
+        height: 1; background: $primary; text-style: bold; padding: 0 1;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
+    #sweep-note { height: auto; padding: 0 1; color: $warning; }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "replay", "replay trial"),
         Binding("q,escape", "quit_browser", "quit"),
@@ -64,6 +101,9 @@ class SweepBrowser(App[Path | None]):
         self.cursor = cursor
         #: the running sweep (live mode): polled, and stopped when the browser quits
         self.driver = driver
+        #: the chosen trial is still running (its replay ends where its recording does)
+        self.live_trial = False
+        self._note = ""  # a message of the browser's own, over the columns hint
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text(), id="sweep-title")
@@ -82,7 +122,8 @@ class SweepBrowser(App[Path | None]):
                 if code is None
                 else f"sweep ended (exit {code}) · "
             )
-        return f"{self.out}: {state}{done}/{len(self.rows)} trials completed — Enter replays one"
+        # the counts first: at 80 columns the folder's long name is what the line cuts
+        return f"{done}/{len(self.rows)} trials completed · {state}{self.out}"
 
     def on_mount(self) -> None:
         self.fill()
@@ -116,6 +157,22 @@ class SweepBrowser(App[Path | None]):
         if self.rows:
             table.move_cursor(row=min(cursor, len(self.rows) - 1))
         table.focus()
+        self.call_after_refresh(self.show_note)
+
+    def show_note(self) -> None:
+        """The browser's own message, else where the hidden metric columns are."""
+        hidden = hidden_columns(self.query_one(DataTable))
+        hint = ""
+        if hidden:
+            names = ", ".join(hidden[:2]) + ("…" if len(hidden) > 2 else "")
+            hint = f"→ {len(hidden)} more column(s): {names} (← → scroll)"
+        self.query_one("#sweep-note", Static).update(self._note or hint)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.show_note)
+
+    def on_data_table_cell_highlighted(self) -> None:
+        self.call_after_refresh(self.show_note)  # scrolled: the hint follows
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter on a row (the table takes the key before the app's binding would)."""
@@ -128,10 +185,11 @@ class SweepBrowser(App[Path | None]):
         row = self.rows[table.cursor_row]
         folder = self.out / row["run"]
         if not (folder / "events.jsonl").is_file():
-            note = f"trial {row['trial']} has no recording yet ({row['status']})"
-            self.query_one("#sweep-note", Static).update(note)
+            self._note = f"trial {row['trial']} has no recording yet ({row['status']})"
+            self.show_note()
             return
         self.cursor = table.cursor_row
+        self.live_trial = row["status"] == "running"
         self.exit(folder)
 
     def action_quit_browser(self) -> None:
@@ -154,7 +212,7 @@ def browse(
             if chosen is None:
                 break
             cursor = browser.cursor
-            session = ReplaySession(chosen, speed)
+            session = ReplaySession(chosen, speed, live=browser.live_trial)
             ReplayApp(lambda session=session: session).run()
     finally:
         if driver is not None:
