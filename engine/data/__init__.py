@@ -57,6 +57,7 @@ def load_dataset(
     if name == "auto":
         name, reason = resolve_auto(folder, train=train)
     else:
+        name = DATASETS.get(name).name  # a user's folder: named by its absolute path
         reason = f"{name} (asked for)"
     loader = DATASETS.get(name).factory
     data = loader(DatasetRequest(folder, download, train_size, test_size, train=train))
