@@ -34,6 +34,10 @@ from collections.abc import Callable
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: behind a screen: how long its workers get to stop, then the screen to close, before exit
 SCREEN_STOP_S, SCREEN_CLOSE_S = 4.0, 0.8
+#: a signal this soon after the first is the same stop delivered twice (to the process group
+#: and by a parent passing it on, as ``wmtui serve`` does), not a second, impatient one
+REPEAT_S = 0.5
+_FIRST = [0.0]
 #: what the running screen does on a stop signal (last armed first); empty when headless
 _HOOKS: list[Callable[[str], bool]] = []
 
@@ -75,8 +79,11 @@ def _on_stop_signal(signum: int, frame: object) -> None:
     from engine import stopping
 
     name = signal.Signals(signum).name
-    if stopping.signalled():  # the second signal: end now, the last checkpoint is whole
-        os._exit(128 + signum)
+    if stopping.signalled():
+        if time.monotonic() - _FIRST[0] < REPEAT_S:  # the same stop, delivered twice
+            return
+        os._exit(128 + signum)  # a second signal: end now, the last checkpoint is whole
+    _FIRST[0] = time.monotonic()
     stopping.note_signal(name)
     if signum == signal.SIGHUP:
         _leave_the_terminal()

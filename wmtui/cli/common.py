@@ -116,8 +116,8 @@ def run_headless(
     thread choice) is logged first, into the run's events and the output."""
     sink = run.event_sink() if run is not None else None
     session = Session(job, ([sink] if sink else []) + list(extra_sinks))
-    if note:
-        session.ctx.log(note)  # before start: the worker is not running yet
+    for line in note.splitlines():
+        session.ctx.log(line)  # before start: the worker is not running yet
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: stop cleanly
     session.start()

@@ -153,9 +153,11 @@ def resume(
     json_mode: JsonFlag = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """Continue a run from its last checkpoint."""
-    overrides = {} if epochs is None else {"epochs": epochs}
-    raise typer.Exit(run_spec(JobSpec.resume_run(run_dir, **overrides), json_mode, threads)[0])
+    """Go on with a stopped run: training from its last checkpoint, an embedding from the
+    start, a scenario from its first phase not completed."""
+    from wmtui.cli.resuming import resume_run
+
+    raise typer.Exit(resume_run(run_dir, epochs, json_mode, threads))
 
 
 @app.command(cls=plugin_listing("embed"))

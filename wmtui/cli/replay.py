@@ -12,9 +12,11 @@ commands never load them; bad input is one line and exit 2 before anything start
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 REPLAY, SERVE = "replay", "serve"
 SCENARIO = "scenario"
 SPEEDS = (1, 4, 16)
+#: how long a stopped server waits for its tabs (each stops its worker within ~1 s)
+TAB_STOP_S = 1.6
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 EXPOSED = (
     "wmtui: warning: serving on {host}: anyone who can reach this port can watch and steer "
@@ -149,10 +153,79 @@ def prepare_server(host: str, port: int, args: list[str], public_url: str | None
     warning = exposure_warning(host)
     if warning:
         typer.echo(warning, err=True)
+    name = " ".join(["wmtui", *args[:2]])
+    return stopping_server()(
+        serve_command(args), host=host, port=port, title=name, public_url=public_url
+    )
+
+
+def stopping_server() -> type[Server]:
+    """textual-serve's Server, but SIGTERM, SIGHUP and Ctrl-C stop every tab's session
+    cleanly and end the server within 2 s: its own handling only stops listening and waits
+    for the browsers to close (40 s), and a SIGHUP left the tabs running on their own."""
+    import asyncio
+    import signal
+
     from textual_serve.server import Server
 
-    name = " ".join(["wmtui", *args[:2]])
-    return Server(serve_command(args), host=host, port=port, title=name, public_url=public_url)
+    class StoppingServer(Server):
+        def serve(self, debug: bool = False) -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)  # the one Server.serve picks up
+
+            def take_the_signals() -> None:  # after Server.serve set its own handlers
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.add_signal_handler(signum, stop_tabs_and_leave, signum)
+
+            loop.call_soon(take_the_signals)
+            super().serve(debug)
+
+    return StoppingServer
+
+
+def stop_tabs_and_leave(signum: int) -> None:
+    """Pass the signal on to every tab (each stops its worker, which completes its run
+    folder), wait for them, then end the server with the signal's status."""
+    import os
+    import signal
+
+    from engine import stopping
+    from wmtui.entry import leave
+
+    stopping.note_signal(signal.Signals(signum).name)
+    tabs = descendants(os.getpid())
+    for pid in tabs:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + TAB_STOP_S
+    while any(running(pid) for pid in tabs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leave(128 + signum)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (a tab's shell and the wmtui it runs), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def is_loopback(host: str) -> bool:

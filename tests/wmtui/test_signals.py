@@ -1,0 +1,217 @@
+"""SIGTERM and SIGHUP on the real ``wmtui`` script: the run stops at its next safe point and
+its folder ends complete (summary naming the signal, a loadable checkpoint), the process
+exits 143 / 129 within 2 s, and ``wmtui resume`` goes on from there.
+
+Every case runs a real subprocess on a tiny synthetic run. Where the exit latency is measured,
+the bound is 2 s plus a margin for this suite's machines: the stop itself answers within a
+step (milliseconds), but a shared 2-core runner can leave a process unscheduled for a second
+or more, which is not what these tests are about (benchmarks/signals.py measures the latency
+on a quiet machine at 30 moments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.runs import RunDir
+
+WMTUI = Path(sys.executable).with_name("wmtui")
+#: the 2 s bound plus the scheduling margin explained above
+EXIT_WITHIN_S = 2.0 + 2.0
+TINY = ["--dataset", "synthetic", "--train-size", "2048", "--test-size", "128"]
+SLOW = [*TINY, "--batch-size", "4", "--epochs", "2", "--eval-every", "50"]  # ~1000 steps
+SCENARIO = """
+title = "signalled"
+[train]
+dataset = "synthetic"
+train_size = 2048
+test_size = 128
+epochs = 2
+batch_size = 4
+eval_every = 50
+
+[[phases]]
+name = "embed"
+kind = "embed"
+scheme = "pattern"
+"""
+
+pytestmark = pytest.mark.skipif(not WMTUI.is_file(), reason="needs the installed wmtui script")
+
+
+def environment(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "WMTUI_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+
+
+def start(args: list[str], data_dir: Path, **popen: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(WMTUI), *args],
+        env=environment(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def wait_for_event(process: subprocess.Popen[str], kind: str) -> dict[str, Any]:
+    """Read ``--json`` lines until one of event ``kind``."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event.get("event") == kind:
+            return event
+    raise AssertionError(f"the run ended before a {kind!r} event: {process.stderr.read()}")
+
+
+def signal_and_time(process: subprocess.Popen[str], signum: int) -> tuple[float, str]:
+    asked = time.monotonic()
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+    return time.monotonic() - asked, err
+
+
+def render(data_dir: Path) -> None:
+    from engine.data import load_dataset
+
+    load_dataset("synthetic", data_dir, train_size=2048, test_size=128)
+
+
+@pytest.mark.parametrize("command", ["train", "embed"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_a_headless_run_which_resume_continues(
+    command: str, signum: int, tmp_path: Path, isolated_data: Path
+) -> None:
+    render(isolated_data)
+    out = tmp_path / "run"
+    process = start([command, *SLOW, "--json", "--out", str(out)], isolated_data)
+    first = wait_for_event(process, "checkpoint" if command == "train" else "metrics")
+    took, err = signal_and_time(process, signum)
+
+    assert process.returncode == 128 + signum, err
+    assert took < EXIT_WITHIN_S, f"{signal.Signals(signum).name} took {took:.2f} s"
+    assert "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    name = signal.Signals(signum).name
+    assert summary["status"] == "stopped" and summary["signal"] == name
+    model, _, state = RunDir(out).load_checkpoint()  # loadable, and where the summary says
+    assert model and state["step"] == summary["checkpoint_step"] >= first.get("step", 1)
+
+    resumed = subprocess.run(
+        [str(WMTUI), "resume", str(out), "--json"],
+        env=environment(isolated_data),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    events = [json.loads(line) for line in resumed.stdout.splitlines()]
+    logs = " ".join(e["message"] for e in events if e["event"] == "log")
+    if command == "train":  # the owner's training goes on from the checkpoint
+        assert f"from step {state['step']}" in logs
+        steps = [e["step"] for e in events if e["event"] == "metrics"]
+        assert steps and min(steps) > state["step"]
+    else:  # an embedding starts again: its key and model are made afresh, as one run
+        assert "from the start" in logs
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_signal_before_the_first_checkpoint_says_so_and_resume_starts_over(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"  # nothing rendered yet: the worker spends seconds on it
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--train-size", "12000", "--batch-size", "128", "--epochs", "1"]
+    process = start([*args, "--json", "--out", str(out)], data)
+    wait_for_event(process, "log")  # the thread choice, logged as the worker starts
+    took, err = signal_and_time(process, signal.SIGTERM)
+
+    assert process.returncode == 143, err
+    assert took < EXIT_WITHIN_S
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["signal"] == "SIGTERM"
+    assert summary["checkpoint_step"] is None and "from the start" in summary["resume"]
+    assert not (out / "checkpoint.safetensors").exists()
+
+    resumed = subprocess.run(
+        [str(WMTUI), "resume", str(out), "--json"],
+        env=environment(data),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "before its first checkpoint" in resumed.stdout
+    done = json.loads((out / "summary.json").read_text())
+    assert done["status"] == "completed" and done["steps"] == -(-12000 // 128)
+
+
+def test_a_second_signal_ends_at_once_and_leaves_a_whole_checkpoint(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    render(isolated_data)
+    out = tmp_path / "run"
+    # resnet18: each checkpoint writes ~90 MB, so the first stop takes a while to save
+    args = ["train", *SLOW, "--model", "resnet18", "--json", "--out", str(out)]
+    process = start(args, isolated_data)
+    wait_for_event(process, "metrics")
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.6)  # past the window in which a repeat is the same stop delivered twice
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    process.communicate(timeout=30)
+    assert time.monotonic() - asked < EXIT_WITHIN_S
+    assert process.returncode in (143, -signal.SIGTERM)
+    if (out / "checkpoint.json").exists():  # whichever checkpoint is there is whole
+        model, _, state = RunDir(out).load_checkpoint()
+        assert model and state["step"] >= 0
+    if (out / "summary.json").exists():
+        assert json.loads((out / "summary.json").read_text())["status"] == "stopped"
+
+
+def test_sigterm_to_a_local_sweeps_process_group_leaves_no_process(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    from engine.studies.presets import preset_dir
+
+    grid = tmp_path / "tiny.toml"
+    minimal = (preset_dir("sweep grid") / "minimal.toml").read_text()
+    grid.write_text(minimal.replace("train_size = 4096", "train_size = 1024"))
+    out = tmp_path / "sweep"
+    args = ["sweep", str(grid), "--workers", "2", "--out", str(out), "--json"]
+    driver = start(args, isolated_data, start_new_session=True)
+    try:
+        wait_for_event(driver, "trial")  # a trial started in a worker
+        time.sleep(1.0)  # into its training
+        os.killpg(driver.pid, signal.SIGTERM)  # what a scheduler or systemd sends
+        driver.communicate(timeout=30)
+        assert driver.returncode == 143
+        deadline = time.monotonic() + 5.0
+        while group_alive(driver.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not group_alive(driver.pid), "a process of the sweep outlived SIGTERM by 5 s"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    trials = [json.loads(p.read_text()) for p in out.glob("trials/*/summary.json")]
+    assert trials and all(t["status"] in ("stopped", "completed") for t in trials)
+    assert any(t.get("signal") == "SIGTERM" for t in trials if t["status"] == "stopped")
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
