@@ -159,10 +159,12 @@ def _seeded_split(
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """A fifth of each class to the test split (at least one image, never a class's last)."""
     gen = torch.Generator().manual_seed(SPLIT_SEED)
+    by_class: list[list[tuple[Path, int]]] = [[] for _ in range(num_classes)]
+    for item in files:
+        by_class[item[1]].append(item)
     train: list[tuple[Path, int]] = []
     test: list[tuple[Path, int]] = []
-    for label in range(num_classes):
-        mine = [f for f in files if f[1] == label]
+    for mine in by_class:
         n_test = min(max(1, round(TEST_FRACTION * len(mine))), len(mine) - 1)
         order = torch.randperm(len(mine), generator=gen).tolist()
         test.extend(mine[i] for i in order[:n_test])
