@@ -75,6 +75,16 @@ def install_stop_signals() -> None:
             signal.signal(signum, _on_stop_signal)
 
 
+def reclaim_stop_signals() -> None:
+    """Take SIGTERM back where a library took it (Textual's web driver makes it a bare exit
+    of the app, which loses the signal's name and status), if this process installed ours."""
+    if signal.getsignal(signal.SIGHUP) is not _on_stop_signal:
+        return  # not run through main() (a test's app, say): nothing of ours to reclaim
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) not in (_on_stop_signal, signal.SIG_IGN):
+            signal.signal(signum, _on_stop_signal)
+
+
 def _on_stop_signal(signum: int, frame: object) -> None:
     from engine import stopping
 

@@ -215,3 +215,71 @@ def group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def watch_in_a_browser(port: int, until: Path, timeout: float) -> tuple[Any, Any]:
+    """Connect as a browser tab does and read its screen until ``until`` exists; returns the
+    client session and its open websocket."""
+    import asyncio
+
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    session = aiohttp.ClientSession()
+    while True:  # the server is up once it accepts a connection
+        try:
+            socket = await session.ws_connect(f"http://127.0.0.1:{port}/ws?width=100&height=30")
+            break
+        except aiohttp.ClientError:
+            assert time.monotonic() < deadline, "the server never listened"
+            await asyncio.sleep(0.2)
+    while not until.exists():
+        assert time.monotonic() < deadline, f"the tab never wrote {until}"
+        with contextlib.suppress(asyncio.TimeoutError):
+            await socket.receive(timeout=0.2)
+    return session, socket
+
+
+def test_sigterm_to_serve_stops_every_tab_cleanly_and_ends_within_2_s(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    import asyncio
+
+    from wmtui.cli.replay import descendants, running
+
+    render(isolated_data)
+    scenario = tmp_path / "signalled.toml"
+    scenario.write_text(SCENARIO)
+    port, tab_run = free_port(), tmp_path / "tab"
+    args = ["serve", "--port", str(port), "--scenario", str(scenario), "--", "--out", str(tab_run)]
+    server = start(args, isolated_data)
+    loop = asyncio.new_event_loop()
+    client = None
+    try:
+        checkpoint = tab_run / "01-embed" / "checkpoint.json"
+        client = loop.run_until_complete(watch_in_a_browser(port, checkpoint, timeout=90))
+        tabs = descendants(server.pid)
+        assert tabs, "no tab process under the server"
+        took, err = signal_and_time(server, signal.SIGTERM)
+        assert server.returncode == 143, err
+        assert took < EXIT_WITHIN_S, f"serve took {took:.2f} s"
+        assert not any(running(pid) for pid in tabs), "a tab outlived its server"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            server.kill()
+        if client is not None:
+            loop.run_until_complete(client[1].close())
+            loop.run_until_complete(client[0].close())
+        loop.close()
+    summary = json.loads((tab_run / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["signal"] == "SIGTERM"
+    phase = json.loads((tab_run / "01-embed" / "summary.json").read_text())
+    assert phase["status"] == "stopped" and phase["checkpoint_step"] is not None

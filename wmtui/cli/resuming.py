@@ -86,4 +86,3 @@ def _resume_scenario(
     job, root, sinks = prepare_scenario(scenario, config, run_dir, resume=True)
     kept = f"{run_dir}: completed phases are kept, the others run from their start"
     return run_headless(job, root, json_mode, sinks, note=f"{kept}\n{note}")
-

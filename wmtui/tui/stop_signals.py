@@ -9,17 +9,22 @@ run folder, and the screen closes as after ctrl+q.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.app import App
 
-from wmtui.entry import on_stop_signal
+from wmtui.entry import on_stop_signal, reclaim_stop_signals
 
 
 def quit_on_stop_signal(app: App[Any], quit_: Callable[[], Awaitable[None] | None]) -> None:
     """Call from ``on_mount``: until the app has closed, a stop signal runs ``quit_``."""
     loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; a closed loop
+        loop.remove_signal_handler(signal.SIGTERM)  # the web driver's: exit without a stop
+    reclaim_stop_signals()
 
     def hook(name: str) -> bool:
         if loop.is_closed() or not app.is_running:
