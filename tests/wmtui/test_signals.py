@@ -283,3 +283,54 @@ def test_sigterm_to_serve_stops_every_tab_cleanly_and_ends_within_2_s(
     assert summary["status"] == "stopped" and summary["signal"] == "SIGTERM"
     phase = json.loads((tab_run / "01-embed" / "summary.json").read_text())
     assert phase["status"] == "stopped" and phase["checkpoint_step"] is not None
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "hangup"])
+def test_the_playground_in_a_terminal_keeps_its_run(
+    how: str, tmp_path: Path, isolated_data: Path
+) -> None:
+    """SIGTERM to the playground, or its terminal closing (tmux's kill-session hangs the
+    terminal up, as a dropped SSH session does: SIGHUP to the process): the worker stops,
+    the run folder is complete, and the process is gone within 2 s (plus the margin)."""
+    from tests.wmtui.test_tmux import BRAILLE, Terminal, ensure_tmux, split_screen
+    from wmtui.cli.replay import running
+
+    tmux = ensure_tmux()
+    render(isolated_data)
+    scenario = tmp_path / "signalled.toml"
+    scenario.write_text(SCENARIO)
+    run = tmp_path / "run"
+    command = [
+        "env",
+        f"WMTUI_DATA_DIR={isolated_data}",
+        "OMP_NUM_THREADS=1",
+        str(WMTUI),
+        *("tui", "--scenario", str(scenario), "--out", str(run)),
+    ]
+    term = Terminal(tmux, tmp_path, (100, 30), command)
+    try:
+        term.wait_for("a plotted point", lambda p: BRAILLE.search(split_screen(p)[0]), 60)
+        shell = int(term.tmux("display", "-p", "-t", "t", "#{pane_pid}"))
+        pid = int((Path(f"/proc/{shell}/task/{shell}/children")).read_text().split()[0])
+        asked = time.monotonic()
+        if how == "SIGTERM":
+            os.kill(pid, signal.SIGTERM)
+        else:
+            term.tmux("kill-session", "-t", "t")
+        while running(pid) and time.monotonic() - asked < 30:
+            time.sleep(0.05)
+        took = time.monotonic() - asked
+        assert took < EXIT_WITHIN_S, f"{how}: the playground took {took:.2f} s"
+        if how == "SIGTERM":  # the shell around it is still there to record the status
+            deadline = time.monotonic() + 5
+            while term.exit_code() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert term.exit_code() == 143, term.dump()
+    finally:
+        term.close()
+    name = "SIGTERM" if how == "SIGTERM" else "SIGHUP"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["signal"] == name
+    phase = json.loads((run / "01-embed" / "summary.json").read_text())
+    assert phase["status"] == "stopped" and phase["signal"] == name
+    RunDir(run / "01-embed").load_checkpoint()
