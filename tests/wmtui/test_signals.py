@@ -334,3 +334,62 @@ def test_the_playground_in_a_terminal_keeps_its_run(
     phase = json.loads((run / "01-embed" / "summary.json").read_text())
     assert phase["status"] == "stopped" and phase["signal"] == name
     RunDir(run / "01-embed").load_checkpoint()
+
+
+# -- wmtui attach: a run's dashboard from a new login ---------------------------------------
+def test_following_a_file_waits_for_whole_lines_and_survives_a_bad_one(tmp_path: Path) -> None:
+    from engine.events import Done, Log
+    from wmtui.tui.follow import FollowSession
+
+    run = tmp_path / "run"
+    run.mkdir()
+    events = run / "events.jsonl"
+    events.write_text(json.dumps(Log("first").to_dict()) + "\n")
+    session = FollowSession(run).start()
+    assert [e.message for e in session.poll() if isinstance(e, Log)][-1] == "first"
+    whole = json.dumps(Done("completed").to_dict())
+    with events.open("a") as handle:
+        handle.write("not json\n" + whole[:10])  # a corrupt line, then half of one
+    polled = session.poll()
+    assert [e.level for e in polled] == ["warning"] and not session.ended
+    with events.open("a") as handle:
+        handle.write(whole[10:] + "\n")
+    assert any(isinstance(e, Done) for e in session.poll()) and session.ended
+
+
+async def test_attach_shows_a_running_headless_run_live_and_leaves_it_going(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    import asyncio
+
+    from wmtui.tui.attach_app import AttachApp
+    from wmtui.tui.follow import FollowSession
+
+    render(isolated_data)
+    out = tmp_path / "run"
+    process = start(["train", *SLOW, "--epochs", "4", "--out", str(out)], isolated_data)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "events.jsonl").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            await asyncio.sleep(0.1)
+        app = AttachApp(lambda: FollowSession(out), refresh=10)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while not app.state.loss_series.x:  # the first plotted point, read from the file
+                assert time.monotonic() < deadline, "attach never showed a point"
+                await pilot.pause(0.1)
+            seen = len(app.state.loss_series.x)
+            await pilot.pause(1.5)
+            assert len(app.state.loss_series.x) > seen, "the view did not follow the run"
+            before = (out / "events.jsonl").stat().st_size
+            await pilot.press("s")  # stop: a watcher never steers the run
+            await pilot.pause(0.3)
+            await pilot.press("ctrl+q")
+        assert "the run goes on" in app.exit_message
+        assert process.poll() is None, "detaching ended the run"
+        assert (out / "events.jsonl").stat().st_size >= before
+        assert not (out / "summary.json").exists()  # still running: nothing was stopped
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 143

@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
 
     app.command(REPLAY)(guarded(replay))
     app.command(SERVE, context_settings=EXTRA_ARGS)(guarded(serve))
+    from wmtui.cli import attach
+
+    attach.register(app)  # the live sibling of replay
 
 
 # -- replay ---------------------------------------------------------------------------------
