@@ -148,6 +148,8 @@ class Verdict:
     null_acc: float | None = None
     true_acc: float | None = None
     signature_valid: bool | None = None
+    #: dual embedding: T, the accuracy the null and the true embedding must each reach
+    threshold: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

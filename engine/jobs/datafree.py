@@ -31,6 +31,7 @@ from engine.jobs.common import (
 )
 from engine.jobs.followup import hold
 from engine.jobs.key_tracker import KeyTracker, true_trigger_preview
+from engine.jobs.verdicts import log_verdicts
 from engine.metrics import Probe, accuracy
 from engine.models import Architecture, build_model
 from engine.models.dfad_generator import DFADGenerator
@@ -215,6 +216,8 @@ def datafree_job(
         }
         with recording_outcome(run, summary):
             verdict = scheme.verify(loop.model, key, data, alpha).to_dict()
+        # the verdict in the log: the live view showed no p-value or decision before
+        log_verdicts(ctx, {"key": verdict}, loop_result.test_acc, data.num_classes)
         summary |= {"status": "completed", "verify": verdict, "verdicts": {"key": verdict}}
         if run is not None:
             run.write_summary(summary)

@@ -32,6 +32,7 @@ from engine.jobs.followup import hold
 from engine.jobs.key_tracker import KeyTracker, true_trigger_preview
 from engine.jobs.referee import run_dataset
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
+from engine.jobs.verdicts import log_verdicts
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
 from engine.registry import Plugin
@@ -182,6 +183,7 @@ def embed_job(
                 name: scheme.verify(loop.model, key, data, alpha).to_dict()
                 for name, key in tracker.tracked().items()
             }
+        log_verdicts(ctx, verdicts, result.test_acc, k)
         summary |= {
             "status": "completed",
             "verify": verdicts["key"],

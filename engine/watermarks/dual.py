@@ -330,4 +330,5 @@ def verify_claim(
         true_acc=true_acc,
         signature_valid=not problem,
         null_reason=reason,
+        threshold=threshold,
     )

@@ -18,6 +18,7 @@ import typer
 from engine.config import TrainConfig, check_table, load_toml, toml_table
 from engine.errors import ConfigError, closest
 from engine.jobs import JobSpec
+from engine.jobs.verdicts import failing_condition, shown_p
 from engine.metrics import percent
 from engine.session import JobContext
 from engine.watermarks import SCHEMES
@@ -153,12 +154,17 @@ def verify(
     if json_mode:
         typer.echo(json.dumps(result))
     else:
-        p = result["p_value"]
-        shown = f"1e{result['log10_p_value']:.0f}" if p == 0.0 else f"{p:.3g}"
+        shown = shown_p(result)
         acc = result["test_acc"]
+        what = f"{result['scheme']} key {result['key']}"
+        # the decision and what decided it first: the numbers behind it follow
+        head = (
+            f"VERIFIED: {what}"
+            if result["verified"]
+            else f"NOT VERIFIED: {failing_condition(result)} ({what})"
+        )
         typer.echo(
-            f"{'VERIFIED' if result['verified'] else 'NOT VERIFIED'}: {result['scheme']} key "
-            f"{result['key']}\n"
+            f"{head}\n"
             f"  retention {100 * result['retention']:.2f}% ({result['matches']}/"
             f"{result['n_key']} held-out key samples)\n"
             f"  p-value {shown} under null rate {result['null_rate']:.4g} "
