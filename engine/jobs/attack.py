@@ -39,6 +39,7 @@ from engine.jobs.referee import (
     run_dataset,
 )
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
+from engine.jobs.verdicts import verdict_line
 from engine.metrics import Probe
 from engine.registry import Plugin, parse_params
 from engine.runs import RunDir
@@ -224,8 +225,10 @@ def referee_claims(
             save_key(
                 out_run.path / ("pirate-key" if index == 0 else f"pirate-key-{index + 1}"), key
             )
-        shown = "VERIFIED" if verdict["verified"] else "not verified"
-        ctx.log(f"the pirate's claim {index + 1}: {shown} ({verdict['null_reason']})")
+        # the verdict first and short (at 80 columns the details were all one saw), then why
+        name = "pirate claim" + (f" {index + 1}" if len(result.claims) > 1 else "")
+        ctx.log(verdict_line(name, verdict))
+        ctx.log(f"  {name}: {verdict['null_reason']}")
     return {"claims": verdicts, "claim_verified": all(v["verified"] for v in verdicts)}
 
 

@@ -41,10 +41,11 @@ def failing_condition(verdict: Mapping[str, Any]) -> str:
 
 
 def verdict_line(name: str, verdict: Mapping[str, Any]) -> str:
-    """``key VERIFIED (p-value 1e-230)`` or ``key NOT verified: null accuracy ...``."""
+    """``pirate claim: VERIFIED (p-value 1e-230)`` or ``pirate claim: NOT verified: null
+    accuracy 10.16% is below T 50%``."""
     if verdict.get("verified"):
-        return f"{name} VERIFIED (p-value {shown_p(verdict)})"
-    return f"{name} NOT verified: {failing_condition(verdict)}"
+        return f"{name}: VERIFIED (p-value {shown_p(verdict)})"
+    return f"{name}: NOT verified: {failing_condition(verdict)}"
 
 
 def low_accuracy(test_acc: float | None, classes: int) -> str:
@@ -73,4 +74,4 @@ def log_verdicts(
         condition = failing_condition(verdict)
         if condition.startswith(("null accuracy", "true accuracy")):
             ctx.log(f"{name}: {condition}: the claim will not verify", "warning")
-        ctx.log(f"ownership: {verdict_line(name, verdict)}", "info" if not condition else "warning")
+        ctx.log(verdict_line(f"{name} ownership", verdict), "warning" if condition else "info")

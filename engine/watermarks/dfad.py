@@ -120,6 +120,18 @@ def discrepancy(teacher: torch.Tensor, student: torch.Tensor, kind: str) -> torc
     return F.mse_loss(student, teacher)
 
 
+def truncation_lines(
+    epoch: int, epochs: int, second_diff: float, threshold: float, delta0: float, first: int
+) -> tuple[str, str]:
+    """Why the distillation stopped, the rule's decision first and short (an 80-column log
+    cut the old single line before its numbers), then where the threshold comes from."""
+    return (
+        f"distillation truncated at epoch {epoch}/{epochs}: 2nd diff {second_diff:.3g} "
+        f"<= Delta0/10 = {threshold:.3g}",
+        f"  Delta0 = {delta0:.3g}, the largest second difference of the first {first} epochs",
+    )
+
+
 def distill(
     teacher: nn.Module,
     student: nn.Module,
@@ -208,11 +220,11 @@ def distill(
         )
         if stop:
             truncated_at = epoch
-            ctx.log(
-                f"distillation truncated at epoch {epoch} of {settings.epochs}: second difference "
-                f"{rule.second_diffs[-1]:.3g} <= Delta0/10 = {rule.threshold:.3g} (Delta0, the "
-                f"largest over the first {max(settings.t0, 3)} epochs, {rule.delta0:.3g})"
-            )
+            first = max(settings.t0, 3)
+            for line in truncation_lines(
+                epoch, settings.epochs, rule.second_diffs[-1], rule.threshold, rule.delta0, first
+            ):
+                ctx.log(line)
             break
     else:
         why = "--complete" if settings.complete else "the rule never fired"

@@ -59,5 +59,5 @@ def test_the_data_free_verdict_reaches_the_dashboard(tmp_path: Path) -> None:
     state = DashboardState()
     for event in load_events(out)[0]:
         state.apply(event)
-    shown = [line for line in state.take_log() if "ownership: key" in line]
+    shown = [line for line in state.take_log() if "key ownership:" in line]
     assert shown and ("p-value" in shown[-1] or "NOT verified" in shown[-1]), shown

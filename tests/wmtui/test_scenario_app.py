@@ -188,7 +188,7 @@ async def test_scans_are_compared_side_by_side_with_the_flag_line() -> None:
         kinds = [type(d).__name__ for d in bars._datasets]
         assert kinds.count("BarPlot") == 2  # the clean model's bars beside the watermarked
         assert "scan-clean (grey) vs scan-square" in bars.border_title
-        assert "phase 2/3 scan-clean ended" in log_text(app)
+        assert "== 2/3 scan-clean: flagged class none" in log_text(app)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
@@ -222,7 +222,7 @@ async def test_a_whole_short_scenario_runs_to_its_summary(tiny_file: Path, tmp_p
                 break
         assert app.state.status == "completed", app.state.error
         assert [r["name"] for r in app.state.phase_results] == ["owner", "thief"]
-        assert "phase 2/2 thief ended: completed · test acc" in log_text(app)
+        assert "== 2/2 thief: acc" in log_text(app)
         assert app.state.summary["phases"][1]["retention_before"]["key"] > 0.5
         assert app.run_path == root.path / "02-thief"  # `a`/`d` now work on the attacked model
         assert "key" in app.state.retention and len(app.state.phase_starts) == 2

@@ -257,8 +257,11 @@ class DashboardState:
             self.log(f"== phase {event.index}/{event.total}: {self.phase_title}")
             return
         self.phase_results.append(dict(info))
-        result = " · ".join(p for p in (str(info.get("status", "")), phase_result(info)) if p)
-        self.log(f"== phase {event.index}/{event.total} {event.name} ended: {result or '-'}")
+        # the results whole at 80 columns: the status only when it is not "completed"
+        status = str(info.get("status", ""))
+        how = f" {status}" if status and status != "completed" else ""
+        result = phase_result(info) or ("ended" if not how else "")
+        self.log(f"== {event.index}/{event.total} {event.name}{how}: {result}".rstrip(": "))
 
     def _phase(self, event: Phase) -> None:
         if "scenario" in event.info:
@@ -342,18 +345,19 @@ class DashboardState:
 
 
 def phase_result(info: dict[str, object]) -> str:
-    """A scenario phase's headline numbers for people: "flagged class: 7 · test acc 88.79%
-    (was 89.03%) · retention key 0.65% (was 99.90%)", every rate in percent."""
+    """A scenario phase's headline numbers for people, short enough to stay whole in an
+    80-column log: "flagged class 7 · acc 88.79% (was 89.03%) · key 0.65% (was 99.90%)"
+    (test accuracy, then each key set's retention, every rate in percent)."""
     parts = []
     if "flagged_class" in info:
         flagged = info["flagged_class"]
-        parts.append(f"flagged class: {'none' if flagged is None else flagged}")
+        parts.append(f"flagged class {'none' if flagged is None else flagged}")
     if "test_acc" in info:
-        parts.append(f"test acc {_rate(info['test_acc'])}{_was(info.get('test_acc_before'))}")
+        parts.append(f"acc {_rate(info['test_acc'])}{_was(info.get('test_acc_before'))}")
     retention, before = info.get("retention"), info.get("retention_before")
     if isinstance(retention, dict):
         was = before if isinstance(before, dict) else {}
-        parts += [f"retention {k} {_rate(v)}{_was(was.get(k))}" for k, v in retention.items()]
+        parts += [f"{k} {_rate(v)}{_was(was.get(k))}" for k, v in retention.items()]
     return " · ".join(parts)
 
 

@@ -14,6 +14,9 @@ from textual.strip import Strip
 from textual.widgets import Log
 
 ELLIPSIS = "…"
+#: lines that repeat with new details only: a run of them is one line that updates, with a
+#: count ("checkpoint saved ×12: ..."); a data-free run wrote 60 and pushed out everything
+FOLDED = ("checkpoint saved",)
 
 
 class EventLog(Log):
@@ -22,6 +25,26 @@ class EventLog(Log):
         overflow-x: hidden;
     }
     """
+    _fold: tuple[str, int] | None = None  # the prefix of the last line and its run's length
+
+    def write_line(self, line: str, scroll_end: bool | None = None) -> EventLog:
+        prefix = next((p for p in FOLDED if line.startswith(p)), None)
+        last = len(self.lines) - 1
+        if prefix is not None and self._fold is not None and self._fold[0] == prefix:
+            count = self._fold[1] + 1
+            self._fold = (prefix, count)
+            self._lines[last] = f"{prefix} ×{count}{line[len(prefix) :]}"
+            self._render_line_cache.discard(last)
+            self.refresh_lines(last)
+            return self
+        self._fold = (prefix, 1) if prefix is not None else None
+        super().write_line(line, scroll_end)
+        return self
+
+    def clear(self) -> EventLog:
+        self._fold = None
+        super().clear()
+        return self
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
