@@ -97,7 +97,7 @@ def _on_stop_signal(signum: int, frame: object) -> None:
     stopping.note_signal(name)
     if signum == signal.SIGHUP:
         _leave_the_terminal()
-    if any(hook(name) for hook in reversed(_HOOKS)):
+    if any([hook(name) for hook in reversed(_HOOKS)]):  # every hook hears it
         threading.Thread(target=_finish_behind_the_screen, args=(signum,), daemon=True).start()
         return
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

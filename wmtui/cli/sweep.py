@@ -165,7 +165,18 @@ def _watch_live(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # the terminal's keys are the browser's, not the driver's
         )
-    code = browse(out, driver=driver)
+    from wmtui.entry import on_stop_signal
+
+    def pass_on(name: str) -> bool:  # its own session: SIGTERM/SIGHUP must be passed on
+        if driver.poll() is None:
+            driver.send_signal(signal.SIGTERM)  # it stops its trials cleanly by itself
+        return False
+
+    disarm = on_stop_signal(pass_on)
+    try:
+        code = browse(out, driver=driver)
+    finally:
+        disarm()
     typer.echo(results_text(out))  # the screen's table is gone: the results stay in view
     return {0: 0, None: 1}.get(code, 130 if code in (-2, 130) else 1)
 
