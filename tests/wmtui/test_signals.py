@@ -393,3 +393,27 @@ async def test_attach_shows_a_running_headless_run_live_and_leaves_it_going(
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
     assert process.returncode == 143
+
+
+def test_the_helpers_a_private_ray_leaves_behind_are_ended(tmp_path: Path) -> None:
+    """Ray's helpers rename themselves (``ray::DashboardAgent``), so they are found by the
+    private temp folder they log into or name; other processes are left alone."""
+    from engine.studies.sweep_ray import end_processes_of
+
+    temp = tmp_path / "wmtui-ray-1-abc"
+    (temp / "logs").mkdir(parents=True)
+    sleeper = "import sys, time; time.sleep(60)"
+    named = subprocess.Popen([sys.executable, "-c", sleeper, str(temp / "session")])
+    with (temp / "logs" / "agent.log").open("w") as log:
+        logging = subprocess.Popen([sys.executable, "-c", sleeper], stdout=log)
+    other = subprocess.Popen([sys.executable, "-c", sleeper])
+    try:
+        time.sleep(0.3)  # let each process exist under its command line and files
+        killed = set(end_processes_of(str(temp)))
+        assert {named.pid, logging.pid} <= killed and other.pid not in killed
+        assert named.wait(5) == logging.wait(5) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for process in (named, logging, other):
+            process.kill()
+            process.wait()
