@@ -267,6 +267,9 @@ def main() -> None:
     parser.add_argument("--scan-steps", type=int, default=40)
     parser.add_argument("--targets", default="headless,playground")
     args = parser.parse_args()
+    # the trials must meet SIGHUP as a hung-up terminal sends it, even where this benchmark
+    # itself runs under nohup (which they would inherit, and wmtui keeps an ignored SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     targets = args.targets.split(",")
     tmux = shutil.which("tmux")
     if "playground" in targets and tmux is None:
