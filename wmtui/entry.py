@@ -30,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from engine import stopping  # tiny, and a signal handler must not import
+
 #: the signals handled like Ctrl-C (SIGINT itself is armed by the commands, see above)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: behind a screen: how long its workers get to stop, then the screen to close, before exit
@@ -86,8 +88,6 @@ def reclaim_stop_signals() -> None:
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
-    from engine import stopping
-
     name = signal.Signals(signum).name
     if stopping.signalled():
         if time.monotonic() - _FIRST[0] < REPEAT_S:  # the same stop, delivered twice
@@ -149,8 +149,6 @@ def _leave_the_terminal() -> None:
 
 def signalled_code() -> int | None:
     """128 + the number of the signal that stopped this process, or None."""
-    from engine import stopping
-
     name = stopping.signalled()
     return 128 + signal.Signals[name].value if name else None
 
