@@ -19,6 +19,7 @@ render is a prefix of a longer one with the same seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -339,8 +340,11 @@ def _soften(pixels: np.ndarray, spread: float = 0.12) -> np.ndarray:
     return a * rows[..., :-2] + b * rows[..., 1:-1] + a * rows[..., 2:]
 
 
-def render_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (images uint8 [count,1,28,28], labels int64 [count]).
+def render_digits(
+    count: int, seed: int, on_progress: Callable[[int], None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (images uint8 [count,1,28,28], labels int64 [count]); ``on_progress`` hears
+    how many are drawn, chunk by chunk (a first render takes seconds).
 
     Deterministic for ``(count, seed)``.  Sample ``i`` depends only on
     ``(seed, i)``, so a cached shorter render is a prefix of a longer one:
@@ -353,6 +357,8 @@ def render_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     images = np.empty((count, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     chunk = np.empty((_CHUNK, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for start in range(0, count, _CHUNK):
+        if on_progress is not None:
+            on_progress(start)
         stop = min(start + _CHUNK, count)
         for offset, label in enumerate(labels[start:stop].tolist()):
             if offset % 64 == 0:
@@ -361,4 +367,6 @@ def render_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
             chunk[offset, 0] = _render_sample(label, rng, _STYLE)
         soft = _soften(chunk[: stop - start])
         images[start:stop] = np.clip(np.rint(soft), 0, 255).astype(np.uint8)
+    if on_progress is not None:
+        on_progress(count)
     return torch.from_numpy(images), torch.from_numpy(labels)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from engine import progress
 from engine.config import TrainConfig
 from engine.data import DATASETS, LoadedData, default_data_dir, load_dataset, require_dataset
 from engine.errors import ConfigError
@@ -57,14 +58,15 @@ def load_data(
 ) -> LoadedData:
     """The configured dataset on ``device``; says which one and why (``train`` False: the
     test split only)."""
-    loaded = load_dataset(
-        config.dataset,
-        config.data_dir or None,
-        device=device,
-        train_size=config.train_size,
-        test_size=config.test_size,
-        train=train,
-    )
+    with progress.reporting(ctx.log):  # a first render or resize takes seconds
+        loaded = load_dataset(
+            config.dataset,
+            config.data_dir or None,
+            device=device,
+            train_size=config.train_size,
+            test_size=config.test_size,
+            train=train,
+        )
     ctx.log(f"dataset: {loaded.reason}")
     return loaded
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from engine import commands as cmd
+from engine import progress
 from engine.config import TrainConfig
 from engine.errors import ConfigError
 from engine.events import Phase
@@ -31,7 +32,7 @@ from engine.jobs.common import (
 )
 from engine.jobs.followup import hold
 from engine.jobs.key_tracker import KeyTracker, true_trigger_preview
-from engine.jobs.verdicts import log_verdicts
+from engine.jobs.verdicts import log_verdicts, verifying
 from engine.metrics import Probe, accuracy
 from engine.models import Architecture, build_model
 from engine.models.dfad_generator import DFADGenerator
@@ -215,6 +216,7 @@ def datafree_job(
             "inject_seconds": round(time.monotonic() - started, 2),
         }
         with recording_outcome(run, summary):
+            ctx.log(verifying(1, 1, "key"), progress.LEVEL)
             verdict = scheme.verify(loop.model, key, data, alpha).to_dict()
         # the verdict in the log: the live view showed no p-value or decision before
         log_verdicts(ctx, {"key": verdict}, loop_result.test_acc, data.num_classes)

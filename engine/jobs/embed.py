@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from engine import commands as cmd
+from engine import progress
 from engine.config import TrainConfig
 from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import ConfigError, RunError
@@ -32,7 +33,7 @@ from engine.jobs.followup import hold
 from engine.jobs.key_tracker import KeyTracker, true_trigger_preview
 from engine.jobs.referee import run_dataset
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
-from engine.jobs.verdicts import log_verdicts
+from engine.jobs.verdicts import log_verdicts, verifying
 from engine.metrics import Probe
 from engine.models import Architecture, build_model
 from engine.registry import Plugin
@@ -179,10 +180,11 @@ def embed_job(
             "epochs": config.epochs,
         }
         with recording_outcome(run, summary):  # verifying every key set takes seconds
-            verdicts = {
-                name: scheme.verify(loop.model, key, data, alpha).to_dict()
-                for name, key in tracker.tracked().items()
-            }
+            verdicts: dict[str, dict[str, Any]] = {}
+            tracked = tracker.tracked()
+            for index, (name, key) in enumerate(tracked.items(), 1):
+                ctx.log(verifying(index, len(tracked), name), progress.LEVEL)  # 8-21 s: say so
+                verdicts[name] = scheme.verify(loop.model, key, data, alpha).to_dict()
         log_verdicts(ctx, verdicts, result.test_acc, k)
         summary |= {
             "status": "completed",

@@ -16,6 +16,11 @@ from engine.metrics import percent
 from engine.session import JobContext
 
 
+def verifying(index: int, count: int, name: str) -> str:
+    """The progress line while key set ``index`` of ``count`` is verified (seconds each)."""
+    return f"verifying key set {index}/{count} ({name}) on held-out samples"
+
+
 def shown_p(verdict: Mapping[str, Any]) -> str:
     """The p-value as people read it; one below float range by its power of ten."""
     p = verdict.get("p_value")

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import progress
 from engine.events import Discrepancy, Metrics
 from engine.models.dfad_generator import DFADGenerator
 from engine.session import JobContext
@@ -162,10 +163,13 @@ def distill(
     codes = torch.Generator().manual_seed(seed * 7_919 + 17)
     truncated_at = None
     started = time.monotonic()
+    said = progress.Throttle(ctx.log)
     for epoch in range(1, settings.epochs + 1):
         losses = torch.zeros(settings.iters * settings.student_steps, device=device)
         tick = time.perf_counter()
         for i in range(settings.iters):
+            # an epoch of the paper's sizes takes 20 s on a CPU: say how far it is
+            said(f"distillation epoch {epoch}/{settings.epochs}, iterations", i, settings.iters)
             ctx.between_steps()
             for k in range(settings.student_steps):
                 ctx.check_stop()  # a step of the paper's sizes takes a second on a CPU

@@ -77,9 +77,9 @@ def test_synthetic_test_split_is_rendered_without_the_training_split(
 
     real = synthetic_render.render_digits
 
-    def render(n: int, seed: int):
+    def render(n: int, seed: int, *progress):
         assert seed != synthetic.TRAIN_SEED, "the training split was rendered"
-        return real(n, seed)
+        return real(n, seed, *progress)
 
     monkeypatch.setattr(synthetic_render, "render_digits", render)
     data = load_dataset("synthetic", tmp_path, test_size=30, train=False).data

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from engine.events import Checkpoint, Discrepancy, Done, Error, Event, Log, Metrics, Phase
 from engine.metrics import percent
+from engine.progress import LEVEL as PROGRESS
 
 
 def metrics_line(event: Metrics) -> str:
@@ -97,6 +98,8 @@ class HeadlessReporter:
             self._on_metrics(event)
         elif isinstance(event, Discrepancy):
             self._on_discrepancy(event)
+        elif isinstance(event, Log) and event.level == PROGRESS:
+            self._on_progress(event)
         elif isinstance(event, Log):
             self.say(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, Error):
@@ -109,6 +112,14 @@ class HeadlessReporter:
                 acc = event.summary.get("test_acc")
                 tail = f", test accuracy {percent(acc)}" if isinstance(acc, float) else ""
                 self.say(f"== {event.status}{tail}")
+
+    def _on_progress(self, event: Log) -> None:
+        """A wait between readings, at most a line every ``interval`` seconds (its end
+        always: the line says what was done)."""
+        now = time.monotonic()
+        if "(100%)" in event.message or now - self._last_line >= self.interval:
+            self._last_line = now
+            self.say(event.message)
 
     def _on_metrics(self, event: Metrics) -> None:
         if self._progress is not None and self._task is not None:

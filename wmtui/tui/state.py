@@ -23,6 +23,7 @@ from engine.events import (
     TriggerPreview,
 )
 from engine.metrics import mad_flag_line, percent
+from engine.progress import LEVEL as PROGRESS
 from wmtui.tui.piracy_state import PiracyView
 from wmtui.tui.series import Series
 
@@ -122,16 +123,23 @@ class DashboardState:
     #: the running phase's folder (a scenario's NN-name, or a job's run): where a screenshot
     #: of it belongs
     phase_run: str = ""
+    #: what the worker does between readings (rendering data, verifying keys) and how far it
+    #: is: shown in the status line until the next reading
+    activity: str = ""
     phase_open: bool = False
     outer: list[dict[str, object]] = dataclasses.field(default_factory=list)
     version: int = 0  # bumped on every change, so widgets repaint only when needed
 
     def apply(self, event: Event) -> None:
         self.version += 1
+        if not isinstance(event, Log):
+            self.activity = ""  # a reading, a phase, an end: the wait is over
         if isinstance(event, Metrics):
             self._metrics(event)
         elif isinstance(event, Phase):
             self._phase(event)
+        elif isinstance(event, Log) and event.level == PROGRESS:
+            self.activity = event.message  # the status line's, until the next reading
         elif isinstance(event, Log):
             prefix = {"warning": "! ", "error": "x "}.get(event.level, "")
             self.log(f"{prefix}{event.message}")

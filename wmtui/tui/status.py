@@ -33,7 +33,9 @@ def title_line(state: DashboardState) -> str:
 def status_line(state: DashboardState) -> str:
     """Training: step, epoch, learning rate, loss, accuracy, speed. A scan: its progress
     (steps of the search, with an ETA), the scanned model's accuracy and the verdict."""
-    if is_scan(state):
+    if state.activity and state.status not in {"completed", "stopped", "failed"}:
+        line = f"{state.status.upper()} {state.activity}"  # a wait between readings, in words
+    elif is_scan(state):
         line = scan_line(state)
     else:
         total = f"/{state.total_steps}" if state.total_steps else ""
