@@ -21,7 +21,7 @@ from typing import Any
 from engine import commands as cmd
 from engine import stopping
 from engine.errors import UserError
-from engine.events import Done, Error, Event, Log, json_safe
+from engine.events import Done, Error, Event, Log, Phase, json_safe
 from engine.stopping import StopRequested
 
 __all__ = ["Job", "JobContext", "Session", "StopRequested"]
@@ -54,10 +54,18 @@ class JobContext:
         self.skip_requested = False
         #: what the running phase works on, offered to follow-up jobs (jobs.followup)
         self.in_hand: Any = None
+        #: the step of the latest event that had one: a follow-up's snapshot of a phase that
+        #: does not count its own steps (an attack, a scan) is named by it
+        self.last_step: int | None = None
         self._extra_sinks: list[EventSink] = []
 
     def emit(self, event: Event) -> None:
         event.time = round(time.monotonic() - self._started, 3)
+        step = getattr(event, "step", None)
+        if isinstance(step, int) and step > 0:
+            self.last_step = step
+        elif isinstance(event, Phase) and event.status == "start":
+            self.last_step = None  # another phase: the last one's steps are not its own
         self._emit(event)
         for sink in self._extra_sinks:
             sink(event)

@@ -62,10 +62,12 @@ def hold(
     ctx.on(cmd.Followup, lambda command: run_followup(ctx, command))
 
 
-def snapshot(hand: ModelInHand) -> RunDir:
+def snapshot(hand: ModelInHand, last_step: int | None = None) -> RunDir:
     """The model as it is now, as a run of its own whose manifest points at the phase's run
-    (so the owner's key is found for refereeing, and the dataset reloads the same way)."""
-    step = hand.step() if callable(hand.step) else None
+    (so the owner's key is found for refereeing, and the dataset reloads the same way); a
+    phase that does not count its steps for us is named by ``last_step``, the latest the
+    stream carried (``snapshot-<phase>-step<N>``, as everywhere)."""
+    step = hand.step() if callable(hand.step) else last_step
     details = {"phase": hand.phase, "step": step}
     label = f"{hand.phase}-step{step}" if step is not None else hand.phase
     folder = sibling_path(hand.run.path, f"snapshot-{label}")
@@ -83,7 +85,8 @@ def run_followup(ctx: JobContext, command: cmd.Followup) -> str:
         raise ConfigError(f"a follow-up is an attack or a scan, not {command.kind!r}")
     spec = JobSpec(command.kind, command.plugin, dict(command.params), budget=dict(command.budget))
     spec.validate(inputs=False)  # a bad form is refused before a snapshot is written
-    source = snapshot(hand)
+    source = snapshot(hand, ctx.last_step)
+    outer_step = ctx.last_step
     spec = dataclasses.replace(
         spec, source=source.path, out=sibling_path(hand.run.path, command.plugin)
     )
@@ -105,5 +108,6 @@ def run_followup(ctx: JobContext, command: cmd.Followup) -> str:
         ctx.emit(Log(f"{command.plugin} ended early; back to {hand.phase}"))
     finally:
         ctx.skippable = was_skippable
+        ctx.last_step = outer_step  # the follow-up's steps are not the phase's
         sink.close()
     return f"{command.plugin} done ({built.run.path}); back to {hand.phase}"

@@ -36,3 +36,28 @@ async def test_ctrl_s_saves_into_the_running_phase_s_folder(tmp_path: Path) -> N
         await pilot.pause()
     assert list((tmp_path / "02-gan").glob("*.svg")), "no screenshot in the running phase's folder"
     assert not list((tmp_path / "01-embed").glob("*.svg"))
+
+
+def test_a_snapshot_mid_attack_is_named_by_its_phase_and_step(tmp_path: Path) -> None:
+    """README: `snapshot-<phase>-step<N>/`; an attack's or a scan's snapshot was named
+    `snapshot-ft-basic-<time>` (no step: the attack's loop did not say it)."""
+    from engine import commands as cmd
+    from engine.events import Metrics
+    from tests.engine.test_scenarios import ATTACK, run_scenario, tiny
+
+    sent: list[int] = []
+    scan = {"scan_steps": 4, "batch": 32, "images": 100, "val_images": 50, "remove": False}
+
+    def steer(session, event) -> None:
+        late = isinstance(event, Metrics) and event.phase == "ft-basic" and event.step >= 2
+        if late and not sent:
+            session.send(cmd.Followup("detect", "neural-cleanse", scan, {}))
+            sent.append(event.step)
+
+    raw = tiny([{"name": "embed", "kind": "embed", "scheme": "pattern"}, ATTACK])
+    session, _ = run_scenario(raw, tmp_path / "s", steer)
+    assert session.status == "completed" and sent
+    names = [p.name for p in (tmp_path / "s").glob("snapshot-*")]
+    assert len(names) == 1 and names[0].startswith("snapshot-ft-basic-step"), names
+    step = int(names[0].removeprefix("snapshot-ft-basic-step").split("-")[0])
+    assert step >= sent[0]
