@@ -156,6 +156,47 @@ def test_a_signal_before_the_first_checkpoint_says_so_and_resume_starts_over(
     assert done["status"] == "completed" and done["steps"] == -(-12000 // 128)
 
 
+def test_a_signalled_scenario_resumes_from_its_first_unfinished_phase(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    render(isolated_data)
+    scenario = tmp_path / "two.toml"
+    scenario.write_text(SCENARIO.replace("epochs = 2", "epochs = 1") + SECOND_PHASE)
+    out = tmp_path / "run"
+    process = start(["run", str(scenario), "--json", "--out", str(out)], isolated_data)
+    while wait_for_event(process, "phase").get("name") != "ft":
+        pass  # the embedding completed; the attack on it has begun
+    wait_for_event(process, "metrics")
+    took, err = signal_and_time(process, signal.SIGHUP)
+    assert process.returncode == 129 and took < EXIT_WITHIN_S, err
+    phases = json.loads((out / "summary.json").read_text())["phases"]
+    assert [p["status"] for p in phases] == ["completed", "stopped"]
+    embedded = (out / "01-embed" / "model.safetensors").stat().st_mtime_ns
+
+    resumed = subprocess.run(
+        [str(WMTUI), "resume", str(out)],
+        env=environment(isolated_data),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "phase embed: completed in an earlier run, kept" in resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert [p["status"] for p in summary["phases"]] == ["completed", "completed"]
+    assert (out / "01-embed" / "model.safetensors").stat().st_mtime_ns == embedded
+
+
+SECOND_PHASE = """
+[[phases]]
+name = "ft"
+kind = "attack"
+attack = "ft-basic"
+budget = { data_fraction = 0.5, epochs = 40 }  # ~900 steps: seconds
+"""
+
+
 def test_a_second_signal_ends_at_once_and_leaves_a_whole_checkpoint(
     tmp_path: Path, isolated_data: Path
 ) -> None:
