@@ -118,6 +118,10 @@ def refused(command: Command, reason: object) -> str:
     return f"{command.what} refused: {reason}"
 
 
+#: a stop that arrives as the job ends on its own: nothing lost, so not a warning
+ALREADY_ENDED = "stop: the job had already ended (its run folder is complete)"
+
+
 def not_applied(command: Command) -> str:
     return f"{command.what} not applied: the job has ended"
 

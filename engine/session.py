@@ -138,6 +138,9 @@ class JobContext:
             self.acknowledged += 1
             if isinstance(command, cmd.Stop) and self.stop_requested:
                 continue  # it was applied: the flag it raised is what ended the job
+            if isinstance(command, cmd.Stop):  # the job ended first: what a stop wants
+                self.log(cmd.ALREADY_ENDED)
+                continue
             self.log(cmd.not_applied(command), "warning")
 
     def apply(self, command: cmd.Command) -> None:

@@ -72,3 +72,24 @@ async def test_keys_after_the_end_say_once_that_they_do_nothing() -> None:
     assert not any(line.startswith("> ") for line in lines), lines
     ended = [line for line in lines if "session has ended" in line]
     assert len(ended) == 1, lines
+
+
+def test_a_stop_that_comes_after_the_end_is_not_a_warning() -> None:
+    """Ctrl-C as a headless job ends: "stopping" was followed by "warning: stop not applied:
+    the job has ended", which read as if the stop had failed."""
+    from engine import commands as cmd
+    from engine.session import JobContext
+
+    said: list[Event] = []
+    ctx = JobContext(said.append)
+    ctx.send(cmd.Stop())
+    ctx.send(cmd.ScaleLR(2.0))
+    ctx.decline_unapplied()
+    logs = [e for e in said if isinstance(e, Log)]
+    stop, scale = logs
+    assert (
+        stop.level == "info"
+        and "already ended" in stop.message
+        and "not applied" not in stop.message
+    )
+    assert scale.level == "warning" and "not applied" in scale.message  # a real loss: said so
