@@ -192,7 +192,7 @@ def test_an_unknown_plugin_parameter_in_a_phase_is_named(tmp_path: Path) -> None
     grid.write_text(MINIMAL.read_text().replace("trigger = ", "triger = "))
     result = runner.invoke(cli_app(), ["sweep", str(grid)])
     assert result.exit_code == 2
-    assert "(did you mean '--trigger'?)" in result.output
+    assert "(did you mean 'trigger'?)" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

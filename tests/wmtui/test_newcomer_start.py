@@ -45,6 +45,18 @@ def test_training_flags_alone_open_the_start_screen_with_them(monkeypatch) -> No
     assert shown.kw.get("overrides") == {"dataset": "synthetic", "epochs": "1"}
 
 
+def test_tui_written_out_still_runs_one_embedding_phase(monkeypatch, tmp_path) -> None:
+    import wmtui.tui.app
+
+    FakeApp.made = []
+    monkeypatch.setattr(wmtui.tui.app, "WmtuiApp", FakeApp)
+    args = ["tui", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path / "r")]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    (shown,) = FakeApp.made
+    assert shown.factory is not None and shown.kw.get("chooser") is None
+
+
 def test_bad_training_flags_are_refused_before_the_start_screen(monkeypatch) -> None:
     import wmtui.tui.app
 

@@ -48,10 +48,18 @@ class DefaultTuiGroup(TyperGroup):
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, default_to_tui(args, self.root_options(ctx)))
+        given = default_to_tui(args, self.root_options(ctx))
+        # "wmtui --dataset synthetic" (tui implied) opens the start screen with the flags;
+        # "wmtui tui --dataset synthetic" runs the single phase it always has
+        IMPLIED_TUI["on"] = len(given) > len(args)
+        return super().parse_args(ctx, given)
 
     def root_options(self, ctx: Any) -> set[str]:
         return {opt for param in self.get_params(ctx) for opt in param.opts}
+
+
+#: whether this invocation's ``tui`` was implied (see :meth:`DefaultTuiGroup.parse_args`)
+IMPLIED_TUI = {"on": False}
 
 
 def default_to_tui(args: list[str], root_options: set[str]) -> list[str]:
@@ -182,9 +190,9 @@ def tui(
     """The playground (the default command): train live, steer it from the keyboard.
 
     With --scenario (or as plain wmtui, from the start screen) it runs a scenario's phases;
-    training flags then override the scenario's [train] table. Training flags alone open the
-    start screen with them applied; --scheme runs a single embedding phase. Its options work
-    without writing tui (wmtui --scenario gan --epochs 1)."""
+    training flags then override the scenario's [train] table. Its options work without
+    writing tui (wmtui --scenario gan --epochs 1); training flags alone, so given, open the
+    start screen with them applied (wmtui tui --epochs 1 runs one embedding phase)."""
     if scenario is not None:
         if scheme is not None or config is not None:
             raise UserError("--scenario takes its phases from the scenario; drop --scheme/--config")
@@ -196,7 +204,8 @@ def tui(
             )
         launch_scenario_tui(scenario, given, refresh=refresh, out=out, threads=threads)
         return
-    if given and scheme is None and config is None and set(given) <= field_names(TrainConfig):
+    only_training = set(given) <= field_names(TrainConfig)
+    if IMPLIED_TUI["on"] and given and only_training and scheme is None and config is None:
         # training flags alone (wmtui --dataset synthetic --epochs 3): the start screen, with
         # them applied to whichever scenario is chosen; checked before it opens
         check_config(TrainConfig.from_mapping(given), data=False)
