@@ -157,8 +157,8 @@ def test_an_unknown_plugin_parameter_is_named_with_its_closest_name() -> None:
     raw["phases"][0]["params"]["triger"] = "square"
     with pytest.raises(ConfigError) as caught:
         grid_from_mapping(raw, "bad", "bad.toml")
-    assert "embed params (pattern): --triger" in str(caught.value)
-    assert "(did you mean '--trigger'?)" in str(caught.value)
+    assert "embed params (pattern): key 'triger'" in str(caught.value)  # a TOML key, no flag
+    assert "(did you mean 'trigger'?)" in str(caught.value)
 
 
 def test_the_example_grids_load() -> None:
