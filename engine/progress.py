@@ -58,7 +58,7 @@ class Throttle:
         started = self._started.setdefault(what, now)
         last = self._last.get(what)
         if last is None:
-            if now - started < AFTER or done >= total and AFTER > 0:
+            if now - started < AFTER or (done >= total and AFTER > 0):
                 return  # quick so far (or done before it was worth a word)
         elif done < total and now - last < EVERY:
             return
