@@ -93,3 +93,33 @@ def test_a_stop_that_comes_after_the_end_is_not_a_warning() -> None:
         and "not applied" not in stop.message
     )
     assert scale.level == "warning" and "not applied" in scale.message  # a real loss: said so
+
+
+async def test_a_finished_replay_still_rewinds(tmp_path) -> None:
+    """The "keys do nothing now" note is the live worker's: a replay's clock answers after
+    the recording's end (its last line says "← rewinds")."""
+    import json
+
+    from tests.wmtui.test_replay import FakeClock
+    from wmtui.tui.replay import ReplaySession
+    from wmtui.tui.replay_app import ReplayApp
+
+    recording = [*training_script(40), Done("completed")]
+    for i, event in enumerate(recording):
+        event.time = float(i)
+    (tmp_path / "events.jsonl").write_text(
+        "".join(json.dumps(e.to_dict()) + "\n" for e in recording)
+    )
+    clock = FakeClock()
+    app = ReplayApp(lambda: ReplaySession(tmp_path, 16.0, clock=clock), refresh=4.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        clock.advance(60)
+        app.pump()
+        await pilot.pause()
+        assert app.state.status == "completed"
+        await pilot.press("left")
+        app.pump()
+        await pilot.pause()
+        lines = log_lines(app)
+    assert any("seek -10 s" in line for line in lines), lines
+    assert not any("session has ended" in line for line in lines), lines

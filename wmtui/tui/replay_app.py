@@ -149,6 +149,11 @@ class ReplayApp(WmtuiApp, inherit_bindings=False):
     def action_seek(self, seconds: float) -> None:
         self._send(Seek(float(seconds)), f"seek {seconds:+g} s")
 
+    def _ended(self) -> bool:
+        """The replay's clock answers after the recording's end (← rewinds): the live app's
+        "keys do nothing now" is not the replay's."""
+        return False
+
     # -- live-only controls, refused ------------------------------------------------------
     def _refuse(self, what: str) -> None:
         self.query_one("#log", Log).write_line(f"! not available in replay: {what}")
