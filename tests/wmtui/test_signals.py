@@ -408,7 +408,12 @@ async def test_attach_shows_a_running_headless_run_live_and_leaves_it_going(
 
     render(isolated_data)
     out = tmp_path / "run"
-    process = start(["train", *SLOW, "--epochs", "4", "--out", str(out)], isolated_data)
+    process = subprocess.Popen(  # long enough to outlive the test, which ends it below
+        [str(WMTUI), "train", *SLOW, "--epochs", "50", "--out", str(out)],
+        env=environment(isolated_data),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (out / "events.jsonl").exists():
