@@ -18,8 +18,8 @@ and ``wmtui resume`` must finish the run (exit 0, summary completed).
 ``--scan-steps`` shortens the scenario's scans so that a trial and its resume take seconds
 (0: the preset as it ships). Prints one row per target and signal: exit time (median, max;
 target: max <= 2 s), exit codes ("-": a hung-up pane's shell could not record it),
-complete folders and working resumes out of the trials. Trials whose run ended before its
-moment came are left out of the counts.
+complete folders and working resumes out of the trials. A moment that comes after the run
+has ended (runs vary in length on a shared machine) is drawn again.
 """
 
 from __future__ import annotations
@@ -284,18 +284,21 @@ def main() -> None:
         print(f"one full headless run: {duration:.1f} s", file=sys.stderr)
         rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for target in targets:
-            for n in range(args.moments):
+            n = tried = 0
+            while n < args.moments and tried < 3 * args.moments:
                 signum = SIGNALS[n % 2]
                 name = signal.Signals(signum).name
                 moment = rng.uniform(0.0, duration)
-                out = folder / f"{target}-{n}" / "run"
+                out = folder / f"{target}-{tried}" / "run"
                 out.parent.mkdir()
+                tried += 1
                 if target == "headless":
                     result = trial_headless(scenario, out, data_dir, signum, moment)
                 else:
                     assert tmux is not None
                     result = trial_playground(tmux, scenario, out, data_dir, signum, moment)
-                if not result.get("skipped"):
+                if not result.get("skipped"):  # else the run ended first: draw another
+                    n += 1
                     result["problems"] = folder_problems(out, name)
                     result["resume"] = resume_works(out, data_dir)
                 rows.setdefault((target, name), []).append(result)
