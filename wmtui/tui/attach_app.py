@@ -8,33 +8,33 @@ quitting leaves the run going.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
+from textual.binding import Binding, BindingType
 from textual.widgets import Log
 
 from wmtui.tui.follow import FollowSession
-from wmtui.tui.replay_app import ReplayApp
+from wmtui.tui.replay_app import ReplayApp, _app_bindings_except, live_only_bindings
 
 
-class AttachApp(ReplayApp):
+class AttachApp(ReplayApp, inherit_bindings=False):
     """A live, read-only view of a run folder's event stream."""
 
     TITLE = "wmtui attach"
+    # no replay clock to pause, speed up or seek: quit, and the live app's steering keys,
+    # which answer that the view only watches
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *_app_bindings_except("ctrl+q"),
+        Binding("ctrl+q", "quit", "detach", priority=True),
+        Binding("ctrl+s", "screenshot_svg", "screenshot", show=False),
+        *live_only_bindings(),
+    ]
 
     def __init__(self, session_factory: Callable[[], FollowSession], refresh: float = 2.0):
         super().__init__(session_factory, refresh=refresh)  # type: ignore[arg-type]
 
     def _refuse(self, what: str) -> None:
         self.query_one("#log", Log).write_line(f"! {what}: an attached view only watches")
-
-    def action_toggle_pause(self) -> None:
-        self._refuse("pause")
-
-    def action_speed(self, speed: float) -> None:
-        self._refuse("speed")
-
-    def action_seek(self, seconds: float) -> None:
-        self._refuse("seek")
 
     async def action_quit(self) -> None:
         """Stop watching; the run goes on where it runs."""
