@@ -450,7 +450,7 @@ def test_the_helpers_a_private_ray_leaves_behind_are_ended(tmp_path: Path) -> No
     (temp / "logs").mkdir(parents=True)
     sleeper = "import sys, time; time.sleep(60)"
     named = subprocess.Popen([sys.executable, "-c", sleeper, str(temp / "session")])
-    with (temp / "logs" / "agent.log").open("w") as log:
+    with (temp / "logs" / "dashboard.log").open("w") as log:
         logging = subprocess.Popen([sys.executable, "-c", sleeper], stdout=log)
     other = subprocess.Popen([sys.executable, "-c", sleeper])
     try:
