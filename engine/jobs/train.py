@@ -22,7 +22,7 @@ from engine.jobs.common import (
 from engine.jobs.followup import hold
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.models import Architecture, build_model
-from engine.runs import RunDir
+from engine.runs import SUMMARY, RunDir
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
 
@@ -99,6 +99,18 @@ def train_job(config: TrainConfig, run: RunDir | None, *, resume: bool = False) 
     return job
 
 
+def check_not_finished(run: RunDir, config: TrainConfig, epochs_before: int) -> None:
+    """A completed run resumes only to more epochs: refusing here, before anything is
+    written, keeps its summary (a refusal at run time wrote "failed" over "completed")."""
+    if not (run.path / SUMMARY).is_file():
+        return
+    if run.summary().get("status") == "completed" and config.epochs <= epochs_before:
+        raise ConfigError(
+            f"{run.path} already completed its {epochs_before} epochs; "
+            f"give --epochs N above {epochs_before} to train further"
+        )
+
+
 @register_job_kind
 class TrainKind(JobKind):
     """Train a clean model (or, with ``resume``, continue one from its last checkpoint)."""
@@ -111,8 +123,10 @@ class TrainKind(JobKind):
         if spec.resume:
             if spec.out is None:
                 raise ConfigError("resume needs the run folder to continue")
-            manifest = RunDir.open(spec.out).manifest()
+            run = RunDir.open(spec.out)
+            manifest = run.manifest()
             config = TrainConfig.from_mapping({**manifest["config"], **loose(spec.config)})
+            check_not_finished(run, config, int(manifest["config"].get("epochs", 0)))
             manifest = {**manifest, "config": config.to_dict()}
         else:
             config = TrainConfig.from_mapping(loose(spec.config))

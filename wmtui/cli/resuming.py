@@ -20,17 +20,21 @@ from typing import Any
 from engine.config import TrainConfig
 from engine.errors import RunError, UserError
 from engine.jobs import JobSpec
-from engine.runs import RunDir
-from engine.threads import apply_threads
+from engine.runs import SUMMARY, RunDir
+from engine.threads import apply_threads, choose_threads
 
 
 def resume_run(run_dir: Path, epochs: int | None, json_mode: bool, threads: int | None) -> int:
     """Check ``run_dir`` (bad: exit 2, nothing written), then go on with it headless."""
     from wmtui.cli.common import run_headless, run_spec
 
-    manifest = RunDir.open(run_dir).manifest()
+    choose_threads(threads)  # a bad --threads is refused before the run is even read
+    run = RunDir.open(run_dir)
+    manifest = run.manifest()
     command = str(manifest.get("command", ""))
     overrides = {} if epochs is None else {"epochs": epochs}
+    if command == "scenario" or "scheme" in manifest:
+        refuse_completed(run)
     if command == "scenario":
         return _resume_scenario(run_dir, manifest, overrides, json_mode, threads)
     if "scheme" in manifest:  # embed, or the playground embedding
@@ -45,6 +49,13 @@ def resume_run(run_dir: Path, epochs: int | None, json_mode: bool, threads: int 
             "embed and scenario runs; run that command again"
         )
     return run_spec(JobSpec.resume_run(run_dir, **overrides), json_mode, threads)[0]
+
+
+def refuse_completed(run: RunDir) -> None:
+    """An embedding restarts from the start and a scenario re-runs what is unfinished: on a
+    completed run the first would replace a finished model and key, the second do nothing."""
+    if (run.path / SUMMARY).is_file() and run.summary().get("status") == "completed":
+        raise UserError(f"{run.path} already completed: nothing to resume")
 
 
 def _restarted_embedding(
