@@ -4,8 +4,9 @@
   in a fresh interpreter, none excepted;
 * ``engine.attacks`` never imports ``engine.watermarks``: an attack never sees the key (the
   referee in ``engine.jobs`` does), checked on every import statement, lazy ones included;
-* no import cycles inside ``engine``, lazy imports included (a cycle patched with an import
-  inside a function is still a cycle);
+* no import cycles inside ``engine`` or ``wmtui``, lazy imports included (a cycle patched
+  with an import inside a function is still a cycle);
+* no module over 500 lines;
 * ``wmtui.cli`` imports textual only inside the commands that start the app;
 * the layers: ``engine.jobs`` (one job) never imports ``engine.studies`` (many jobs); the
   building blocks (data, models, training, watermarks, attacks) import neither.
@@ -18,6 +19,8 @@ import pkgutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import engine
 
@@ -114,8 +117,9 @@ def test_engine_never_imports_wmtui_even_lazily() -> None:
     assert offenders == []
 
 
-def test_engine_has_no_import_cycles() -> None:
-    modules = module_files("engine")
+@pytest.mark.parametrize("package", ["engine", "wmtui"])
+def test_no_import_cycles(package: str) -> None:
+    modules = module_files(package)
     graph = {
         module: {
             target
@@ -210,3 +214,17 @@ def test_cli_start_and_a_train_spec_load_nothing_heavy(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == ""
+
+
+#: one job per module: past this a module is split by job (the layout's rule)
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for package in ("engine", "wmtui")
+        for path in module_files(package).values()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

@@ -334,18 +334,16 @@ def data_fetch(
 
 def _register_plugin_commands() -> None:
     """Commands that live in their own modules (they import this one lazily)."""
-    from wmtui.cli import (
-        attacks,
-        detect,
-        imports,
-        keys,
-        replay,
-        report,
-        reproduce,
-        scenario,
-        sweep,
-        watermarks,
-    )
+    import wmtui.cli.attacks as attacks
+    import wmtui.cli.detect as detect
+    import wmtui.cli.imports as imports
+    import wmtui.cli.keys as keys
+    import wmtui.cli.replay as replay
+    import wmtui.cli.report as report
+    import wmtui.cli.reproduce as reproduce
+    import wmtui.cli.scenario as scenario
+    import wmtui.cli.sweep as sweep
+    import wmtui.cli.watermarks as watermarks
 
     commands = (watermarks, keys, attacks, detect, replay, scenario, reproduce, report, sweep)
     commands += (imports,)

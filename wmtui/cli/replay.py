@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
     app.command(REPLAY)(guarded(replay))
     app.command(SERVE, context_settings=EXTRA_ARGS)(guarded(serve))
-    from wmtui.cli import attach
+    import wmtui.cli.attach as attach
 
     attach.register(app)  # the live sibling of replay
 
@@ -193,7 +193,7 @@ def stop_tabs_and_leave(signum: int) -> None:
     import signal
 
     from engine import stopping
-    from wmtui.entry import leave
+    from wmtui.signals import leave
 
     stopping.note_signal(signal.Signals(signum).name)
     tabs = descendants(os.getpid())

@@ -165,7 +165,7 @@ def _watch_live(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # the terminal's keys are the browser's, not the driver's
         )
-    from wmtui.entry import on_stop_signal
+    from wmtui.signals import on_stop_signal
 
     def pass_on(name: str) -> bool:  # its own session: SIGTERM/SIGHUP must be passed on
         if driver.poll() is None:

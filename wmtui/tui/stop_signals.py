@@ -1,6 +1,6 @@
 """A screen's answer to SIGTERM and SIGHUP: quit the way its quit key does.
 
-The signal handler (:mod:`wmtui.entry`) runs in the main thread, which is the screen's event
+The signal handler (:mod:`wmtui.signals`) runs in the main thread, which is the screen's event
 loop; it must not run the quit itself (that waits for the worker), so it only schedules it,
 through the loop's thread-safe wake-up. The quit then stops the worker, which completes the
 run folder, and the screen closes as after ctrl+q.
@@ -16,7 +16,7 @@ from typing import Any
 
 from textual.app import App
 
-from wmtui.entry import on_stop_signal, reclaim_stop_signals
+from wmtui.signals import on_stop_signal, reclaim_stop_signals
 
 
 def quit_on_stop_signal(app: App[Any], quit_: Callable[[], Awaitable[None] | None]) -> None:
