@@ -43,7 +43,7 @@ from engine.attacks import AttackEnv, AttackerBudget, build_attacker_data, make_
 from engine.data import as_float, load_dataset
 from engine.errors import ConfigError
 from engine.jobs import resolve_device
-from engine.jobs.attack import attack_job
+from engine.jobs.attack import check_attack
 from engine.jobs.referee import referee_trainer
 from engine.models import Architecture, build_model
 from engine.session import JobContext
@@ -270,9 +270,9 @@ def table(args: argparse.Namespace) -> None:
                         "epochs": args.epochs,
                     }
                 )
-                job = attack_job(
-                    run, name, params, budget, None, device=args.device, eval_every=10**9
-                )
+                job = check_attack(
+                    run, name, params, budget, device=args.device, eval_every=10**9
+                ).job(None)
             except ConfigError as exc:
                 row |= {"status": "n/a", "reason": str(exc)}
             else:

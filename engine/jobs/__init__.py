@@ -23,9 +23,9 @@ from engine.jobs import piracy as _piracy  # noqa: F401  (registers the piracy a
 from engine.jobs import train as _train  # noqa: F401
 from engine.jobs import verify as _verify  # noqa: F401
 from engine.jobs.api import JobFailed, Result, Running, run, start
-from engine.jobs.attack import attack_job, attack_manifest
+from engine.jobs.attack import attack_manifest, check_attack
 from engine.jobs.common import new_run_manifest, resolve_device
-from engine.jobs.detect import detect_job, detect_manifest
+from engine.jobs.detect import check_detect, detect_manifest
 from engine.jobs.embed import embed_job
 from engine.jobs.spec import JOB_KINDS, BuiltJob, CheckedJob, JobKind, JobSpec
 from engine.jobs.train import train_job
@@ -50,9 +50,9 @@ __all__ = [
     "RunError",
     "Running",
     "UserError",
-    "attack_job",
     "attack_manifest",
-    "detect_job",
+    "check_attack",
+    "check_detect",
     "detect_manifest",
     "embed_job",
     "new_run_manifest",

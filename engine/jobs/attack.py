@@ -91,9 +91,86 @@ def checked_plugin(name: str, params: Any, budget: AttackerBudget, role: str | N
 
 @dataclasses.dataclass
 class CheckedAttack:
+    """An attack whose every input was checked (:func:`check_attack`); :meth:`job` makes
+    what a session runs, so the checks and the job are one object, never two calls that must
+    be given the same arguments."""
+
+    name: str
     attack: Attack[Any]
     variants: list[Any] | None
     run: RunDir
+    budget: AttackerBudget
+    device: str
+    eval_every: int
+
+    def job(self, out_run: RunDir | None, probes_for: ProbesFor | None = None) -> Job:
+        """Attack the run's model within the budget; write ``out_run``."""
+        attack, variants, run, budget = self.attack, self.variants, self.run, self.budget
+        attack_name, device, eval_every = self.name, self.device, self.eval_every
+        probes_for = probes_for or default_probes(run.path)
+        probes: list[Probe] = []
+
+        def head(suspect: Suspect) -> dict[str, Any]:
+            return {"attack": attack_name, "params": dataclasses.asdict(attack.params)}
+
+        def start_info(suspect: Suspect) -> dict[str, Any]:
+            return {
+                "attack": attack_name,
+                "data_fraction": budget.data_fraction,
+                "steps": attack.planned_steps(suspect.attacker)
+                * (len(variants) if variants else 1),
+                "source_run": str(run.path),
+                "dataset": suspect.data.name,
+                "unlabeled": budget.unlabeled,
+                "labeled_images": len(suspect.attacker.labeled_x),
+                "device": str(suspect.device),
+            }
+
+        def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
+            probes.extend(probes_for(suspect.data, suspect.device))
+            if len(probes) == 1:
+                ctx.log("no key probes for this run: retention is not measured", "warning")
+            before = referee_scores(suspect.model, probes)
+            summary |= {
+                "labeled_images": len(suspect.attacker.labeled_x),
+                "unlabeled_images": len(suspect.attacker.unlabeled_x),
+                "before": before,
+            }
+            ctx.log(f"before the attack: {describe_scores(before)}")
+            trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
+            env = AttackEnv(ctx, suspect.device, suspect.seed, trainer, track=probes.extend)
+            if variants is not None:
+                summary |= _sweep(ctx, variants, attack, suspect, env, probes)
+                return
+            result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
+            after = referee_scores(result.model, probes)
+            summary |= {
+                "after": after,
+                "test_acc": after["test_acc"],
+                "retention": after["retention"],
+                "test_acc_before": before["test_acc"],
+                "retention_before": before["retention"],
+                "steps": result.steps,
+                "model": result.arch.name,
+                "info": json_safe(result.info),
+            }
+            if out_run is not None:
+                out_run.save_model(result.model, result.arch)
+            ctx.log(f"after the attack: {describe_scores(after)}")
+            if result.claims:
+                summary |= referee_claims(ctx, result, suspect, out_run)
+
+        return refereed_job(
+            run,
+            budget,
+            out_run,
+            phase=attack_name,
+            device=device,
+            head=head,
+            start_info=start_info,
+            work=work,
+            end_info=lambda summary: {"test_acc": summary.get("test_acc")},
+        )
 
 
 def check_attack(
@@ -102,9 +179,9 @@ def check_attack(
     params: Any,
     budget: AttackerBudget,
     *,
-    device: str,
-    eval_every: int,
-    sweep: Sequence[float] | None,
+    device: str = "auto",
+    eval_every: int = 100,
+    sweep: Sequence[float] | None = None,
     role: str | None = None,
 ) -> CheckedAttack:
     """Every input check of an attack, before anything is written or loaded."""
@@ -114,102 +191,7 @@ def check_attack(
     run = RunDir.open(run_dir_in)
     resolve_device(device)
     require_run_dataset(run)
-    return CheckedAttack(attack, variants, run)
-
-
-def attack_job(
-    run_dir_in: str | Path,
-    attack_name: str,
-    params: Any,
-    budget: AttackerBudget,
-    out_run: RunDir | None,
-    probes_for: ProbesFor | None = None,
-    *,
-    device: str = "auto",
-    eval_every: int = 100,
-    sweep: Sequence[float] | None = None,
-) -> Job:
-    """Attack the model of ``run_dir_in`` within ``budget``; write ``out_run``. Input errors
-    raise here, before anything is created or loaded."""
-    checked = check_attack(
-        run_dir_in, attack_name, params, budget, device=device, eval_every=eval_every, sweep=sweep
-    )
-    return checked_attack_job(checked, attack_name, budget, out_run, probes_for, device, eval_every)
-
-
-def checked_attack_job(
-    checked: CheckedAttack,
-    attack_name: str,
-    budget: AttackerBudget,
-    out_run: RunDir | None,
-    probes_for: ProbesFor | None,
-    device: str,
-    eval_every: int,
-) -> Job:
-    attack, variants, run = checked.attack, checked.variants, checked.run
-    probes_for = probes_for or default_probes(run.path)
-    probes: list[Probe] = []
-
-    def head(suspect: Suspect) -> dict[str, Any]:
-        return {"attack": attack_name, "params": dataclasses.asdict(attack.params)}
-
-    def start_info(suspect: Suspect) -> dict[str, Any]:
-        return {
-            "attack": attack_name,
-            "data_fraction": budget.data_fraction,
-            "steps": attack.planned_steps(suspect.attacker) * (len(variants) if variants else 1),
-            "source_run": str(run.path),
-            "dataset": suspect.data.name,
-            "unlabeled": budget.unlabeled,
-            "labeled_images": len(suspect.attacker.labeled_x),
-            "device": str(suspect.device),
-        }
-
-    def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
-        probes.extend(probes_for(suspect.data, suspect.device))
-        if len(probes) == 1:
-            ctx.log("no key probes for this run: retention is not measured", "warning")
-        before = referee_scores(suspect.model, probes)
-        summary |= {
-            "labeled_images": len(suspect.attacker.labeled_x),
-            "unlabeled_images": len(suspect.attacker.unlabeled_x),
-            "before": before,
-        }
-        ctx.log(f"before the attack: {describe_scores(before)}")
-        trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
-        env = AttackEnv(ctx, suspect.device, suspect.seed, trainer, track=probes.extend)
-        if variants is not None:
-            summary |= _sweep(ctx, variants, attack, suspect, env, probes)
-            return
-        result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
-        after = referee_scores(result.model, probes)
-        summary |= {
-            "after": after,
-            "test_acc": after["test_acc"],
-            "retention": after["retention"],
-            "test_acc_before": before["test_acc"],
-            "retention_before": before["retention"],
-            "steps": result.steps,
-            "model": result.arch.name,
-            "info": json_safe(result.info),
-        }
-        if out_run is not None:
-            out_run.save_model(result.model, result.arch)
-        ctx.log(f"after the attack: {describe_scores(after)}")
-        if result.claims:
-            summary |= referee_claims(ctx, result, suspect, out_run)
-
-    return refereed_job(
-        run,
-        budget,
-        out_run,
-        phase=attack_name,
-        device=device,
-        head=head,
-        start_info=start_info,
-        work=work,
-        end_info=lambda summary: {"test_acc": summary.get("test_acc")},
-    )
+    return CheckedAttack(attack_name, attack, variants, run, budget, device, eval_every)
 
 
 def referee_claims(
@@ -358,7 +340,5 @@ class AttackKind(RefereedKind):
             params=params,
             budget=budget,
             manifest=attack_manifest(source, name, params, budget, spec.sweep),
-            make=lambda run: checked_attack_job(
-                checked, name, budget, run, None, spec.device, spec.eval_every
-            ),
+            make=checked.job,
         )

@@ -87,9 +87,104 @@ def check_scan_images(
 
 @dataclasses.dataclass
 class CheckedDetect:
+    """A scan whose every input was checked (:func:`check_detect`), with the attacker's data
+    it loaded for the check; :meth:`job` makes what a session runs."""
+
+    name: str
     detector: Detector[Any]
     run: RunDir
     view: AttackerView
+    budget: AttackerBudget
+    device: str
+    eval_every: int
+
+    def job(self, out_run: RunDir | None, probes_for: ProbesFor | None = None) -> Job:
+        """Detect (and with ``remove``, remove) a watermark in the run's model."""
+        detector, run, budget, method = self.detector, self.run, self.budget, self.name
+        device, eval_every = self.device, self.eval_every
+        probes_for = probes_for or default_probes(run.path)
+        p = detector.params
+
+        def head(suspect: Suspect) -> dict[str, Any]:
+            return {"method": method, "params": dataclasses.asdict(p)}
+
+        def start_info(suspect: Suspect) -> dict[str, Any]:
+            return {
+                "detector": method,
+                "steps": p.scan_steps,
+                "classes": suspect.data.num_classes,
+                "remove": p.remove,
+                "rule": p.rule,
+                "threshold": shown_threshold(detector, suspect.data.shape),
+                "gap": p.gap,
+                "dataset": suspect.data.name,
+                "device": str(suspect.device),
+            }
+
+        def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
+            attacker = suspect.attacker
+            summary["clean_images"] = len(attacker.clean_images())
+            probes = probes_for(suspect.data, suspect.device) if p.remove else []
+            before = referee_scores(suspect.model, probes) if probes else None
+            trainer = referee_trainer(ctx, method, probes, eval_every, suspect.seed)
+            env = AttackEnv(ctx, suspect.device, suspect.seed, trainer)
+            detection = detector.detect(suspect.model, attacker, ctx, suspect.seed)
+            summary |= detection.to_dict()
+            ctx.log(describe(detection))
+            if detection.trigger is not None:
+                for name, image in detection.trigger.images.items():
+                    ctx.emit(TriggerPreview.from_tensor(f"reversed-{name}", image))
+                if out_run is not None:
+                    summary["trigger_files"] = save_trigger(out_run, detection.trigger)
+            if not p.remove:
+                return
+            steps = 0
+            if detection.trigger is None:
+                ctx.log(f"{method}: nothing flagged, the model is left as it is")
+            else:
+                info = {
+                    "steps": detector.removal_steps(attacker),
+                    "test_acc": before["test_acc"] if before else None,  # the scanned model's
+                    "flagged_class": detection.flagged_class,
+                    "dataset": suspect.data.name,
+                    "device": str(suspect.device),
+                }
+                ctx.emit(Phase(f"{method}-remove", "start", info=info))
+                steps = unlearn(
+                    suspect.model,
+                    detection.trigger,
+                    attacker,
+                    env,
+                    p,
+                    detector.removal_steps(attacker),
+                )
+            after = referee_scores(suspect.model, probes)
+            assert before is not None
+            summary |= {
+                "before": before,
+                "after": after,
+                "test_acc_before": before["test_acc"],
+                "retention_before": before["retention"],
+                "test_acc": after["test_acc"],
+                "retention": after["retention"],
+                "removal_steps": steps,
+                "labeled_images": len(attacker.labeled_x),
+            }
+            if out_run is not None:
+                out_run.save_model(suspect.model, suspect.arch)
+
+        return refereed_job(
+            run,
+            budget,
+            out_run,
+            phase=method,
+            device=device,
+            head=head,
+            start_info=start_info,
+            work=work,
+            end_info=lambda summary: {"flagged_class": summary.get("flagged_class")},
+            view=self.view,
+        )
 
 
 def check_detect(
@@ -98,8 +193,8 @@ def check_detect(
     params: Any,
     budget: AttackerBudget,
     *,
-    device: str,
-    eval_every: int,
+    device: str = "auto",
+    eval_every: int = 100,
 ) -> CheckedDetect:
     """Every input check of a scan, before anything is written: the detector and its params,
     the budget, the run and its model, the device, and enough clean images (which loads the
@@ -119,7 +214,7 @@ def check_detect(
     have = len(view.attacker.labeled_x) or len(view.attacker.unlabeled_x)
     check_scan_images(have, len(view.data.train_x), budget)
     assert isinstance(checked.attack, Detector)
-    return CheckedDetect(checked.attack, checked.run, view)
+    return CheckedDetect(method, checked.attack, checked.run, view, budget, device, eval_every)
 
 
 # -- what a scan leaves behind ---------------------------------------------------------------
@@ -180,113 +275,6 @@ def describe(detection: Detection) -> str:
 
 
 # -- the job ---------------------------------------------------------------------------------
-def detect_job(
-    run_dir_in: str | Path,
-    method: str,
-    params: Any,
-    budget: AttackerBudget,
-    out_run: RunDir | None,
-    probes_for: ProbesFor | None = None,
-    *,
-    device: str = "auto",
-    eval_every: int = 100,
-) -> Job:
-    """Detect (and with ``params.remove``, remove) a watermark in the model of ``run_dir_in``.
-    Input errors raise here, before anything is written."""
-    checked = check_detect(run_dir_in, method, params, budget, device=device, eval_every=eval_every)
-    return checked_detect_job(checked, method, budget, out_run, probes_for, device, eval_every)
-
-
-def checked_detect_job(
-    checked: CheckedDetect,
-    method: str,
-    budget: AttackerBudget,
-    out_run: RunDir | None,
-    probes_for: ProbesFor | None,
-    device: str,
-    eval_every: int,
-) -> Job:
-    detector, run = checked.detector, checked.run
-    probes_for = probes_for or default_probes(run.path)
-    p = detector.params
-
-    def head(suspect: Suspect) -> dict[str, Any]:
-        return {"method": method, "params": dataclasses.asdict(p)}
-
-    def start_info(suspect: Suspect) -> dict[str, Any]:
-        return {
-            "detector": method,
-            "steps": p.scan_steps,
-            "classes": suspect.data.num_classes,
-            "remove": p.remove,
-            "rule": p.rule,
-            "threshold": shown_threshold(detector, suspect.data.shape),
-            "gap": p.gap,
-            "dataset": suspect.data.name,
-            "device": str(suspect.device),
-        }
-
-    def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
-        attacker = suspect.attacker
-        summary["clean_images"] = len(attacker.clean_images())
-        probes = probes_for(suspect.data, suspect.device) if p.remove else []
-        before = referee_scores(suspect.model, probes) if probes else None
-        trainer = referee_trainer(ctx, method, probes, eval_every, suspect.seed)
-        env = AttackEnv(ctx, suspect.device, suspect.seed, trainer)
-        detection = detector.detect(suspect.model, attacker, ctx, suspect.seed)
-        summary |= detection.to_dict()
-        ctx.log(describe(detection))
-        if detection.trigger is not None:
-            for name, image in detection.trigger.images.items():
-                ctx.emit(TriggerPreview.from_tensor(f"reversed-{name}", image))
-            if out_run is not None:
-                summary["trigger_files"] = save_trigger(out_run, detection.trigger)
-        if not p.remove:
-            return
-        steps = 0
-        if detection.trigger is None:
-            ctx.log(f"{method}: nothing flagged, the model is left as it is")
-        else:
-            info = {
-                "steps": detector.removal_steps(attacker),
-                "test_acc": before["test_acc"] if before else None,  # the scanned model's
-                "flagged_class": detection.flagged_class,
-                "dataset": suspect.data.name,
-                "device": str(suspect.device),
-            }
-            ctx.emit(Phase(f"{method}-remove", "start", info=info))
-            steps = unlearn(
-                suspect.model, detection.trigger, attacker, env, p, detector.removal_steps(attacker)
-            )
-        after = referee_scores(suspect.model, probes)
-        assert before is not None
-        summary |= {
-            "before": before,
-            "after": after,
-            "test_acc_before": before["test_acc"],
-            "retention_before": before["retention"],
-            "test_acc": after["test_acc"],
-            "retention": after["retention"],
-            "removal_steps": steps,
-            "labeled_images": len(attacker.labeled_x),
-        }
-        if out_run is not None:
-            out_run.save_model(suspect.model, suspect.arch)
-
-    return refereed_job(
-        run,
-        budget,
-        out_run,
-        phase=method,
-        device=device,
-        head=head,
-        start_info=start_info,
-        work=work,
-        end_info=lambda summary: {"flagged_class": summary.get("flagged_class")},
-        view=checked.view,
-    )
-
-
 @register_job_kind
 class DetectKind(RefereedKind):
     """Find a watermark's target class by per-class trigger search; optionally remove it."""
@@ -314,9 +302,7 @@ class DetectKind(RefereedKind):
             params=params,
             budget=budget,
             manifest=detect_manifest(source, name, params, budget),
-            make=lambda run: checked_detect_job(
-                checked, name, budget, run, None, spec.device, spec.eval_every
-            ),
+            make=checked.job,
             data=data,
         )
 

@@ -28,7 +28,7 @@ from engine.config import TrainConfig
 from engine.data import load_dataset, make_splits
 from engine.errors import ConfigError, RunError
 from engine.events import Log, Metrics, Phase
-from engine.jobs.attack import attack_job, attack_manifest
+from engine.jobs.attack import attack_manifest, check_attack
 from engine.jobs.referee import default_probes
 from engine.metrics import Probe, accuracy
 from engine.models import Architecture, build_model
@@ -93,7 +93,7 @@ def wm_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> P
 def run_attack(run: Path, name: str, params=None, out: RunDir | None = None, **budget):
     events: list = []
     budget = AttackerBudget.from_mapping({"data_fraction": 0.5, **budget})
-    job = attack_job(run, name, params, budget, out, probes_for, device="cpu", eval_every=40)
+    job = check_attack(run, name, params, budget, device="cpu", eval_every=40).job(out, probes_for)
     return job(JobContext(events.append)), events
 
 
@@ -137,7 +137,7 @@ def test_set_lr_applies_mid_attack(wm_run) -> None:
     ctx = JobContext(events.append)
     ctx.send(cmd.SetLR(0.0123))
     budget = AttackerBudget.from_mapping({"data_fraction": 0.25, "steps": 20})
-    attack_job(wm_run, "ft-basic", None, budget, None, probes_for, device="cpu")(ctx)
+    check_attack(wm_run, "ft-basic", None, budget, device="cpu").job(None, probes_for)(ctx)
     assert any(isinstance(e, Log) and "learning rate set to 0.0123" in e.message for e in events)
     assert all(m.lr == pytest.approx(0.0123) for m in events if isinstance(m, Metrics))
 
@@ -209,7 +209,9 @@ def test_ftll_changes_only_the_last_layer(wm_run, tmp_path) -> None:
     for mode in ("ftll", "rtll", "ftal"):
         params = make_attack("finetune", {"mode": mode, "lr": 0.05}).params
         out = RunDir.create(tmp_path / mode, attack_manifest(wm_run, "finetune", params, budget))
-        attack_job(wm_run, "finetune", params, budget, out, probes_for, device="cpu")(JobContext())
+        check_attack(wm_run, "finetune", params, budget, device="cpu").job(out, probes_for)(
+            JobContext()
+        )
         after = load_model(out.path)[0].state_dict()
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         if mode == "ftal":
@@ -235,16 +237,14 @@ def test_prune_magnitude_zeroes_the_ratio(small_synthetic) -> None:
 
 def test_prune_sweep_is_monotone(wm_run, tmp_path) -> None:
     budget = AttackerBudget.from_mapping({"data_fraction": 0.1})
-    job = attack_job(
+    job = check_attack(
         wm_run,
         "prune",
         {"method": "magnitude"},
         budget,
-        None,
-        probes_for,
         device="cpu",
         sweep=[0.0, 0.3, 0.6, 0.9, 0.99],
-    )
+    ).job(None, probes_for)
     rows = job(JobContext())["sweep"]
     assert [r["ratio"] for r in rows] == [0.0, 0.3, 0.6, 0.9, 0.99]
     sparsities = [r["sparsity"] for r in rows]
@@ -292,7 +292,7 @@ def test_distill_student_agrees_with_the_teacher(wm_run, tmp_path) -> None:
         tmp_path / "student",
         attack_manifest(wm_run, "distill", make_attack("distill", params).params, budget),
     )
-    job = attack_job(wm_run, "distill", params, budget, out, probes_for, device="cpu")
+    job = check_attack(wm_run, "distill", params, budget, device="cpu").job(out, probes_for)
     summary = job(JobContext())
     student, arch = load_model(out.path)
     teacher, _ = load_model(wm_run)
@@ -388,17 +388,17 @@ def test_fit_images_converts_grey_and_rgb() -> None:
 )
 def test_bad_attack_input_fails_before_running(wm_run, name, params, budget, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        attack_job(wm_run, name, params, AttackerBudget.from_mapping(budget), None)
+        check_attack(wm_run, name, params, AttackerBudget.from_mapping(budget))
 
 
 def test_missing_run_and_bad_sweep(wm_run, tmp_path) -> None:
     budget = AttackerBudget()
     with pytest.raises(RunError, match="run directory not found"):
-        attack_job(tmp_path / "nope", "ft-basic", None, budget, None)
+        check_attack(tmp_path / "nope", "ft-basic", None, budget)
     with pytest.raises(ConfigError, match="needs an attack with a ratio"):
-        attack_job(wm_run, "ft-basic", None, budget, None, sweep=[0.1])
+        check_attack(wm_run, "ft-basic", None, budget, sweep=[0.1])
     with pytest.raises(ConfigError, match="ratio: must be < 1"):
-        attack_job(wm_run, "prune", None, budget, None, sweep=[0.1, 1.0])
+        check_attack(wm_run, "prune", None, budget, sweep=[0.1, 1.0])
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.2])

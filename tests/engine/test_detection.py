@@ -21,7 +21,7 @@ from engine.attacks.scan import CPU_CHUNK, CostSchedule, batched_logits, pick_re
 from engine.data import load_dataset
 from engine.errors import ConfigError
 from engine.events import ClassScan, Phase, TriggerPreview
-from engine.jobs.detect import detect_job, detect_manifest
+from engine.jobs.detect import check_detect, detect_manifest
 from engine.metrics import Probe, accuracy, anomaly_indices, decide, gap_ratio, mad_flag_line
 from engine.models import Architecture, build_model
 from engine.models.generators import (
@@ -319,9 +319,8 @@ def test_detect_job_streams_scans_and_removes(wm_run, tmp_path) -> None:
     def referee_keys(data, device) -> list[Probe]:
         return [*probes_for(data, device), lying_key_probe(data)]
 
-    job = detect_job(
-        wm_run, "neural-cleanse", params, budget, out, referee_keys, device="cpu", eval_every=50
-    )
+    checked = check_detect(wm_run, "neural-cleanse", params, budget, device="cpu", eval_every=50)
+    job = checked.job(out, referee_keys)
     summary = job(JobContext(events.append))
     # the verdict comes from the model, not from the keys the referee holds
     assert summary["retention_before"]["lying-key"] < 0.5
@@ -351,9 +350,8 @@ def test_stop_ends_the_scan_between_steps(wm_run) -> None:
     ctx = JobContext()
     ctx.send(cmd.Stop())
     budget = AttackerBudget.from_mapping({"data_fraction": 0.4})
-    job = detect_job(
-        wm_run, "gan", {**SCAN, "scan_steps": 10_000}, budget, None, probes_for, device="cpu"
-    )
+    params = {**SCAN, "scan_steps": 10_000}
+    job = check_detect(wm_run, "gan", params, budget, device="cpu").job(None, probes_for)
     with pytest.raises(StopRequested):
         job(ctx)
 
@@ -362,5 +360,5 @@ def test_bad_input_fails_before_anything_runs(wm_run) -> None:
     with pytest.raises(ConfigError):
         make_detector("ft-basic")
     with pytest.raises(ConfigError):
-        detect_job(wm_run, "gan", {"remove": True}, AttackerBudget(data_fraction=0.0), None)
+        check_detect(wm_run, "gan", {"remove": True}, AttackerBudget(data_fraction=0.0))
     assert "gan" in ATTACKS and "neural-cleanse" in ATTACKS
