@@ -77,17 +77,34 @@ def run_ray(
             # ray.init makes SIGTERM a bare sys.exit: the sweep's own stop (the trials
             # stopped, Ray shut down, its helpers ended) is what SIGTERM must do
             signal.signal(signal.SIGTERM, ours)
+    outcome = "stopped"  # until the experiment returns: an interrupt lands in between
     try:
         tracker.note(
             f"ray backend: {ray.cluster_resources().get('CPU', 0):.0f} CPUs in the cluster"
         )
-        return _fit_all(plan, pending, workers, threads, tracker)
+        outcome = _fit_all(plan, pending, workers, threads, tracker)
+        return outcome
     finally:
         if temp is not None:  # connected here: disconnect (and remove a private Ray's files)
-            ray.shutdown()
-            if temp:
-                end_processes_of(temp)
-                shutil.rmtree(temp, ignore_errors=True)
+            disconnect(ray, temp, wait=STOPPED_SHUTDOWN_S if outcome == "stopped" else None)
+
+
+def disconnect(ray: Any, temp: str, wait: float | None) -> None:
+    """``ray.shutdown``, then a private Ray's leftovers killed and its files removed. After
+    a stop (``wait`` seconds) the shutdown is not waited for: with its raylet gone to the
+    process group's SIGTERM it hangs on the GCS, and a trial's actor (in a process group of
+    its own, busy in a step) never hears the signal; both were still alive 80 s after the
+    sweep's SIGTERM. Killing what names the private temp folder ends them all."""
+    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done.start()
+    done.join(wait)
+    if temp:
+        end_processes_of(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+#: after a stop, how long ``ray.shutdown`` may take before the private Ray is killed
+STOPPED_SHUTDOWN_S = 1.0
 
 
 def connect(ray: Any, address: str | None) -> str | None:

@@ -250,6 +250,54 @@ def test_sigterm_to_a_local_sweeps_process_group_leaves_no_process(
     assert any(t.get("signal") == "SIGTERM" for t in trials if t["status"] == "stopped")
 
 
+def test_sigterm_to_a_ray_sweeps_process_group_leaves_no_process(
+    tmp_path: Path, isolated_data: Path
+) -> None:
+    """The same on a private Ray: its GCS, raylet and helpers share the driver's process
+    group, but a trial's actor runs in a group of its own; every one of them names or holds
+    the private Ray's temp folder, which is how this test (and the sweep) finds them."""
+    pytest.importorskip("ray")
+    from engine.studies.presets import preset_dir
+    from engine.studies.sweep_ray import _short_tmp
+
+    grid = tmp_path / "tiny.toml"
+    minimal = (preset_dir("sweep grid") / "minimal.toml").read_text()
+    grid.write_text(minimal.replace("train_size = 4096", "train_size = 1024"))
+    out = tmp_path / "sweep"
+    args = ["sweep", str(grid), "--backend", "ray", "--workers", "1", "--out", str(out)]
+    driver = start([*args, "--json"], isolated_data, start_new_session=True)
+    try:
+        wait_for_event(driver, "trial")  # Ray is up and a trial started in an actor
+        temps = [str(t) for t in Path(_short_tmp()).glob(f"wmtui-ray-{driver.pid}-*")]
+        assert temps, "no private Ray folder for this sweep"
+        asked = time.monotonic()
+        os.killpg(driver.pid, signal.SIGTERM)
+        driver.communicate(timeout=60)
+        took = time.monotonic() - asked
+        assert driver.returncode == 143 and took <= EXIT_WITHIN_S, (driver.returncode, took)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and (ray_processes(temps[0]) or group_alive(driver.pid)):
+            time.sleep(0.2)
+        assert ray_processes(temps[0]) == [], "Ray processes outlived SIGTERM by 5 s"
+        assert not group_alive(driver.pid), "a process of the sweep outlived SIGTERM by 5 s"
+        assert not Path(temps[0]).exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    results = json.loads((out / "summary.json").read_text())
+    assert results  # the sweep's own files were written before it ended
+
+
+def ray_processes(temp: str) -> list[int]:
+    from engine.studies.sweep_ray import _uses
+
+    return [
+        int(entry.name)
+        for entry in Path("/proc").glob("[0-9]*")
+        if int(entry.name) != os.getpid() and _uses(entry, temp)
+    ]
+
+
 def group_alive(group: int) -> bool:
     try:
         os.killpg(group, 0)

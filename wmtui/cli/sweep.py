@@ -241,6 +241,9 @@ class SweepReporter:
     def __init__(self, json_mode: bool, total: int, err: IO[str] | None = None) -> None:
         self.json_mode = json_mode
         self.err = err or sys.stderr
+        #: the stdout of now: Ray's backend sends stdout to stderr while Tune runs (its
+        #: tables), and the JSON lines must still reach stdout
+        self.out = sys.stdout
         self.total = total
         self.started = time.monotonic()
         self.kept = 0
@@ -271,7 +274,7 @@ class SweepReporter:
 
     def __call__(self, event: Any) -> None:
         if self.json_mode:
-            print(json.dumps(event.to_dict()), flush=True)
+            print(json.dumps(event.to_dict()), file=self.out, flush=True)
         if event.kind == "kept":
             self.kept += 1
         else:
