@@ -17,16 +17,14 @@ user's, and so is deciding what is worth caching.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, DataError, UserError
+from engine.factories import import_callable
 
 
 def check_spelling(spec: str) -> str:
@@ -42,21 +40,7 @@ def check_spelling(spec: str) -> str:
 
 def import_factory(spec: str) -> Callable[[], Any]:
     """The callable behind the spec, importable from the working directory too."""
-    module_name, _, attr = check_spelling(spec).partition(":")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-    try:
-        target: object = importlib.import_module(module_name)
-    except Exception as exc:  # an ImportError, or the module failing as it imports
-        raise DataError(f"--dataset {spec!r}: cannot import {module_name}: {exc}") from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise DataError(f"--dataset {spec!r}: {module_name} has no {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise DataError(f"--dataset {spec!r}: {attr} is not callable")
-    return target  # type: ignore[return-value]
+    return import_callable(check_spelling(spec), "--dataset", DataError)
 
 
 def load_module_dataset(spec: str) -> ImageSet:

@@ -8,14 +8,12 @@ imported: weights always come from safetensors (or ``torch.load(weights_only=Tru
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.factories import import_callable
 
 ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
 
@@ -31,20 +29,7 @@ def import_factory(name: str) -> ModelFactory:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr or not all(p.isidentifier() for p in attr.split(".")):
         raise ConfigError(f"--model {name!r}: write a factory as package.module:function")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-    try:
-        target: object = importlib.import_module(module_name)
-    except Exception as exc:  # an ImportError, or the module failing as it imports
-        raise ConfigError(f"--model {name!r}: cannot import {module_name}: {exc}") from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ConfigError(f"--model {name!r}: {module_name} has no {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ConfigError(f"--model {name!r}: {attr} is not callable")
-    return target  # type: ignore[return-value]
+    return import_callable(name, "--model")
 
 
 def build_user_model(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
