@@ -49,6 +49,9 @@ class Plugin(Generic[T]):
     #: what the plugin is among its registry's kinds (an attack registry holds removal
     #: attacks and detectors): front ends list by role, never by testing types
     role: str = ""
+    #: a finer grouping within a role, for listings (attacks: the SoK's families
+    #: preprocessing / modification / extraction / detection); empty when a registry has none
+    family: str = ""
 
 
 class Registry(Generic[T]):
@@ -59,13 +62,13 @@ class Registry(Generic[T]):
         self._plugins: dict[str, Plugin[T]] = {}
 
     def register(
-        self, name: str, params: type | None = None, *, role: str = ""
+        self, name: str, params: type | None = None, *, role: str = "", family: str = ""
     ) -> Callable[[T], T]:
         def decorate(factory: T) -> T:
             if name in self._plugins:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
-            self._plugins[name] = Plugin(name, factory, params, doc[0] if doc else "", role)
+            self._plugins[name] = Plugin(name, factory, params, doc[0] if doc else "", role, family)
             return factory
 
         return decorate

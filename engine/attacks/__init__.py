@@ -18,7 +18,12 @@ from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_d
 from engine.attacks.detection import Detection, Detector
 from engine.attacks.registry import (
     ATTACKS,
+    DETECTION,
     DETECTOR,
+    EXTRACTION,
+    FAMILIES,
+    MODIFICATION,
+    PREPROCESSING,
     REMOVAL,
     Attack,
     AttackEnv,
@@ -32,7 +37,12 @@ from engine.attacks.registry import (
 
 __all__ = [
     "ATTACKS",
+    "DETECTION",
     "DETECTOR",
+    "EXTRACTION",
+    "FAMILIES",
+    "MODIFICATION",
+    "PREPROCESSING",
     "REMOVAL",
     "Attack",
     "AttackEnv",

@@ -20,7 +20,7 @@ from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.common import TuneParams, frozen_copy
-from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
+from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
 from engine.errors import ConfigError
 from engine.models import MODELS, Architecture, build_model
 from engine.registry import param
@@ -72,7 +72,7 @@ def soft_labeller(teacher: nn.Module, temperature: float) -> Callable[[torch.Ten
     return label
 
 
-@register_attack("distill", DistillParams)
+@register_attack("distill", DistillParams, family=EXTRACTION)
 class Distill(Attack[DistillParams]):
     """Extraction: train a fresh student on the suspect's soft outputs over unlabelled data."""
 

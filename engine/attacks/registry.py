@@ -135,17 +135,30 @@ ATTACKS: Registry[AttackFactory] = Registry("attack")
 #: the roles of :data:`ATTACKS`' plugins: removal attacks, and detectors (trigger scans that
 #: may also remove); each is a job kind of its own (``attack``, ``detect``)
 REMOVAL, DETECTOR = "removal", "detector"
+#: the SoK's attack families (Lukas et al., S&P 2022), the order listings follow: a served
+#: model's input transform; changes to the weights (fine-tuning, pruning, shifting...);
+#: stealing the function from the model's answers; trigger reversal (detectors)
+PREPROCESSING, MODIFICATION, EXTRACTION, DETECTION = (
+    "preprocessing",
+    "modification",
+    "extraction",
+    "detection",
+)
+FAMILIES = (PREPROCESSING, MODIFICATION, EXTRACTION, DETECTION)
 
 
-def register_attack(name: str, params: type) -> Callable[[AttackFactory], AttackFactory]:
-    """``@register_attack("ft-basic", FTBasicParams)`` on an :class:`Attack` subclass."""
-    return ATTACKS.register(name, params, role=REMOVAL)
+def register_attack(
+    name: str, params: type, family: str = MODIFICATION
+) -> Callable[[AttackFactory], AttackFactory]:
+    """``@register_attack("ft-basic", FTBasicParams)`` on an :class:`Attack` subclass;
+    ``family`` one of :data:`FAMILIES` (a plugin's own may name another)."""
+    return ATTACKS.register(name, params, role=REMOVAL, family=family)
 
 
 def register_detector(name: str, params: type) -> Callable[[AttackFactory], AttackFactory]:
     """``@register_detector("gan", GanParams)`` on a ``Detector`` subclass: listed by
     ``wmtui detect``, the playground's scan form and scenario ``detect`` phases."""
-    return ATTACKS.register(name, params, role=DETECTOR)
+    return ATTACKS.register(name, params, role=DETECTOR, family=DETECTION)
 
 
 def make_attack(name: str, params: Any = None, *, role: str | None = None) -> Attack[Any]:
