@@ -80,6 +80,16 @@ class AttackerData:
     num_classes: int
     seed: int
     unlabeled_name: str = ""
+    #: which of the attacker's sets ("labeled", "unlabeled") the attack drew on: the cost
+    #: counts only those, so a weight-only attack reports no images
+    used: set[str] = dataclasses.field(default_factory=set)
+
+    def images_used(self) -> tuple[int, int]:
+        """``(images, labels)`` the attack used: its labelled and unlabelled images, and the
+        true labels among them."""
+        labels = len(self.labeled_x) if "labeled" in self.used else 0
+        unlabeled = len(self.unlabeled_x) if "unlabeled" in self.used else 0
+        return labels + unlabeled, labels
 
     @property
     def has_labeled(self) -> bool:
@@ -98,19 +108,23 @@ class AttackerData:
     def labeled_source(self, per_batch: int) -> Source:
         if not self.has_labeled:
             raise ConfigError("this attack needs labelled data: give --data-fraction > 0")
+        self.used.add("labeled")
         return Source("attacker-labeled", self.labeled_x, per_batch, y=self.labeled_y)
 
     def unlabeled_source(self, per_batch: int, label: Any) -> Source:
         """Unlabelled images whose targets ``label(x)`` computes (pseudo-labels, soft outputs)."""
         if not self.has_unlabeled:
             raise ConfigError("this attack needs unlabelled data: give --unlabeled DATASET")
+        self.used.add("unlabeled")
         return Source("attacker-unlabeled", self.unlabeled_x, per_batch, label=label)
 
     def clean_images(self) -> torch.Tensor:
         """Clean images for statistics (activations for pruning): labelled, else unlabelled."""
         if self.has_labeled:
+            self.used.add("labeled")
             return self.labeled_x
         if self.has_unlabeled:
+            self.used.add("unlabeled")
             return self.unlabeled_x
         raise ConfigError("this attack needs clean data: give --data-fraction > 0 or --unlabeled")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from engine.attacks.queries import QueryCounter
 from engine.errors import ConfigError
 from engine.registry import param
 from engine.training import OptimSettings
@@ -108,9 +109,12 @@ def only_trainable(model: nn.Module, keep: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A copy of the suspect model that labels data: eval mode, no gradients, never trained."""
+def frozen_copy(model: nn.Module, queries: QueryCounter | None = None) -> nn.Module:
+    """A copy of the suspect model that labels data: eval mode, no gradients, never trained;
+    with ``queries`` (``env.queries``) every image it answers for is counted as a query."""
     teacher = copy.deepcopy(model).eval()
+    if queries is not None:
+        queries.watch(teacher)
     for p in teacher.parameters():
         p.requires_grad_(False)
     if next(teacher.parameters()).is_cuda:  # the loop feeds channels_last batches on CUDA

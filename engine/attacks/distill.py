@@ -94,13 +94,14 @@ class Distill(Attack[DistillParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         p = self.params
-        teacher = frozen_copy(model)
+        teacher = frozen_copy(model, env.queries)
         student_arch = Architecture(p.student or arch.name, arch.in_shape, arch.num_classes)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(data.seed)
             student = build_model(student_arch).to(env.device)
         sources = [data.unlabeled_source(p.batch, soft_labeller(teacher, p.temperature))]
         if p.labeled_batch:
+            data.used.add("labeled")
             one_hot = F.one_hot(data.labeled_y, data.num_classes).float()
             sources.append(Source("attacker-labeled", data.labeled_x, p.labeled_batch, y=one_hot))
         report = env.train(

@@ -58,7 +58,7 @@ class FTAU(Attack[FTAUParams]):
         p = self.params
         if not data.has_unlabeled:
             raise ConfigError("ftau needs an unlabelled source: give --unlabeled DATASET")
-        label = pseudo_labeller(frozen_copy(model))
+        label = pseudo_labeller(frozen_copy(model, env.queries))
         if data.has_labeled:
             sources = [
                 data.labeled_source(p.batch),

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.queries import QueryCounter
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.models import Architecture
@@ -53,6 +54,9 @@ class AttackEnv:
     #: also stream these probes from the next training on (the attacker's own marks); the
     #: referee's probes, which hold the owner's key, are never handed to the attack
     track: Callable[[list[Any]], None] = lambda probes: None
+    #: answers asked of the suspect model (``frozen_copy(model, env.queries)`` counts them);
+    #: the referee reads it into the summary's cost
+    queries: QueryCounter = dataclasses.field(default_factory=QueryCounter)
 
     def train(
         self,
