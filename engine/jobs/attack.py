@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +40,7 @@ from engine.jobs.referee import (
     run_dataset,
 )
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
+from engine.jobs.success import SoKJudge, check_fraction, cost, yes_no
 from engine.jobs.verdicts import verdict_line
 from engine.metrics import Probe
 from engine.registry import Plugin, parse_params
@@ -102,6 +104,9 @@ class CheckedAttack:
     budget: AttackerBudget
     device: str
     eval_every: int
+    #: the user's decision threshold and unmarked test accuracy (None: the cached record's)
+    threshold: float | None = None
+    reference_acc: float | None = None
 
     def job(self, out_run: RunDir | None, probes_for: ProbesFor | None = None) -> Job:
         """Attack the run's model within the budget; write ``out_run``."""
@@ -139,10 +144,20 @@ class CheckedAttack:
             ctx.log(f"before the attack: {describe_scores(before)}")
             trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
             env = AttackEnv(ctx, suspect.device, suspect.seed, trainer, track=probes.extend)
+            sok = SoKJudge.for_run(
+                run.path,
+                suspect.data.name,
+                suspect.arch.name,
+                threshold=self.threshold,
+                reference_acc=self.reference_acc,
+            )
+            started = time.monotonic()
             if variants is not None:
-                summary |= _sweep(ctx, variants, attack, suspect, env, probes)
+                summary |= _sweep(ctx, variants, attack, suspect, env, probes, sok)
+                summary["cost"] = attack_cost(started, suspect, env)
                 return
             result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
+            summary["cost"] = attack_cost(started, suspect, env)
             after = referee_scores(result.model, probes)
             summary |= {
                 "after": after,
@@ -153,10 +168,12 @@ class CheckedAttack:
                 "steps": result.steps,
                 "model": result.arch.name,
                 "info": json_safe(result.info),
+                **sok.judge(after),
             }
             if out_run is not None:
                 out_run.save_model(result.model, result.arch)
             ctx.log(f"after the attack: {describe_scores(after)}")
+            ctx.log(f"removed (SoK rule): {yes_no(summary['removed'])} ({summary['why']})")
             if result.claims:
                 summary |= referee_claims(ctx, result, suspect, out_run)
 
@@ -169,8 +186,18 @@ class CheckedAttack:
             head=head,
             start_info=start_info,
             work=work,
-            end_info=lambda summary: {"test_acc": summary.get("test_acc")},
+            end_info=lambda summary: {
+                key: summary.get(key)
+                for key in ("test_acc", "removed", "kept_accuracy", "wm_accuracy", "threshold")
+            },
         )
+
+
+def attack_cost(started: float, suspect: Suspect, env: AttackEnv) -> dict[str, Any]:
+    """The attack's wall time since ``started``, the attacker images and labels it drew on,
+    and the answers it asked of the suspect (``env.queries``)."""
+    images, labels = suspect.attacker.images_used()
+    return cost(time.monotonic() - started, images, labels, env.queries.count)
 
 
 def check_attack(
@@ -183,15 +210,21 @@ def check_attack(
     eval_every: int = 100,
     sweep: Sequence[float] | None = None,
     role: str | None = None,
+    threshold: float | None = None,
+    reference_acc: float | None = None,
 ) -> CheckedAttack:
     """Every input check of an attack, before anything is written or loaded."""
     attack = checked_plugin(attack_name, params, budget, role)
+    threshold = check_fraction("--threshold", threshold)
+    reference_acc = check_fraction("--reference-acc", reference_acc)
     variants = sweep_params(attack, sweep) if sweep is not None else None
     check_eval_every(eval_every)
     run = RunDir.open(run_dir_in)
     resolve_device(device)
     require_run_dataset(run)
-    return CheckedAttack(attack_name, attack, variants, run, budget, device, eval_every)
+    return CheckedAttack(
+        attack_name, attack, variants, run, budget, device, eval_every, threshold, reference_acc
+    )
 
 
 def referee_claims(
@@ -221,8 +254,10 @@ def _sweep(
     suspect: Suspect,
     env: AttackEnv,
     probes: list[Probe],
+    sok: SoKJudge,
 ) -> dict[str, Any]:
-    """Run the attack once per ratio on a fresh copy of the suspect; the referee scores each."""
+    """Run the attack once per ratio on a fresh copy of the suspect; the referee scores each
+    and the SoK rule judges each."""
     rows = []
     for params in variants:
         fresh = type(attack)(params)
@@ -236,9 +271,11 @@ def _sweep(
             "test_acc": scores["test_acc"],
             "retention": scores["retention"],
         }
+        verdict = sok.judge(scores)
+        row |= {k: verdict[k] for k in ("removed", "kept_accuracy", "wm_accuracy", "why")}
         rows.append(row)
         ctx.log(f"ratio {params.ratio:g}: {describe_scores(scores)}")
-    return {"sweep": rows}
+    return {"sweep": rows, "threshold": sok.threshold, "reference_test_acc": sok.reference_test_acc}
 
 
 def parsed_budget(values: Any) -> AttackerBudget:
@@ -264,6 +301,8 @@ class RefereedKind(JobKind):
     def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
         self.plugin(spec.plugin)
         budget = parsed_budget(spec.budget)
+        check_fraction("--threshold", spec.threshold)
+        check_fraction("--reference-acc", spec.reference_acc)
         if not inputs:
             plugin = checked_plugin(spec.plugin, spec.params, budget, self.role)
             return CheckedJob(spec, params=plugin.params, budget=budget)
@@ -333,6 +372,8 @@ class AttackKind(RefereedKind):
             eval_every=spec.eval_every,
             sweep=spec.sweep,
             role=REMOVAL,
+            threshold=spec.threshold,
+            reference_acc=spec.reference_acc,
         )
         params = checked.attack.params
         return CheckedJob(

@@ -57,6 +57,10 @@ class JobSpec:
     #: verify: a dual-embedding claim (claim.json) instead of a key folder
     claim: Path | None = None
     alpha: float = 1e-3
+    #: attack: the SoK rule's decision threshold and unmarked test accuracy, given instead
+    #: of a cached threshold record (fractions)
+    threshold: float | None = None
+    reference_acc: float | None = None
     data_dir: str | None = None
     resume: bool = False
     overwrite: bool = False

@@ -18,8 +18,12 @@ verdict is ``None`` and ``why`` names what is missing rather than guessing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from engine.errors import ConfigError
 
 #: the SoK's utility margin: test accuracy within 5 points of the unmarked model's
 MARGIN = 0.05
@@ -103,3 +107,90 @@ def cost(seconds: float, images: int = 0, labels: int = 0, queries: int = 0) -> 
 def yes_no(removed: bool | None) -> str:
     """``yes`` / ``no`` / ``unknown``: how every listing shows the verdict."""
     return "unknown" if removed is None else ("yes" if removed else "no")
+
+
+def check_fraction(flag: str, value: float | None) -> float | None:
+    """A user's ``--threshold`` / ``--reference-acc``: a fraction in [0, 1], or one line."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{flag} must be in [0, 1] (a fraction: 0.9 for 90%), got {value}")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class SoKJudge:
+    """The rule's numbers for one attacked run, found once per job: the user's values
+    first, else the cached threshold record of the owner's (dataset, architecture, scheme,
+    key size), whose null models' mean test accuracy is the unmarked reference."""
+
+    threshold: float | None = None
+    reference_test_acc: float | None = None
+    #: where each came from: "given", "null models", or "" (missing)
+    threshold_source: str = ""
+    reference_source: str = ""
+
+    @classmethod
+    def for_run(
+        cls,
+        run_dir: Path,
+        dataset: str,
+        arch: str,
+        *,
+        threshold: float | None = None,
+        reference_acc: float | None = None,
+    ) -> SoKJudge:
+        record = None
+        if threshold is None or reference_acc is None:
+            record = owner_threshold(run_dir, dataset, arch)
+        thr = threshold if threshold is not None else (record.threshold if record else None)
+        ref = reference_acc
+        if ref is None and record is not None:
+            ref = record.null_test_acc_mean
+        return cls(
+            thr,
+            ref,
+            "given" if threshold is not None else ("null models" if thr is not None else ""),
+            "given" if reference_acc is not None else ("null models" if ref is not None else ""),
+        )
+
+    def judge(self, scores: Mapping[str, Any]) -> dict[str, Any]:
+        """The verdict on the referee's ``scores`` after an attack (``test_acc``,
+        ``retention``)."""
+        return judge(
+            float(scores.get("test_acc") or 0.0),
+            primary_key_accuracy(scores.get("retention") or {}),
+            self.reference_test_acc,
+            self.threshold,
+        )
+
+
+def owner_threshold(run_dir: Path, dataset: str, arch: str) -> Any:
+    """The cached threshold record for the owner's key of ``run_dir`` (or of the run it was
+    attacked from), None when the run has no key or no threshold was computed for it."""
+    from engine.jobs.referee import key_run
+    from engine.runs import KEY_DIR
+    from engine.watermarks import load_key
+
+    owner = key_run(run_dir)
+    if owner is None:
+        return None
+    try:
+        from engine.jobs.threshold import find_threshold
+    except ImportError:  # the threshold job is not in this build
+        return None
+    key = load_key(owner / KEY_DIR)
+    return find_threshold(dataset, arch, key.scheme, key_size(key))
+
+
+def key_size(key: Any) -> int:
+    """The key's size as thresholds are cached by: its number of key samples."""
+    for name in ("count", "size"):
+        value = key.params.get(name)
+        if isinstance(value, int):
+            return value
+    return 0

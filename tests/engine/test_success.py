@@ -1,0 +1,117 @@
+"""The SoK success rule and an attack's cost, on the rule itself and on real attack jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.jobs import JobSpec, run
+from engine.jobs.success import judge, primary_key_accuracy
+
+KEYS = {"removed", "kept_accuracy", "wm_accuracy", "threshold", "reference_test_acc", "why"}
+
+
+def test_judge_removed_only_when_useful_and_below_the_threshold() -> None:
+    base = judge(0.88, 0.10, 0.90, 0.20)
+    assert set(base) == KEYS and base["removed"] is True
+    assert base["kept_accuracy"] == 0.88 and base["wm_accuracy"] == 0.10
+    # the key accuracy above the threshold: the mark survived
+    assert judge(0.88, 0.21, 0.90, 0.20)["removed"] is False
+    # at the threshold counts as unmarked (the SoK's "at or below")
+    assert judge(0.88, 0.20, 0.90, 0.20)["removed"] is True
+    # the model lost more than 5 points: not a removal, however low the key accuracy
+    broken = judge(0.84, 0.0, 0.90, 0.20)
+    assert broken["removed"] is False and "below 90.0%" in broken["why"]
+    assert judge(0.85, 0.0, 0.90, 0.20)["removed"] is True  # exactly 5 points
+    assert judge(0.84, 0.0, 0.90, 0.20, margin=0.1)["removed"] is True
+    # better than the unmarked model is fine
+    assert judge(0.97, 0.0, 0.90, 0.20)["removed"] is True
+
+
+@pytest.mark.parametrize(
+    ("wm", "ref", "thr", "says"),
+    [
+        (None, 0.9, 0.2, "no key accuracy"),
+        (0.1, None, 0.2, "--reference-acc"),
+        (0.1, 0.9, None, "wmtui threshold"),
+    ],
+)
+def test_judge_is_unknown_when_a_number_is_missing(wm, ref, thr, says) -> None:
+    verdict = judge(0.9, wm, ref, thr)
+    assert verdict["removed"] is None and says in verdict["why"]
+
+
+def test_primary_key_accuracy_is_the_original_key_or_duals_true_key() -> None:
+    assert primary_key_accuracy({"key": 0.4, "key-2": 0.9}) == 0.4
+    assert primary_key_accuracy({"key null": 0.9, "key true": 0.3}) == 0.3
+    assert primary_key_accuracy({}) is None
+
+
+def attack(source: Path, name: str, out: Path | None = None, **values) -> dict:
+    spec = JobSpec.attack(name, run=source, device="cpu", eval_every=10**6, out=out, **values)
+    result = run(spec)
+    assert result.status == "completed"
+    return result.summary
+
+
+def test_an_attack_that_changes_nothing_is_not_a_removal(pattern_run, tmp_path) -> None:
+    summary = attack(
+        pattern_run, "prune", tmp_path / "out", ratio=0.0, threshold=0.3, reference_acc=0.5
+    )
+    assert set(summary) >= KEYS
+    assert summary["wm_accuracy"] == summary["retention"]["key"] > 0.3
+    assert summary["removed"] is False and summary["kept_accuracy"] == summary["test_acc"]
+    cost = summary["cost"]
+    assert set(cost) == {"seconds", "images", "labels", "queries"}
+    assert cost["queries"] == 0 and cost["images"] == 0 and cost["seconds"] >= 0
+    # a threshold above the key accuracy turns the same numbers into a removal
+    again = attack(pattern_run, "prune", ratio=0.0, threshold=0.99, reference_acc=0.5)
+    assert again["removed"] is True
+
+
+def test_without_a_threshold_the_verdict_is_unknown_and_says_why(pattern_run) -> None:
+    summary = attack(pattern_run, "prune", ratio=0.0)
+    assert summary["removed"] is None and "threshold" in summary["why"]
+
+
+def test_ftau_counts_one_query_per_image_the_suspect_labels(pattern_run) -> None:
+    summary = attack(
+        pattern_run,
+        "ftau",
+        data_fraction=0.1,
+        unlabeled="synthetic",
+        unlabeled_count=60,  # three whole batches a pass
+        steps=6,
+        unlabeled_batch=20,
+        batch=16,
+    )
+    cost = summary["cost"]
+    assert cost["queries"] == 6 * 20  # one answer per pseudo-labelled image of each step
+    labelled = summary["labeled_images"]
+    assert cost["labels"] == labelled > 0 and cost["images"] == labelled + 60
+
+
+def test_sweep_rows_are_judged(pattern_run) -> None:
+    summary = attack(pattern_run, "prune", sweep=[0.0, 0.5], threshold=0.3, reference_acc=0.5)
+    rows = summary["sweep"]
+    assert rows[0]["removed"] is False
+    assert all({"removed", "kept_accuracy", "wm_accuracy"} <= set(row) for row in rows)
+    assert summary["cost"]["queries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"threshold": 1.5}, "--threshold must be in [0, 1]"),
+        ({"reference_acc": -0.1}, "--reference-acc"),
+    ],
+)
+def test_bad_rule_values_are_refused_before_anything_is_written(
+    pattern_run, tmp_path, values, fragment
+) -> None:
+    spec = JobSpec.attack("prune", run=pattern_run, out=tmp_path / "out", **values)
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
+        spec.validate()
+    assert not (tmp_path / "out").exists()
