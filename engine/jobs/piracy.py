@@ -11,32 +11,26 @@ the pirate's key on its own test data, and the summary says whether the pirate's
 Piracy resistance is "never both: test accuracy kept and the pirate verified".
 
 This is a job-layer plugin (it needs the watermark schemes, which attack modules never
-import); it registers with the attacks as a removal-role attack.
+import); it registers with the attacks as a removal-role attack. The key embedding itself is
+:mod:`engine.jobs.own_key`'s, shared with ``overwriting`` (which wants the owner's key gone
+rather than a claim).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.registry import AttackEnv, AttackResult, LabelledAttack, register_attack
-from engine.data.base import ImageSet
 from engine.data.meta import DatasetMeta
-from engine.errors import ConfigError
+from engine.jobs.own_key import OWN_SCHEMES, OwnKeyEmbedding, check_own_scheme
 from engine.models import Architecture
-from engine.registry import param, parse_params
-from engine.training import Diverged, OptimSettings
-from engine.watermarks import KeyContext, get_scheme, parse_scheme_params
-from engine.watermarks.claims import create_key_pair
-
-#: a pirate's throwaway key pair: 2048 bits (it only has to sign one claim, now)
-PIRATE_BITS = 2048
+from engine.registry import param
+from engine.training import OptimSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +38,7 @@ class PiracyParams:
     scheme: str = param(
         "dual",
         "the pirate's watermark scheme (its own key, default parameters)",
-        choices=("dual", "pattern", "abstract", "newlabel", "unrelated"),
+        choices=OWN_SCHEMES,
     )
     owner: str = param("pirate", "the identifier a pirate dual claim signs")
     lr: float = param(
@@ -60,6 +54,11 @@ class PiracyParams:
         5.0, "gradient-norm clip (a dual pirate's +-lambda inputs need it; 0: off)", low=0.0
     )
 
+    def embedding(self, name: str) -> OwnKeyEmbedding:
+        """The attacker's key embedding these params describe, its probes named ``name``."""
+        settings = OptimSettings(optimizer=self.optimizer, lr=self.lr, clip_grad=self.clip_grad)
+        return OwnKeyEmbedding(self.scheme, self.owner, settings, self.batch, name)
+
 
 @register_attack("piracy", PiracyParams)
 class Piracy(LabelledAttack[PiracyParams]):
@@ -70,51 +69,10 @@ class Piracy(LabelledAttack[PiracyParams]):
     def check_data(
         self, data: DatasetMeta, budget: AttackerBudget, given: Mapping[str, Any] | None = None
     ) -> None:
-        """The pirate's scheme, with the defaults it is embedded with, on the pirate's share
-        of the training images: what its keygen will be handed."""
-        scheme = get_scheme(self.params.scheme)
-        share = dataclasses.replace(data, train_size=round(budget.data_fraction * data.train_size))
-        try:
-            scheme.check_data(parse_params(scheme.Params, {}), share)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"piracy: the pirate's {self.params.scheme} key on its {share.train_size:,} "
-                f"images: {exc}"
-            ) from None
+        check_own_scheme(self.params.scheme, data, budget, "piracy: the pirate's")
 
     def run(
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
-        p = self.params
-        own = ImageSet(
-            "attacker's share",
-            data.labeled_x,
-            data.labeled_y,
-            data.labeled_x,
-            data.labeled_y,
-            classes=[str(c) for c in range(data.num_classes)],
-        )
-        with tempfile.TemporaryDirectory(prefix="wmtui-pirate-") as folder:
-            values: dict[str, Any] = {}
-            if p.scheme == "dual":
-                keys = create_key_pair(Path(folder) / "keys", bits=PIRATE_BITS)
-                values = {"owner": p.owner, "signing_key": str(keys)}
-            params = parse_scheme_params(p.scheme, values)
-            scheme = get_scheme(p.scheme)
-            key = scheme.keygen(params, KeyContext(own, arch.name, data.seed, log=env.log))
-        env.log(f"the pirate's key: {key.describe()}")
-        sources = [data.labeled_source(p.batch)]
-        sources += scheme.training_sources(key, p.batch, env.device, own)
-        env.track(scheme.probes(key, own, "pirate"))
-        settings = OptimSettings(optimizer=p.optimizer, lr=p.lr, clip_grad=p.clip_grad)
-        info: dict[str, Any] = {"pirate_scheme": p.scheme, "pirate_key": key.describe()}
-        try:
-            report = env.train(model, sources, settings, steps=self.planned_steps(data))
-        except Diverged as diverged:
-            # the pirate's numbers blew up: a model trained on would be destroyed, so the
-            # pirate keeps the model of the loop's last evaluation (put back) and claims anyway
-            env.log(f"the pirate's training diverged: {diverged}")
-            return AttackResult(
-                model, arch, diverged.step, info | {"diverged_at": diverged.step}, claims=[key]
-            )
-        return AttackResult(model, arch, report.steps, info | {"loss": report.loss}, claims=[key])
+        embedding = self.params.embedding("pirate")
+        return embedding.run(model, arch, data, env, steps=self.planned_steps(data))
