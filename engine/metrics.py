@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 import torch
 from torch import nn
@@ -335,3 +336,47 @@ def decide(
         "either": by_mad or by_threshold,
     }[rule]
     return (smallest if flagged else None), index, indices
+
+
+# -- the SoK's decision threshold (Lukas et al., S&P 2022) ----------------------------------
+def decision_threshold(
+    key_accs: Sequence[float], p: float = 0.05, *, key_size: int | None = None
+) -> float:
+    """Key accuracy at or below which a model counts as unmarked, from the key accuracies of
+    models trained without the watermark (null models).
+
+    The estimator of WRT ``decision_threshold.py`` (``__compute_decision_threshold``): fit a
+    normal N(mu, sigma) to the null accuracies (population sigma, as ``np.std``) and take its
+    (1 - p) quantile mu + z_{1-p} sigma, so a clean model lands above the line with
+    probability p under that fit. WRT scans a grid of counts for the quantile; the closed form
+    is the same number without the grid's step. Clipped to [0, 1].
+
+    Degenerate case (sigma 0: every null model scored the same, typically 0 for a key label
+    no clean model answers): WRT warns and ends at a threshold of 0, so one chance match
+    would call a clean model marked. Here the rate behind the observations is bounded from
+    above (Wilson, z 3, over all ``len(key_accs) * key_size`` queries) and the threshold is
+    the (1 - p) quantile of a key of ``key_size`` samples at that rate: the most matches a
+    clean model plausibly scores by chance. Without ``key_size`` it is the observed value.
+    """
+    values = [float(v) for v in key_accs]
+    if not values:
+        raise ValueError("a decision threshold needs at least one null key accuracy")
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    mean = sum(values) / len(values)
+    sigma = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    if sigma > 1e-12:
+        return min(1.0, max(0.0, mean + NormalDist().inv_cdf(1.0 - p) * sigma))
+    if not key_size:
+        return min(1.0, max(0.0, mean))
+    queries = len(values) * key_size
+    rate = rate_upper_bound(round(mean * queries), queries)
+    return binomial_quantile(key_size, rate, 1.0 - p) / key_size
+
+
+def binomial_quantile(n: int, rate: float, level: float) -> int:
+    """The smallest k with P[X <= k] >= ``level`` for X ~ Binomial(n, rate)."""
+    for k in range(n + 1):
+        if k == n or binomial_tail(k + 1, n, rate) <= 1.0 - level:
+            return k
+    return n

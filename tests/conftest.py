@@ -27,9 +27,13 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_data(shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_data(
+    shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """Point every loader at the test's data dir and hide system-wide datasets."""
     monkeypatch.setenv("WMTUI_DATA_DIR", str(shared_data_dir))
+    # thresholds and their null models: a fresh cache per test, never the user's
+    monkeypatch.setenv("WMTUI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     # the classroom key pair of `--signing-key demo` stays out of the user's home
     monkeypatch.setenv("WMTUI_DEMO_KEY_DIR", str(shared_data_dir / "demo-key"))
     monkeypatch.setattr(catalog, "SYSTEM_DATA_DIRS", [])
