@@ -149,6 +149,13 @@ PREPROCESSING, MODIFICATION, EXTRACTION, DETECTION = (
     "detection",
 )
 FAMILIES = (PREPROCESSING, MODIFICATION, EXTRACTION, DETECTION)
+#: one line per family, as listings head each group
+FAMILY_TITLES = {
+    PREPROCESSING: "the model served behind a transform of every query",
+    MODIFICATION: "the weights change: fine-tuning, pruning, shifting...",
+    EXTRACTION: "a new model learnt from the suspect's answers",
+    DETECTION: "trigger reversal, which may also remove (wmtui detect)",
+}
 
 
 def register_attack(

@@ -194,3 +194,37 @@ def key_size(key: Any) -> int:
         if isinstance(value, int):
             return value
     return 0
+
+
+def _pct(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.1%}"
+
+
+def verdict_lines(summary: Mapping[str, Any], width: int = 80) -> list[str]:
+    """The verdict, the numbers it was made from and the cost, each line at most ``width``
+    columns: what ``wmtui attack`` prints and the attack's log ends with."""
+    import textwrap
+
+    lines = [
+        f"removed: {yes_no(summary.get('removed'))} (the SoK's rule)",
+        f"  kept accuracy {_pct(summary.get('kept_accuracy'))} "
+        f"(unmarked {_pct(summary.get('reference_test_acc'))}), "
+        f"key accuracy {_pct(summary.get('wm_accuracy'))} "
+        f"vs threshold {_pct(summary.get('threshold'))}",
+    ]
+    why = str(summary.get("why") or "")
+    if why:
+        lines += textwrap.wrap(why, width, initial_indent="  why: ", subsequent_indent="    ")
+    spent = summary.get("cost")
+    if isinstance(spent, Mapping):
+        lines.append(cost_line(spent))
+    return [line[:width] for line in lines]
+
+
+def cost_line(spent: Mapping[str, Any]) -> str:
+    """``cost: 12.3 s, 1200 images (1000 labelled), 0 queries``."""
+    return (
+        f"cost: {float(spent.get('seconds') or 0):.1f} s, {int(spent.get('images') or 0)} "
+        f"images ({int(spent.get('labels') or 0)} labelled), "
+        f"{int(spent.get('queries') or 0)} queries"
+    )

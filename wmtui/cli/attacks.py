@@ -19,13 +19,15 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from engine.attacks import ATTACKS
+from engine.attacks import ATTACKS, FAMILIES
+from engine.attacks.registry import FAMILY_TITLES
 from engine.errors import UserError, closest
 from engine.jobs import JOB_KINDS, JobSpec
+from engine.jobs.success import check_fraction, verdict_lines, yes_no
 from engine.metrics import percent
 from engine.registry import Plugin, as_typed, describe_params, scalar_type
 from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
-from wmtui.cli.options import listing, register_plugin_command
+from wmtui.cli.options import LIST_WIDTH, listing, register_plugin_command
 
 COMMAND = "attack"
 
@@ -53,6 +55,24 @@ EvalEvery = Annotated[
 ]
 OverwriteFlag = Annotated[bool, typer.Option("--overwrite", help="replace a run already in --out")]
 ListFlag = Annotated[bool, typer.Option("--list", help="list the attacks and their flags")]
+ThresholdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--threshold",
+        help="key accuracy at or below which the mark counts as removed (default: the cached "
+        "threshold of wmtui threshold)",
+        show_default=False,
+    ),
+]
+ReferenceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reference-acc",
+        help="the unmarked model's test accuracy the SoK rule compares with (default: the "
+        "null models' mean)",
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -73,6 +93,8 @@ def attack(
     overwrite: OverwriteFlag = False,
     list_attacks: ListFlag = False,
     threads: ThreadsOption = None,
+    threshold: ThresholdOption = None,
+    reference_acc: ReferenceOption = None,
 ) -> None:
     """Remove a watermark: fine-tune, prune or distill a run's model within a budget.
 
@@ -101,6 +123,8 @@ def attack(
         eval_every=eval_every,
         sweep=tuple(parse_ratios(sweep)) if sweep is not None else None,
         overwrite=overwrite,
+        threshold=check_fraction("--threshold", threshold),
+        reference_acc=check_fraction("--reference-acc", reference_acc),
     )
     code, run = run_spec(spec, json_mode, threads)
     if code == 0 and run is not None:
@@ -163,11 +187,12 @@ def print_results(summary: dict[str, Any], json_mode: bool) -> None:
             for row in rows:
                 typer.echo(json.dumps({"event": "sweep_row", **row}))
             return
-        typer.echo("  ".join(["ratio ", "  pruned", "sparsity", "test acc", *keys]))
+        typer.echo("  ".join(["ratio ", "  pruned", "sparsity", "test acc", "removed", *keys]))
         for row in rows:
             cells = [f"{row['ratio']:<6g}", f"{percent(row.get('pruned')):>8}"]
             cells.append(f"{percent(row.get('sparsity')):>8}")
             cells.append(f"{percent(row.get('test_acc')):>8}")
+            cells.append(f"{yes_no(row.get('removed')):>7}")
             cells += [f"{percent(row['retention'].get(k)):>{len(k)}}" for k in keys]
             typer.echo("  ".join(cells))
         return
@@ -180,17 +205,48 @@ def print_results(summary: dict[str, Any], json_mode: bool) -> None:
         cells = [label, f"{percent(scores.get('test_acc')):>8}"]
         cells += [f"{percent(scores.get('retention', {}).get(k)):>{len(k)}}" for k in keys]
         typer.echo("  ".join(cells))
+    for line in verdict_lines(summary):
+        typer.echo(line)
+
+
+def by_family() -> list[tuple[str, list[Plugin[Any]]]]:
+    """The attacks grouped by the SoK's families, in :data:`FAMILIES`' order (a plugin's
+    own family comes after them), each group in registration order."""
+    plugins = list(ATTACKS)
+    names = list(FAMILIES) + sorted({p.family for p in plugins} - set(FAMILIES))
+    groups = [(name, [p for p in plugins if p.family == name]) for name in names]
+    return [(name, members) for name, members in groups if members]
+
+
+def one_line(text: str, width: int = LIST_WIDTH) -> str:
+    """``text`` within ``width`` columns, cut at a word with ``...`` (the whole line is in
+    ``--json``): a listing keeps one line per attack, so the families stay visible."""
+    text = text.rstrip()
+    if len(text) <= width:
+        return text
+    cut = text[: width - 3].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "..."
 
 
 def print_attacks(json_mode: bool) -> None:
-    for plugin in ATTACKS:
-        rows = describe_params(plugin.params) if plugin.params else []
-        if json_mode:
-            typer.echo(json.dumps({"name": plugin.name, "summary": plugin.summary, "params": rows}))
-            continue
-        lines = listing(plugin.name, plugin.summary, 12)
-        for row in rows:
-            flag = f"    --{row['name'].replace('_', '-')}"
-            default = as_typed(row["default"])
-            lines += listing(flag, f"{row.get('help', '')} (default: {default})", 29)
-        typer.echo("\n".join(lines))
+    """One line per attack under a header per family, its flags below it."""
+    for family, plugins in by_family():
+        if not json_mode:
+            typer.echo(one_line(f"{family.upper()}: {FAMILY_TITLES.get(family, '')}"))
+        for plugin in plugins:
+            print_attack(plugin, json_mode)
+
+
+def print_attack(plugin: Plugin[Any], json_mode: bool) -> None:
+    """The attack's line and its flags below, or its JSON row (with its family)."""
+    rows = describe_params(plugin.params) if plugin.params else []
+    if json_mode:
+        named = {"name": plugin.name, "family": plugin.family, "summary": plugin.summary}
+        typer.echo(json.dumps({**named, "params": rows}))
+        return
+    lines = [one_line(f"{plugin.name:<11} {plugin.summary}")]
+    for row in rows:
+        flag = f"    --{row['name'].replace('_', '-')}"
+        default = as_typed(row["default"])
+        lines += listing(flag, f"{row.get('help', '')} (default: {default})", 29)
+    typer.echo("\n".join(lines))

@@ -1,0 +1,65 @@
+"""``wmtui attack`` shows the SoK verdict and the cost, and lists attacks by family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.attacks import ATTACKS, FAMILIES
+from wmtui.cli import app
+from wmtui.cli import attacks as cli_attacks
+
+cli_attacks.register(app)
+runner = CliRunner()
+
+
+def invoke(*args: str, width: int = 80):
+    return runner.invoke(app, ["attack", *args], terminal_width=width)
+
+
+def test_attack_prints_the_verdict_and_the_cost_in_80_columns(pattern_run, tmp_path) -> None:
+    out = tmp_path / "attacked"
+    args = ["--attack", "prune", "--ratio", "0", "--run", str(pattern_run), "--out", str(out)]
+    result = invoke(*args, "--threshold", "0.3", "--reference-acc", "0.5")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "removed: no (the SoK's rule)" in lines
+    assert any("vs threshold 30.0%" in line and "(unmarked 50.0%)" in line for line in lines)
+    assert any(line.startswith("cost: ") and line.endswith(" 0 queries") for line in lines)
+    assert max(len(line) for line in lines) <= 80
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["removed"] is False and summary["threshold"] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--threshold", "1.5"), ("--reference-acc", "-1"), ("--threshold", "x")]
+)
+def test_a_bad_rule_value_is_one_line_and_writes_nothing(pattern_run, tmp_path, flag, value):
+    out = tmp_path / "never"
+    result = invoke("--attack", "prune", "--run", str(pattern_run), "--out", str(out), flag, value)
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and flag in result.output
+    assert not out.exists()
+
+
+def test_list_groups_attacks_by_family_one_line_each() -> None:
+    result = invoke("--list", width=200)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    heads = [line.split(":")[0].lower() for line in lines if line[:1].isupper()]
+    families = {p.family for p in ATTACKS}
+    assert heads == [f for f in FAMILIES if f in families]  # a header per family, in order
+    unindented = [line for line in lines if line[:1].islower()]
+    assert sorted(line.split()[0] for line in unindented) == sorted(p.name for p in ATTACKS)
+    for plugin in ATTACKS:  # each under its own family's header
+        where = next(i for i, line in enumerate(lines) if line.split()[:1] == [plugin.name])
+        above = [line for line in lines[:where] if line[:1].isupper()][-1]
+        assert above.startswith(plugin.family.upper() + ":")
+
+
+def test_list_json_rows_name_their_family() -> None:
+    rows = [json.loads(line) for line in invoke("--list", "--json").stdout.splitlines()]
+    assert {row["name"]: row["family"] for row in rows} == {p.name: p.family for p in ATTACKS}
