@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from engine import __version__, stopping
+from engine.deploy import DEPLOY_SPEC, DEPLOY_WEIGHTS, load_deployment, save_deployment, unwrap
 from engine.errors import RunError
 from engine.events import Event, Metrics, json_safe
 from engine.io import (  # noqa: F401  (re-exported: run files use them by this name)
@@ -41,7 +42,17 @@ METRICS = "metrics.jsonl"
 EVENTS = "events.jsonl"
 #: what a run writes beside its manifest; ``--overwrite`` removes them so that nothing of the
 #: replaced run (above all an old key, which would referee the new model) survives
-RUN_FILES = (MODEL, MODEL_ARCH, CHECKPOINT, CHECKPOINT_STATE, SUMMARY, METRICS, EVENTS)
+RUN_FILES = (
+    MODEL,
+    MODEL_ARCH,
+    DEPLOY_SPEC,
+    DEPLOY_WEIGHTS,
+    CHECKPOINT,
+    CHECKPOINT_STATE,
+    SUMMARY,
+    METRICS,
+    EVENTS,
+)
 #: the manifest commands of runs ``wmtui resume`` continues (a checkpoint) or restarts
 RESUMABLE = ("train", "embed", "tui")
 KEY_DIR = "key"
@@ -51,9 +62,13 @@ RUN_FOLDER_PREFIXES = (KEY_DIR, TRIGGER_DIR)
 
 
 def save_model(folder: Path, model: nn.Module, arch: Architecture, name: str = "model") -> None:
-    """Weights as safetensors and the architecture as JSON, so loading needs no code objects."""
-    save_tensors(folder / f"{name}.safetensors", dict(model.state_dict()))
+    """Weights as safetensors and the architecture as JSON, so loading needs no code objects.
+    A deployed model (:mod:`engine.deploy`) saves its classifier here and its transforms in
+    ``deploy.json`` beside it; ``arch`` is always the classifier's."""
+    save_tensors(folder / f"{name}.safetensors", dict(unwrap(model).state_dict()))
     atomic_write_json(folder / f"{name}.json", arch.to_dict())
+    if name == "model":
+        save_deployment(folder, model)
 
 
 def load_architecture(folder: Path, name: str = "model") -> Architecture:
@@ -70,7 +85,8 @@ def load_architecture(folder: Path, name: str = "model") -> Architecture:
 def load_model(
     folder: Path, device: torch.device | str = "cpu", name: str = "model"
 ) -> tuple[nn.Module, Architecture]:
-    """Rebuild the architecture, then load weights; mismatches are corrupt files, not crashes."""
+    """Rebuild the architecture, then load weights; mismatches are corrupt files, not crashes.
+    A run with a ``deploy.json`` comes back as the served model, behind its transforms."""
     arch = load_architecture(folder, name)
     model = build_model(arch)
     state = load_tensors(folder / f"{name}.safetensors", "model weights")
@@ -79,7 +95,8 @@ def load_model(
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise RunError(f"model weights do not match {arch.name}: {first}") from None
-    return model.to(device), arch
+    model = model.to(device)
+    return (load_deployment(folder, model) if name == "model" else model), arch
 
 
 def import_pt(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,101 @@
+"""Input transforms of a deployed model: the registry, the base class, and the spec format.
+
+A transform is what an attacker who serves a stolen model puts in front of it: every query,
+the verifier's included, passes through it (WRT ``wrt/preprocessors`` and its removal attacks
+``wrt/attacks/removal/{jpeg_compression,input_smoothing,...}.py``). Transforms work on float
+images in [0, 1] (the engine's one input convention), keep the shape, and are declared by a
+name and a params dataclass, so a deployment is a plain JSON list of ``{"name", "params"}``
+records that rebuilds without unpickling anything. A learnt transform (the denoising
+autoencoder) also has weights, kept beside the spec as safetensors.
+
+The forward pass is straight-through (BPDA, Athalye et al. 2018): ``x + (t(x) - x).detach()``
+gives the transformed value but the identity's gradient, so training through a deployed model
+(fine-tuning after JPEG, a chain's next step) still reaches the classifier even when the
+transform has no gradient (JPEG, median, rounding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from engine.errors import ConfigError
+from engine.registry import Registry, parse_params
+
+TransformFactory = Callable[[Any], "InputTransform"]
+TRANSFORMS: Registry[TransformFactory] = Registry("transform")
+
+
+class InputTransform(nn.Module):
+    """One served transform with its validated params; subclasses implement :meth:`apply`.
+
+    Always in eval mode and never trained by the classifier's optimiser: a deployment is
+    fixed once the attacker has chosen it (a learnt one is fitted before it is deployed).
+    """
+
+    #: the registered name, set by :func:`register_transform`
+    name: ClassVar[str] = ""
+    #: whether the transform holds weights (saved in ``deploy.safetensors``)
+    learnt: ClassVar[bool] = False
+
+    def __init__(self, params: Any) -> None:
+        super().__init__()
+        self.params = params
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformed images (float, [0, 1], same shape): no gradient needed."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.apply(x.detach().float()).to(x.dtype)
+        return x + (out - x).detach()
+
+    def spec(self) -> dict[str, Any]:
+        """``{"name", "params"}``: what ``deploy.json`` records for this transform."""
+        return {"name": self.name, "params": dataclasses.asdict(self.params)}
+
+    def describe(self) -> str:
+        """``jpeg(quality=95)``: one transform as a report or a log line shows it."""
+        values = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.params).items())
+        return f"{self.name}({values})"
+
+
+def register_transform(name: str, params: type) -> Callable[[type], type]:
+    """``@register_transform("jpeg", JpegParams)`` on an :class:`InputTransform` subclass."""
+
+    def decorate(cls: type) -> type:
+        cls.name = name  # type: ignore[attr-defined]
+        TRANSFORMS.register(name, params)(cls)
+        return cls
+
+    return decorate
+
+
+def make_transform(name: str, params: Any = None) -> InputTransform:
+    """The transform ``name`` with validated params (a dataclass, or loose values to parse);
+    an unknown name fails with the closest valid one."""
+    plugin = TRANSFORMS.get(name)
+    assert plugin.params is not None
+    if params is None or isinstance(params, Mapping):
+        params = parse_params(plugin.params, params)
+    elif not isinstance(params, plugin.params):
+        raise ConfigError(f"{name!r} takes {plugin.params.__name__}, not {type(params).__name__}")
+    transform = plugin.factory(params)
+    transform.eval()
+    transform.requires_grad_(False)
+    return transform
+
+
+def transform_from_spec(record: Any) -> InputTransform:
+    """One ``{"name", "params"}`` record of ``deploy.json``, validated like a user's input."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
+        raise ConfigError(f"a transform record needs a name and params, got {record!r:.80}")
+    params = record.get("params", {})
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"transform {record['name']}: params must be a table")
+    return make_transform(record["name"], params)
