@@ -66,13 +66,13 @@ def is_complete(folder: Path) -> bool:
 def null_model_runs(
     config: TrainConfig, params: ThresholdParams, cache: Path, ctx: JobContext
 ) -> tuple[list[RunDir], int]:
-    """The K null models (seeds ``params.seed + i``, architectures cycled), trained with the
+    """The K null models (seeds ``params.null_seed + i``, architectures cycled), trained with the
     train job where the cache lacks them; and how many were trained."""
     runs, trained = [], 0
     archs = params.archs(config.model)
     for i in range(params.null_models):
         stopping.check()
-        null_config = config.replace(seed=params.seed + i, model=archs[i % len(archs)])
+        null_config = config.replace(seed=params.null_seed + i, model=archs[i % len(archs)])
         folder = null_folder(cache, null_config)
         if is_complete(folder):
             ctx.log(f"null model {i + 1}/{params.null_models}: reused {folder}")

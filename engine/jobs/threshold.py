@@ -26,18 +26,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from engine.config import TrainConfig
+from engine.data.base import ImageSet
 from engine.errors import ConfigError, UserError
 from engine.events import Phase
 from engine.io import atomic_write_json, read_json
 from engine.jobs.common import check_config, load_data, resolve_device
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
-from engine.metrics import decision_threshold
+from engine.metrics import Verdict, decision_threshold
 from engine.models import check_model_name
 from engine.registry import param, parse_params
 from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
-from engine.watermarks import SCHEMES, load_key
+from engine.watermarks import SCHEMES, Key, load_key
 
 CACHE_ENV = "WMTUI_CACHE_DIR"
 #: schemes whose key is a set of images of a given number: the param that sets it
@@ -153,7 +156,9 @@ class ThresholdParams:
         0, "key images (abstract, unrelated, datafree; 0: the scheme's default) or queries", low=0
     )
     keys: int = param(1, "fresh keys measured on every null model", low=1, high=100)
-    seed: int = param(100, "first null model's seed (model i: seed + i)", low=0, high=2**31)
+    null_seed: int = param(
+        100, "first null model's seed (model i: null_seed + i)", low=0, high=2**31
+    )
     null_arch: str = param("", "null-model architectures, comma-separated ('': the model's)")
     cache: str = param("", "cache folder ('': $WMTUI_CACHE_DIR, else the platform's)")
 
@@ -209,7 +214,7 @@ def threshold_job(
             keys=params.keys,
             samples=samples,
             estimator="normal" if len(set(accs)) > 1 else "binomial (null accuracies all equal)",
-            seeds=[params.seed + i for i in range(params.null_models)],
+            seeds=[params.null_seed + i for i in range(params.null_models)],
             null_archs=params.archs(config.model),
             config=config.to_dict(),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -292,3 +297,35 @@ class ThresholdKind(JobKind):
             return recorded
 
         return CheckedJob(spec, params=params, config=config, manifest=manifest, make=make)
+
+
+def threshold_verdict(
+    model: nn.Module, key: Key | None, data: ImageSet, arch: str, scheme: str, verdict: Verdict
+) -> dict[str, Any]:
+    """The SoK's verdict beside verify's own: the key accuracy against the cached threshold
+    of (dataset, arch, scheme, key size), ``threshold_verified`` None with the command that
+    computes it when none is cached. Named ``sok_threshold``: a dual verdict's ``threshold``
+    is the scheme's own T."""
+    from engine.jobs.null_models import key_accuracy
+
+    size = key_size_of(scheme, key.params if key is not None else {})
+    record = find_threshold(data.name, arch, scheme, size)
+    if record is None:
+        return {
+            "sok_threshold": None,
+            "threshold_verified": None,
+            "threshold_source": "",
+            "threshold_hint": "no decision threshold computed for this (dataset, model, "
+            f"scheme, key size): {threshold_hint(data.name, arch, scheme, size)}",
+        }
+    if key is not None:
+        acc = key_accuracy(model, key, data, size)[0]
+    else:  # a dual claim without its key: the true-key accuracy verify measured
+        acc = verdict.true_acc if verdict.true_acc is not None else verdict.retention
+    return {
+        "sok_threshold": record.threshold,
+        "threshold_verified": acc > record.threshold,
+        "threshold_key_acc": acc,
+        "threshold_source": f"{record_path(data.name, arch, scheme, size)} (p {record.p:g}, "
+        f"{record.null_models} null models)",
+    }

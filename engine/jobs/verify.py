@@ -13,6 +13,7 @@ from engine.data import load_dataset
 from engine.errors import ConfigError, RunError
 from engine.jobs.common import resolve_device
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, register_job_kind
+from engine.jobs.threshold import threshold_verdict
 from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
 from engine.watermarks import Key, check_key_matches, get_scheme, load_key
@@ -65,7 +66,10 @@ def verify_run(
 def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[str, Any]:
     """The verdict. The key must have been made for the run's dataset and input shape; the
     dataset is loaded as the run was trained (same test size), and the held-out samples come
-    from its test set."""
+    from its test set. Beside it, the SoK's verdict where a threshold was computed for the
+    run's (dataset, architecture, scheme, key size): ``sok_threshold``,
+    ``threshold_verified`` (key accuracy above it), ``threshold_source``; the decision, and
+    the exit code of ``wmtui verify``, stay on the p-value."""
     run, key, dev = checked.run, checked.key, checked.device
     config = TrainConfig.from_mapping(run.manifest()["config"])
     model, arch = run.load_model(dev)
@@ -95,6 +99,7 @@ def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[
         "key": str(checked.key_dir),
         "run": str(run.path),
         **verdict.to_dict(),
+        **threshold_verdict(model, key, data, arch.name, scheme, verdict),
     }
 
 

@@ -343,10 +343,11 @@ def _register_plugin_commands() -> None:
     import wmtui.cli.reproduce as reproduce
     import wmtui.cli.scenario as scenario
     import wmtui.cli.sweep as sweep
+    import wmtui.cli.threshold as threshold
     import wmtui.cli.watermarks as watermarks
 
     commands = (watermarks, keys, attacks, detect, replay, scenario, reproduce, report, sweep)
-    commands += (imports,)
+    commands += (imports, threshold)
     for module in commands:
         module.register(app)
 

@@ -177,7 +177,19 @@ def verify(
                 f"null accuracy {percent(result['null_acc'])}, true accuracy "
                 f"{percent(result['true_acc'])}"
             )
+        typer.echo(sok_line(result))
     raise typer.Exit(0 if result["verified"] else 1)
+
+
+def sok_line(result: dict[str, Any]) -> str:
+    """The SoK's threshold verdict, beside the p-value's (which alone sets the exit code)."""
+    if result.get("threshold_verified") is None:
+        return f"  SoK threshold: none cached; {result.get('threshold_hint', '')}"
+    verdict = "marked" if result["threshold_verified"] else "unmarked"
+    return (
+        f"  SoK threshold: {verdict} (key accuracy {percent(result['threshold_key_acc'])} "
+        f"vs threshold {percent(result['sok_threshold'])}; {result['threshold_source']})"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,83 @@
+"""``wmtui threshold``: the SoK's decision threshold of a scheme, from null models.
+
+Trains (or reuses, from the cache) K unmarked models on the given train config, measures
+fresh keys of the scheme on them and prints the key accuracy at or below which a model
+counts as unmarked. ``wmtui verify`` then shows the threshold verdict beside its p-value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from engine.config import TrainConfig
+from engine.jobs import JobSpec
+from engine.jobs.threshold import ThresholdParams
+from engine.metrics import percent
+from wmtui.cli.common import (
+    ConfigOption,
+    JsonFlag,
+    OutOption,
+    ThreadsOption,
+    default_out,
+    guarded,
+    run_spec,
+    train_values,
+)
+from wmtui.cli.options import field_names, with_dataclass_options
+
+
+def threshold(
+    given: dict[str, str],
+    out: OutOption = None,
+    json_mode: JsonFlag = False,
+    config: ConfigOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """The SoK's decision threshold: train or reuse K null models, measure fresh keys of
+    --scheme on them, cache the key accuracy at or below which a model counts as unmarked.
+
+    Example: wmtui threshold --scheme pattern --dataset fashion-mnist --model lenet5
+    """
+    own = field_names(ThresholdParams)
+    params = {k: v for k, v in given.items() if k in own}
+    train = train_values({k: v for k, v in given.items() if k not in own}, config)
+    spec = JobSpec("threshold", params=params, config=train, out=out or default_out("threshold"))
+    code, run = run_spec(spec, json_mode, threads)
+    if code == 0 and run is not None:
+        summary = run.summary()
+        if json_mode:
+            typer.echo(json.dumps({"event": "threshold", **summary}))
+        else:
+            typer.echo(describe(summary))
+    raise typer.Exit(code)
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The threshold, the null accuracies it rests on, and where it is cached."""
+    record = summary["record"]
+    size = (
+        f"{record['key_size']} key images"
+        if record["key_size"]
+        else f"every held-out key sample ({record['samples']} queried)"
+    )
+    accs = ", ".join(percent(a) for a in record["null_key_acc"])
+    return (
+        f"threshold {record['scheme']} on {record['dataset']} / {record['arch']}: "
+        f"{percent(record['threshold'])} key accuracy (p {record['p']:g}; a model at or below "
+        "it counts as unmarked)\n"
+        f"  key size: {size}; estimator: {record['estimator']}\n"
+        f"  null key accuracies ({record['null_models']} models x {record['keys']} keys): "
+        f"{accs}\n"
+        f"  null models' test accuracy {percent(record['null_test_acc_mean'])} (mean); "
+        f"{summary['null_models_trained']} trained, {summary['null_models_reused']} reused\n"
+        f"  cached at {summary['cached_at']}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    if "threshold" not in {info.name for info in app.registered_commands}:
+        command = with_dataclass_options(ThresholdParams, TrainConfig, exclude=("cache", "seed"))
+        app.command("threshold")(guarded(command(threshold)))
