@@ -133,6 +133,8 @@ class SoKJudge:
     #: where each came from: "given", "null models", or "" (missing)
     threshold_source: str = ""
     reference_source: str = ""
+    #: the command that computes the owner's threshold, named when it is missing
+    hint: str = ""
 
     @classmethod
     def for_run(
@@ -144,9 +146,9 @@ class SoKJudge:
         threshold: float | None = None,
         reference_acc: float | None = None,
     ) -> SoKJudge:
-        record = None
+        record, hint = None, ""
         if threshold is None or reference_acc is None:
-            record = owner_threshold(run_dir, dataset, arch)
+            record, hint = owner_threshold(run_dir, dataset, arch)
         thr = threshold if threshold is not None else (record.threshold if record else None)
         ref = reference_acc
         if ref is None and record is not None:
@@ -156,44 +158,39 @@ class SoKJudge:
             ref,
             "given" if threshold is not None else ("null models" if thr is not None else ""),
             "given" if reference_acc is not None else ("null models" if ref is not None else ""),
+            hint,
         )
 
     def judge(self, scores: Mapping[str, Any]) -> dict[str, Any]:
         """The verdict on the referee's ``scores`` after an attack (``test_acc``,
         ``retention``)."""
-        return judge(
+        verdict = judge(
             float(scores.get("test_acc") or 0.0),
             primary_key_accuracy(scores.get("retention") or {}),
             self.reference_test_acc,
             self.threshold,
         )
+        if self.hint and self.threshold is None:
+            verdict["why"] = verdict["why"].replace("run wmtui threshold", self.hint)
+        return verdict
 
 
-def owner_threshold(run_dir: Path, dataset: str, arch: str) -> Any:
+def owner_threshold(run_dir: Path, dataset: str, arch: str) -> tuple[Any, str]:
     """The cached threshold record for the owner's key of ``run_dir`` (or of the run it was
-    attacked from), None when the run has no key or no threshold was computed for it."""
+    attacked from), None when the run has no key or none was computed; and the command that
+    computes it (empty without a key)."""
     from engine.jobs.referee import key_run
+    from engine.jobs.threshold import find_threshold, key_size_of, threshold_hint
     from engine.runs import KEY_DIR
     from engine.watermarks import load_key
 
     owner = key_run(run_dir)
     if owner is None:
-        return None
-    try:
-        from engine.jobs.threshold import find_threshold
-    except ImportError:  # the threshold job is not in this build
-        return None
+        return None, ""
     key = load_key(owner / KEY_DIR)
-    return find_threshold(dataset, arch, key.scheme, key_size(key))
-
-
-def key_size(key: Any) -> int:
-    """The key's size as thresholds are cached by: its number of key samples."""
-    for name in ("count", "size"):
-        value = key.params.get(name)
-        if isinstance(value, int):
-            return value
-    return 0
+    size = key_size_of(key.scheme, key.params)
+    hint = threshold_hint(dataset, arch, key.scheme, size)
+    return find_threshold(dataset, arch, key.scheme, size), hint
 
 
 def _pct(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from engine.errors import ConfigError
 from engine.jobs import JobSpec, run
 from engine.jobs.success import judge, primary_key_accuracy
+from engine.jobs.threshold import ThresholdRecord, key_size_of, save_record
 
 KEYS = {"removed", "kept_accuracy", "wm_accuracy", "threshold", "reference_test_acc", "why"}
 
@@ -71,9 +73,44 @@ def test_an_attack_that_changes_nothing_is_not_a_removal(pattern_run, tmp_path) 
     assert again["removed"] is True
 
 
-def test_without_a_threshold_the_verdict_is_unknown_and_says_why(pattern_run) -> None:
+def test_without_a_threshold_the_verdict_is_unknown_and_names_the_command(pattern_run) -> None:
     summary = attack(pattern_run, "prune", ratio=0.0)
-    assert summary["removed"] is None and "threshold" in summary["why"]
+    assert summary["removed"] is None
+    assert "wmtui threshold --scheme pattern --dataset synthetic --model lenet5" in summary["why"]
+
+
+def record(threshold: float, test_acc_mean: float) -> None:
+    """A threshold record of the pattern run's (dataset, model, scheme, key size), as the
+    threshold job would cache it."""
+    save_record(
+        ThresholdRecord(
+            threshold=threshold,
+            p=0.05,
+            null_models=5,
+            null_key_acc=[0.05, 0.1, 0.08, 0.12, 0.07],
+            null_test_acc_mean=test_acc_mean,
+            dataset="synthetic",
+            arch="lenet5",
+            scheme="pattern",
+            key_size=key_size_of("pattern", {}),
+        )
+    )
+
+
+def test_the_cached_threshold_and_null_accuracy_decide(pattern_run) -> None:
+    owner_acc = json.loads((pattern_run / "summary.json").read_text())["test_acc"]
+    record(0.2, owner_acc)
+    kept = attack(pattern_run, "prune", ratio=0.0)
+    assert kept["threshold"] == 0.2 and kept["reference_test_acc"] == owner_acc
+    assert kept["removed"] is False  # the key is still answered far above the threshold
+    record(1.0, owner_acc)  # every key accuracy is at or below 1.0: removed
+    assert attack(pattern_run, "prune", ratio=0.0)["removed"] is True
+    # ...unless the attack destroyed the model: pruning 99% of the weights is no removal
+    broken = attack(pattern_run, "prune", ratio=0.99)
+    assert broken["kept_accuracy"] < owner_acc - 0.05 and broken["removed"] is False
+    # the user's own numbers win over the record's
+    given = attack(pattern_run, "prune", ratio=0.0, threshold=0.2)
+    assert given["threshold"] == 0.2 and given["removed"] is False
 
 
 def test_ftau_counts_one_query_per_image_the_suspect_labels(pattern_run) -> None:
