@@ -14,7 +14,7 @@ Units are permuted where a layer feeds the next through element-wise layers, poo
 BatchNorm or a flatten only: every hidden layer of the built-in ``features``/``classifier``
 classifiers, and the inner convolution of each ResNet block (its outer channels are shared
 by the residual stream, which stays in place). A model without those parts is refused with
-one line.
+one line. A deployed model (``engine.deploy``) has its classifier permuted, its transforms kept.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from engine.attacks.registry import (
     AttackResult,
     register_attack,
 )
+from engine.deploy import unwrap
 from engine.errors import ConfigError
 from engine.models import Architecture
 from engine.models.resnet import BasicBlock
@@ -151,6 +152,6 @@ class FeaturePermutation(Attack[FeaturePermutationParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         generator = torch.Generator().manual_seed(data.seed)
-        units = permute_units(model, generator)
+        units = permute_units(unwrap(model), generator)  # a deployed model keeps its transforms
         env.log(f"permuted {units} hidden units; the model's outputs are unchanged")
         return AttackResult(model, arch, 0, {"units": units})

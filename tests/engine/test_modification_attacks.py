@@ -132,6 +132,30 @@ def test_feature_permutation_keeps_every_output_and_moves_the_weights(arch, shap
     assert len({n.rsplit(".", 1)[0] for n in moved if n.endswith("weight")}) >= hidden
 
 
+def test_feature_permutation_of_a_deployed_model_keeps_its_transforms(tmp_path: Path) -> None:
+    from engine.attacks import AttackEnv, AttackerBudget, AttackerData
+    from engine.deploy import Deployed, unwrap
+    from engine.session import JobContext
+    from engine.transforms.registry import make_transform
+
+    served = Deployed.wrap(model_of("lenet5"), [make_transform("gaussian-smoothing")]).eval()
+    original = copy.deepcopy(served)
+    empty = torch.zeros((0, 1, 28, 28), dtype=torch.uint8)
+    data = AttackerData(
+        AttackerBudget(), empty, empty[:, 0, 0, 0].long(), empty, (1, 28, 28), 10, 5
+    )
+    env = AttackEnv(JobContext(), torch.device("cpu"), 5, lambda *a, **k: None)
+    attack = make_attack("feature-permutation")
+    result = attack.run(served, Architecture("lenet5", (1, 28, 28), 10), data, env)
+    assert isinstance(result.model, Deployed) and result.model.transforms == served.transforms
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(result.model(x), original(x), atol=1e-5)
+    assert not torch.equal(
+        unwrap(result.model).classifier[0].weight, unwrap(original).classifier[0].weight
+    )
+
+
 def test_feature_permutation_refuses_a_model_it_cannot_walk() -> None:
     with pytest.raises(ConfigError, match="feature-permutation walks models"):
         permute_units(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.Generator())
