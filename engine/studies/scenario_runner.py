@@ -159,6 +159,10 @@ HEADLINE = (
     "anomaly_index",
     "perturbation_sizes",
     "verified",
+    "removed",
+    "kept_accuracy",
+    "wm_accuracy",
+    "cost",
 )
 
 

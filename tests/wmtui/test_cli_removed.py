@@ -63,3 +63,24 @@ def test_list_groups_attacks_by_family_one_line_each() -> None:
 def test_list_json_rows_name_their_family() -> None:
     rows = [json.loads(line) for line in invoke("--list", "--json").stdout.splitlines()]
     assert {row["name"]: row["family"] for row in rows} == {p.name: p.family for p in ATTACKS}
+
+
+def test_the_playground_ends_an_attack_phase_with_its_verdict(pattern_run) -> None:
+    """The real attack job's events, folded as the playground does: its phase-end line says
+    removed or not, with the kept accuracy and the key accuracy against the threshold."""
+    from engine.jobs import JobSpec
+    from engine.jobs.api import run
+    from wmtui.tui.state import DashboardState
+
+    events: list = []
+    spec = JobSpec.attack(
+        "prune", run=pattern_run, ratio=0.0, threshold=0.3, reference_acc=0.5, device="cpu"
+    )
+    assert run(spec, on_event=events.append).status == "completed"
+    state = DashboardState()
+    for event in events:
+        state.apply(event)
+    lines = state.take_log()
+    verdict = next(line for line in lines if line.startswith("removed: "))
+    assert verdict.startswith("removed: no · kept acc ") and "vs threshold 30.00%" in verdict
+    assert len(verdict) <= 80 and lines[lines.index(verdict) + 1] == "phase prune ended"

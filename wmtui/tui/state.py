@@ -22,6 +22,7 @@ from engine.events import (
     Phase,
     TriggerPreview,
 )
+from engine.jobs.success import yes_no
 from engine.metrics import mad_flag_line, percent
 from engine.progress import LEVEL as PROGRESS
 from wmtui.tui.piracy_state import PiracyView
@@ -327,6 +328,8 @@ class DashboardState:
                 self.scan_verdict = True
                 verdict = "none" if self.flagged_class is None else str(self.flagged_class)
                 self.log(f"flagged class: {verdict}")
+            if removal := removal_line(event.info):
+                self.log(removal)
             self.log(f"phase {event.name} ended")
 
     @property
@@ -366,6 +369,25 @@ def phase_result(info: dict[str, object]) -> str:
     if isinstance(retention, dict):
         was = before if isinstance(before, dict) else {}
         parts += [f"{k} {_rate(v)}{_was(was.get(k))}" for k, v in retention.items()]
+    if "removed" in info:  # an attack's SoK verdict
+        parts.append(f"removed {verdict_word(info['removed'])}")
+    return " · ".join(parts)
+
+
+def verdict_word(removed: object) -> str:
+    return yes_no(removed if isinstance(removed, bool) else None)
+
+
+def removal_line(info: dict[str, object]) -> str:
+    """An attack phase's end: the SoK verdict and the numbers it rests on, in 80 columns:
+    "removed: no · kept acc 91.20% · key 98.10% vs threshold 12.00%"."""
+    if "removed" not in info:
+        return ""
+    parts = [f"removed: {verdict_word(info['removed'])}"]
+    parts.append(f"kept acc {_rate(info.get('kept_accuracy'))}")
+    parts.append(
+        f"key {_rate(info.get('wm_accuracy'))} vs threshold {_rate(info.get('threshold'))}"
+    )
     return " · ".join(parts)
 
 
