@@ -1,0 +1,480 @@
+"""The SoK's removal table on our engine: schemes x attacks, removed-rate and accuracy.
+
+Lukas et al., "SoK: How Robust is Image Classification Deep Neural Network Watermarking?"
+(IEEE S&P 2022) measure every scheme against every removal attack with one rule and find
+that no scheme survives every attack, no attack removes every scheme, and combined attacks
+remove them all. This script puts our engine through the same exercise and says, from the
+table it measured, whether those three findings hold here.
+
+For each scheme (pattern, abstract, newlabel, dual) and seed (0, 1, 2) one model is
+embedded from scratch (fashion-mnist + lenet5, 3 epochs, the full training set); each
+scheme's decision threshold comes from the ``threshold`` job: K = 5 unmarked null models
+(seeds 100..104, the same training config), cached per (dataset, architecture, scheme, key
+size) so ``wmtui threshold`` and this script share them. Then every removal attack of the
+preprocessing and modification families in the attack registry (a new plugin is picked up
+by its family) and the SoK's combined attacks run on each model, one refereed ``attack`` job
+each, and the summary's ``removed`` (the SoK's success rule) is tabulated: removed-rate over
+the seeds, test accuracy after the attack mean +- sd, and the attack's mean wall time.
+
+Left out: the extraction family (``distill``: the next issue's table), the detectors, and
+``piracy`` (a claim attack: it adds the attacker's key and is judged by that claim).
+
+The attacker's budget: WRT's attacker holds a third of the training data (WRT
+``wrt/training/datasets/cifar10.py``: the ``attacker`` subset is the first ``len // 3`` of a
+seeded shuffle) and trains for the epochs of each attack's config (WRT
+``configs/cifar10/attack_configs/*.yaml``: ftal 5, fine-pruning 10, weight shifting 10,
+label smoothing 5, adversarial training 5, regularization 5, neural laundering 5, weight
+quantization 1): ``--scale full``. ``--scale quick`` keeps the models and thresholds but
+gives every attack 20% of the data and 1 epoch, so the table fits on 2 CPU cores;
+``--scale smoke`` (synthetic data, 1 seed, 2 schemes, 3 attacks) checks the script.
+
+    python benchmarks/sok_attacks.py [--scale quick|full|smoke] [--out docs/results/sok.md]
+        [--schemes pattern,dual] [--attacks jpeg,weight-shifting] [--seeds 0] [--work DIR]
+
+Resumable: every embedding and attack is a run folder under ``--work``, named by a hash of
+its configuration; a rerun reuses the completed ones. Not a test: CI never runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.attacks import ATTACKS, MODIFICATION, PREPROCESSING, REMOVAL
+from engine.errors import UserError
+from engine.io import atomic_write_bytes, atomic_write_json
+from engine.jobs import JOB_KINDS, JobFailed, JobSpec, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# benchmarks/sok_table.py: the counting, apart from the jobs
+from sok_table import (
+    COMBINED_FAMILY,
+    aggregate,
+    findings,
+    findings_text,
+    markdown,
+    pct,
+)
+
+#: the table's column order; dual signs its claim with the classroom key pair
+SCHEMES = ("pattern", "abstract", "newlabel", "dual")
+SCHEME_PARAMS: dict[str, dict[str, Any]] = {
+    "dual": {"owner": "sok-benchmark", "signing_key": "demo"},
+}
+#: removal attacks of the two families that are not part of the table, and why
+EXCLUDED = {"piracy": "a claim attack (embeds the attacker's own key), judged by its claim"}
+#: attacks run once per variant (the SoK lists the four fine-tuning baselines apart)
+VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "finetune": [{"mode": m} for m in ("ftll", "ftal", "rtll", "rtal")],
+}
+#: WRT's epochs per attack (configs/cifar10/attack_configs/<name>.yaml), for --scale full
+WRT_EPOCHS = {
+    "finetune": 5,
+    "finetune mode=rtll": 10,
+    "fine-prune": 10,
+    "weight-shifting": 10,
+    "label-smoothing": 5,
+    "adversarial-training": 5,
+    "regularization": 5,
+    "neural-laundering": 5,
+    "weight-quantization": 1,
+}
+#: the SoK's combined attacks (WRT configs/cifar10/attack_configs/combined_attack1-4.yaml;
+#: combined_attack.yaml starts with transfer learning, the next issue's): the engine's chain
+#: presets named sok-*, else these chains of our attack names
+COMBINED: dict[str, tuple[str, ...]] = {
+    "sok-combined-1": ("weight-shifting", "gaussian-smoothing"),
+    "sok-combined-2": ("weight-shifting", "fine-prune", "gaussian-smoothing"),
+    "sok-combined-3": ("weight-shifting", "input-flipping", "gaussian-smoothing"),
+    "sok-combined-4": ("adversarial-training", "finetune"),
+}
+#: --scale smoke's attacks, the first three registered: cheap ones, a chain among them
+SMOKE_ATTACKS = (
+    "gaussian-smoothing",
+    "weight-quantization",
+    "sok-combined-1",
+    "jpeg",
+    "feature-permutation",
+    "ft-basic",
+    "prune",
+)
+NULL_SEED = 100  # the null models' seeds: 100, 101, ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How big the table is: the models' training and the attacker's budget."""
+
+    dataset: str
+    train_size: int  # 0: the full training set
+    test_size: int
+    epochs: int  # the embedded and the null models'
+    null_models: int
+    data_fraction: float
+    attack_epochs: int | None  # None: WRT's per attack
+    seeds: tuple[int, ...]
+    schemes: tuple[str, ...]
+    max_attacks: int = 0  # 0: all
+
+
+SCALES = {
+    "smoke": Scale("synthetic", 6000, 500, 3, 2, 0.2, 1, (0,), ("pattern", "abstract"), 3),
+    "quick": Scale("fashion-mnist", 0, 0, 3, 5, 0.2, 1, (0, 1, 2), SCHEMES),
+    "full": Scale("fashion-mnist", 0, 0, 3, 5, 1 / 3, None, (0, 1, 2), SCHEMES),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One attack of the table: a registered attack with params, or a combined chain."""
+
+    label: str
+    family: str
+    name: str  # what JobSpec.attack is given
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: a combined attack's steps: ``{"attack": NAME, "params": {...}}`` each
+    chain: tuple[dict[str, Any], ...] = ()
+
+    def step_names(self) -> list[str]:
+        return [step["attack"] for step in self.chain]
+
+
+def digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# -- what runs -----------------------------------------------------------------------------
+def registry_cells() -> list[Cell]:
+    """Preprocessing, then modification attacks, as registered, with their variants."""
+    cells: list[Cell] = []
+    for family in (PREPROCESSING, MODIFICATION):
+        for plugin in ATTACKS.select(REMOVAL):
+            if plugin.family != family or plugin.name in EXCLUDED:
+                continue
+            for params in VARIANTS.get(plugin.name, [{}]):
+                label = " ".join([plugin.name, *(f"{k}={v}" for k, v in params.items())])
+                cells.append(Cell(label, family, plugin.name, params))
+    return cells
+
+
+def combined_cells() -> list[Cell]:
+    """The SoK's combined attacks this engine can run: its ``sok-*`` chain presets, else the
+    chains of :data:`COMBINED` whose every step is registered."""
+    chains: dict[str, tuple[dict[str, Any], ...]] = {}
+    try:
+        from engine.studies.presets import KINDS, preset_names, resolve
+    except ImportError:
+        KINDS = {}
+    if "chain" in KINDS:
+        for name in preset_names("chain"):
+            if name.startswith("sok-"):
+                steps = resolve("chain", name).read().get("steps", [])
+                chains[name] = tuple(dict(step) for step in steps)
+    if not chains:
+        chains = {k: tuple({"attack": n} for n in v) for k, v in COMBINED.items()}
+    return [
+        Cell(label, COMBINED_FAMILY, label, chain=steps)
+        for label, steps in chains.items()
+        if all(step["attack"] in ATTACKS for step in steps)
+    ]
+
+
+def plan_cells(wanted: Sequence[str], limit: int) -> list[Cell]:
+    """The table's rows, filtered by ``--attacks`` (labels, names or family names); a name
+    that matches nothing is one line and exit code 2."""
+    cells = registry_cells() + combined_cells()
+    if wanted:
+        chosen = [c for c in cells if {c.label, c.name, c.family, c.label.split()[0]} & set(wanted)]
+        known = {n for c in cells for n in (c.label, c.name, c.family, c.label.split()[0])}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise SystemExit(
+                f"--attacks: unknown {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        cells = chosen
+    if limit and len(cells) > limit:  # smoke: cheap attacks, else the first of each family
+        cheap = [c for name in SMOKE_ATTACKS for c in cells if c.label == name]
+        firsts = list({c.family: c for c in reversed(cells)}.values())[::-1]
+        rest = [c for c in firsts + cells if c not in cheap]
+        chosen = list({c.label: c for c in cheap + rest}.values())[:limit]
+        cells = [c for c in cells if c in chosen]  # the table's order: by family
+    return cells
+
+
+def budget_for(cell: Cell, scale: Scale) -> dict[str, Any]:
+    """The attacker's budget of one cell at ``scale``."""
+    budget: dict[str, Any] = {"data_fraction": round(scale.data_fraction, 4)}
+    if scale.attack_epochs is not None:
+        budget["epochs"] = scale.attack_epochs
+    else:
+        epochs = WRT_EPOCHS.get(cell.label, WRT_EPOCHS.get(cell.label.split()[0]))
+        if cell.chain:  # the budget's epochs go to each step: the chain's longest step's
+            epochs = max((WRT_EPOCHS.get(s, 0) for s in cell.step_names()), default=0) or None
+        if epochs:
+            budget["epochs"] = epochs
+    return budget
+
+
+def train_config(scale: Scale, dataset: str, model: str, seed: int, device: str) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "model": model,
+        "epochs": scale.epochs,
+        "train_size": scale.train_size,
+        "test_size": scale.test_size,
+        "seed": seed,
+        "device": device,
+    }
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- running ---------------------------------------------------------------------------------
+def completed(folder: Path) -> dict[str, Any] | None:
+    """The summary of a completed run folder, else None (absent, stopped, failed)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(summary, dict) and summary.get("status", "completed") == "completed"
+    return summary if ok else None
+
+
+def run_or_reuse(spec: JobSpec, folder: Path) -> tuple[dict[str, Any], bool]:
+    """The job's summary, from its folder when a previous run completed it."""
+    summary = completed(folder)
+    if summary is not None:
+        return summary, True
+    spec.out, spec.overwrite = folder, True
+    return run(spec).summary, False
+
+
+def embed(scheme: str, config: dict[str, Any], work: Path) -> tuple[Path, dict[str, Any]]:
+    params = SCHEME_PARAMS.get(scheme, {})
+    folder = work / f"embed-{scheme}-s{config['seed']}-{digest([scheme, params, config])}"
+    spec = JobSpec.embed(scheme, params=params, config=config)
+    summary, reused = run_or_reuse(spec, folder)
+    say(
+        f"embed {scheme} seed {config['seed']}: test acc {pct(summary.get('test_acc'))}"
+        + (" (reused)" if reused else f" ({summary.get('seconds', 0):.0f} s)")
+    )
+    return folder, summary
+
+
+def threshold(scheme: str, scale: Scale, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The scheme's SoK threshold from the ``threshold`` job, which trains the null models
+    (seeds 100, 101, ...) or reuses them from its cache, and caches the record every attack
+    job then reads; None with a warning when this engine has no such job."""
+    if "threshold" not in JOB_KINDS:
+        say(f"threshold {scheme}: no threshold job in this engine; removed stays unknown")
+        return None
+    params = {"scheme": scheme, "null_models": scale.null_models, "null_seed": NULL_SEED}
+    summary = run(JobSpec("threshold", params=params, config=config)).summary
+    record = summary.get("record", {})
+    say(
+        f"threshold {scheme}: key accuracy <= {pct(summary.get('threshold'))} counts as unmarked "
+        f"({record.get('null_models', '?')} null models, {summary.get('null_models_trained', 0)} "
+        f"trained now; their test acc {pct(record.get('null_test_acc_mean'))}; "
+        f"{summary.get('seconds', 0):.0f} s)"
+    )
+    return summary
+
+
+def attack(cell: Cell, model_run: Path, budget: dict[str, Any], device: str) -> dict[str, Any]:
+    """One cell on one model: a row with the verdict, the accuracy and the cost."""
+    folder = model_run.parent / f"{model_run.name}-{cell.label.replace(' ', '_').replace('=', '-')}"
+    folder = folder.with_name(
+        folder.name + "-" + digest([cell.name, cell.params, cell.chain, budget])
+    )
+    row: dict[str, Any] = {"attack": cell.label, "family": cell.family, "run": str(folder)}
+    try:
+        spec = JobSpec.attack(
+            cell.name,
+            run=model_run,
+            device=device,
+            params=cell.params,
+            budget=budget,
+            chain=list(cell.chain) if cell.chain else None,
+        )
+        summary, reused = run_or_reuse(spec, folder)
+    except UserError as exc:  # the attack cannot take this model or budget
+        return row | {"status": "n/a", "reason": str(exc).splitlines()[0]}
+    except JobFailed as exc:
+        return row | {"status": "failed", "reason": str(exc).splitlines()[0]}
+    cost = summary.get("cost") or {}
+    return row | {
+        "status": "completed",
+        "reused": reused,
+        "removed": summary.get("removed"),
+        "why": summary.get("why"),
+        "test_acc": summary.get("test_acc"),
+        "wm_accuracy": summary.get("wm_accuracy"),
+        "seconds": cost.get("seconds", summary.get("seconds")),
+        "cost": cost,
+    }
+
+
+# -- the command -----------------------------------------------------------------------------
+def names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in names(text)]
+    except ValueError:
+        raise SystemExit(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise SystemExit(f"--seeds must be >= 0, got {text!r}")
+    return seeds
+
+
+def write_outputs(path: Path, report: dict[str, Any], text: str) -> None:
+    """The markdown at ``path`` (or beside a ``.json`` path) and the JSON beside it."""
+    md, js = (
+        (path.with_suffix(".md"), path)
+        if path.suffix == ".json"
+        else (path, path.with_suffix(".json"))
+    )
+    atomic_write_bytes(md, (text + "\n").encode())
+    atomic_write_json(js, report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
+    parser.add_argument("--dataset", default="", help="default: the scale's (fashion-mnist)")
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--schemes", default="", help="comma-separated (default: the scale's)")
+    parser.add_argument("--attacks", default="", help="labels, names or families to run")
+    parser.add_argument("--seeds", default="", help="comma-separated (default: 0,1,2)")
+    parser.add_argument("--work", type=Path, default=None, help="run folders (resumable)")
+    parser.add_argument("--out", type=Path, default=None, help="markdown (+ .json) of the table")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--list", action="store_true", help="print the plan and exit")
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+    dataset = args.dataset or scale.dataset
+    schemes = names(args.schemes) or list(scale.schemes)
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown:
+        raise SystemExit(
+            f"--schemes: unknown {', '.join(unknown)} (the table's: {', '.join(SCHEMES)})"
+        )
+    seeds = seed_list(args.seeds) if args.seeds else list(scale.seeds)
+    cells = plan_cells(names(args.attacks), 0 if args.attacks else scale.max_attacks)
+    work = args.work or Path("runs") / f"bench-sok-{args.scale}"
+    out = args.out or work / "table.md"
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    if args.scale == "smoke":  # tiny null models must not land in the shared threshold cache
+        os.environ.setdefault("WMTUI_CACHE_DIR", str(work / "cache"))
+    torch.set_num_threads(args.threads)
+    say(
+        f"{len(schemes)} schemes x {len(seeds)} seeds x {len(cells)} attacks on {dataset} + "
+        f"{args.model} ({args.scale}); excluded: distill (extraction), detectors, "
+        + "; ".join(f"{k}: {v}" for k, v in EXCLUDED.items())
+    )
+    for cell in cells:
+        say(
+            f"  {cell.family:13} {cell.label:28} {cell.name if cell.name != cell.label else ''}"
+            f"  budget {budget_for(cell, scale)}"
+        )
+    if args.list:
+        return 0
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    thresholds: dict[str, Any] = {}
+    status = 0
+    try:
+        null_config = train_config(scale, dataset, args.model, NULL_SEED, args.device)
+        for scheme in schemes:  # first, so every attack job finds its scheme's threshold
+            thresholds[scheme] = threshold(scheme, scale, null_config)
+        for scheme in schemes:
+            for seed in seeds:
+                config = train_config(scale, dataset, args.model, seed, args.device)
+                model_run, _ = embed(scheme, config, work)
+                for cell in cells:
+                    row = attack(cell, model_run, budget_for(cell, scale), args.device)
+                    rows.append(row | {"scheme": scheme, "seed": seed})
+                    say(row_line(rows[-1]))
+    except KeyboardInterrupt:
+        say("interrupted: the same command continues where this run stopped")
+        status = 130
+    except UserError as exc:  # the engine refused a job: one line, what ran is kept
+        say(f"error: {str(exc).splitlines()[0]}")
+        status = 2
+    finally:  # what was measured is printed and written, even after an interrupt
+        command = " ".join(
+            ["python benchmarks/sok_attacks.py", *(sys.argv[1:] if argv is None else argv)]
+        )
+        context = {
+            "command": command,
+            "scale": args.scale,
+            "dataset": dataset,
+            "model": args.model,
+            "schemes": schemes,
+            "seeds": seeds,
+            "threads": args.threads,
+            "seconds": round(time.monotonic() - started),
+            "budget": dataclasses.asdict(scale),
+            "excluded": EXCLUDED,
+            "thresholds": thresholds,
+        }
+        if rows:
+            finish(out, context, rows)
+    return status
+
+
+def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Print the table and the findings; write them (markdown and JSON) to ``out``."""
+    schemes = context["schemes"]
+    table = aggregate(rows, schemes)
+    found = findings(table, schemes)
+    reused = sum(1 for r in rows if r.get("reused"))
+    head = (
+        f"`{context['command']}`: {context['dataset']} + {context['model']}, seeds "
+        f"{', '.join(map(str, context['seeds']))}, scale {context['scale']}, "
+        f"{context['seconds'] / 60:.1f} min on {context['threads']} threads "
+        f"({reused} of {len(rows)} cells reused from an earlier run)"
+    )
+    legend = (
+        "Cells: removed in k of n seeds with a verdict (the SoK's rule: test accuracy within "
+        "5 points of the unmarked models' and key accuracy at or below the threshold), then "
+        "test accuracy after the attack, mean ± sd (%). Mean cost: the attack's wall time."
+    )
+    text = "\n\n".join([head, markdown(table, schemes), legend, findings_text(found)])
+    print(text, flush=True)
+    write_outputs(out, context | {"rows": rows, "table": table, "findings": found}, text)
+    say(f"written: {out} and its JSON")
+
+
+def row_line(row: dict[str, Any]) -> str:
+    head = f"{row['scheme']:9} seed {row['seed']}  {row['attack']:28}"
+    if row["status"] != "completed":
+        return f"{head} {row['status']}: {row.get('reason', '')}"
+    removed = {True: "removed", False: "kept", None: "unknown"}[row.get("removed")]
+    seconds = row.get("seconds")
+    return (
+        f"{head} {removed:8} test acc {pct(row.get('test_acc'))}  key acc "
+        f"{pct(row.get('wm_accuracy'))}  "
+        + (f"{seconds:.1f} s" if seconds is not None else "")
+        + (" (reused)" if row.get("reused") else "")
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
