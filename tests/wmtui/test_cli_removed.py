@@ -84,3 +84,24 @@ def test_the_playground_ends_an_attack_phase_with_its_verdict(pattern_run) -> No
     verdict = next(line for line in lines if line.startswith("removed: "))
     assert verdict.startswith("removed: no · kept acc ") and "vs threshold 30.00%" in verdict
     assert len(verdict) <= 80 and lines[lines.index(verdict) + 1] == "phase prune ended"
+
+
+async def test_the_attack_picker_lists_families_one_line_each(tmp_path) -> None:
+    from textual.widgets import Select
+
+    from tests.wmtui.fakes import FakeSession, training_script
+    from wmtui.tui.app import WmtuiApp
+    from wmtui.tui.screens.plugin_form import PluginFormScreen
+
+    app_ = WmtuiApp(lambda: FakeSession(training_script()), refresh=4.0, run_path=tmp_path)
+    async with app_.run_test(size=(100, 32)) as pilot:
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        form = app_.screen
+        assert isinstance(form, PluginFormScreen) and form.chosen == "ft-basic"
+        labels = [str(prompt) for prompt, _ in form.query_one(Select)._options]
+        families = [label.split()[0] for label in labels]
+        order = [f for f in FAMILIES if f in families]
+        assert families == sorted(families, key=order.index)  # grouped, in the SoK's order
+        assert all("\n" not in label and len(label) <= 70 for label in labels)
+        assert {label.split()[1].rstrip(":") for label in labels} == set(form.plugins)

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from engine.attacks import AttackerBudget
+from engine.attacks import FAMILIES, AttackerBudget
 from engine.errors import UserError
 from engine.registry import Plugin, describe_params, parse_params
 
@@ -23,6 +23,20 @@ BUDGET_FIELDS = ("data_fraction", "epochs", "steps", "unlabeled")
 Choice = tuple[str, Any, AttackerBudget]
 #: raises UserError when (plugin name, params, budget) cannot run
 Validator = Callable[[str, Any, AttackerBudget], None]
+
+
+def by_family(plugins: list[Plugin[Any]]) -> list[Plugin[Any]]:
+    """Attacks in the SoK's family order (preprocessing, modification, extraction,
+    detection), the order ``wmtui attack --list`` shows; plugins without one keep theirs."""
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    return sorted(plugins, key=lambda p: order.get(p.family, len(order)))
+
+
+def option_label(plugin: Plugin[Any], width: int = 70) -> str:
+    """One line per plugin, its family first: ``modification  prune: Magnitude or...``."""
+    head = f"{plugin.family:<13} " if plugin.family else ""
+    text = f"{head}{plugin.name}: {plugin.summary}"
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
 class PluginFormScreen(ModalScreen[Choice | None]):
@@ -65,7 +79,7 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         with Vertical():
             yield Label(self.title_text)
             yield Select(
-                [(f"{p.name}: {p.summary}"[:60], p.name) for p in self.plugins.values()],
+                [(option_label(p), p.name) for p in by_family(list(self.plugins.values()))],
                 value=self.chosen,
                 allow_blank=False,
                 id="form-plugin",
