@@ -292,11 +292,23 @@ def threshold(scheme: str, scale: Scale, config: dict[str, Any]) -> dict[str, An
     return summary
 
 
-def attack(cell: Cell, model_run: Path, budget: dict[str, Any], device: str) -> dict[str, Any]:
-    """One cell on one model: a row with the verdict, the accuracy and the cost."""
+def basis(summary: dict[str, Any] | None) -> list[Any] | None:
+    """What a verdict rests on: the threshold and the null models' test accuracy."""
+    if not summary:
+        return None
+    record = summary.get("record", {})
+    return [summary.get("threshold"), record.get("null_test_acc_mean"), record.get("null_models")]
+
+
+def attack(
+    cell: Cell, model_run: Path, budget: dict[str, Any], device: str, basis: Any = None
+) -> dict[str, Any]:
+    """One cell on one model: a row with the verdict, the accuracy and the cost. ``basis``
+    (the threshold and the unmarked accuracy the verdict used) is part of the folder's name,
+    so a recomputed threshold runs the cell again rather than reuse a stale verdict."""
     folder = model_run.parent / f"{model_run.name}-{cell.label.replace(' ', '_').replace('=', '-')}"
     folder = folder.with_name(
-        folder.name + "-" + digest([cell.name, cell.params, cell.chain, budget])
+        folder.name + "-" + digest([cell.name, cell.params, cell.chain, budget, basis])
     )
     row: dict[str, Any] = {"attack": cell.label, "family": cell.family, "run": str(folder)}
     try:
@@ -408,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = train_config(scale, dataset, args.model, seed, args.device)
                 model_run, _ = embed(scheme, config, work)
                 for cell in cells:
-                    row = attack(cell, model_run, budget_for(cell, scale), args.device)
+                    budget = budget_for(cell, scale)
+                    row = attack(cell, model_run, budget, args.device, basis(thresholds[scheme]))
                     rows.append(row | {"scheme": scheme, "seed": seed})
                     say(row_line(rows[-1]))
     except KeyboardInterrupt:
