@@ -50,9 +50,11 @@ class Deployed(nn.Module):
     def wrap(cls, model: nn.Module, transforms: Sequence[InputTransform]) -> Deployed:
         """``model`` behind ``transforms``; wrapping a deployed model appends to its list, so
         preprocessing attacks compose (the earlier transform sees the query first)."""
+        device = next(model.parameters(), torch.empty(0)).device
+        added = [t.to(device) for t in transforms]
         if isinstance(model, Deployed):
-            return cls(model.inner, [*model.transforms, *transforms])
-        return cls(model, transforms)
+            return cls(model.inner, [*model.transforms, *added])
+        return cls(model, added)
 
     @property
     def transforms(self) -> tuple[InputTransform, ...]:
@@ -125,6 +127,27 @@ def read_spec(folder: Path) -> list[dict[str, Any]] | None:
             f"this wmtui reads version {SPEC_VERSION}"
         )
     return record["transforms"]
+
+
+def describe_deployment(folder: Path) -> str | None:
+    """``jpeg(quality=95) -> median-smoothing(kernel=3)`` from ``folder``'s ``deploy.json``
+    as recorded (a report shows it without rebuilding anything); None when not deployed or
+    unreadable."""
+    try:
+        records = read_spec(folder)
+    except RunError:
+        return None
+    if not records:
+        return None
+    parts = []
+    for record in records:
+        params = record.get("params") if isinstance(record, dict) else None
+        values = (
+            ", ".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, dict) else ""
+        )
+        name = record.get("name", "?") if isinstance(record, dict) else "?"
+        parts.append(f"{name}({values})")
+    return " -> ".join(parts)
 
 
 def load_deployment(folder: Path, inner: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ from engine.attacks import ftau as _ftau  # noqa: F401
 from engine.attacks import gan as _gan  # noqa: F401  (registers "gan")
 from engine.attacks import label_smoothing as _label_smoothing  # noqa: F401
 from engine.attacks import neural_cleanse as _neural_cleanse  # noqa: F401
+from engine.attacks import preprocessing as _preprocessing  # noqa: F401
 from engine.attacks import prune as _prune  # noqa: F401
 from engine.attacks import regularization as _regularization  # noqa: F401
 from engine.attacks import weight_quantization as _weight_quantization  # noqa: F401

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.deploy import describe_deployment
 from engine.errors import RunError
 from engine.metrics import mad_flag_line
 from engine.reports.stream import (
@@ -215,6 +216,7 @@ def collect_run(path: Path, manifest: dict[str, Any]) -> RunData:
         versions={k: manifest[k] for k in VERSION_FIELDS if k in manifest},
         config=public(
             {k: v for k, v in manifest.items() if k not in VERSION_FIELDS and k != "scenario"}
+            | ({"served behind": served} if (served := describe_deployment(path)) else {})
         ),
         phases=phases,
         timeline=fold_timeline(events),

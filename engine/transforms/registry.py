@@ -55,6 +55,11 @@ class InputTransform(nn.Module):
             out = self.apply(x.detach().float()).to(x.dtype)
         return x + (out - x).detach()
 
+    def resolved(self, seed: int) -> InputTransform:
+        """This transform with its automatic values fixed from the attacker's ``seed`` (the
+        noise's), so that ``deploy.json`` records what was served; most have none."""
+        return self
+
     def spec(self) -> dict[str, Any]:
         """``{"name", "params"}``: what ``deploy.json`` records for this transform."""
         return {"name": self.name, "params": dataclasses.asdict(self.params)}
