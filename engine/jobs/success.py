@@ -220,8 +220,15 @@ def verdict_lines(summary: Mapping[str, Any], width: int = 80) -> list[str]:
 
 def cost_line(spent: Mapping[str, Any]) -> str:
     """``cost: 12.3 s, 1200 images (1000 labelled), 0 queries``."""
+    return f"cost: {cost_text(spent)}"
+
+
+def cost_text(spent: Any) -> str:
+    """An attack's cost in words (reports, listings); "–" when there is none."""
+    if not isinstance(spent, Mapping):
+        return "–"
     return (
-        f"cost: {float(spent.get('seconds') or 0):.1f} s, {int(spent.get('images') or 0)} "
+        f"{float(spent.get('seconds') or 0):.1f} s, {int(spent.get('images') or 0)} "
         f"images ({int(spent.get('labels') or 0)} labelled), "
         f"{int(spent.get('queries') or 0)} queries"
     )

@@ -16,6 +16,7 @@ import math
 import re
 from typing import Any
 
+from engine.jobs.success import cost_text, yes_no
 from engine.metrics import percent
 from engine.reports.collect import RecipeData, RunData, Scan
 
@@ -231,10 +232,20 @@ def phases_table(data: RunData) -> str:
                 kept or "–",
                 flagged(p),
                 esc(fmt(p.get("anomaly_index"))),
+                removed_cell(p),
+                esc(cost_text(p.get("cost"))),
             ]
         )
     headers = ["#", "phase", "kind", "plugin", "status", "test acc", "retention", "flagged"]
-    return table([*headers, "anomaly index"], rows, {0, 5, 8})
+    return table([*headers, "anomaly index", "removed (SoK)", "cost"], rows, {0, 5, 8})
+
+
+def removed_cell(phase: dict[str, Any]) -> str:
+    """An attack's SoK verdict, its reason on hover; "–" where nothing was attacked."""
+    if "removed" not in phase:
+        return "–"
+    why = (phase.get("_summary") or {}).get("why") or phase.get("why") or ""
+    return f"<span title='{esc(why)}'>{esc(yes_no(phase['removed']))}</span>"
 
 
 def flagged(phase: dict[str, Any]) -> str:
@@ -316,11 +327,12 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
             rate(r.get("pruned")),
             rate(r.get("test_acc")),
             *[rate((r.get("retention") or {}).get(k)) for k in keys],
+            removed_cell(r),
         ]
         for r in rows
         if isinstance(r, dict)
     ]
-    headers = ["ratio", "pruned", "test acc", *[f"retention {k}" for k in keys]]
+    headers = ["ratio", "pruned", "test acc", *[f"retention {k}" for k in keys], "removed"]
     return table(headers, body, set(range(len(headers))))
 
 

@@ -73,6 +73,18 @@ def test_an_attack_that_changes_nothing_is_not_a_removal(pattern_run, tmp_path) 
     assert again["removed"] is True
 
 
+def test_the_report_of_an_attack_shows_its_verdict_and_cost(pattern_run, tmp_path) -> None:
+    from engine.reports import build
+
+    out = tmp_path / "attacked"
+    attack(pattern_run, "prune", out, ratio=0.0, threshold=0.3, reference_acc=0.5)
+    page = build(out).page
+    assert "removed (SoK)" in page and "key acc" in page  # the reason, on hover
+    row = page[page.index("<td>attack</td>") :]
+    row = row[: row.index("</tr>")]
+    assert ">no</span>" in row and "0 images (0 labelled), 0 queries" in row
+
+
 def test_without_a_threshold_the_verdict_is_unknown_and_names_the_command(pattern_run) -> None:
     summary = attack(pattern_run, "prune", ratio=0.0)
     assert summary["removed"] is None
