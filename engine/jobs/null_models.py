@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,18 +37,24 @@ from engine.session import JobContext
 from engine.watermarks import Key, KeyContext, get_scheme, load_key, parse_scheme_params
 from engine.watermarks.claims import DEMO_KEY
 
-if TYPE_CHECKING:
-    from engine.jobs.threshold import ThresholdParams, ThresholdRecord
-
 #: what a null model's identity leaves out: where and how often it is evaluated, not what
 IGNORED = ("device", "eval_every", "data_dir")
 #: fresh keys of null model i are seeded KEY_SEED + i * keys + j
 KEY_SEED = 50_000
+#: schemes whose key is a set of images of a given number: the param that sets it
+COUNT_PARAM = {"abstract": "count", "unrelated": "count", "datafree": "count"}
+
+
+def slug(text: str) -> str:
+    """``text`` as one safe file-name part; a name that had to change gets a short hash, so
+    two folder datasets never share a record."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
+    if safe == text:
+        return safe
+    return f"{safe[-40:]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def null_folder(cache: Path, config: TrainConfig) -> Path:
-    from engine.jobs.threshold import slug
-
     values = {k: v for k, v in config.to_dict().items() if k not in IGNORED}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
     name = f"{slug(config.dataset)}-{slug(config.model)}-seed{config.seed}-{digest}"
@@ -64,20 +71,19 @@ def is_complete(folder: Path) -> bool:
 
 
 def null_model_runs(
-    config: TrainConfig, params: ThresholdParams, cache: Path, ctx: JobContext
+    config: TrainConfig, seeds: list[int], archs: list[str], cache: Path, ctx: JobContext
 ) -> tuple[list[RunDir], int]:
-    """The K null models (seeds ``params.null_seed + i``, architectures cycled), trained with the
-    train job where the cache lacks them; and how many were trained."""
+    """A null model per seed (architectures cycled), trained with the train job where the
+    cache lacks it; and how many were trained."""
     runs, trained = [], 0
-    archs = params.archs(config.model)
-    for i in range(params.null_models):
+    for i, seed in enumerate(seeds):
         stopping.check()
-        null_config = config.replace(seed=params.null_seed + i, model=archs[i % len(archs)])
+        null_config = config.replace(seed=seed, model=archs[i % len(archs)])
         folder = null_folder(cache, null_config)
         if is_complete(folder):
-            ctx.log(f"null model {i + 1}/{params.null_models}: reused {folder}")
+            ctx.log(f"null model {i + 1}/{len(seeds)}: reused {folder}")
         else:
-            ctx.log(f"null model {i + 1}/{params.null_models}: training into {folder}")
+            ctx.log(f"null model {i + 1}/{len(seeds)}: training into {folder}")
             spec = JobSpec.train(out=folder, overwrite=True, **null_config.to_dict())
             built = spec.validate().build()
             built.job(ctx)  # the one train job, its events in this job's stream
@@ -98,8 +104,6 @@ def fresh_key(
 ) -> Key:
     """Key ``index`` of a scheme, with its secrets drawn fresh; a datafree key's labels come
     from ``other`` (another null model, standing for the owner's clean model)."""
-    from engine.jobs.threshold import COUNT_PARAM
-
     values = fresh_values(scheme_name, index, data.num_classes)
     if scheme_name == "dual":  # a claim nobody makes: the classroom key pair signs it
         values |= {"owner": f"null-{index}", "signing_key": DEMO_KEY}
@@ -132,46 +136,43 @@ def key_accuracy(
 def measure_nulls(
     runs: list[RunDir],
     scheme: str,
-    params: ThresholdParams,
+    keys: int,
+    key_size: int,
     data: ImageSet,
     config: TrainConfig,
     device: torch.device,
     ctx: JobContext,
 ) -> tuple[list[float], list[float], int]:
-    """Key accuracies (``params.keys`` fresh keys per model), the models' test accuracies
+    """Key accuracies (``keys`` fresh keys per model), the models' test accuracies
     and the fewest key samples any accuracy was measured on."""
     models = [run.load_model(device)[0] for run in runs]
     accs, tests, samples = [], [], 0
     for i, (run, model) in enumerate(zip(runs, models, strict=True)):
         tests.append(float(run.summary().get("test_acc") or 0.0))
-        for j in range(params.keys):
+        for j in range(keys):
             stopping.check()
-            seed = KEY_SEED + i * params.keys + j
+            seed = KEY_SEED + i * keys + j
             other = models[(i + 1) % len(models)]
             key = fresh_key(
-                scheme, seed, seed, data, config.model, params.key_size, config.data_dir, other
+                scheme, seed, seed, data, config.model, key_size, config.data_dir, other
             )
-            acc, n = key_accuracy(model, key, data, params.key_size)
+            acc, n = key_accuracy(model, key, data, key_size)
             accs.append(acc)
             samples = n if not samples else min(samples, n)
-        shown = ", ".join(f"{a:.4f}" for a in accs[-params.keys :])
+        shown = ", ".join(f"{a:.4f}" for a in accs[-keys:])
         ctx.log(f"null model {i + 1}: key accuracy {shown}")
     return accs, tests, samples
 
 
 def judge_run(
-    run: RunDir, record: ThresholdRecord, data: ImageSet, device: torch.device
+    run: RunDir, scheme: str, key_size: int, threshold: float, data: ImageSet, device: torch.device
 ) -> dict[str, Any]:
     """The input run's own key against the threshold (a scenario phase's verdict)."""
     if not (run.path / KEY_DIR).is_dir():
         return {}
     key = load_key(run.path / KEY_DIR)
-    if key.scheme != record.scheme:
+    if key.scheme != scheme:
         return {}
     model, _ = run.load_model(device)
-    acc, _ = key_accuracy(model, key, data, record.key_size if record.key_size else 0)
-    return {
-        "source_run": str(run.path),
-        "key_acc": acc,
-        "threshold_verified": acc > record.threshold,
-    }
+    acc, _ = key_accuracy(model, key, data, key_size)
+    return {"source_run": str(run.path), "key_acc": acc, "threshold_verified": acc > threshold}

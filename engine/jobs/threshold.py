@@ -18,9 +18,7 @@ or a second run reuses them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +32,14 @@ from engine.errors import ConfigError, UserError
 from engine.events import Phase
 from engine.io import atomic_write_json, read_json
 from engine.jobs.common import check_config, load_data, resolve_device
+from engine.jobs.null_models import (
+    COUNT_PARAM,
+    judge_run,
+    key_accuracy,
+    measure_nulls,
+    null_model_runs,
+    slug,
+)
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.metrics import Verdict, decision_threshold
 from engine.models import check_model_name
@@ -43,8 +49,6 @@ from engine.session import Job, JobContext
 from engine.watermarks import SCHEMES, Key, load_key
 
 CACHE_ENV = "WMTUI_CACHE_DIR"
-#: schemes whose key is a set of images of a given number: the param that sets it
-COUNT_PARAM = {"abstract": "count", "unrelated": "count", "datafree": "count"}
 
 
 def cache_root() -> Path:
@@ -56,15 +60,6 @@ def cache_root() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("wmtui")) / "thresholds"
-
-
-def slug(text: str) -> str:
-    """``text`` as one safe file-name part; a name that had to change gets a short hash, so
-    two folder datasets never share a record."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
-    if safe == text:
-        return safe
-    return f"{safe[-40:]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def key_size_of(scheme: str, params: Mapping[str, Any]) -> int:
@@ -189,18 +184,18 @@ def parse_threshold_params(values: Any) -> ThresholdParams:
 def threshold_job(
     config: TrainConfig, scheme: str, params: ThresholdParams, source: RunDir | None
 ) -> Job:
-    from engine.jobs.null_models import judge_run, measure_nulls, null_model_runs
-
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
         device = resolve_device(config.device)
         cache = params.cache_dir()
-        runs, trained = null_model_runs(config, params, cache, ctx)
+        seeds = [params.null_seed + i for i in range(params.null_models)]
+        runs, trained = null_model_runs(config, seeds, params.archs(config.model), cache, ctx)
         loaded = load_data(config, ctx, device)
         data = loaded.data
         ctx.emit(Phase("threshold", "start", info={"scheme": scheme, "dataset": data.name}))
-        accs, tests, samples = measure_nulls(runs, scheme, params, data, config, device, ctx)
-        size = params.key_size or key_size_of(scheme, _default_params(scheme))
+        accs, tests, samples = measure_nulls(
+            runs, scheme, params.keys, params.key_size, data, config, device, ctx
+        )
         record = ThresholdRecord(
             threshold=decision_threshold(accs, params.p, key_size=samples),
             p=params.p,
@@ -210,11 +205,11 @@ def threshold_job(
             dataset=data.name,
             arch=config.model,
             scheme=scheme,
-            key_size=size,
+            key_size=params.key_size,
             keys=params.keys,
             samples=samples,
             estimator="normal" if len(set(accs)) > 1 else "binomial (null accuracies all equal)",
-            seeds=[params.null_seed + i for i in range(params.null_models)],
+            seeds=seeds,
             null_archs=params.archs(config.model),
             config=config.to_dict(),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -235,7 +230,7 @@ def threshold_job(
             "null_model_runs": [str(r.path) for r in runs],
         }
         if source is not None:
-            summary |= judge_run(source, record, data, device)
+            summary |= judge_run(source, scheme, params.key_size, record.threshold, data, device)
         summary["seconds"] = round(time.monotonic() - started, 2)
         ctx.emit(Phase("threshold", "end", info={"threshold": record.threshold}))
         return summary
@@ -265,7 +260,7 @@ class ThresholdKind(JobKind):
         params = parse_threshold_params(spec.params)
         if any(loose(spec.budget).values()):
             raise ConfigError("threshold takes no attacker budget")
-        if spec.source is not None and not inputs:
+        if not inputs:
             return CheckedJob(spec, params=params)  # a scenario phase: its run comes later
         source = RunDir.open(spec.source) if spec.source is not None else None
         values = source.manifest()["config"] if source is not None else {}
@@ -273,11 +268,16 @@ class ThresholdKind(JobKind):
         if spec.device != "auto":
             config = config.replace(device=spec.device)
         check_config(config, data=inputs)
-        scheme = params.scheme
-        if not scheme and source is not None and (source.path / KEY_DIR).is_dir():
-            scheme = load_key(source.path / KEY_DIR).scheme
+        own = None
+        if source is not None and (source.path / KEY_DIR).is_dir():
+            own = load_key(source.path / KEY_DIR)
+        scheme = params.scheme or (own.scheme if own is not None else "")
         if not scheme:
             raise ConfigError("threshold needs a scheme (--scheme NAME)")
+        if not params.key_size:  # the input run's key size, else the scheme's default
+            given = own.params if own is not None and own.scheme == scheme else {}
+            size = key_size_of(scheme, given or _default_params(scheme))
+            params = dataclasses.replace(params, key_size=size)
         manifest = {
             "command": spec.command or self.name,
             "config": config.to_dict(),
@@ -306,8 +306,6 @@ def threshold_verdict(
     of (dataset, arch, scheme, key size), ``threshold_verified`` None with the command that
     computes it when none is cached. Named ``sok_threshold``: a dual verdict's ``threshold``
     is the scheme's own T."""
-    from engine.jobs.null_models import key_accuracy
-
     size = key_size_of(scheme, key.params if key is not None else {})
     record = find_threshold(data.name, arch, scheme, size)
     if record is None:

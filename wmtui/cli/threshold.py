@@ -8,22 +8,23 @@ counts as unmarked. ``wmtui verify`` then shows the threshold verdict beside its
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from engine.config import TrainConfig
+from engine.events import Done, Event
 from engine.jobs import JobSpec
 from engine.jobs.threshold import ThresholdParams
 from engine.metrics import percent
+from engine.threads import apply_threads
 from wmtui.cli.common import (
     ConfigOption,
     JsonFlag,
-    OutOption,
     ThreadsOption,
-    default_out,
     guarded,
-    run_spec,
+    run_headless,
     train_values,
 )
 from wmtui.cli.options import field_names, with_dataclass_options
@@ -31,7 +32,10 @@ from wmtui.cli.options import field_names, with_dataclass_options
 
 def threshold(
     given: dict[str, str],
-    out: OutOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="also keep the job as a run folder (events, summary)"),
+    ] = None,
     json_mode: JsonFlag = False,
     config: ConfigOption = None,
     threads: ThreadsOption = None,
@@ -44,10 +48,18 @@ def threshold(
     own = field_names(ThresholdParams)
     params = {k: v for k, v in given.items() if k in own}
     train = train_values({k: v for k, v in given.items() if k not in own}, config)
-    spec = JobSpec("threshold", params=params, config=train, out=out or default_out("threshold"))
-    code, run = run_spec(spec, json_mode, threads)
-    if code == 0 and run is not None:
-        summary = run.summary()
+    spec = JobSpec("threshold", params=params, config=train, out=out)
+    note = apply_threads(threads)
+    built = spec.validate().build()
+    done: list[dict[str, Any]] = []
+
+    def catch(event: Event) -> None:  # the summary, whether or not a run folder keeps it
+        if isinstance(event, Done):
+            done.append(event.summary)
+
+    code = run_headless(built.job, built.run, json_mode, [catch], note=note)
+    if code == 0 and done:
+        summary = done[-1]
         if json_mode:
             typer.echo(json.dumps({"event": "threshold", **summary}))
         else:
