@@ -21,18 +21,22 @@ from engine.attacks.registry import (
     REMOVAL,
     Attack,
     AttackEnv,
-    AttackResult,
     make_attack,
 )
 from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import ConfigError
 from engine.events import json_safe
+from engine.jobs.chain import check_chain_data, check_chain_job, is_chained
 from engine.jobs.common import derived_manifest, resolve_device
 from engine.jobs.referee import (
     ProbesFor,
     Suspect,
+    check_eval_every,
+    checked_plugin,
     default_probes,
     describe_scores,
+    parsed_budget,
+    referee_claims,
     referee_scores,
     referee_trainer,
     refereed_job,
@@ -40,13 +44,11 @@ from engine.jobs.referee import (
     run_dataset,
 )
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
-from engine.jobs.success import SoKJudge, check_fraction, cost, yes_no
-from engine.jobs.verdicts import verdict_line
+from engine.jobs.success import SoKJudge, check_fraction, cost
 from engine.metrics import Probe
 from engine.registry import Plugin, parse_params
 from engine.runs import RunDir
 from engine.session import Job, JobContext
-from engine.watermarks import get_scheme, save_key
 
 
 def sweep_params(attack: Attack[Any], ratios: Sequence[float]) -> list[Any]:
@@ -77,18 +79,6 @@ def attack_manifest(
             "sweep": list(sweep) if sweep else None,
         },
     )
-
-
-def check_eval_every(eval_every: int) -> None:
-    if eval_every < 1:
-        raise ConfigError(f"eval-every must be >= 1, got {eval_every}")
-
-
-def checked_plugin(name: str, params: Any, budget: AttackerBudget, role: str | None) -> Attack[Any]:
-    """The plugin with its params parsed, refusing a budget it cannot use."""
-    attack = make_attack(name, params, role=role)
-    attack.check_budget(budget)
-    return attack
 
 
 @dataclasses.dataclass
@@ -173,7 +163,6 @@ class CheckedAttack:
             if out_run is not None:
                 out_run.save_model(result.model, result.arch)
             ctx.log(f"after the attack: {describe_scores(after)}")
-            ctx.log(f"removed (SoK rule): {yes_no(summary['removed'])} ({summary['why']})")
             if result.claims:
                 summary |= referee_claims(ctx, result, suspect, out_run)
 
@@ -227,26 +216,6 @@ def check_attack(
     )
 
 
-def referee_claims(
-    ctx: JobContext, result: AttackResult, suspect: Suspect, out_run: RunDir | None
-) -> dict[str, Any]:
-    """The attacker's own keys (piracy), verified by the referee on its test data as an
-    owner's would be; each is kept as ``OUT/pirate-key`` (``-2``...) for ``wmtui verify``."""
-    verdicts = []
-    for index, key in enumerate(result.claims):
-        verdict = get_scheme(key.scheme).verify(result.model, key, suspect.data, 1e-3).to_dict()
-        verdicts.append({"key": key.describe(), **verdict})
-        if out_run is not None:
-            save_key(
-                out_run.path / ("pirate-key" if index == 0 else f"pirate-key-{index + 1}"), key
-            )
-        # the verdict first and short (at 80 columns the details were all one saw), then why
-        name = "pirate claim" + (f" {index + 1}" if len(result.claims) > 1 else "")
-        ctx.log(verdict_line(name, verdict))
-        ctx.log(f"  {name}: {verdict['null_reason']}")
-    return {"claims": verdicts, "claim_verified": all(v["verified"] for v in verdicts)}
-
-
 def _sweep(
     ctx: JobContext,
     variants: list[Any],
@@ -276,12 +245,6 @@ def _sweep(
         rows.append(row)
         ctx.log(f"ratio {params.ratio:g}: {describe_scores(scores)}")
     return {"sweep": rows, "threshold": sok.threshold, "reference_test_acc": sok.reference_test_acc}
-
-
-def parsed_budget(values: Any) -> AttackerBudget:
-    return (
-        values if isinstance(values, AttackerBudget) else AttackerBudget.from_mapping(loose(values))
-    )
 
 
 class RefereedKind(JobKind):
@@ -327,6 +290,12 @@ class RefereedKind(JobKind):
             data.check_selects(budget.data_fraction, "data-fraction", "image", budget_given)
         if budget.unlabeled:
             check_unlabeled(budget.unlabeled, data)
+        self.check_plugin_data(spec, checked, data, budget)
+
+    def check_plugin_data(
+        self, spec: JobSpec, checked: CheckedJob, data: DatasetMeta, budget: AttackerBudget
+    ) -> None:
+        """The plugin's own limits on ``data`` (a chain's: every step's)."""
         given = spec.params if isinstance(spec.params, Mapping) else {}
         make_attack(spec.plugin, checked.params, role=self.role).check_data(data, budget, given)
 
@@ -360,6 +329,21 @@ class AttackKind(RefereedKind):
                 f"(wmtui detect --method {name})"
             )
         return plugin
+
+    def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
+        """A chain (``spec.chain``, or ``a,b`` as the plugin) is checked step by step
+        (:mod:`engine.jobs.chain`); one attack as every refereed job is."""
+        if is_chained(spec):
+            return check_chain_job(spec, inputs=inputs, missing_run=self.missing_run)
+        return super().check(spec, inputs=inputs)
+
+    def check_plugin_data(
+        self, spec: JobSpec, checked: CheckedJob, data: DatasetMeta, budget: AttackerBudget
+    ) -> None:
+        if is_chained(spec):
+            check_chain_data(checked, data, budget)
+            return
+        super().check_plugin_data(spec, checked, data, budget)
 
     def check_inputs(self, spec: JobSpec, source: Path, budget: AttackerBudget) -> CheckedJob:
         name = spec.plugin

@@ -23,19 +23,21 @@ import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
-from engine.attacks.registry import TrainReport
+from engine.attacks.registry import Attack, AttackResult, TrainReport, make_attack
 from engine.data import ImageSet, default_data_dir, load_dataset, require_dataset
 from engine.data.meta import DatasetMeta, dataset_meta
-from engine.errors import RunError
+from engine.errors import ConfigError, RunError
 from engine.events import Phase, json_safe
 from engine.jobs.common import recording_outcome, resolve_device
 from engine.jobs.followup import hold
+from engine.jobs.spec import loose
+from engine.jobs.verdicts import verdict_line
 from engine.metrics import Probe, accuracy, percent
 from engine.models import Architecture
 from engine.runs import KEY_DIR, RunDir, load_model
 from engine.session import Job, JobContext
 from engine.training import OptimSettings, Source, TrainLoop, clean_test_probe
-from engine.watermarks import KEY_JSON, check_key_matches, get_scheme, load_key
+from engine.watermarks import KEY_JSON, check_key_matches, get_scheme, load_key, save_key
 
 ProbesFor = Callable[[ImageSet, torch.device], list[Probe]]
 
@@ -143,6 +145,45 @@ def referee_trainer(
     return train
 
 
+# -- the checks every refereed job makes ----------------------------------------------------
+def check_eval_every(eval_every: int) -> None:
+    if eval_every < 1:
+        raise ConfigError(f"eval-every must be >= 1, got {eval_every}")
+
+
+def checked_plugin(name: str, params: Any, budget: AttackerBudget, role: str | None) -> Attack[Any]:
+    """The plugin with its params parsed, refusing a budget it cannot use."""
+    attack = make_attack(name, params, role=role)
+    attack.check_budget(budget)
+    return attack
+
+
+def parsed_budget(values: Any) -> AttackerBudget:
+    return (
+        values if isinstance(values, AttackerBudget) else AttackerBudget.from_mapping(loose(values))
+    )
+
+
+def referee_claims(
+    ctx: JobContext, result: AttackResult, suspect: Suspect, out_run: RunDir | None
+) -> dict[str, Any]:
+    """The attacker's own keys (piracy), verified by the referee on its test data as an
+    owner's would be; each is kept as ``OUT/pirate-key`` (``-2``...) for ``wmtui verify``."""
+    verdicts = []
+    for index, key in enumerate(result.claims):
+        verdict = get_scheme(key.scheme).verify(result.model, key, suspect.data, 1e-3).to_dict()
+        verdicts.append({"key": key.describe(), **verdict})
+        if out_run is not None:
+            save_key(
+                out_run.path / ("pirate-key" if index == 0 else f"pirate-key-{index + 1}"), key
+            )
+        # the verdict first and short (at 80 columns the details were all one saw), then why
+        name = "pirate claim" + (f" {index + 1}" if len(result.claims) > 1 else "")
+        ctx.log(verdict_line(name, verdict))
+        ctx.log(f"  {name}: {verdict['null_reason']}")
+    return {"claims": verdicts, "claim_verified": all(v["verified"] for v in verdicts)}
+
+
 # -- the suspect -----------------------------------------------------------------------------
 def source_dataset(run: RunDir, config: Mapping[str, Any]) -> str:
     """The dataset the suspect was trained on; ``auto`` is resolved from the run's summary so a
@@ -238,12 +279,14 @@ def refereed_job(
     work: Work,
     end_info: Callable[[dict[str, Any]], dict[str, Any]],
     view: AttackerView | None = None,
+    own_phases: bool = False,
 ) -> Job:
     """Load the suspect, emit ``Phase(phase, "start")``, run ``work`` (which fills in the
     summary as it goes), and write the summary, also when stopped or diverged.
 
     ``head`` gives the plugin's own first summary keys; the budget, seed, source run, dataset
-    and device follow for every refereed job."""
+    and device follow for every refereed job. ``own_phases``: ``work`` announces its own
+    phases (a chain: one per step), so none is wrapped around them."""
 
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
@@ -258,14 +301,16 @@ def refereed_job(
             "device": str(suspect.device),
         }
         info = {"test_acc": recorded_test_acc(run), **start_info(suspect)}
-        ctx.emit(Phase(phase, "start", info=info))
+        if not own_phases:
+            ctx.emit(Phase(phase, "start", info=info))
         with recording_outcome(out_run, summary):
             work(ctx, suspect, summary)
         summary |= {"status": "completed", "seconds": round(time.monotonic() - started, 2)}
         summary = json_safe(summary)
         if out_run is not None:
             out_run.write_summary(summary)
-        ctx.emit(Phase(phase, "end", info=end_info(summary)))
+        if not own_phases:
+            ctx.emit(Phase(phase, "end", info=end_info(summary)))
         return summary
 
     return job

@@ -53,6 +53,9 @@ class JobSpec:
     device: str = "auto"
     eval_every: int = 100
     sweep: tuple[float, ...] | None = None
+    #: attack: removal attacks run one after another in this one job (names, or
+    #: ``{"attack": NAME, "params": {...}}``); ``plugin`` then names the chain
+    chain: Any = None
     key: Path | None = None
     #: verify: a dual-embedding claim (claim.json) instead of a key folder
     claim: Path | None = None

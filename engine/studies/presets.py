@@ -1,9 +1,10 @@
 """The one resolver for "a preset name or a TOML file", shared by scenarios, recipes and sweeps.
 
-Presets ship inside this package (``engine/studies/presets/<kind>/NAME.toml``) and are read
+Presets ship inside this package (``engine/studies/presets/<kind>/NAME.toml``: scenarios,
+recipes, sweep grids and chains of stacked attacks) and are read
 through :mod:`importlib.resources`, so an installed wheel finds them with no source tree.
 
-The rule, the same for all three kinds: only an existing ``.toml`` file wins over a preset;
+The rule, the same for every kind: only an existing ``.toml`` file wins over a preset;
 a preset name wins over anything else of that name in the current directory (a run folder
 called ``gan``, a file called ``classic`` without a suffix), because users name their run
 folders after the presets they ran.
@@ -21,7 +22,12 @@ from typing import Any
 from engine.errors import ConfigError, unknown_name
 
 #: the preset kinds, by the word users read in messages, and their folders
-KINDS = {"scenario": "scenarios", "recipe": "recipes", "sweep grid": "sweeps"}
+KINDS = {
+    "scenario": "scenarios",
+    "recipe": "recipes",
+    "sweep grid": "sweeps",
+    "chain": "chains",
+}
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ class PhaseSpec:
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: an attack phase's ratio sweep (prune, fine-prune): one refereed row per ratio
     sweep: list[float] = dataclasses.field(default_factory=list)
+    #: an attack phase's stacked attacks (names or ``{attack, params}`` tables), run in one
+    #: refereed job instead of ``plugin`` (:mod:`engine.jobs.chain`)
+    chain: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def job_kind(self) -> JobKind:
@@ -72,6 +75,12 @@ class PhaseSpec:
         return self.job_kind.params_type(self.plugin)
 
     def parsed_params(self) -> Any:
+        if self.chain:  # every step's params, checked as the job checks them
+            from engine.jobs.chain import check_steps
+
+            if self.params:
+                raise ConfigError("a chain's params go with each step, not with the phase")
+            return check_steps(self.chain, self.parsed_budget())
         return self.job_kind.parse_params(self.plugin, self.params)
 
     def parsed_budget(self) -> AttackerBudget:
@@ -103,6 +112,7 @@ class PhaseSpec:
             device=config.device,
             eval_every=config.eval_every,
             sweep=tuple(self.sweep) or None,
+            chain=list(self.chain) or None,
         )
 
     def scheme_numerics(self, config: TrainConfig) -> dict[str, Any]:
@@ -117,7 +127,8 @@ class PhaseSpec:
         return {k: v for k, v in wanted.items() if given.get(k) == defaults.get(k)}
 
     def label(self) -> str:
-        what = f"{self.kind} {self.plugin}".strip()
+        plugin = self.plugin or ",".join(_step_name(step) for step in self.chain)
+        what = f"{self.kind} {plugin}".strip()
         return what if self.name in (self.plugin, self.kind) else f"{self.name} ({what})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,15 +226,19 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
     allowed = {"name", "kind", "title", "params", "budget", "on", "train", "sweep"} | (
         {plugin_key} if plugin_key else set()
     )
+    allowed |= {"chain"} if kind == "attack" else set()
     for key in item:
         if key not in allowed:
             raise _located(where, unknown_name("key", key, sorted(allowed)))
     plugin = str(item.get(plugin_key, "")) if plugin_key else ""
-    if plugin_key and not plugin:
+    chain_label, chain = _chain(item, where)
+    if chain and plugin:
+        raise ConfigError(f"{where}: give {plugin_key} = ... or chain = [...], not both")
+    if plugin_key and not plugin and not chain:
         raise ConfigError(f'{where}: a {kind} phase needs {plugin_key} = "..."')
     if plugin:
         _checked(lambda: JOB_KINDS.get(kind).factory.plugin(plugin), where)
-    name = str(item.get("name", plugin or kind))
+    name = str(item.get("name", plugin or chain_label or ("chain" if chain else kind)))
     if any(p.name == name for p in earlier):
         raise ConfigError(f"{where}: phase name {name!r} is used twice")
     where = f"{origin} [[phases]] {name}"
@@ -237,6 +252,7 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
         title=str(item.get("title", "")),
         train=_table(item.get("train", {}), f"{where} train"),
         sweep=_ratios(item.get("sweep", []), f"{where} sweep"),
+        chain=chain,
     )
     if spec.sweep and spec.kind != "attack":
         raise ConfigError(f"{where}: only attack phases take a 'sweep'")
@@ -257,6 +273,31 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
             _checked(spec.parsed_budget, f"{where} budget")
     _checked(spec.parsed_params, f"{where} params ({spec.plugin or kind})")
     return spec
+
+
+def _chain(item: Mapping[str, Any], where: str) -> tuple[str, list[Any]]:
+    """An attack phase's ``chain``: a preset's name (its steps), or the steps themselves;
+    whether they are attacks with valid params is checked with the phase's params."""
+    if "chain" not in item:
+        return "", []
+    from engine.studies.chains import expand_chain
+
+    label, steps = _checked_value(lambda: expand_chain(item["chain"]), f"{where} chain")
+    if item.get("sweep"):
+        raise ConfigError(f"{where}: a chain takes no 'sweep' (sweep one attack in its own phase)")
+    return label, steps
+
+
+def _step_name(step: Any) -> str:
+    return str(step.get("attack", "?")) if isinstance(step, Mapping) else str(step)
+
+
+def _checked_value(check: Callable[[], Any], where: str) -> Any:
+    """:func:`_checked` for a check that returns what it read."""
+    try:
+        return check()
+    except UserError as exc:
+        raise _located(where, exc) from None
 
 
 def _located(where: str, exc: UserError) -> ConfigError:

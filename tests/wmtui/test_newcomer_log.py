@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from engine.events import Log
-from engine.jobs import attack as attack_jobs
+from engine.jobs import referee as referee_jobs
 from engine.metrics import make_verdict
 from engine.session import JobContext
 from tests.wmtui.fakes import FakeSession, classic_script
@@ -61,12 +61,12 @@ def test_the_pirate_s_verdict_comes_first_and_short(monkeypatch) -> None:
         }
     )
     scheme = SimpleNamespace(verify=lambda *a: verdict)
-    monkeypatch.setattr(attack_jobs, "get_scheme", lambda name: scheme)
+    monkeypatch.setattr(referee_jobs, "get_scheme", lambda name: scheme)
     logged: list[Log] = []
     ctx = JobContext(logged.append)
     key = SimpleNamespace(scheme="dual", describe=lambda: "dual(owner=pirate)")
     result = SimpleNamespace(claims=[key], model=None)
-    attack_jobs.referee_claims(ctx, result, SimpleNamespace(data=None), None)
+    referee_jobs.referee_claims(ctx, result, SimpleNamespace(data=None), None)
     first = logged[0].message
     assert first.startswith("pirate claim: NOT verified: null accuracy 10.00% is below T 50%")
     assert len(first) <= LOG_WIDTH and "chance 1/10" in logged[1].message

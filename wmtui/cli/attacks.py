@@ -21,18 +21,25 @@ import typer
 
 from engine.attacks import ATTACKS, FAMILIES
 from engine.attacks.registry import FAMILY_TITLES
-from engine.errors import UserError, closest
+from engine.errors import UserError, closest, unknown_name
 from engine.jobs import JOB_KINDS, JobSpec
 from engine.jobs.success import check_fraction, verdict_lines, yes_no
 from engine.metrics import percent
 from engine.registry import Plugin, as_typed, describe_params, scalar_type
+from engine.studies.chains import chain_names
+from wmtui.cli.chains import chain_from_cli, chain_lines
 from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
 from wmtui.cli.options import LIST_WIDTH, listing, register_plugin_command
 
 COMMAND = "attack"
 
 AttackName = Annotated[
-    str | None, typer.Option("--attack", help="attack to run (see --list)", show_default=False)
+    str | None,
+    typer.Option(
+        "--attack",
+        help="attack to run, a chain a,b,c or a preset chain (see --list)",
+        show_default=False,
+    ),
 ]
 RunOption = Annotated[
     Path | None,
@@ -110,12 +117,14 @@ def attack(
     if not attack_name:
         names = ", ".join(p.name for p in kind.plugins())
         raise UserError(f"--attack is required; choose one of: {names}")
-    if attack_name not in ATTACKS:  # suggest removal attacks: a detector is not one
-        ATTACKS.get(attack_name, kind.role, kind="attack")
+    chain = chain_from_cli(attack_name, ctx.args, attack_flags)  # None: one attack, not a chain
+    if chain is None and attack_name not in ATTACKS:  # suggest removal attacks and chains
+        raise unknown_name("attack", attack_name, kind_names(kind) + chain_names())
     spec = JobSpec(
         COMMAND,
         attack_name,
-        attack_flags(ctx.args, kind.plugin(attack_name)),
+        attack_flags(ctx.args, kind.plugin(attack_name)) if chain is None else None,
+        chain=chain,
         budget=given,
         source=run_dir,
         out=out or default_out(COMMAND),
@@ -130,6 +139,10 @@ def attack(
     if code == 0 and run is not None:
         print_results(run.summary(), json_mode)
     raise typer.Exit(code)
+
+
+def kind_names(kind: Any) -> list[str]:
+    return [p.name for p in kind.plugins()]
 
 
 def attack_flags(args: list[str], plugin: Plugin[Any]) -> dict[str, str]:
@@ -205,7 +218,7 @@ def print_results(summary: dict[str, Any], json_mode: bool) -> None:
         cells = [label, f"{percent(scores.get('test_acc')):>8}"]
         cells += [f"{percent(scores.get('retention', {}).get(k)):>{len(k)}}" for k in keys]
         typer.echo("  ".join(cells))
-    for line in verdict_lines(summary):
+    for line in chain_lines(summary) + verdict_lines(summary):
         typer.echo(line)
 
 
