@@ -275,8 +275,8 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
         "reason": expect.reason if expect else "no expected number at this scale",
         "ok": ok,
         "unit": cell.unit,
-        #: each trial counts 0 or 1 (flagged or not...): a tolerance of under one trial is noise
-        "outcome": cell.measure in ("equals", "smallest-is"),
+        #: each trial counts 0 or 1 (flagged, removed or not): under one trial is noise
+        "outcome": cell.measure in ("equals", "smallest-is") or cell.metric == "removed",
     }
 
 

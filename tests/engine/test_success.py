@@ -164,3 +164,23 @@ def test_bad_rule_values_are_refused_before_anything_is_written(
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
         spec.validate()
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recipe_cell_averages_removed_into_a_removed_rate(tmp_path) -> None:
+    from tests.engine.test_recipes import run_recipe, tiny_recipe
+
+    record(0.5, 0.1)  # the tiny models' cached threshold: what every trial is judged by
+    raw = tiny_recipe()
+    arm = raw["arms"][0]
+    arm["grid"] = {"seed": [0, 1], "target": [3]}
+    arm["phases"][1] = {"name": "cut", "kind": "attack", "attack": "prune", "params": {}}
+    raw["cells"] = [{"name": "removed", "phase": "cut", "metric": "removed", "unit": "%"}]
+    result = run_recipe(raw, tmp_path / "out")
+    verdicts = [
+        json.loads((tmp_path / "out" / t["run"] / "02-cut" / "summary.json").read_text())
+        for t in result["trials"]
+    ]
+    assert all(v["threshold"] == 0.5 and isinstance(v["removed"], bool) for v in verdicts)
+    cell = result["cells"][0]
+    rate = sum(v["removed"] for v in verdicts) / len(verdicts)
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(100 * rate) and cell["outcome"]
