@@ -244,7 +244,7 @@ def _shown(name: str, stats: Mapping[str, Any]) -> str:
         return ",".join(str(v) for v in stats["values"]) or "-"
     if stats.get("mean") is None:
         return "-"
-    if "test_acc" in name or "retention" in name:
+    if "test_acc" in name or "retention" in name or name.endswith(("removed", "_accuracy")):
         return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}%"
     return f"{stats['mean']:.3g} ± {stats['std']:.2g}"
 

@@ -185,6 +185,14 @@ def test_local_sweep_writes_a_run_folder_per_trial_and_the_results(local_run: Pa
         assert set(row["metrics"]) >= {"embed.test_acc", "ftb.test_acc", "ftb.test_acc_before"}
     header = (local_run / RESULTS_CSV).read_text().splitlines()[0].split(",")
     assert header[:5] == ["trial", "seed", "target", "status", "seconds"]
+    # the attack's SoK verdict and cost (unknown here: no threshold was computed)
+    sok = ["ftb.removed", "ftb.kept_accuracy", "ftb.wm_accuracy", "ftb.cost.images"]
+    assert set(header) >= {*sok, "ftb.cost.seconds", "ftb.cost.labels", "ftb.cost.queries"}
+    for row in rows:
+        metrics = row["metrics"]
+        assert metrics["ftb.removed"] is None and metrics["ftb.cost.queries"] == 0
+        assert metrics["ftb.kept_accuracy"] == metrics["ftb.test_acc"]
+        assert metrics["ftb.wm_accuracy"] == metrics["ftb.retention.key"]
     summary = json.loads((local_run / SUMMARY).read_text())
     assert summary["group_by"] == ["target"] and summary["complete"]
     by_target = {c["point"]["target"]: c for c in summary["configs"]}
