@@ -91,7 +91,7 @@ def chain_entries(value: Any) -> list[tuple[str, dict[str, Any]]]:
     names or ``{attack = NAME, params = {...}}`` tables (a scenario's ``chain``); a malformed
     entry is one line naming its position."""
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(SEPARATOR)]
+        value = [part.strip() for part in value.split(SEPARATOR) if part.strip()]
     if not isinstance(value, Sequence):
         raise ConfigError(f"a chain is a list of attacks, got {value!r}")
     entries = []

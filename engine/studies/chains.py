@@ -74,7 +74,7 @@ def expand_chain(value: Any) -> tuple[str, list[Any]]:
         preset = load_chain(value)
         return preset.name, preset.steps
     if isinstance(value, str):
-        return "", [part.strip() for part in value.split(",")]
+        return "", [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list):
         raise ConfigError(f"a chain is a preset name, a list of attacks or 'a,b,c', got {value!r}")
     return "", list(value)
