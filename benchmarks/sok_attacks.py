@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from engine.attacks import ATTACKS, MODIFICATION, PREPROCESSING, REMOVAL
-from engine.errors import UserError
+from engine.errors import ConfigError, UserError, unknown_name
 from engine.io import atomic_write_bytes, atomic_write_json
 from engine.jobs import JOB_KINDS, JobFailed, JobSpec, run
 
@@ -196,11 +196,9 @@ def plan_cells(wanted: Sequence[str], limit: int) -> list[Cell]:
     if wanted:
         chosen = [c for c in cells if {c.label, c.name, c.family, c.label.split()[0]} & set(wanted)]
         known = {n for c in cells for n in (c.label, c.name, c.family, c.label.split()[0])}
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise SystemExit(
-                f"--attacks: unknown {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+        for name in wanted:
+            if name not in known:
+                raise unknown_name("--attacks entry", name, known)
         cells = chosen
     if limit and len(cells) > limit:  # smoke: cheap attacks, else the first of each family
         cheap = [c for name in SMOKE_ATTACKS for c in cells if c.label == name]
@@ -347,10 +345,10 @@ def seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in names(text)]
     except ValueError:
-        raise SystemExit(f"--seeds takes comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
     if any(s < 0 for s in seeds):
-        raise SystemExit(f"--seeds must be >= 0, got {text!r}")
-    return seeds
+        raise ConfigError(f"--seeds must be >= 0, got {text!r}")
+    return list(dict.fromkeys(seeds))
 
 
 def write_outputs(path: Path, report: dict[str, Any], text: str) -> None:
@@ -364,40 +362,82 @@ def write_outputs(path: Path, report: dict[str, Any], text: str) -> None:
     atomic_write_json(js, report)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@dataclasses.dataclass
+class Plan:
+    """The command line, checked: what the table runs and where it writes."""
+
+    scale_name: str
+    scale: Scale
+    dataset: str
+    model: str
+    schemes: list[str]
+    seeds: list[int]
+    cells: list[Cell]
+    work: Path
+    out: Path
+    device: str
+    threads: int
+    only_list: bool
+
+
+def parse(argv: Sequence[str] | None) -> Plan:
+    """Every check of the command line, before anything runs or is written."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
     parser.add_argument("--dataset", default="", help="default: the scale's (fashion-mnist)")
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--schemes", default="", help="comma-separated (default: the scale's)")
     parser.add_argument("--attacks", default="", help="labels, names or families to run")
-    parser.add_argument("--seeds", default="", help="comma-separated (default: 0,1,2)")
+    parser.add_argument("--seeds", default="", help="comma-separated (default: the scale's)")
     parser.add_argument("--work", type=Path, default=None, help="run folders (resumable)")
     parser.add_argument("--out", type=Path, default=None, help="markdown (+ .json) of the table")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
-    dataset = args.dataset or scale.dataset
-    schemes = names(args.schemes) or list(scale.schemes)
-    unknown = [s for s in schemes if s not in SCHEMES]
-    if unknown:
-        raise SystemExit(
-            f"--schemes: unknown {', '.join(unknown)} (the table's: {', '.join(SCHEMES)})"
-        )
-    seeds = seed_list(args.seeds) if args.seeds else list(scale.seeds)
-    cells = plan_cells(names(args.attacks), 0 if args.attacks else scale.max_attacks)
-    work = args.work or Path("runs") / f"bench-sok-{args.scale}"
-    out = args.out or work / "table.md"
+    schemes = list(dict.fromkeys(names(args.schemes))) or list(scale.schemes)
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise unknown_name("--schemes entry", scheme, SCHEMES)
     if args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
-    if args.scale == "smoke":  # tiny null models must not land in the shared threshold cache
-        os.environ.setdefault("WMTUI_CACHE_DIR", str(work / "cache"))
-    torch.set_num_threads(args.threads)
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    work = args.work or Path("runs") / f"bench-sok-{args.scale}"
+    return Plan(
+        args.scale,
+        scale,
+        args.dataset or scale.dataset,
+        args.model,
+        schemes,
+        seed_list(args.seeds) if args.seeds else list(scale.seeds),
+        plan_cells(names(args.attacks), 0 if args.attacks else scale.max_attacks),
+        work,
+        args.out or work / "table.md",
+        args.device,
+        args.threads,
+        args.list,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        plan = parse(argv)
+    except UserError as exc:  # bad input: one line, exit code 2, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scale, dataset, schemes, seeds, cells = (
+        plan.scale,
+        plan.dataset,
+        plan.schemes,
+        plan.seeds,
+        plan.cells,
+    )
+    if plan.scale_name == "smoke":  # tiny null models must not land in the shared cache
+        os.environ.setdefault("WMTUI_CACHE_DIR", str(plan.work / "cache"))
+    torch.set_num_threads(plan.threads)
     say(
         f"{len(schemes)} schemes x {len(seeds)} seeds x {len(cells)} attacks on {dataset} + "
-        f"{args.model} ({args.scale}); excluded: distill (extraction), detectors, "
+        f"{plan.model} ({plan.scale_name}); excluded: distill (extraction), detectors, "
         + "; ".join(f"{k}: {v}" for k, v in EXCLUDED.items())
     )
     for cell in cells:
@@ -405,23 +445,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  {cell.family:13} {cell.label:28} {cell.name if cell.name != cell.label else ''}"
             f"  budget {budget_for(cell, scale)}"
         )
-    if args.list:
+    if plan.only_list:
         return 0
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     thresholds: dict[str, Any] = {}
     status = 0
     try:
-        null_config = train_config(scale, dataset, args.model, NULL_SEED, args.device)
+        null_config = train_config(scale, dataset, plan.model, NULL_SEED, plan.device)
         for scheme in schemes:  # first, so every attack job finds its scheme's threshold
             thresholds[scheme] = threshold(scheme, scale, null_config)
         for scheme in schemes:
             for seed in seeds:
-                config = train_config(scale, dataset, args.model, seed, args.device)
-                model_run, _ = embed(scheme, config, work)
+                config = train_config(scale, dataset, plan.model, seed, plan.device)
+                model_run, _ = embed(scheme, config, plan.work)
                 for cell in cells:
                     budget = budget_for(cell, scale)
-                    row = attack(cell, model_run, budget, args.device, basis(thresholds[scheme]))
+                    row = attack(cell, model_run, budget, plan.device, basis(thresholds[scheme]))
                     rows.append(row | {"scheme": scheme, "seed": seed})
                     say(row_line(rows[-1]))
     except KeyboardInterrupt:
@@ -436,19 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         context = {
             "command": command,
-            "scale": args.scale,
+            "scale": plan.scale_name,
             "dataset": dataset,
-            "model": args.model,
+            "model": plan.model,
             "schemes": schemes,
             "seeds": seeds,
-            "threads": args.threads,
+            "threads": plan.threads,
             "seconds": round(time.monotonic() - started),
             "budget": dataclasses.asdict(scale),
             "excluded": EXCLUDED,
             "thresholds": thresholds,
         }
         if rows:
-            finish(out, context, rows)
+            finish(plan.out, context, rows)
     return status
 
 

@@ -92,9 +92,20 @@ def markdown(table: list[dict[str, Any]], schemes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def verdict(values: Sequence[bool | None], want: bool) -> bool | None:
+    """Whether some value is ``want``: True if one is, False if every value is known and none
+    is, None while an unknown one could still be."""
+    if any(v is want for v in values):
+        return True
+    return None if any(v is None for v in values) else False
+
+
 def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[str, Any]]:
-    """The SoK's three findings, each ``holds`` True/False (None: too few verdicts), with the
-    evidence, computed from the table: an attack removes a scheme when it does in most seeds."""
+    """The SoK's three findings, each ``holds`` True, False or None (undecided: a verdict it
+    needs is missing), with the evidence, decided from the table alone. An attack *removes* a
+    scheme when it did in most seeds with a verdict. Findings (1) and (2) are about single
+    attacks (preprocessing, modification), (3) about the combined ones: every scheme falls to
+    at least one combined attack (the evidence names any that removes every scheme alone)."""
 
     def removes(entry: dict[str, Any], scheme: str) -> bool | None:
         cell = entry["cells"].get(scheme)
@@ -102,80 +113,61 @@ def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[s
 
     single = [e for e in table if e["family"] != COMBINED_FAMILY]
     combined = [e for e in table if e["family"] == COMBINED_FAMILY]
-    out = []
-    # (1) no scheme survives all attacks: every scheme is removed by some attack
-    broken = {s: [e["attack"] for e in single + combined if removes(e, s)] for s in schemes}
-    unjudged = [
-        s
-        for s in schemes
-        if not broken[s] and not any(removes(e, s) is not None for e in single + combined)
-    ]
-    survivors = [s for s in schemes if not broken[s] and s not in unjudged]
-    out.append(
-        {
-            "finding": "no scheme survives all attacks",
-            "holds": None if unjudged else not survivors,
-            "evidence": "; ".join(
-                f"{s}: "
-                + (
-                    f"removed by {len(broken[s])} ({', '.join(broken[s][:4])}"
-                    + (", ..." if len(broken[s]) > 4 else "")
-                    + ")"
-                    if broken[s]
-                    else ("no verdicts" if s in unjudged else "survives every attack")
-                )
-                for s in schemes
-            ),
-        }
-    )
-    # (2) no attack removes all schemes
-    verdicts = {e["attack"]: [removes(e, s) for s in schemes] for e in single + combined}
-    judged = {a: v for a, v in verdicts.items() if all(x is not None for x in v)}
-    universal = [a for a, v in judged.items() if all(v)]
-    out.append(
-        {
-            "finding": "no attack removes all schemes",
-            "holds": None if not judged else not universal,
-            "evidence": (
-                f"removes every scheme: {', '.join(universal)}"
-                if universal
-                else f"none of the {len(judged)} attacks with a verdict on every scheme does"
-            ),
-        }
-    )
-    # (3) the combined attacks remove all schemes
-    if not combined:
-        out.append(
-            {
-                "finding": "the combined attacks remove all schemes",
-                "holds": None,
-                "evidence": "no combined attack ran",
-            }
+
+    def by_scheme(entries: list[dict[str, Any]]) -> dict[str, bool | None]:
+        """Per scheme: is it removed by at least one of ``entries``?"""
+        return {s: verdict([removes(e, s) for e in entries], True) for s in schemes}
+
+    def removers(entries: list[dict[str, Any]], scheme: str) -> str:
+        names = [e["attack"] for e in entries if removes(e, scheme)]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    fallen = by_scheme(single)
+    survivors = [s for s, v in fallen.items() if v is False]
+    one = {
+        "finding": "no scheme survives all attacks",
+        "holds": not survivors if survivors or None not in fallen.values() else None,
+        "evidence": "; ".join(
+            f"{s}: "
+            + {True: f"removed by {removers(single, s)}", False: "survives every attack"}.get(
+                v, "undecided (missing verdicts)"
+            )
+            for s, v in fallen.items()
+        ),
+    }
+    # an attack removes every scheme unless one scheme is known to survive it
+    universal = {e["attack"]: verdict([removes(e, s) for s in schemes], False) for e in single}
+    everything = [a for a, survived in universal.items() if survived is False]
+    two = {
+        "finding": "no attack removes all schemes",
+        "holds": (not everything) if everything or None not in universal.values() else None,
+        "evidence": f"removes every scheme: {', '.join(everything)}"
+        if everything
+        else f"each of the {len(universal)} single attacks leaves some scheme in place"
+        if universal and None not in universal.values()
+        else "undecided: some attacks lack verdicts",
+    }
+    if not single:
+        one["holds"] = two["holds"] = None
+    stacked = by_scheme(combined)
+    alone = [e["attack"] for e in combined if all(removes(e, s) for s in schemes)]
+    three = {
+        "finding": "the combined attacks remove all schemes",
+        "holds": None
+        if not combined or (None in stacked.values() and False not in stacked.values())
+        else False not in stacked.values(),
+        "evidence": "no combined attack ran"
+        if not combined
+        else "; ".join(
+            f"{s}: "
+            + {True: f"removed by {removers(combined, s)}", False: "survives them all"}.get(
+                v, "undecided"
+            )
+            for s, v in stacked.items()
         )
-    else:
-        missing = [(e["attack"], s) for e in combined for s in schemes if not removes(e, s)]
-        unknown = [
-            (a, s)
-            for a, s in missing
-            if removes(next(e for e in combined if e["attack"] == a), s) is None
-        ]
-        fallen = [s for s in schemes if any(removes(e, s) for e in combined)]
-        out.append(
-            {
-                "finding": "the combined attacks remove all schemes",
-                "holds": None if unknown else not missing,
-                "evidence": (
-                    (
-                        "every combined attack removes every scheme"
-                        if not missing
-                        else "not removed: " + ", ".join(f"{s} by {a}" for a, s in missing)
-                    )
-                    + f"; schemes removed by at least one combined attack: "
-                    f"{len(fallen)}/{len(schemes)}"
-                ),
-            }
-        )
-    return out
+        + (f"; every scheme by one alone: {', '.join(alone)}" if alone else ""),
+    }
+    return [one, two, three]
 
 
 def findings_text(items: list[dict[str, Any]]) -> str:
