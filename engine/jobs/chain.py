@@ -299,7 +299,8 @@ class CheckedChain:
             **sok.judge(after),
         }
         ctx.log(f"step {step.phase}: {describe_scores(after)}")
-        end = {k: row[k] for k in ("test_acc", "removed", "kept_accuracy", "wm_accuracy")}
+        shown = ("test_acc", "removed", "kept_accuracy", "wm_accuracy", "threshold")
+        end = {k: row[k] for k in shown}  # the playground's phase-end verdict line
         ctx.emit(Phase(step.phase, "end", index=step.index, total=total, info=end))
         return result, json_safe(row)
 
