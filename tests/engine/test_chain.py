@@ -14,11 +14,12 @@ import pytest
 
 from engine import commands as cmd
 from engine.attacks import ATTACKS
+from engine.attacks.budget import AttackerBudget
 from engine.attacks.registry import REMOVAL
 from engine.errors import ConfigError
 from engine.events import Phase
 from engine.jobs import JobSpec, run, start
-from engine.jobs.chain import chain_cost
+from engine.jobs.chain import chain_cost, check_steps
 from engine.runs import load_model
 from engine.session import Session
 from engine.studies.chains import chain_names, load_chain
@@ -158,6 +159,11 @@ def test_every_preset_chain_names_registered_removal_attacks() -> None:
         assert len(preset.steps) >= 2, name
         for step in preset.steps:
             assert step["attack"] in ATTACKS.names(REMOVAL), (name, step["attack"])
+        # every step's params parse as the job will parse them
+        steps = check_steps(preset.steps, AttackerBudget())
+        assert [s.name for s in steps] == [s["attack"] for s in preset.steps]
+    fine_prune = check_steps(load_chain("sok-combined-2").steps, AttackerBudget())[1]
+    assert fine_prune.attack.params.ratio == 0.96  # WRT combined_attack2.yaml
 
 
 def test_a_scenario_phase_runs_a_chain(tmp_path) -> None:

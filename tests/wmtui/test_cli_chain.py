@@ -75,3 +75,17 @@ def test_a_bad_chain_is_one_line_exit_2(pattern_run, tmp_path, args, fragment) -
     assert len(lines) == 1 and lines[0].startswith("wmtui: error:"), result.stderr
     assert fragment in lines[0]
     assert not out.exists()  # nothing created for bad input
+
+
+def test_the_list_ends_with_the_preset_chains() -> None:
+    from engine.studies.chains import chain_names
+
+    lines = invoke("--list").stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("CHAINS:"))
+    assert [line.split()[0] for line in lines[header + 1 :]] == chain_names()
+    assert "fine-prune(ratio=0.96)" in "\n".join(lines[header:])
+    assert max(len(line) for line in lines) <= 80
+    rows = [json.loads(line) for line in invoke("--list", "--json").stdout.splitlines()]
+    chains = [row for row in rows if row["family"] == "chain"]
+    assert [row["name"] for row in chains] == chain_names()
+    assert all(len(row["steps"]) >= 2 for row in chains)

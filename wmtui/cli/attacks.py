@@ -27,7 +27,7 @@ from engine.jobs.success import check_fraction, verdict_lines, yes_no
 from engine.metrics import percent
 from engine.registry import Plugin, as_typed, describe_params, scalar_type
 from engine.studies.chains import chain_names
-from wmtui.cli.chains import chain_from_cli, chain_lines
+from wmtui.cli.chains import chain_from_cli, chain_lines, chain_listing
 from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
 from wmtui.cli.options import LIST_WIDTH, listing, register_plugin_command
 
@@ -248,6 +248,8 @@ def print_attacks(json_mode: bool) -> None:
             typer.echo(one_line(f"{family.upper()}: {FAMILY_TITLES.get(family, '')}"))
         for plugin in plugins:
             print_attack(plugin, json_mode)
+    for line in chain_listing(json_mode):
+        typer.echo(line)
 
 
 def print_attack(plugin: Plugin[Any], json_mode: bool) -> None:

@@ -14,6 +14,7 @@ so a flag no step has is one line naming the step and its real flags. The budget
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from engine.jobs.chain import is_chain_text
 from engine.jobs.success import yes_no
 from engine.metrics import percent
 from engine.registry import Plugin
-from engine.studies.chains import expand_chain, is_chain_name
+from engine.studies.chains import chain_names, expand_chain, is_chain_name, load_chain
 
 #: how one attack's flags are parsed (``wmtui.cli.attacks.attack_flags``, passed in: that
 #: module builds on this one)
@@ -113,3 +114,27 @@ def chain_lines(summary: Mapping[str, Any], width: int = 80) -> list[str]:
         )
         lines.append(line[:width])
     return lines
+
+
+def chain_listing(json_mode: bool, width: int = 80) -> list[str]:
+    """The preset chains under a header of their own, one line each (its steps in order),
+    or one JSON row each: ``wmtui attack --list`` ends with them."""
+    presets = [load_chain(name) for name in chain_names()]
+    if json_mode:
+        return [
+            json.dumps({"name": p.name, "family": "chain", "summary": p.title, "steps": p.steps})
+            for p in presets
+        ]
+    header = "CHAINS: stacked attacks in one job (--attack a,b,c or a name; --STEP.FLAG)"
+    lines = [header[:width]]
+    for preset in presets:
+        steps = " > ".join(step_text(step) for step in preset.steps)
+        line = f"{preset.name:<15} {steps}"
+        lines.append(line if len(line) <= width else line[: width - 3] + "...")
+    return lines
+
+
+def step_text(step: Mapping[str, Any]) -> str:
+    """``fine-prune(ratio=0.96)``: a preset step as the listing shows it."""
+    params = ",".join(f"{k}={v}" for k, v in (step.get("params") or {}).items())
+    return f"{step.get('attack', '?')}({params})" if params else str(step.get("attack", "?"))
