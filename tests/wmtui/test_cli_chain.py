@@ -89,3 +89,36 @@ def test_the_list_ends_with_the_preset_chains() -> None:
     chains = [row for row in rows if row["family"] == "chain"]
     assert [row["name"] for row in chains] == chain_names()
     assert all(len(row["steps"]) >= 2 for row in chains)
+
+
+def test_the_playground_shows_each_step_as_a_phase(pattern_run) -> None:
+    """The real chain job's events, folded as the playground does: one plot segment per
+    step, none nested in another, and the loss of the training step on its own segment."""
+    from engine.jobs import JobSpec, run
+    from wmtui.tui.state import DashboardState
+
+    events: list = []
+    spec = JobSpec.attack(
+        "",
+        run=pattern_run,
+        chain=["prune", "ft-basic"],
+        data_fraction=0.5,
+        steps=3,
+        eval_every=1,
+        device="cpu",
+    )
+    assert run(spec, on_event=events.append).status == "completed"
+    state = DashboardState()
+    for event in events:
+        state.apply(event)
+    lines = state.take_log()
+    assert [line for line in lines if line.startswith("phase ")] == [
+        "phase 1:prune started",
+        "phase 1:prune ended",
+        "phase 2:ft-basic started",
+        "phase 2:ft-basic ended",
+    ]
+    # every step ends with its own verdict line, as a single attack's phase does
+    assert len([line for line in lines if line.startswith("removed: ")]) == 2
+    assert len(state.phase_starts) == 2 and state.outer == []
+    assert state.phase == "2:ft-basic" and state.step == 3
