@@ -15,6 +15,8 @@ from typing import Any
 
 #: the family of the SoK's combined attacks (chains), beside the registry's families
 COMBINED_FAMILY = "combined"
+#: the first row: the watermarked models before any attack, judged by the same rule
+BASELINE, BASELINE_FAMILY = "no attack (watermarked)", "none"
 
 
 def pct(value: Any) -> str:
@@ -111,7 +113,7 @@ def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[s
         cell = entry["cells"].get(scheme)
         return None if cell is None else cell["removes"]
 
-    single = [e for e in table if e["family"] != COMBINED_FAMILY]
+    single = [e for e in table if e["family"] not in (COMBINED_FAMILY, BASELINE_FAMILY)]
     combined = [e for e in table if e["family"] == COMBINED_FAMILY]
 
     def by_scheme(entries: list[dict[str, Any]]) -> dict[str, bool | None]:

@@ -69,6 +69,9 @@ def test_cells_count_removed_seeds_and_accuracy() -> None:
 
 def test_the_three_findings_follow_the_table() -> None:
     assert holds(sok_like()) == [True, True, True]
+    # the watermarked models' own row is no attack: it cannot break finding 2 or make 1 hold
+    marked = rows(sok_table.BASELINE, sok_table.BASELINE_FAMILY, {s: [True] * 3 for s in SCHEMES})
+    assert holds(marked + sok_like()) == [True, True, True]
     # one attack that removes both schemes breaks finding 2
     both = rows("weight-shifting", MODIFICATION, {s: [True] * 3 for s in SCHEMES})
     assert holds(sok_like() + both)[1] is False
