@@ -227,3 +227,43 @@ def test_a_scenario_chain_phase_takes_a_preset() -> None:
     phase = scenario_from_mapping(raw, name="tiny").phases[1]
     assert phase.name == "sok-combined-4"
     assert [s["attack"] for s in phase.chain] == ["adversarial-training", "finetune"]
+
+
+def test_a_recipe_arm_runs_a_chain_over_its_grid(tmp_path) -> None:
+    """A recipe's phases are scenario phases: a chain's step params take the grid's values,
+    and a cell reads a step's number from the chain's rows."""
+    from engine.studies.recipe_file import recipe_from_mapping
+    from engine.studies.recipes import plan
+
+    raw = {
+        "title": "t",
+        "paper": "p",
+        "source": "s",
+        "train": {"dataset": "synthetic", "train_size": 512, "test_size": 128, "epochs": 1},
+        "scales": {"quick": {"minutes": 1, "phases": {"a.stack": {"budget": {"steps": 2}}}}},
+        "arms": [
+            {
+                "name": "a",
+                "grid": {"ratio": [0.3, 0.6]},
+                "phases": [
+                    {"name": "owner", "kind": "train"},
+                    {
+                        "name": "stack",
+                        "kind": "attack",
+                        "chain": [
+                            "prune",
+                            {"attack": "fine-prune", "params": {"ratio": "{ratio}"}},
+                        ],
+                    },
+                ],
+            }
+        ],
+        "cells": [{"name": "kept", "phase": "stack", "metric": "chain.1.test_acc"}],
+    }
+    recipe = recipe_from_mapping(raw, "chained")
+    trials = plan(recipe, "quick", tmp_path / "r").trials
+    phases = [t.scenario.phases[1] for t in trials]
+    assert [p.chain[1]["params"]["ratio"] for p in phases] == [0.3, 0.6]
+    assert all(p.budget == {"steps": 2} for p in phases)
+    ratios = [p.parsed_params()[1].attack.params.ratio for p in phases]
+    assert ratios == [0.3, 0.6]
