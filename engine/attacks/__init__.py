@@ -15,6 +15,7 @@ from engine.attacks import ft_basic as _ft_basic  # noqa: F401
 from engine.attacks import ftau as _ftau  # noqa: F401
 from engine.attacks import gan as _gan  # noqa: F401  (registers "gan")
 from engine.attacks import label_smoothing as _label_smoothing  # noqa: F401
+from engine.attacks import laundering as _laundering  # noqa: F401
 from engine.attacks import neural_cleanse as _neural_cleanse  # noqa: F401
 from engine.attacks import preprocessing as _preprocessing  # noqa: F401
 from engine.attacks import prune as _prune  # noqa: F401

@@ -91,7 +91,17 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
 
     method = "neural-cleanse"
 
-    def detect(self, model: nn.Module, data: AttackerData, ctx: JobContext, seed: int) -> Detection:
+    def detect(
+        self,
+        model: nn.Module,
+        data: AttackerData,
+        ctx: JobContext,
+        seed: int,
+        *,
+        smallest: bool = False,
+    ) -> Detection:
+        """``smallest``: reverse the smallest class's trigger even when none is flagged (neural
+        laundering takes it, as WRT's partial laundering takes its smallest-norm trigger)."""
         p = self.params
         started = time.perf_counter()
         k = data.num_classes
@@ -140,9 +150,12 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
         flagged, index, indices = decide(sizes, rule=p.rule, threshold=None, gap=p.gap)
         report.final(sizes)
         trigger = None
-        if flagged is not None:
+        chosen = flagged
+        if chosen is None and smallest:
+            chosen = min(range(k), key=sizes.__getitem__)
+        if chosen is not None:
             trigger = mask_pattern_trigger(
-                flagged, best_mask[flagged], best_pattern[flagged], as_float(scan.val_x[:1])[0]
+                chosen, best_mask[chosen], best_pattern[chosen], as_float(scan.val_x[:1])[0]
             )
         return Detection(
             method=self.method,

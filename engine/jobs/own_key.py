@@ -27,6 +27,7 @@ from engine.attacks.registry import AttackEnv, AttackResult
 from engine.data.base import ImageSet
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
+from engine.jobs.embed import widen_outputs
 from engine.models import Architecture
 from engine.registry import parse_params
 from engine.training import Diverged, OptimSettings, Source
@@ -98,6 +99,11 @@ class OwnKeyEmbedding:
         )
         key = self.draw_key(own, arch, data.seed, env)
         env.log(f"the {self.name}'s key: {key.describe()}")
+        if key.num_outputs > arch.num_classes:
+            # a new-label key needs an output the suspect lacks: the attacker widens the head,
+            # keeping every trained row, as an owner's embedding from a clean model does
+            arch = dataclasses.replace(arch, num_classes=key.num_outputs)
+            model = widen_outputs(model, arch)
         scheme = get_scheme(self.scheme)
         sources = (
             [data.labeled_source(self.batch)]
