@@ -28,6 +28,7 @@ import torch
 
 from engine.config import TrainConfig
 from engine.data import load_dataset
+from engine.events import Event, Phase
 from engine.jobs import JobSpec, run
 from engine.jobs.null_models import fresh_key, is_complete, key_accuracy, null_model_runs, slug
 from engine.jobs.threshold import cache_root
@@ -45,6 +46,13 @@ NOT_EMBEDDED = {"datafree": "embedding distils a generator first: beyond this ta
 EXTRA = {"dual": {"owner": "benchmark", "signing_key": "demo"}}
 
 
+def progress(event: Event) -> None:
+    """One line per model trained (the runs take minutes on a shared CPU)."""
+    if isinstance(event, Phase) and event.status == "end" and event.name in ("train", "embed"):
+        shown = f"{event.info['test_acc']:.4f}" if "test_acc" in event.info else "-"
+        print(f"  {time.strftime('%H:%M:%S')} {event.name} done: test acc {shown}", flush=True)
+
+
 def spread(values: list[float]) -> str:
     sd = statistics.pstdev(values) if len(values) > 1 else 0.0
     return f"{percent(statistics.fmean(values))} ± {100 * sd:.2f}"
@@ -60,7 +68,7 @@ def watermarked(scheme: str, seed: int, config: TrainConfig) -> RunDir:
         defaults = TrainConfig().to_dict()
         given = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
         values = {**given, "seed": seed, **EXTRA.get(scheme, {})}
-        run(JobSpec.embed(scheme, out=folder, overwrite=True, **values))
+        run(JobSpec.embed(scheme, out=folder, overwrite=True, **values), progress)
     return RunDir(folder)
 
 
@@ -84,12 +92,13 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "threshold",
                 params={"scheme": scheme, "null_models": len(NULL_SEEDS), "keys": args.keys},
                 config=config.to_dict(),
-            )
+            ),
+            progress,
         )
         record = line.summary["record"]
         if not clean_runs:
             clean_runs, _ = null_model_runs(
-                config, list(CLEAN_SEEDS), [config.model], cache_root(), JobContext()
+                config, list(CLEAN_SEEDS), [config.model], cache_root(), JobContext(progress)
             )
         if data is None:
             data = load_dataset(config.dataset, train_size=config.train_size).data
