@@ -310,9 +310,10 @@ def test_attacks_never_receive_the_key() -> None:
     for plugin in ATTACKS:
         run = inspect.signature(plugin.factory.run)
         assert list(run.parameters) == ["self", "model", "arch", "data", "env"], plugin.name
-    # track only adds the attacker's own probes; the referee's list never reaches the attack
+    # track only adds the attacker's own probes; the referee's list never reaches the attack;
+    # queries is a counter the referee reads back
     fields = {f.name for f in dataclasses.fields(AttackEnv)}
-    assert fields == {"ctx", "device", "seed", "train_fn", "track"}
+    assert fields == {"ctx", "device", "seed", "train_fn", "track", "queries"}
     modules = {Path(inspect.getsourcefile(plugin.factory)) for plugin in ATTACKS}
     modules |= {
         Path(package.__file__).parent / n for n in ("registry.py", "budget.py", "common.py")
