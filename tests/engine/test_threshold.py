@@ -189,3 +189,14 @@ def test_verify_reports_the_threshold_verdict_beside_its_p_value(pattern_run: Pa
     assert after["threshold_verified"] == (after["retention"] > after["sok_threshold"])
     assert after["threshold_verified"] is True  # the owner's own key is learnt
     assert after["verified"] == before["verified"]  # the decision stays on the p-value
+
+
+def test_null_arch_trains_the_null_models_with_other_architectures() -> None:
+    line = run(threshold_spec("abstract", null_arch="lenet5,digit-cnn"))
+    models = [
+        RunDir(path).manifest()["config"]["model"] for path in line.summary["null_model_runs"]
+    ]
+    assert models == ["lenet5", "digit-cnn"]
+    assert line.summary["record"]["null_archs"] == ["lenet5", "digit-cnn"]
+    # the record is the target architecture's: the model a verdict is asked about
+    assert find_threshold("synthetic", "lenet5", "abstract", 100) is not None
