@@ -60,6 +60,7 @@ from engine.attacks.registry import (
 )
 from engine.data.base import as_float
 from engine.models import Architecture
+from engine.models.generators import parse_inits
 from engine.registry import param
 
 
@@ -190,6 +191,10 @@ class NeuralLaundering(LabelledAttack[LaunderingParams]):
     """Neural laundering: reverse the trigger, reset the neurons it excites, fine-tune."""
 
     label = "neural-laundering"
+
+    def __init__(self, params: LaunderingParams) -> None:
+        parse_inits(params.inits)  # a bad restart list is refused before anything is written
+        super().__init__(params)
 
     def planned_steps(self, data: AttackerData) -> int:
         return data.total_steps(len(data.labeled_x), self.params.batch)
