@@ -46,7 +46,11 @@ def cli_app() -> typer.Typer:
 
 
 def metrics_of(out: Path) -> dict[str, tuple[str, dict[str, Any]]]:
-    return {r["trial"]: (r["status"], r["metrics"]) for r in read_rows(out)}
+    """Each trial's status and metrics, less an attack's wall time (it differs every run)."""
+    return {
+        r["trial"]: (r["status"], {k: v for k, v in r["metrics"].items() if "cost.sec" not in k})
+        for r in read_rows(out)
+    }
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
