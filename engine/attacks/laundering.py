@@ -188,7 +188,7 @@ def reset_units(
 
 @register_attack("neural-laundering", LaunderingParams, family=MODIFICATION)
 class NeuralLaundering(LabelledAttack[LaunderingParams]):
-    """Neural laundering: reverse the trigger, reset the neurons it excites, fine-tune."""
+    """Reset the units a reversed trigger excites, then fine-tune."""
 
     label = "neural-laundering"
 

@@ -64,7 +64,7 @@ class OverwritingParams(PiracyParams):
 
 @register_attack("overwriting", OverwritingParams, family=MODIFICATION)
 class Overwriting(LabelledAttack[OverwritingParams]):
-    """Overwrite the owner's watermark with a fresh one of the attacker's (any scheme)."""
+    """Overwrite the owner's watermark with a fresh one of any scheme."""
 
     label = "overwriting"
 
