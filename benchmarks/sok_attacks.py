@@ -412,6 +412,7 @@ class Plan:
     out: Path
     device: str
     threads: int
+    minutes: float
     only_list: bool
 
 
@@ -428,6 +429,9 @@ def parse(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--out", type=Path, default=None, help="markdown (+ .json) of the table")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--minutes", type=float, default=0, help="start no new job after this long (0: no limit)"
+    )
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
@@ -437,6 +441,8 @@ def parse(argv: Sequence[str] | None) -> Plan:
             raise unknown_name("--schemes entry", scheme, SCHEMES)
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if not 0 <= args.minutes < float("inf"):
+        raise ConfigError(f"--minutes must be >= 0, got {args.minutes:g}")
     work = args.work or Path("runs") / f"bench-sok-{args.scale}"
     return Plan(
         args.scale,
@@ -450,8 +456,18 @@ def parse(argv: Sequence[str] | None) -> Plan:
         args.out or work / "table.md",
         args.device,
         args.threads,
+        args.minutes,
         args.list,
     )
+
+
+class OutOfTime(Exception):
+    """``--minutes`` has passed: start no new job, print what was measured."""
+
+
+def time_left(plan: Plan, started: float) -> None:
+    if plan.minutes and time.monotonic() - started > 60 * plan.minutes:
+        raise OutOfTime
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -490,13 +506,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         null_config = train_config(scale, dataset, plan.model, NULL_SEED, plan.device)
         for scheme in schemes:  # first, so every attack job finds its scheme's threshold
             thresholds[scheme] = threshold(scheme, scale, null_config)
-        for scheme in schemes:
-            for seed in seeds:
+        # seed by seed, every scheme: a run cut short still has a whole table of fewer seeds
+        for seed in seeds:
+            for scheme in schemes:
                 config = train_config(scale, dataset, plan.model, seed, plan.device)
+                time_left(plan, started)
                 model_run, marked = embed(scheme, config, plan.work)
                 rows.append(baseline(marked, thresholds[scheme]) | {"scheme": scheme, "seed": seed})
                 say(row_line(rows[-1]))
                 for cell in cells:
+                    time_left(plan, started)
                     budget = budget_for(cell, scale)
                     row = attack(cell, model_run, budget, plan.device, basis(thresholds[scheme]))
                     rows.append(row | {"scheme": scheme, "seed": seed})
@@ -504,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted: the same command continues where this run stopped")
         status = 130
+    except OutOfTime:
+        say(
+            f"--minutes {plan.minutes:g} reached: no new job started; the same command "
+            "continues where this run stopped"
+        )
     except UserError as exc:  # the engine refused a job: one line, what ran is kept
         say(f"error: {str(exc).splitlines()[0]}")
         status = 2
@@ -523,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "budget": dataclasses.asdict(scale),
             "excluded": EXCLUDED,
             "thresholds": thresholds,
+            "planned": len(seeds) * len(schemes) * len(cells),
         }
         if rows:
             finish(plan.out, context, rows)
@@ -540,7 +565,12 @@ def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> No
         f"`{context['command']}`: {context['dataset']} + {context['model']}, seeds "
         f"{', '.join(map(str, context['seeds']))}, scale {context['scale']}, "
         f"{context['seconds'] / 60:.1f} min on {context['threads']} threads "
-        f"({reused} of {len(attacked)} attacks reused from an earlier run)"
+        f"({reused} of {len(attacked)} attacks reused from an earlier run"
+        + (
+            f"; INCOMPLETE: {len(attacked)} of {context['planned']} attacks ran)"
+            if len(attacked) < context["planned"]
+            else ")"
+        )
     )
     legend = (
         "Cells: removed in k of n seeds with a verdict (the SoK's rule: test accuracy within "

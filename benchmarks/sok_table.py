@@ -96,10 +96,10 @@ def markdown(table: list[dict[str, Any]], schemes: Sequence[str]) -> str:
 
 def verdict(values: Sequence[bool | None], want: bool) -> bool | None:
     """Whether some value is ``want``: True if one is, False if every value is known and none
-    is, None while an unknown one could still be."""
+    is, None while an unknown one could still be (or there is none)."""
     if any(v is want for v in values):
         return True
-    return None if any(v is None for v in values) else False
+    return None if not values or any(v is None for v in values) else False
 
 
 def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[str, Any]]:
