@@ -9,7 +9,7 @@ Our reading of WRT's scale: the images are first mapped back to [0, 1] ("unnorma
 WRT builds a ``k x k`` kernel with ``k = ceil(6 sigma + 1)`` rounded up to odd, filled by
 ``scipy.ndimage.gaussian_filter`` of a centred delta with ``truncate=3``, i.e. weights
 ``exp(-d^2 / (2 sigma^2))`` for offsets ``|d| <= int(3 sigma + 0.5)``, normalised per axis,
-and convolves each channel with zero padding. We build the same separable kernel. As
+and convolves each channel with zero padding. We build the same kernel. As
 ``sigma -> 0`` the kernel is a single 1: the identity (``sigma = 0`` returns the input).
 """
 
@@ -45,15 +45,14 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return (weights / weights.sum()).float()
 
 
-def separable_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Each channel convolved with ``kernel`` along both axes, zero padding (as WRT's)."""
+def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Each channel convolved with the outer product of ``kernel`` with itself (WRT's 2-D
+    kernel), zero padding as WRT's; one 2-D pass is faster here than two 1-D ones."""
     channels, size = x.shape[1], len(kernel)
     pad = (size - 1) // 2
     k = kernel.to(x.device, x.dtype)
-    rows = k.view(1, 1, 1, size).expand(channels, 1, 1, size)
-    cols = k.view(1, 1, size, 1).expand(channels, 1, size, 1)
-    x = F.conv2d(F.pad(x, (pad, pad, 0, 0)), rows, groups=channels)
-    return F.conv2d(F.pad(x, (0, 0, pad, pad)), cols, groups=channels)
+    weight = torch.outer(k, k).expand(channels, 1, size, size)
+    return F.conv2d(F.pad(x, (pad, pad, pad, pad)), weight, groups=channels)
 
 
 @register_transform("gaussian-smoothing", GaussianParams)
@@ -63,4 +62,4 @@ class GaussianSmoothing(InputTransform):
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if self.params.sigma == 0:
             return x
-        return separable_blur(x, gaussian_kernel(self.params.sigma))
+        return blur(x, gaussian_kernel(self.params.sigma))
