@@ -275,7 +275,9 @@ def embed(scheme: str, config: dict[str, Any], work: Path) -> tuple[Path, dict[s
     """The watermarked model of (scheme, seed): embedded from scratch, or reused."""
     params = SCHEME_PARAMS.get(scheme, {})
     config = config | {"eval_every": EMBED_EVAL_EVERY}
-    folder = work / f"embed-{scheme}-s{config['seed']}-{digest([scheme, params, config])}"
+    # named by what shapes the weights: how often it is evaluated, and where, do not
+    weights = {k: v for k, v in config.items() if k not in ("eval_every", "device")}
+    folder = work / f"embed-{scheme}-s{config['seed']}-{digest([scheme, params, weights])}"
     spec = JobSpec.embed(scheme, params=params, config=config)
     summary, reused = run_or_reuse(spec, folder)
     say(
