@@ -108,3 +108,14 @@ async def test_the_attack_picker_lists_families_one_line_each(tmp_path) -> None:
         assert families == sorted(families, key=order.index)  # grouped, in the SoK's order
         assert all("\n" not in label and len(label) <= 70 for label in labels)
         assert {label.split()[1].rstrip(":") for label in labels} == set(form.plugins)
+
+
+def test_a_ratio_sweep_table_has_a_removed_column(pattern_run, tmp_path) -> None:
+    args = ["--attack", "prune", "--run", str(pattern_run), "--out", str(tmp_path / "sweep")]
+    result = invoke(*args, "--sweep", "0,0.5", "--threshold", "1", "--reference-acc", "0")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("ratio"))
+    assert lines[head].split()[5] == "removed"  # after ratio, pruned, sparsity, test acc
+    # every key accuracy is at or below a threshold of 100%, and accuracy cannot fall below 0
+    assert [line.split()[4] for line in lines[head + 1 : head + 3]] == ["yes", "yes"]
