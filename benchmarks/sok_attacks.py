@@ -59,6 +59,7 @@ from engine.errors import ConfigError, UserError, unknown_name
 from engine.io import atomic_write_bytes, atomic_write_json
 from engine.jobs import JOB_KINDS, JobFailed, JobSpec, run
 from engine.jobs.success import judge, primary_key_accuracy
+from engine.studies.presets import preset_names, resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # benchmarks/sok_table.py: the counting, apart from the jobs
@@ -98,15 +99,6 @@ WRT_EPOCHS = {
     "neural-laundering": 5,
     "weight-quantization": 1,
 }
-#: the SoK's combined attacks (WRT configs/cifar10/attack_configs/combined_attack1-4.yaml;
-#: combined_attack.yaml starts with transfer learning, the next issue's): the engine's chain
-#: presets named sok-*, else these chains of our attack names
-COMBINED: dict[str, tuple[str, ...]] = {
-    "sok-combined-1": ("weight-shifting", "gaussian-smoothing"),
-    "sok-combined-2": ("weight-shifting", "fine-prune", "gaussian-smoothing"),
-    "sok-combined-3": ("weight-shifting", "input-flipping", "gaussian-smoothing"),
-    "sok-combined-4": ("adversarial-training", "finetune"),
-}
 #: --scale smoke's attacks, the first three registered: cheap ones, a chain among them
 SMOKE_ATTACKS = (
     "gaussian-smoothing",
@@ -117,10 +109,10 @@ SMOKE_ATTACKS = (
     "ft-basic",
     "prune",
 )
-NULL_SEED = 100
+NULL_SEED = 100  # the null models' seeds: 100, 101, ...
 #: steps between the embedding's test evaluations (each reads 10,000 images; they change no
 #: weight) and an attack's (none: the verdict is the referee's after the attack)
-EMBED_EVAL_EVERY, ATTACK_EVAL_EVERY = 1000, 10**6  # the null models' seeds: 100, 101, ...
+EMBED_EVAL_EVERY, ATTACK_EVAL_EVERY = 1000, 10**6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,25 +172,15 @@ def registry_cells() -> list[Cell]:
 
 
 def combined_cells() -> list[Cell]:
-    """The SoK's combined attacks this engine can run: its ``sok-*`` chain presets, else the
-    chains of :data:`COMBINED` whose every step is registered."""
-    chains: dict[str, tuple[dict[str, Any], ...]] = {}
-    try:
-        from engine.studies.presets import KINDS, preset_names, resolve
-    except ImportError:
-        KINDS = {}
-    if "chain" in KINDS:
-        for name in preset_names("chain"):
-            if name.startswith("sok-"):
-                steps = resolve("chain", name).read().get("steps", [])
-                chains[name] = tuple(dict(step) for step in steps)
-    if not chains:
-        chains = {k: tuple({"attack": n} for n in v) for k, v in COMBINED.items()}
-    return [
-        Cell(label, COMBINED_FAMILY, label, chain=steps)
-        for label, steps in chains.items()
-        if all(step["attack"] in ATTACKS for step in steps)
-    ]
+    """The SoK's combined attacks: the engine's chain presets named ``sok-*`` (WRT
+    configs/cifar10/attack_configs/combined_attack1-4.yaml; combined_attack.yaml starts with
+    transfer learning, the next issue's), those whose every step is registered."""
+    cells = []
+    for name in preset_names("chain"):
+        steps = tuple(dict(step) for step in resolve("chain", name).read().get("steps", []))
+        if name.startswith("sok-") and all(step.get("attack") in ATTACKS for step in steps):
+            cells.append(Cell(name, COMBINED_FAMILY, name, chain=steps))
+    return cells
 
 
 def plan_cells(wanted: Sequence[str], limit: int) -> list[Cell]:
