@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -232,3 +233,69 @@ def test_each_attack_runs_as_a_refereed_job(pattern_run: Path, tmp_path: Path, n
         assert summary["after"]["test_acc"] == pytest.approx(summary["before"]["test_acc"])
         assert summary["after"]["retention"] == pytest.approx(summary["before"]["retention"])
     assert RunDir(out).summary()["status"] == "completed"
+
+
+class Recorder:
+    """``env.train`` that records what an attack hands the loop and trains nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, model, sources, settings, *, steps, params=None):
+        from engine.attacks import TrainReport
+
+        self.calls.append({"sources": sources, "settings": settings, "steps": steps})
+        return TrainReport(steps, 0.0)
+
+
+def handed(name: str, params: dict, n: int = 40, **budget) -> tuple[Recorder, Any]:
+    from engine.attacks import AttackEnv, AttackerBudget, AttackerData
+    from engine.session import JobContext
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    data = AttackerData(AttackerBudget(**budget), x, y, x[:0], (1, 28, 28), 10, seed=0)
+    recorder = Recorder()
+    env = AttackEnv(JobContext(), torch.device("cpu"), 0, recorder)
+    make_attack(name, params).run(
+        model_of("lenet5"), Architecture("lenet5", (1, 28, 28), 10), data, env
+    )
+    return recorder, data
+
+
+def test_label_smoothing_trains_against_smoothed_suspect_labels() -> None:
+    recorder, data = handed("label-smoothing", {"epsilon": 0.3}, steps=3)
+    (call,) = recorder.calls
+    (source,) = call["sources"]
+    assert source.y.shape == (40, 10) and torch.allclose(source.y.sum(1), torch.ones(40))
+    assert torch.allclose(source.y.max(1).values, torch.full((40,), 0.7 + 0.03))
+    assert torch.allclose(source.y.min(1).values, torch.full((40,), 0.03))
+    # the suspect's own labels (WRT's true_labels: False), not the attacker's true ones
+    with torch.no_grad():
+        suspect = model_of("lenet5").eval()(data.labeled_x.float() / 255).argmax(1)
+    assert torch.equal(source.y.argmax(1), suspect)
+    recorder, _ = handed("label-smoothing", {"labels": "true"}, steps=3)
+    assert torch.equal(recorder.calls[0]["sources"][0].y.argmax(1), data.labeled_y)
+
+
+def test_regularization_runs_l2_then_plain_fine_tuning() -> None:
+    recorder, _ = handed("regularization", {"l2": 0.1, "reg_share": 0.5}, steps=10)
+    strong, plain = recorder.calls
+    assert (strong["steps"], plain["steps"]) == (5, 5)
+    assert strong["settings"].weight_decay == 0.1 and plain["settings"].weight_decay == 5e-4
+
+
+def test_adversarial_training_mixes_clean_and_pgd_images_in_wrt_proportion() -> None:
+    recorder, data = handed(
+        "adversarial-training", {"iterations": 3, "batch": 16, "samples": 20}, steps=2
+    )
+    (call,) = recorder.calls
+    clean, adversarial = call["sources"]
+    # 40 clean images against 3 radii x 20 samples: 16 x 60/100 per batch
+    assert (clean.per_batch, adversarial.per_batch) == (6, 10)
+    assert clean.transform is None and adversarial.transform is not None
+    x = data.labeled_x[:6].float() / 255
+    moved = (adversarial.transform(x) - x).abs().flatten(1).max(1).values
+    radii = torch.tensor([0.01, 0.01, 0.1, 0.1, 0.25, 0.25])
+    assert torch.all(moved <= radii + 1e-6) and torch.all(moved > 0)
