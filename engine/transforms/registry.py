@@ -51,7 +51,9 @@ class InputTransform(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        # full precision whatever the loop's autocast: a bf16 blur moves pixel values by more
+        # than a JPEG at quality 100 does
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             out = self.apply(x.detach().float()).to(x.dtype)
         return x + (out - x).detach()
 
