@@ -214,12 +214,14 @@ class CheckedChain:
             )
             model, arch, scores, claims = suspect.model, suspect.arch, before, []
             for step in chain.steps:
+                # a follow-up (a scan mid-chain) takes the model this step works on; its
+                # snapshot folder is named without the phase's colon
+                hold(ctx, model, arch, out_run, step.phase.replace(":", "-"))
                 result, row = chain.run_step(ctx, step, suspect, (model, arch), scores, probes, sok)
                 summary["chain"].append(row)
                 summary["steps"] += row["steps"]
                 model, arch, scores = result.model, result.arch, row["after"]
                 claims += result.claims
-                hold(ctx, model, arch, out_run, step.phase)
             summary |= {
                 "after": scores,
                 "test_acc": scores["test_acc"],
