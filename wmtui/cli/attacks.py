@@ -259,7 +259,8 @@ def print_attack(plugin: Plugin[Any], json_mode: bool) -> None:
         named = {"name": plugin.name, "family": plugin.family, "summary": plugin.summary}
         typer.echo(json.dumps({**named, "params": rows}))
         return
-    lines = [one_line(f"{plugin.name:<11} {plugin.summary}")]
+    width = max(len(p.name) for p in ATTACKS)  # the summaries in one column
+    lines = [one_line(f"{plugin.name:<{width}} {plugin.summary}")]
     for row in rows:
         flag = f"    --{row['name'].replace('_', '-')}"
         default = as_typed(row["default"])
