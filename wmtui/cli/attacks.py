@@ -2,12 +2,16 @@
 
     wmtui attack --attack ft-basic --run RUN --data-fraction 0.2 --out RUN2 [--json]
     wmtui attack --attack prune --method neuron --run RUN --sweep 0,0.2,0.4,0.6,0.8
+    wmtui attack --attack weight-shifting,fine-prune --fine-prune.ratio 0.9 --run RUN
+    wmtui attack --attack sok-combined-2 --run RUN
     wmtui attack --list
 
 Budget flags (``--data-fraction``, ``--unlabeled``, ``--steps``...) are generated from
 :class:`AttackerBudget`; each attack's own flags (``--lr``, ``--mode``, ``--ratio``...) come
 from its params dataclass and are parsed after ``--attack`` is known, so a flag that does not
-belong to the chosen attack is one clear error line (exit 2), not a silent no-op.
+belong to the chosen attack is one clear error line (exit 2), not a silent no-op. A chain
+(``a,b,c`` or a preset's name) runs stacked attacks in one job; its steps' flags are
+``--STEP.FLAG`` (:mod:`wmtui.cli.chains`).
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ def attack(
     """Remove a watermark: fine-tune, prune or distill a run's model within a budget.
 
     The attack's own flags follow --attack (see --list); the engine measures test accuracy
-    and retention with the owner's key, before, during and after.
+    and retention with the owner's key, before, during and after. --attack a,b,c (or a
+    preset chain) runs the attacks one after another; a step's flags are --STEP.FLAG.
     """
     from wmtui.cli.common import default_out, run_spec
 
