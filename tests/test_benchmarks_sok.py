@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sok_attacks  # noqa: E402
+import sok_plan  # noqa: E402
 import sok_table  # noqa: E402
 
 from engine.attacks import ATTACKS, MODIFICATION, PREPROCESSING, REMOVAL  # noqa: E402
@@ -112,7 +113,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
 
 
 def test_the_plan_holds_every_single_attack_of_both_families_but_piracy() -> None:
-    cells = sok_attacks.plan_cells([], 0)
+    cells = sok_plan.plan_cells([], 0)
     planned = {c.name for c in cells if c.family != sok_table.COMBINED_FAMILY}
     wanted = {
         p.name
