@@ -184,3 +184,14 @@ def test_a_recipe_cell_averages_removed_into_a_removed_rate(tmp_path) -> None:
     cell = result["cells"][0]
     rate = sum(v["removed"] for v in verdicts) / len(verdicts)
     assert cell["n"] == 2 and cell["mean"] == pytest.approx(100 * rate) and cell["outcome"]
+
+
+def test_a_deployed_model_is_judged_by_its_classifiers_threshold(pattern_run, tmp_path) -> None:
+    owner_acc = json.loads((pattern_run / "summary.json").read_text())["test_acc"]
+    record(0.2, owner_acc)
+    served = attack(pattern_run, "jpeg", tmp_path / "served", quality=90)
+    assert served["threshold"] == 0.2 and isinstance(served["removed"], bool)
+    assert served["cost"]["images"] == 0 and served["cost"]["queries"] == 0
+    # an attack on the served run finds the owner's key and the same record through it
+    again = attack(tmp_path / "served", "prune", ratio=0.0)
+    assert again["threshold"] == 0.2 and again["wm_accuracy"] == again["retention"]["key"]
