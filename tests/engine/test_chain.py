@@ -267,3 +267,22 @@ def test_a_recipe_arm_runs_a_chain_over_its_grid(tmp_path) -> None:
     assert all(p.budget == {"steps": 2} for p in phases)
     ratios = [p.parsed_params()[1].attack.params.ratio for p in phases]
     assert ratios == [0.3, 0.6]
+
+
+def test_a_sweep_axis_chooses_the_chain() -> None:
+    from engine.studies.sweeps import grid_from_mapping
+
+    raw = {
+        "train": {"dataset": "synthetic", "train_size": 512, "test_size": 128, "epochs": 1},
+        "phases": [
+            {"name": "owner", "kind": "train"},
+            {"name": "stack", "kind": "attack", "chain": "{chain}", "budget": {"steps": 2}},
+        ],
+        "axes": {"chain": ["sok-combined-4", "prune,ft-basic"]},
+    }
+    trials = grid_from_mapping(raw, "g").trials
+    chains = [
+        [s if isinstance(s, str) else s["attack"] for s in t.scenario.phases[1].chain]
+        for t in trials
+    ]
+    assert chains == [["adversarial-training", "finetune"], ["prune", "ft-basic"]]
