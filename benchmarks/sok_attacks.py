@@ -53,10 +53,13 @@ from typing import Any
 
 import torch
 
+from engine.config import TrainConfig
 from engine.errors import ConfigError, UserError, unknown_name
 from engine.io import atomic_write_bytes, atomic_write_json
 from engine.jobs import JOB_KINDS, JobFailed, JobSpec, run
 from engine.jobs.success import judge, primary_key_accuracy
+from engine.jobs.threshold import find_threshold, key_size_of
+from engine.watermarks import SCHEMES as SCHEMES_REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # benchmarks/sok_plan.py: what runs; benchmarks/sok_table.py: the counting
@@ -126,25 +129,54 @@ def embed(scheme: str, config: dict[str, Any], work: Path) -> tuple[Path, dict[s
     return folder, summary
 
 
+def cached_threshold(scheme: str, scale: Scale, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A cached record made from these very null models (same K, seeds and training), as the
+    threshold job's summary has it; None when there is none. Reusing it, rather than running
+    the job again, never overwrites a record someone else computed with more keys."""
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(SCHEMES_REGISTRY.get(scheme).factory.Params)
+    }
+    record = find_threshold(
+        config["dataset"], config["model"], scheme, key_size_of(scheme, defaults)
+    )
+    if record is None:
+        return None
+    ignored = ("seed", "device", "eval_every", "data_dir")
+    same = {k: v for k, v in record.config.items() if k not in ignored} == {
+        k: v for k, v in TrainConfig.from_mapping(config).to_dict().items() if k not in ignored
+    }
+    seeds = list(range(NULL_SEED, NULL_SEED + scale.null_models))
+    if not same or record.seeds != seeds or record.null_archs not in ([], [config["model"]]):
+        return None
+    return {"threshold": record.threshold, "record": record.to_dict(), "reused": True}
+
+
 def threshold(scheme: str, scale: Scale, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The scheme's SoK threshold from the ``threshold`` job, which trains the null models
-    (seeds 100, 101, ...) or reuses them from its cache, and caches the record every attack
-    job then reads; None with a warning when this engine has no such job."""
+    """The scheme's SoK threshold: a cached record of these null models, else the
+    ``threshold`` job's, which trains the null models (seeds 100, 101, ...) or reuses them
+    from its cache and caches the record every attack job then reads; None with a warning
+    when this engine has no such job or it fails."""
     if "threshold" not in JOB_KINDS:
         say(f"threshold {scheme}: no threshold job in this engine; removed stays unknown")
         return None
-    params = {"scheme": scheme, "null_models": scale.null_models, "null_seed": NULL_SEED}
-    try:
-        summary = run(JobSpec("threshold", params=params, config=config)).summary
-    except JobFailed as exc:  # a bug: the table goes on, its verdicts unknown
-        say(f"threshold {scheme} failed: {str(exc).splitlines()[0]}; removed stays unknown")
-        return None
+    summary = cached_threshold(scheme, scale, config)
+    if summary is None:
+        params = {"scheme": scheme, "null_models": scale.null_models, "null_seed": NULL_SEED}
+        try:
+            summary = run(JobSpec("threshold", params=params, config=config)).summary
+        except JobFailed as exc:  # a bug: the table goes on, its verdicts unknown
+            say(f"threshold {scheme} failed: {str(exc).splitlines()[0]}; removed stays unknown")
+            return None
     record = summary.get("record", {})
     say(
         f"threshold {scheme}: key accuracy <= {pct(summary.get('threshold'))} counts as unmarked "
-        f"({record.get('null_models', '?')} null models, {summary.get('null_models_trained', 0)} "
-        f"trained now; their test acc {pct(record.get('null_test_acc_mean'))}; "
-        f"{summary.get('seconds', 0):.0f} s)"
+        f"({record.get('null_models', '?')} null models"
+        + (
+            ", the cached record"
+            if summary.get("reused")
+            else f", {summary.get('null_models_trained', 0)} trained now"
+        )
+        + f"; their test acc {pct(record.get('null_test_acc_mean'))})"
     )
     return summary
 
