@@ -28,6 +28,7 @@ from engine.attacks.registry import ATTACKS
 from engine.data.catalog import DATASETS
 from engine.models.registry import MODELS
 from engine.registry import Registry
+from engine.transforms.registry import TRANSFORMS
 from engine.watermarks.base import SCHEMES
 
 #: entry-point group -> the registry its plugins register in (detectors: the attack group)
@@ -36,9 +37,10 @@ GROUPS: dict[str, Registry[Any]] = {
     "wmtui.attacks": ATTACKS,
     "wmtui.models": MODELS,
     "wmtui.datasets": DATASETS,
+    "wmtui.transforms": TRANSFORMS,
 }
 #: registries whose plugins must declare a params dataclass (flags and forms come from it)
-NEED_PARAMS = (SCHEMES, ATTACKS)
+NEED_PARAMS = (SCHEMES, ATTACKS, TRANSFORMS)
 
 _lock = threading.RLock()
 _problems: list[str] | None = None

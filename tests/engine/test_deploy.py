@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,66 @@ def test_every_transform_keeps_shape_range_and_is_listed() -> None:
         out = make_transform(plugin.name, params)(x)
         assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1, plugin.name
         assert plugin.summary, plugin.name
+
+
+PLUGIN_TRANSFORM = '''
+import dataclasses
+from engine.registry import param
+from engine.transforms import InputTransform, register_transform
+from engine.attacks.preprocessing import register_preprocessing
+
+
+@dataclasses.dataclass(frozen=True)
+class InvertParams:
+    strength: float = param(1.0, "how far to invert", low=0.0, high=1.0)
+
+
+@register_transform("fake-invert", InvertParams)
+class Invert(InputTransform):
+    """Invert every query."""
+
+    def apply(self, x):
+        return x + self.params.strength * (1 - 2 * x)
+
+
+register_preprocessing("fake-invert")
+'''
+
+
+def test_a_plugin_adds_a_transform_and_its_attack(tmp_path: Path, monkeypatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from engine import plugins
+    from engine.attacks import ATTACKS, PREPROCESSING, make_attack
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fake_wm_invert.py").write_text(PLUGIN_TRANSFORM)
+    (tmp_path / "fake_wm_broken.py").write_text(
+        PLUGIN_TRANSFORM.replace("fake-invert", "fake-broken") + "\nraise RuntimeError('late')\n"
+    )
+    group = "wmtui.transforms"
+    try:
+        problems = plugins.load_entry_points(
+            [
+                EntryPoint(name="invert", value="fake_wm_invert", group=group),
+                EntryPoint(name="broken", value="fake_wm_broken", group=group),
+            ]
+        )
+        assert len(problems) == 1 and "RuntimeError: late" in problems[0]
+        assert "fake-broken" not in TRANSFORMS and "fake-broken" not in ATTACKS
+        assert ATTACKS.get("fake-invert").family == PREPROCESSING
+        with pytest.raises(ConfigError, match=r"strength: must be <= 1\.0"):
+            make_attack("fake-invert", {"strength": "2"})
+        model = lenet()
+        served = Deployed.wrap(model, [make_transform("fake-invert", {"strength": 1.0})])
+        x = torch.rand(2, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.allclose(served(x), model(1 - x), atol=1e-6)
+        save_model(tmp_path / "run", served, ARCH)
+        assert load_model(tmp_path / "run")[0].spec() == served.spec()
+    finally:
+        for registry in (TRANSFORMS, ATTACKS):
+            for name in ("fake-invert", "fake-broken"):
+                registry.unregister(name)
+        for module in ("fake_wm_invert", "fake_wm_broken"):
+            sys.modules.pop(module, None)
