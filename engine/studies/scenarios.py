@@ -22,6 +22,7 @@ from engine.attacks.budget import AttackerBudget
 from engine.config import TrainConfig
 from engine.errors import ConfigError, UserError, unknown_name
 from engine.jobs.spec import JOB_KINDS, JobKind, JobSpec
+from engine.jobs.success import check_fraction
 from engine.studies import presets
 
 DEFAULT_SCENARIO = "classic"
@@ -50,6 +51,9 @@ class PhaseSpec:
     #: an attack phase's stacked attacks (names or ``{attack, params}`` tables), run in one
     #: refereed job instead of ``plugin`` (:mod:`engine.jobs.chain`)
     chain: list[Any] = dataclasses.field(default_factory=list)
+    #: an attack phase's SoK rule numbers instead of the cached threshold record's
+    threshold: float | None = None
+    reference_acc: float | None = None
 
     @property
     def job_kind(self) -> JobKind:
@@ -113,6 +117,8 @@ class PhaseSpec:
             eval_every=config.eval_every,
             sweep=tuple(self.sweep) or None,
             chain=list(self.chain) or None,
+            threshold=self.threshold,
+            reference_acc=self.reference_acc,
         )
 
     def scheme_numerics(self, config: TrainConfig) -> dict[str, Any]:
@@ -226,7 +232,7 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
     allowed = {"name", "kind", "title", "params", "budget", "on", "train", "sweep"} | (
         {plugin_key} if plugin_key else set()
     )
-    allowed |= {"chain"} if kind == "attack" else set()
+    allowed |= {"chain", "threshold", "reference_acc"} if kind == "attack" else set()
     for key in item:
         if key not in allowed:
             raise _located(where, unknown_name("key", key, sorted(allowed)))
@@ -253,6 +259,10 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
         train=_table(item.get("train", {}), f"{where} train"),
         sweep=_ratios(item.get("sweep", []), f"{where} sweep"),
         chain=chain,
+        threshold=_checked_value(lambda: check_fraction("threshold", item.get("threshold")), where),
+        reference_acc=_checked_value(
+            lambda: check_fraction("reference_acc", item.get("reference_acc")), where
+        ),
     )
     if spec.sweep and spec.kind != "attack":
         raise ConfigError(f"{where}: only attack phases take a 'sweep'")

@@ -195,3 +195,38 @@ def test_a_deployed_model_is_judged_by_its_classifiers_threshold(pattern_run, tm
     # an attack on the served run finds the owner's key and the same record through it
     again = attack(tmp_path / "served", "prune", ratio=0.0)
     assert again["threshold"] == 0.2 and again["wm_accuracy"] == again["retention"]["key"]
+
+
+def test_a_scenario_attack_phase_takes_the_rules_numbers(tmp_path) -> None:
+    from tests.engine.test_scenarios import run_scenario, tiny
+
+    cut = {"kind": "attack", "attack": "prune", "params": {"ratio": 0.0}}
+    raw = tiny(
+        [
+            {"name": "owner", "kind": "embed", "scheme": "pattern"},
+            {**cut, "name": "kept", "threshold": 0.0, "reference_acc": 0.0},
+            {**cut, "name": "gone", "threshold": 1.0, "reference_acc": 0.0, "on": "owner"},
+        ]
+    )
+    session, _ = run_scenario(raw, tmp_path / "sc")
+    assert session.status == "completed"
+    phases = json.loads((tmp_path / "sc" / "summary.json").read_text())["phases"]
+    verdicts = {p["name"]: p.get("removed") for p in phases}
+    kept = json.loads((tmp_path / "sc" / "02-kept" / "summary.json").read_text())
+    # a key accuracy above 0 survives a threshold of 0; every one is at or below 1
+    assert verdicts == {"owner": None, "kept": kept["wm_accuracy"] == 0.0, "gone": True}
+    assert kept["threshold"] == 0.0 and kept["reference_test_acc"] == 0.0
+
+
+@pytest.mark.parametrize(("key", "value"), [("threshold", 2), ("reference_acc", "high")])
+def test_a_scenario_refuses_a_bad_rule_number_naming_the_phase(key, value) -> None:
+    from engine.studies.scenarios import scenario_from_mapping
+    from tests.engine.test_scenarios import tiny
+
+    raw = tiny([{"kind": "train"}, {"kind": "attack", "attack": "prune", key: value}])
+    with pytest.raises(ConfigError, match=f"\\[\\[phases\\]\\] prune: {key} must be"):
+        scenario_from_mapping(raw, name="bad")
+    # an embedding takes none
+    raw = tiny([{"kind": "embed", "scheme": "pattern", "threshold": 0.5}])
+    with pytest.raises(ConfigError, match="unknown key 'threshold'"):
+        scenario_from_mapping(raw, name="bad")
