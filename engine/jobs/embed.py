@@ -16,6 +16,7 @@ from engine import commands as cmd
 from engine import progress
 from engine.config import TrainConfig
 from engine.data.meta import DatasetMeta, dataset_meta
+from engine.deploy import unwrap
 from engine.errors import ConfigError, RunError
 from engine.events import Phase
 from engine.jobs.common import (
@@ -97,6 +98,7 @@ def embed_job(
         model = build_model(arch).to(device)
         if from_run is not None:
             base, base_arch = RunDir.open(from_run).load_model(device)
+            base = unwrap(base)  # a served model's classifier: its transforms are not trained
             if base_arch.in_shape != arch.in_shape or base_arch.name != arch.name:
                 raise ConfigError(
                     f"--from {from_run}: its model is {base_arch.name} on {base_arch.in_shape}, "

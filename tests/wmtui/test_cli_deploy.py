@@ -154,3 +154,18 @@ def test_bad_transform_input_is_one_line_exit_2(
     assert len(lines) == 1 and lines[0].startswith("wmtui: error:"), result.stderr
     assert fragment in lines[0]
     assert not out.exists()
+
+
+def test_embedding_from_a_deployed_run_trains_its_classifier(
+    jpeg_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "owner"
+    args = ["--scheme", "pattern", "--from", str(jpeg_run), "--dataset", "synthetic"]
+    sizes = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--json"]
+    result = runner.invoke(app, ["embed", *args, *sizes, "--out", str(out), *CPU])
+    assert result.exit_code == 0, result.output
+    assert not (out / "deploy.json").exists()  # the owner's model is the classifier alone
+    model, _ = load_model(out)
+    assert not isinstance(model, Deployed)
+    served, _ = load_model(jpeg_run)
+    assert set(model.state_dict()) == set(served.inner.state_dict())
