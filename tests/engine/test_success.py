@@ -142,6 +142,20 @@ def test_ftau_counts_one_query_per_image_the_suspect_labels(pattern_run) -> None
     assert cost["labels"] == labelled > 0 and cost["images"] == labelled + 60
 
 
+def test_distill_counts_the_teachers_answers(pattern_run) -> None:
+    summary = attack(
+        pattern_run,
+        "distill",
+        data_fraction=0.0,
+        unlabeled="synthetic",
+        unlabeled_count=40,
+        steps=5,
+        batch=20,
+    )
+    cost = summary["cost"]
+    assert cost["queries"] == 5 * 20 and cost["images"] == 40 and cost["labels"] == 0
+
+
 def test_sweep_rows_are_judged(pattern_run) -> None:
     summary = attack(pattern_run, "prune", sweep=[0.0, 0.5], threshold=0.3, reference_acc=0.5)
     rows = summary["sweep"]
