@@ -85,6 +85,7 @@ from sok_table import (
     findings,
     findings_text,
     markdown,
+    not_applicable,
     pct,
 )
 
@@ -465,6 +466,11 @@ def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> No
         "first row judges the watermarked models themselves: 0/n when each is above its "
         "threshold."
     )
+    skipped = not_applicable(table)
+    if skipped:  # attacks the budget does not allow: n/a cells, outside the findings
+        legend += " Not applicable with this budget, and left out of the findings: " + "; ".join(
+            skipped
+        )
     text = "\n\n".join([head, markdown(table, schemes), legend, findings_text(found)])
     print(text, flush=True)
     write_outputs(out, context | {"rows": rows, "table": table, "findings": found}, text)

@@ -40,12 +40,14 @@ def aggregate(rows: Iterable[dict[str, Any]], schemes: Sequence[str]) -> list[di
                 "wm": [],
                 "seconds": [],
                 "runs": 0,
+                "na": 0,
                 "problems": [],
             },
         )
         cell["runs"] += 1
         if row["status"] != "completed":
             cell["problems"].append(f"{row['status']}: {row.get('reason', '')}")
+            cell["na"] += row["status"] == "n/a"
             continue
         if row.get("removed") is not None:
             cell["judged"] += 1
@@ -113,12 +115,27 @@ def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[s
         cell = entry["cells"].get(scheme)
         return None if cell is None else cell["removes"]
 
-    single = [e for e in table if e["family"] not in (COMBINED_FAMILY, BASELINE_FAMILY)]
-    combined = [e for e in table if e["family"] == COMBINED_FAMILY]
+    def applies(entry: dict[str, Any], scheme: str) -> bool:
+        """False when the attack could not run on the scheme with this budget (n/a): such a
+        cell is no verdict to wait for; a missing or failed one is."""
+        cell = entry["cells"].get(scheme)
+        return cell is None or cell["na"] < cell["runs"]
+
+    single = [
+        e
+        for e in table
+        if e["family"] not in (COMBINED_FAMILY, BASELINE_FAMILY)
+        and any(applies(e, s) for s in schemes)
+    ]
+    combined = [
+        e for e in table if e["family"] == COMBINED_FAMILY and any(applies(e, s) for s in schemes)
+    ]
 
     def by_scheme(entries: list[dict[str, Any]]) -> dict[str, bool | None]:
         """Per scheme: is it removed by at least one of ``entries``?"""
-        return {s: verdict([removes(e, s) for e in entries], True) for s in schemes}
+        return {
+            s: verdict([removes(e, s) for e in entries if applies(e, s)], True) for s in schemes
+        }
 
     def removers(entries: list[dict[str, Any]], scheme: str) -> str:
         names = [e["attack"] for e in entries if removes(e, scheme)]
@@ -138,7 +155,10 @@ def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[s
         ),
     }
     # an attack removes every scheme unless one scheme is known to survive it
-    universal = {e["attack"]: verdict([removes(e, s) for s in schemes], False) for e in single}
+    universal = {
+        e["attack"]: verdict([removes(e, s) for s in schemes if applies(e, s)], False)
+        for e in single
+    }
     everything = [a for a, survived in universal.items() if survived is False]
     two = {
         "finding": "no attack removes all schemes",
@@ -152,7 +172,7 @@ def findings(table: list[dict[str, Any]], schemes: Sequence[str]) -> list[dict[s
     if not single:
         one["holds"] = two["holds"] = None
     stacked = by_scheme(combined)
-    alone = [e["attack"] for e in combined if all(removes(e, s) for s in schemes)]
+    alone = [e["attack"] for e in combined if all(removes(e, s) for s in schemes if applies(e, s))]
     three = {
         "finding": "the combined attacks remove all schemes",
         "holds": None
@@ -178,3 +198,15 @@ def findings_text(items: list[dict[str, Any]]) -> str:
         f"({i}) {item['finding']}: {word[item['holds']]} ({item['evidence']})"
         for i, item in enumerate(items, 1)
     )
+
+
+def not_applicable(table: list[dict[str, Any]]) -> list[str]:
+    """``attack: reason`` for every attack that could not run with the budget (n/a cells),
+    once per reason: said under the table, and left out of the findings."""
+    lines: dict[str, None] = {}
+    for entry in table:
+        for cell in entry["cells"].values():
+            for problem in cell["problems"]:
+                if problem.startswith("n/a: "):
+                    lines[f"{entry['attack']}: {problem.removeprefix('n/a: ')}"] = None
+    return list(lines)

@@ -98,6 +98,27 @@ def test_missing_verdicts_leave_a_finding_undecided_not_decided() -> None:
     assert holds(no_chain)[2] is None
 
 
+def test_an_attack_the_budget_refuses_is_named_and_left_out_of_the_findings() -> None:
+    refused = [
+        {
+            "attack": "ftau",
+            "family": MODIFICATION,
+            "scheme": s,
+            "seed": 0,
+            "status": "n/a",
+            "reason": "ftau needs an unlabelled source",
+        }
+        for s in SCHEMES
+    ]
+    table = sok_table.aggregate(sok_like() + refused, SCHEMES)
+    assert holds(sok_like() + refused) == [True, True, True]
+    assert sok_table.not_applicable(table) == ["ftau: ftau needs an unlabelled source"]
+    assert "| modification | ftau | n/a | n/a |" in sok_table.markdown(table, SCHEMES)
+    # a job that failed is a missing verdict, not an attack that does not apply
+    failed = [r | {"status": "failed"} for r in refused]
+    assert holds(sok_like() + failed)[1] is None
+
+
 @pytest.mark.parametrize(
     "args",
     [["--schemes", "patern"], ["--attacks", "jpg"], ["--seeds", "0,x"], ["--threads", "0"]],
