@@ -35,8 +35,9 @@ CPU cores (adversarial training, neural laundering and input reconstruction cost
 
 Resumable: every embedding and attack is a run folder under ``--work``, named by a hash of
 its configuration and of the threshold its verdict used; a rerun reuses the completed ones.
-It runs seed by seed over every scheme, so a run stopped early (Ctrl-C, ``--minutes``) still
-prints a whole table of fewer seeds, marked incomplete. Not a test: CI never runs it.
+It runs seed by seed (every scheme's model, then each attack on all of them, the costly ones
+last), so a run stopped early (Ctrl-C, ``--minutes``) still prints whole rows, marked
+incomplete. Not a test: CI never runs it.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ from sok_plan import (
     budget_for,
     digest,
     plan_cells,
+    run_order,
     train_config,
 )
 from sok_table import (
@@ -388,19 +390,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         null_config = train_config(scale, dataset, plan.model, NULL_SEED, plan.device)
         for scheme in schemes:  # first, so every attack job finds its scheme's threshold
             thresholds[scheme] = threshold(scheme, scale, null_config)
-        # seed by seed, every scheme: a run cut short still has a whole table of fewer seeds
+        # seed by seed: every scheme's model, then each attack on all of them, the costly
+        # ones last, so a run cut short still has whole rows (all schemes) of fewer seeds
         for seed in seeds:
+            config = train_config(scale, dataset, plan.model, seed, plan.device)
+            models: dict[str, Path] = {}
             for scheme in schemes:
-                config = train_config(scale, dataset, plan.model, seed, plan.device)
                 time_left(plan, started)
                 try:
-                    model_run, marked = embed(scheme, config, plan.work)
+                    models[scheme], marked = embed(scheme, config, plan.work)
                 except (UserError, JobFailed) as exc:  # its cells show one seed fewer
                     say(f"embed {scheme} seed {seed} failed: {str(exc).splitlines()[0]}")
                     continue
                 rows.append(baseline(marked, thresholds[scheme]) | {"scheme": scheme, "seed": seed})
                 say(row_line(rows[-1]))
-                for cell in cells:
+            for cell in run_order(cells):
+                for scheme, model_run in models.items():
                     time_left(plan, started)
                     budget = budget_for(cell, scale)
                     row = attack(cell, model_run, budget, plan.device, basis(thresholds[scheme]))
@@ -435,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "thresholds": thresholds,
             "planned": len(seeds) * len(schemes) * len(cells),
         }
-        if rows:
+        if rows:  # in the table's order (the plan's), whatever order they ran in
+            order = {label: i for i, label in enumerate([BASELINE, *(c.label for c in cells)])}
+            rows.sort(key=lambda r: order.get(r["attack"], len(order)))
             finish(plan.out, context, rows)
     return status
 
