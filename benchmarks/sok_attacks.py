@@ -167,7 +167,7 @@ def threshold(scheme: str, scale: Scale, config: dict[str, Any]) -> dict[str, An
         params = {"scheme": scheme, "null_models": scale.null_models, "null_seed": NULL_SEED}
         try:
             summary = run(JobSpec("threshold", params=params, config=config)).summary
-        except JobFailed as exc:  # a bug: the table goes on, its verdicts unknown
+        except (UserError, JobFailed) as exc:  # the table goes on, its verdicts unknown
             say(f"threshold {scheme} failed: {str(exc).splitlines()[0]}; removed stays unknown")
             return None
     record = summary.get("record", {})
