@@ -60,6 +60,7 @@ from engine.io import atomic_write_bytes, atomic_write_json
 from engine.jobs import JOB_KINDS, JobFailed, JobSpec, run
 from engine.jobs.success import judge, primary_key_accuracy
 from engine.jobs.threshold import find_threshold, key_size_of
+from engine.threads import ThreadChoice, choose_threads
 from engine.watermarks import SCHEMES as SCHEMES_REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -295,7 +296,7 @@ class Plan:
     work: Path
     out: Path
     device: str
-    threads: int
+    threads: ThreadChoice  # the engine's policy (engine/threads.py): the free cores
     minutes: float
     only_list: bool
 
@@ -312,7 +313,9 @@ def parse(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--work", type=Path, default=None, help="run folders (resumable)")
     parser.add_argument("--out", type=Path, default=None, help="markdown (+ .json) of the table")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the free cores)"
+    )
     parser.add_argument(
         "--minutes", type=float, default=0, help="start no new job after this long (0: no limit)"
     )
@@ -323,8 +326,7 @@ def parse(argv: Sequence[str] | None) -> Plan:
     for scheme in schemes:
         if scheme not in SCHEMES:
             raise unknown_name("--schemes entry", scheme, SCHEMES)
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    threads = choose_threads(args.threads)  # a bad count: one line
     if not 0 <= args.minutes < float("inf"):
         raise ConfigError(f"--minutes must be >= 0, got {args.minutes:g}")
     work = args.work or Path("runs") / f"bench-sok-{args.scale}"
@@ -339,7 +341,7 @@ def parse(argv: Sequence[str] | None) -> Plan:
         work,
         args.out or work / "table.md",
         args.device,
-        args.threads,
+        threads,
         args.minutes,
         args.list,
     )
@@ -369,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if plan.scale_name == "smoke":  # tiny null models must not land in the shared cache
         os.environ.setdefault("WMTUI_CACHE_DIR", str(plan.work / "cache"))
-    torch.set_num_threads(plan.threads)
+    torch.set_num_threads(plan.threads.count)
+    say(plan.threads.message())
     say(
         f"{len(schemes)} schemes x {len(seeds)} seeds x {len(cells)} attacks on {dataset} + "
         f"{plan.model} ({plan.scale_name}); excluded: distill (extraction), detectors, "
@@ -433,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model": plan.model,
             "schemes": schemes,
             "seeds": seeds,
-            "threads": plan.threads,
+            "threads": plan.threads.message(),
             "seconds": round(time.monotonic() - started),
             "budget": dataclasses.asdict(scale),
             "excluded": EXCLUDED,
@@ -457,7 +460,7 @@ def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> No
     head = (
         f"`{context['command']}`: {context['dataset']} + {context['model']}, seeds "
         f"{', '.join(map(str, context['seeds']))}, scale {context['scale']}, "
-        f"{context['seconds'] / 60:.1f} min on {context['threads']} threads "
+        f"{context['seconds'] / 60:.1f} min, {context['threads']} "
         f"({reused} of {len(attacked)} attacks reused from an earlier run"
         + (
             f"; INCOMPLETE: {len(attacked)} of {context['planned']} attacks ran)"
