@@ -90,6 +90,7 @@ from sok_table import (
     markdown,
     not_applicable,
     pct,
+    slowest,
 )
 
 
@@ -476,6 +477,8 @@ def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> No
         "first row judges the watermarked models themselves: 0/n when each is above its "
         "threshold."
     )
+    if slowest(rows):
+        legend += f" Slowest jobs (mean wall time, referee included): {slowest(rows)}."
     skipped = not_applicable(table)
     if skipped:  # attacks the budget does not allow: n/a cells, outside the findings
         legend += " Not applicable with this budget, and left out of the findings: " + "; ".join(

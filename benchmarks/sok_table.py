@@ -210,3 +210,14 @@ def not_applicable(table: list[dict[str, Any]]) -> list[str]:
                 if problem.startswith("n/a: "):
                     lines[f"{entry['attack']}: {problem.removeprefix('n/a: ')}"] = None
     return list(lines)
+
+
+def slowest(rows: Iterable[dict[str, Any]], count: int = 5) -> str:
+    """The attacks whose jobs took longest, mean wall time per job (the referee's
+    measurements included): where a shorter run should cut."""
+    times: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get("family") != BASELINE_FAMILY and isinstance(row.get("job_seconds"), int | float):
+            times.setdefault(row["attack"], []).append(float(row["job_seconds"]))
+    ranked = sorted(times.items(), key=lambda item: -statistics.fmean(item[1]))[:count]
+    return ", ".join(f"{name} {statistics.fmean(values):.0f} s" for name, values in ranked)
