@@ -46,6 +46,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -56,7 +57,6 @@ import torch
 
 from engine.config import TrainConfig
 from engine.errors import ConfigError, UserError, unknown_name
-from engine.io import atomic_write_bytes, atomic_write_json
 from engine.jobs import JOB_KINDS, JobFailed, JobSpec, run
 from engine.jobs.success import judge, primary_key_accuracy
 from engine.jobs.threshold import find_threshold, key_size_of
@@ -81,17 +81,7 @@ from sok_plan import (
     run_order,
     train_config,
 )
-from sok_table import (
-    BASELINE,
-    BASELINE_FAMILY,
-    aggregate,
-    findings,
-    findings_text,
-    markdown,
-    not_applicable,
-    pct,
-    slowest,
-)
+from sok_table import BASELINE, BASELINE_FAMILY, finish, pct, row_line
 
 
 def say(message: str) -> None:
@@ -272,17 +262,6 @@ def seed_list(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def write_outputs(path: Path, report: dict[str, Any], text: str) -> None:
-    """The markdown at ``path`` (or beside a ``.json`` path) and the JSON beside it."""
-    md, js = (
-        (path.with_suffix(".md"), path)
-        if path.suffix == ".json"
-        else (path, path.with_suffix(".json"))
-    )
-    atomic_write_bytes(md, (text + "\n").encode())
-    atomic_write_json(js, report)
-
-
 @dataclasses.dataclass
 class Plan:
     """The command line, checked: what the table runs and where it writes."""
@@ -357,64 +336,72 @@ def time_left(plan: Plan, started: float) -> None:
         raise OutOfTime
 
 
+def measure(
+    plan: Plan, started: float, thresholds: dict[str, Any], rows: list[dict[str, Any]]
+) -> None:
+    """The thresholds, then seed by seed every scheme's model and each attack on all of them
+    (the costly ones last), so a run cut short still has whole rows (all schemes) of fewer
+    seeds; ``thresholds`` and ``rows`` fill as it goes."""
+    scale, dataset, model, device = plan.scale, plan.dataset, plan.model, plan.device
+    null_config = train_config(scale, dataset, model, NULL_SEED, device)
+    for scheme in plan.schemes:  # first, so every attack job finds its scheme's threshold
+        thresholds[scheme] = threshold(scheme, scale, null_config)
+    for seed in plan.seeds:
+        config = train_config(scale, dataset, model, seed, device)
+        models: dict[str, Path] = {}
+        for scheme in plan.schemes:
+            time_left(plan, started)
+            try:
+                models[scheme], marked = embed(scheme, config, plan.work)
+            except (UserError, JobFailed) as exc:  # its cells show one seed fewer
+                say(f"embed {scheme} seed {seed} failed: {str(exc).splitlines()[0]}")
+                continue
+            rows.append(baseline(marked, thresholds[scheme]) | {"scheme": scheme, "seed": seed})
+            say(row_line(rows[-1]))
+        for cell in run_order(plan.cells):
+            for scheme, model_run in models.items():
+                time_left(plan, started)
+                budget = budget_for(cell, scale)
+                row = attack(cell, model_run, budget, device, basis(thresholds[scheme]))
+                rows.append(row | {"scheme": scheme, "seed": seed})
+                say(row_line(rows[-1]))
+
+
+def announce(plan: Plan) -> None:
+    """The plan on stderr: threads, sizes, what is left out, each attack's budget."""
+    say(plan.threads.message())
+    say(
+        f"{len(plan.schemes)} schemes x {len(plan.seeds)} seeds x {len(plan.cells)} attacks on "
+        f"{plan.dataset} + {plan.model} ({plan.scale_name}); excluded: distill (extraction), "
+        "detectors, " + "; ".join(f"{k}: {v}" for k, v in EXCLUDED.items())
+    )
+    for cell in plan.cells:
+        say(
+            f"  {cell.family:13} {cell.label:28} {cell.name if cell.name != cell.label else ''}"
+            f"  budget {budget_for(cell, plan.scale)}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = parse(argv)
     except UserError as exc:  # bad input: one line, exit code 2, nothing written
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    scale, dataset, schemes, seeds, cells = (
-        plan.scale,
-        plan.dataset,
-        plan.schemes,
-        plan.seeds,
-        plan.cells,
-    )
     if plan.scale_name == "smoke":  # tiny null models must not land in the shared cache
         os.environ.setdefault("WMTUI_CACHE_DIR", str(plan.work / "cache"))
     torch.set_num_threads(plan.threads.count)
-    say(plan.threads.message())
-    say(
-        f"{len(schemes)} schemes x {len(seeds)} seeds x {len(cells)} attacks on {dataset} + "
-        f"{plan.model} ({plan.scale_name}); excluded: distill (extraction), detectors, "
-        + "; ".join(f"{k}: {v}" for k, v in EXCLUDED.items())
-    )
-    for cell in cells:
-        say(
-            f"  {cell.family:13} {cell.label:28} {cell.name if cell.name != cell.label else ''}"
-            f"  budget {budget_for(cell, scale)}"
-        )
+    announce(plan)
     if plan.only_list:
         return 0
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     thresholds: dict[str, Any] = {}
     status = 0
+    # SIGTERM (a scheduler, timeout) ends it as Ctrl-C does: the table so far is kept
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        null_config = train_config(scale, dataset, plan.model, NULL_SEED, plan.device)
-        for scheme in schemes:  # first, so every attack job finds its scheme's threshold
-            thresholds[scheme] = threshold(scheme, scale, null_config)
-        # seed by seed: every scheme's model, then each attack on all of them, the costly
-        # ones last, so a run cut short still has whole rows (all schemes) of fewer seeds
-        for seed in seeds:
-            config = train_config(scale, dataset, plan.model, seed, plan.device)
-            models: dict[str, Path] = {}
-            for scheme in schemes:
-                time_left(plan, started)
-                try:
-                    models[scheme], marked = embed(scheme, config, plan.work)
-                except (UserError, JobFailed) as exc:  # its cells show one seed fewer
-                    say(f"embed {scheme} seed {seed} failed: {str(exc).splitlines()[0]}")
-                    continue
-                rows.append(baseline(marked, thresholds[scheme]) | {"scheme": scheme, "seed": seed})
-                say(row_line(rows[-1]))
-            for cell in run_order(cells):
-                for scheme, model_run in models.items():
-                    time_left(plan, started)
-                    budget = budget_for(cell, scale)
-                    row = attack(cell, model_run, budget, plan.device, basis(thresholds[scheme]))
-                    rows.append(row | {"scheme": scheme, "seed": seed})
-                    say(row_line(rows[-1]))
+        measure(plan, started, thresholds, rows)
     except KeyboardInterrupt:
         say("interrupted: the same command continues where this run stopped")
         status = 130
@@ -427,81 +414,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"error: {str(exc).splitlines()[0]}")
         status = 2
     finally:  # what was measured is printed and written, even after an interrupt
-        command = " ".join(
-            ["python benchmarks/sok_attacks.py", *(sys.argv[1:] if argv is None else argv)]
-        )
-        context = {
-            "command": command,
-            "scale": plan.scale_name,
-            "dataset": dataset,
-            "model": plan.model,
-            "schemes": schemes,
-            "seeds": seeds,
-            "threads": plan.threads.message(),
-            "seconds": round(time.monotonic() - started),
-            "budget": dataclasses.asdict(scale),
-            "excluded": EXCLUDED,
-            "thresholds": thresholds,
-            "planned": len(seeds) * len(schemes) * len(cells),
-        }
-        if rows:  # in the table's order (the plan's), whatever order they ran in
-            order = {label: i for i, label in enumerate([BASELINE, *(c.label for c in cells)])}
-            rows.sort(key=lambda r: order.get(r["attack"], len(order)))
+        if rows:
+            command = [
+                "python benchmarks/sok_attacks.py",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+            context = {
+                "command": " ".join(command),
+                "scale": plan.scale_name,
+                "dataset": plan.dataset,
+                "model": plan.model,
+                "schemes": plan.schemes,
+                "seeds": plan.seeds,
+                "threads": plan.threads.message(),
+                "seconds": round(time.monotonic() - started),
+                "budget": dataclasses.asdict(plan.scale),
+                "excluded": EXCLUDED,
+                "thresholds": thresholds,
+                "planned": len(plan.seeds) * len(plan.schemes) * len(plan.cells),
+            }
+            # in the table's order (the plan's), whatever order they ran in
+            labels = [BASELINE, *(c.label for c in plan.cells)]
+            rows.sort(key=lambda r: labels.index(r["attack"]) if r["attack"] in labels else 0)
             finish(plan.out, context, rows)
     return status
-
-
-def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Print the table and the findings; write them (markdown and JSON) to ``out``."""
-    schemes = context["schemes"]
-    table = aggregate(rows, schemes)
-    found = findings(table, schemes)
-    attacked = [r for r in rows if r["family"] != BASELINE_FAMILY]
-    reused = sum(1 for r in attacked if r.get("reused"))
-    head = (
-        f"`{context['command']}`: {context['dataset']} + {context['model']}, seeds "
-        f"{', '.join(map(str, context['seeds']))}, scale {context['scale']}, "
-        f"{context['seconds'] / 60:.1f} min, {context['threads']} "
-        f"({reused} of {len(attacked)} attacks reused from an earlier run"
-        + (
-            f"; INCOMPLETE: {len(attacked)} of {context['planned']} attacks ran)"
-            if len(attacked) < context["planned"]
-            else ")"
-        )
-    )
-    legend = (
-        "Cells: removed in k of n seeds with a verdict (the SoK's rule: test accuracy within "
-        "5 points of the unmarked models' and key accuracy at or below the threshold), then "
-        "test accuracy after the attack, mean ± sd (%). Mean cost: the attack's own wall time "
-        "(its summary's cost; the referee's measurements before and after are not in it). The "
-        "first row judges the watermarked models themselves: 0/n when each is above its "
-        "threshold."
-    )
-    if slowest(rows):
-        legend += f" Slowest jobs (mean wall time, referee included): {slowest(rows)}."
-    skipped = not_applicable(table)
-    if skipped:  # attacks the budget does not allow: n/a cells, outside the findings
-        legend += " Not applicable with this budget, and left out of the findings: " + "; ".join(
-            skipped
-        )
-    text = "\n\n".join([head, markdown(table, schemes), legend, findings_text(found)])
-    print(text, flush=True)
-    write_outputs(out, context | {"rows": rows, "table": table, "findings": found}, text)
-    say(f"written: {out} and its JSON")
-
-
-def row_line(row: dict[str, Any]) -> str:
-    head = f"{row['scheme']:9} seed {row['seed']}  {row['attack']:28}"
-    if row["status"] != "completed":
-        return f"{head} {row['status']}: {row.get('reason', '')}"
-    removed = {True: "removed", False: "kept", None: "unknown"}[row.get("removed")]
-    seconds = row.get("seconds")
-    return (
-        f"{head} {removed:8} test acc {pct(row.get('test_acc'))}  key acc "
-        f"{pct(row.get('wm_accuracy'))}  "
-        + (f"{seconds:.1f} s" if seconds is not None else "")
-        + (" (reused)" if row.get("reused") else "")
-    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The SoK table's arithmetic: rows of attack verdicts -> cells, markdown and findings.
+"""The SoK table's arithmetic and its text: rows of attack verdicts -> cells, markdown,
+findings, and the files they are written to.
 
 Kept apart from ``sok_attacks.py`` (which runs the jobs) so the counting can be read and
 tested on its own. A cell is one attack on one scheme over the seeds: how many seeds the
@@ -10,8 +11,12 @@ verdict; the three findings of Lukas et al. (S&P 2022) are decided from those ce
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+
+from engine.io import atomic_write_bytes, atomic_write_json
 
 #: the family of the SoK's combined attacks (chains), beside the registry's families
 COMBINED_FAMILY = "combined"
@@ -221,3 +226,67 @@ def slowest(rows: Iterable[dict[str, Any]], count: int = 5) -> str:
             times.setdefault(row["attack"], []).append(float(row["job_seconds"]))
     ranked = sorted(times.items(), key=lambda item: -statistics.fmean(item[1]))[:count]
     return ", ".join(f"{name} {statistics.fmean(values):.0f} s" for name, values in ranked)
+
+
+def finish(out: Path, context: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Print the table and the findings; write them (markdown and JSON) to ``out``."""
+    schemes = context["schemes"]
+    table = aggregate(rows, schemes)
+    found = findings(table, schemes)
+    attacked = [r for r in rows if r["family"] != BASELINE_FAMILY]
+    reused = sum(1 for r in attacked if r.get("reused"))
+    head = (
+        f"`{context['command']}`: {context['dataset']} + {context['model']}, seeds "
+        f"{', '.join(map(str, context['seeds']))}, scale {context['scale']}, "
+        f"{context['seconds'] / 60:.1f} min, {context['threads']} "
+        f"({reused} of {len(attacked)} attacks reused from an earlier run"
+        + (
+            f"; INCOMPLETE: {len(attacked)} of {context['planned']} attacks ran)"
+            if len(attacked) < context["planned"]
+            else ")"
+        )
+    )
+    legend = (
+        "Cells: removed in k of n seeds with a verdict (the SoK's rule: test accuracy within "
+        "5 points of the unmarked models' and key accuracy at or below the threshold), then "
+        "test accuracy after the attack, mean ± sd (%). Mean cost: the attack's own wall time "
+        "(its summary's cost; the referee's measurements before and after are not in it). The "
+        "first row judges the watermarked models themselves: 0/n when each is above its "
+        "threshold."
+    )
+    if slowest(rows):
+        legend += f" Slowest jobs (mean wall time, referee included): {slowest(rows)}."
+    skipped = not_applicable(table)
+    if skipped:  # attacks the budget does not allow: n/a cells, outside the findings
+        legend += " Not applicable with this budget, and left out of the findings: " + "; ".join(
+            skipped
+        )
+    text = "\n\n".join([head, markdown(table, schemes), legend, findings_text(found)])
+    print(text, flush=True)
+    write_outputs(out, context | {"rows": rows, "table": table, "findings": found}, text)
+    print(f"written: {out} and its JSON", file=sys.stderr, flush=True)
+
+
+def write_outputs(path: Path, report: dict[str, Any], text: str) -> None:
+    """The markdown at ``path`` (or beside a ``.json`` path) and the JSON beside it."""
+    md, js = (
+        (path.with_suffix(".md"), path)
+        if path.suffix == ".json"
+        else (path, path.with_suffix(".json"))
+    )
+    atomic_write_bytes(md, (text + "\n").encode())
+    atomic_write_json(js, report)
+
+
+def row_line(row: dict[str, Any]) -> str:
+    head = f"{row['scheme']:9} seed {row['seed']}  {row['attack']:28}"
+    if row["status"] != "completed":
+        return f"{head} {row['status']}: {row.get('reason', '')}"
+    removed = {True: "removed", False: "kept", None: "unknown"}[row.get("removed")]
+    seconds = row.get("seconds")
+    return (
+        f"{head} {removed:8} test acc {pct(row.get('test_acc'))}  key acc "
+        f"{pct(row.get('wm_accuracy'))}  "
+        + (f"{seconds:.1f} s" if seconds is not None else "")
+        + (" (reused)" if row.get("reused") else "")
+    )

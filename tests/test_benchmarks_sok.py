@@ -121,7 +121,13 @@ def test_an_attack_the_budget_refuses_is_named_and_left_out_of_the_findings() ->
 
 @pytest.mark.parametrize(
     "args",
-    [["--schemes", "patern"], ["--attacks", "jpg"], ["--seeds", "0,x"], ["--threads", "0"], ["--minutes", "-1"]],
+    [
+        ["--schemes", "patern"],
+        ["--attacks", "jpg"],
+        ["--seeds", "0,x"],
+        ["--threads", "0"],
+        ["--minutes", "-1"],
+    ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(
     args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
