@@ -33,7 +33,9 @@ is the later half of the ``Conv2d`` layers in definition order plus every hidden
 (four stages where WRT's CIFAR ResNet has three) it is the last ten of its twenty convs,
 stages three and four with their shortcut projections, and no dense layer (its only Linear
 is the output). Where WRT's ResNet has no hidden dense layer to reset, ``dt`` matters on
-``lenet5`` and the other small CNNs only.
+``lenet5`` and the other small CNNs only. WRT's thresholds were set for its CIFAR ResNet's
+activations: on ``lenet5`` they reset about half of the late units and the accuracy needs a
+long fine-tuning to come back (docs/attacks.md has the measurement); raise ``--ct``/``--dt``.
 
 The reversed trigger is stamped as Neural Cleanse optimised it, ``(1 - m) x + m p``; WRT adds
 ``m p`` and clips, the same where the mask is 0 or 1.
