@@ -24,9 +24,10 @@ The attacker's budget: WRT's attacker holds a third of the training data (WRT
 seeded shuffle) and trains for the epochs of each attack's config (WRT
 ``configs/cifar10/attack_configs/*.yaml``: ftal 5, fine-pruning 10, weight shifting 10,
 label smoothing 5, adversarial training 5, regularization 5, neural laundering 5, weight
-quantization 1): ``--scale full``. ``--scale quick`` keeps the models and thresholds but
-gives every attack 10% of the data and 1 epoch, a weaker attacker, so the table fits on 2
-CPU cores (adversarial training, neural laundering and input reconstruction cost the most);
+quantization 1): ``--scale full``. ``--scale quick`` keeps the models, the thresholds and
+WRT's epochs but gives the attacker 10% of the data, and the costly attacks (adversarial
+training, neural laundering, input reconstruction, overwriting, the combined attack that
+starts with adversarial training) 1 epoch, so the table fits on 2 CPU cores;
 ``--scale smoke`` (synthetic data, 1 seed, 2 schemes, 3 attacks) checks the script.
 
     python benchmarks/sok_attacks.py [--scale quick|full|smoke] [--out runs/sok.md]

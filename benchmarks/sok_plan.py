@@ -59,7 +59,7 @@ SMOKE_ATTACKS = (
 )
 #: attacks whose job took minutes where the others took seconds (fashion-mnist + lenet5, one
 #: model, measured on a busy 2-core machine): run last within a seed, so a table cut short
-#: holds the rest
+#: holds the rest, and given one epoch at --scale quick
 COSTLY = (
     "overwriting",
     "sok-combined-4",
@@ -83,16 +83,17 @@ class Scale:
     epochs: int  # the embedded and the null models'
     null_models: int
     data_fraction: float
-    attack_epochs: int | None  # None: WRT's per attack
+    attack_epochs: int | None  # every attack's; None: WRT's per attack
+    costly_epochs: int | None  # the COSTLY attacks' when attack_epochs is None (None: WRT's)
     seeds: tuple[int, ...]
     schemes: tuple[str, ...]
     max_attacks: int = 0  # 0: all
 
 
 SCALES = {
-    "smoke": Scale("synthetic", 6000, 500, 3, 2, 0.2, 1, (0,), ("pattern", "abstract"), 3),
-    "quick": Scale("fashion-mnist", 0, 0, 3, 5, 0.1, 1, (0, 1, 2), SCHEMES),
-    "full": Scale("fashion-mnist", 0, 0, 3, 5, 1 / 3, None, (0, 1, 2), SCHEMES),
+    "smoke": Scale("synthetic", 6000, 500, 3, 2, 0.2, 1, 1, (0,), ("pattern", "abstract"), 3),
+    "quick": Scale("fashion-mnist", 0, 0, 3, 5, 0.1, None, 1, (0, 1, 2), SCHEMES),
+    "full": Scale("fashion-mnist", 0, 0, 3, 5, 1 / 3, None, None, (0, 1, 2), SCHEMES),
 }
 
 
@@ -170,11 +171,13 @@ def budget_for(cell: Cell, scale: Scale) -> dict[str, Any]:
     budget: dict[str, Any] = {"data_fraction": round(scale.data_fraction, 4)}
     if scale.attack_epochs is not None:
         budget["epochs"] = scale.attack_epochs
+    elif scale.costly_epochs is not None and cell.label in COSTLY:
+        budget["epochs"] = scale.costly_epochs
     else:
         epochs = WRT_EPOCHS.get(cell.label, WRT_EPOCHS.get(cell.label.split()[0]))
         if cell.chain:  # the budget's epochs go to each step: the chain's longest step's
             epochs = max((WRT_EPOCHS.get(s, 0) for s in cell.step_names()), default=0) or None
-        if epochs:
+        if epochs:  # else the budget's default (10, REFIT's), as wmtui attack would
             budget["epochs"] = epochs
     return budget
 
