@@ -21,8 +21,8 @@ from engine.jobs import embed as _embed  # noqa: F401
 from engine.jobs import fresh_keys as _fresh_keys  # noqa: F401
 from engine.jobs import overwriting as _overwriting  # noqa: F401  (registers it)
 from engine.jobs import piracy as _piracy  # noqa: F401  (registers the piracy attack)
-from engine.jobs import train as _train  # noqa: F401
 from engine.jobs import threshold as _threshold  # noqa: F401
+from engine.jobs import train as _train  # noqa: F401
 from engine.jobs import verify as _verify  # noqa: F401
 from engine.jobs.api import JobFailed, Result, Running, run, start
 from engine.jobs.attack import attack_manifest, check_attack
