@@ -24,6 +24,7 @@ from engine.events import Checkpoint, ClassScan, Event, Log, Metrics, Phase
 from engine.session import Session
 from engine.studies.scenario_runner import prepare_scenario
 from engine.studies.scenarios import scenario_from_mapping
+from engine.training import Diverged
 from tests.engine.test_scenarios import TINY_TRAIN
 
 #: the product's promise (README: the worker stops within 2 s at any moment). The worker
@@ -57,18 +58,18 @@ def start(out: Path, epochs: int = 2, **train: Any) -> Session:
     return Session(job, [root.event_sink(), *sinks]).start()
 
 
-def assert_complete(root: Path) -> None:
+def assert_complete(root: Path, ends: tuple[str, ...] = ("stopped", "completed")) -> None:
     folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and p.name[:2].isdigit())]
     for folder in folders:
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["status"] in ("stopped", "completed"), (folder, summary)
+        assert summary["status"] in ends, (folder, summary)
         for line in (folder / "events.jsonl").read_text().splitlines():
             json.loads(line)
         manifest = json.loads((folder / "manifest.json").read_text())
         trained = (folder / "metrics.jsonl").is_file() and (folder / "metrics.jsonl").stat().st_size
         if manifest["command"] in ("train", "embed") and trained:
             assert (folder / "checkpoint.safetensors").is_file(), folder
-    assert json.loads((root / "summary.json").read_text())["status"] in ("stopped", "completed")
+    assert json.loads((root / "summary.json").read_text())["status"] in ends
 
 
 def stop_when(session: Session, moment: Callable[[Event], bool]) -> float:
@@ -160,10 +161,14 @@ def test_a_thousand_random_commands_are_each_answered_and_stop_stays_prompt(
     assert took < STOP_WITHIN_S
     reader.join(30)  # the reader ends with Done, its last event
     assert not reader.is_alive()
-    assert session.error is None, session.error
+    # SetLR(1e9) landing mid-phase may make the loss non-finite: the loop then reports
+    # Diverged (the model restored, the summary saying why), an outcome and not a crash
+    diverged = isinstance(session.error, Diverged)
+    assert session.error is None or diverged, session.error
     # every command was answered: applied, refused, ignored, or declined once the job ended
     # (and Stop too, unless the scenario had already ended by skipping its phases)
     assert sent <= session.ctx.acknowledged <= sent + 1
     applied = [e for e in events if isinstance(e, Log) and "not applied" not in e.message]
-    assert len(applied) > 100  # most were taken while the job ran, not declined at the end
-    assert_complete(tmp_path / "s")
+    assert diverged or len(applied) > 100  # most were taken while the job ran
+    ends = ("stopped", "completed", "diverged") if diverged else ("stopped", "completed")
+    assert_complete(tmp_path / "s", ends)
