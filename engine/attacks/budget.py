@@ -80,16 +80,19 @@ class AttackerData:
     num_classes: int
     seed: int
     unlabeled_name: str = ""
-    #: which of the attacker's sets ("labeled", "unlabeled") the attack drew on: the cost
-    #: counts only those, so a weight-only attack reports no images
+    #: which of the attacker's sets the attack drew on: "labeled" (images with their true
+    #: labels), "labeled-images" (the labelled set's images alone: statistics, or labels the
+    #: suspect gave), "unlabeled". The cost counts only those, so a weight-only attack reports
+    #: no images and one that asks the suspect for labels reports no true labels
     used: set[str] = dataclasses.field(default_factory=set)
 
     def images_used(self) -> tuple[int, int]:
         """``(images, labels)`` the attack used: its labelled and unlabelled images, and the
         true labels among them."""
         labels = len(self.labeled_x) if "labeled" in self.used else 0
+        images = len(self.labeled_x) if self.used & {"labeled", "labeled-images"} else 0
         unlabeled = len(self.unlabeled_x) if "unlabeled" in self.used else 0
-        return labels + unlabeled, labels
+        return images + unlabeled, labels
 
     @property
     def has_labeled(self) -> bool:
@@ -121,7 +124,7 @@ class AttackerData:
     def clean_images(self) -> torch.Tensor:
         """Clean images for statistics (activations for pruning): labelled, else unlabelled."""
         if self.has_labeled:
-            self.used.add("labeled")
+            self.used.add("labeled-images")
             return self.labeled_x
         if self.has_unlabeled:
             self.used.add("unlabeled")

@@ -98,9 +98,10 @@ class SoKTuneAttack(Attack[P]):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` to fine-tune on; the suspect answers for each image once."""
         x = self.images(data)
-        data.used.add("labeled" if x is data.labeled_x else "unlabeled")
         if self.params.labels == "true":
+            data.used.add("labeled")
             return x, data.labeled_y
+        data.used.add("labeled-images" if x is data.labeled_x else "unlabeled")
         return x, suspect_labels(model, x, queries)
 
     def source(self, model: nn.Module, data: AttackerData, queries: QueryCounter | None) -> Source:

@@ -88,7 +88,7 @@ class OwnKeyEmbedding:
         true ones by default) plus the key's batches; the key is the result's claim. A run
         that diverges keeps the loop's last evaluated model and still claims."""
         y = data.labeled_y if labels is None else labels
-        data.used.add("labeled")
+        data.used.add("labeled" if labels is None else "labeled-images")
         own = ImageSet(
             "attacker's share",
             data.labeled_x,

@@ -244,3 +244,16 @@ def test_a_scenario_refuses_a_bad_rule_number_naming_the_phase(key, value) -> No
     raw = tiny([{"kind": "embed", "scheme": "pattern", "threshold": 0.5}])
     with pytest.raises(ConfigError, match="unknown key 'threshold'"):
         scenario_from_mapping(raw, name="bad")
+
+
+@pytest.mark.parametrize(("labels", "true_labels"), [("suspect", False), ("true", True)])
+def test_labels_the_suspect_gave_are_not_counted_as_true_labels(
+    pattern_run, labels: str, true_labels: bool
+) -> None:
+    """label-smoothing fine-tunes on the attacker's images labelled by the suspect (WRT's
+    default) or by their true labels: the cost says which, the images are counted alike."""
+    summary = attack(pattern_run, "label-smoothing", data_fraction=0.1, steps=2, labels=labels)
+    cost, labelled = summary["cost"], summary["labeled_images"]
+    assert cost["images"] == labelled > 0
+    assert cost["labels"] == (labelled if true_labels else 0)
+    assert cost["queries"] == (0 if true_labels else labelled)
