@@ -46,8 +46,10 @@ class LabelSmoothing(SoKTuneAttack[LabelSmoothingParams]):
     ) -> AttackResult:
         p = self.params
         x, y = self.targets(model, data, env.queries)
-        hard = F.one_hot(y, data.num_classes).float()
-        soft = (1.0 - p.epsilon) * hard + p.epsilon / data.num_classes
+        # over the model's outputs, not the dataset's classes: a new-label model has one more
+        classes = arch.num_classes
+        hard = F.one_hot(y, classes).float()
+        soft = (1.0 - p.epsilon) * hard + p.epsilon / classes
         source = Source("attacker-smoothed", x, p.batch, y=soft)
         report = env.train(model, [source], p.settings(), steps=self.planned_steps(data))
         info = {"epsilon": p.epsilon, "labels": p.labels, "loss": report.loss}

@@ -33,9 +33,11 @@ NAMES = (
 )
 
 
-def model_of(name: str, shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) -> nn.Module:
+def model_of(
+    name: str, shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0, outputs: int = 10
+) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(Architecture(name, shape, 10))
+    return build_model(Architecture(name, shape, outputs))
 
 
 def test_all_six_are_registered_as_modification() -> None:
@@ -248,7 +250,9 @@ class Recorder:
         return TrainReport(steps, 0.0)
 
 
-def handed(name: str, params: dict, n: int = 40, **budget) -> tuple[Recorder, Any]:
+def handed(
+    name: str, params: dict, n: int = 40, outputs: int = 10, **budget
+) -> tuple[Recorder, Any]:
     from engine.attacks import AttackEnv, AttackerBudget, AttackerData
     from engine.session import JobContext
 
@@ -259,7 +263,7 @@ def handed(name: str, params: dict, n: int = 40, **budget) -> tuple[Recorder, An
     recorder = Recorder()
     env = AttackEnv(JobContext(), torch.device("cpu"), 0, recorder)
     make_attack(name, params).run(
-        model_of("lenet5"), Architecture("lenet5", (1, 28, 28), 10), data, env
+        model_of("lenet5", outputs=outputs), Architecture("lenet5", (1, 28, 28), outputs), data, env
     )
     return recorder, data
 
@@ -277,6 +281,15 @@ def test_label_smoothing_trains_against_smoothed_suspect_labels() -> None:
     assert torch.equal(source.y.argmax(1), suspect)
     recorder, _ = handed("label-smoothing", {"labels": "true"}, steps=3)
     assert torch.equal(recorder.calls[0]["sources"][0].y.argmax(1), data.labeled_y)
+
+
+def test_label_smoothing_spreads_over_a_new_label_models_eleven_outputs() -> None:
+    """A newlabel model answers in K+1 classes: the smoothed targets cover all of them (the
+    dataset's 10 made cross-entropy refuse the 11-output logits)."""
+    recorder, _ = handed("label-smoothing", {"epsilon": 0.3}, outputs=11, steps=3)
+    targets = recorder.calls[0]["sources"][0].y
+    assert targets.shape == (40, 11)
+    assert torch.allclose(targets.min(1).values, torch.full((40,), 0.3 / 11))
 
 
 def test_regularization_runs_l2_then_plain_fine_tuning() -> None:
