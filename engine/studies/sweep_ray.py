@@ -30,6 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine import stopping
 from engine.errors import ConfigError
 from engine.studies.grid import trial_key
 from engine.studies.sweep_trial import Payload, payload, run_payload, set_threads
@@ -84,6 +85,12 @@ def run_ray(
         )
         outcome = _fit_all(plan, pending, workers, threads, tracker)
         return outcome
+    except Exception:
+        if stopping.signalled():
+            # the signal reached the private Ray's processes too (they share the driver's
+            # process group): whatever Ray raised as its raylet went is the stop, not a fault
+            return outcome
+        raise
     finally:
         if temp is not None:  # connected here: disconnect (and remove a private Ray's files)
             disconnect(ray, temp, wait=STOPPED_SHUTDOWN_S if outcome == "stopped" else None)
