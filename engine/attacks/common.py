@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.attacks.queries import QueryCounter
+from engine.data.base import as_float
 from engine.errors import ConfigError
 from engine.registry import param
 from engine.training import OptimSettings
@@ -130,3 +131,38 @@ def pseudo_labeller(teacher: nn.Module) -> Callable[[torch.Tensor], torch.Tensor
         return teacher(x).argmax(1)
 
     return label
+
+
+@torch.no_grad()
+def summed_outputs(
+    model: nn.Module,
+    layers: list[nn.Module],
+    images: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda out: out,
+    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    chunk: int = 512,
+) -> list[torch.Tensor]:
+    """Per layer, the sum over ``images`` (uint8) of ``reduce(output)``, read by forward hooks
+    in eval mode: what pruning (mean activations) and laundering (clean against stamped
+    outputs) measure. ``prepare`` changes each float batch first (a trigger stamped on)."""
+    sums: list[torch.Tensor | None] = [None] * len(layers)
+
+    def hook(index: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def record(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+            total = reduce(out.float()).sum(0)
+            previous = sums[index]
+            sums[index] = total if previous is None else previous + total
+
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), chunk):
+            model(prepare(as_float(images[start : start + chunk])))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [s if s is not None else torch.zeros(0) for s in sums]

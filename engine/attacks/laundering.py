@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerData
-from engine.attacks.common import last_layer
+from engine.attacks.common import last_layer, summed_outputs
 from engine.attacks.detection import ReversedTrigger, unlearn
 from engine.attacks.neural_cleanse import NeuralCleanse, NeuralCleanseParams
 from engine.attacks.registry import (
@@ -60,7 +60,6 @@ from engine.attacks.registry import (
     LabelledAttack,
     register_attack,
 )
-from engine.data.base import as_float
 from engine.models import Architecture
 from engine.models.generators import parse_inits
 from engine.registry import param
@@ -127,7 +126,6 @@ def candidate_layers(model: nn.Module, which: str) -> list[tuple[str, nn.Module]
     return convs + dense
 
 
-@torch.no_grad()
 def activation_rise(
     model: nn.Module,
     layers: list[nn.Module],
@@ -137,35 +135,10 @@ def activation_rise(
 ) -> list[torch.Tensor]:
     """Per unit of every layer: mean raw output on stamped images minus on clean ones (a conv
     channel: the largest such difference over its feature map, as WRT takes it)."""
-    sums: list[list[torch.Tensor | None]] = [[None] * len(layers) for _ in range(2)]
-    current = [0]
-
-    def hook(index: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def record(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            total = out.float().sum(0)
-            slot = sums[current[0]]
-            previous = slot[index]
-            slot[index] = total if previous is None else previous + total
-
-        return record
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), chunk):
-            clean = as_float(images[start : start + chunk])
-            current[0] = 0
-            model(clean)
-            current[0] = 1
-            model(stamp(clean))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    clean = summed_outputs(model, layers, images, chunk=chunk)
+    stamped = summed_outputs(model, layers, images, prepare=stamp, chunk=chunk)
     rises = []
-    for clean_sum, stamped_sum in zip(sums[0], sums[1], strict=True):
-        assert clean_sum is not None and stamped_sum is not None
+    for clean_sum, stamped_sum in zip(clean, stamped, strict=True):
         diff = (stamped_sum - clean_sum) / len(images)
         rises.append(diff.flatten(1).amax(1) if diff.dim() > 1 else diff)
     return rises

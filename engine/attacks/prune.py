@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
-from engine.attacks.common import last_layer
+from engine.attacks.common import last_layer, summed_outputs
 from engine.attacks.registry import Attack, AttackEnv, AttackResult, register_attack
-from engine.data import as_float
 from engine.errors import ConfigError
 from engine.metrics import percent
 from engine.models import Architecture
@@ -108,32 +107,16 @@ def _following_batchnorm(model: nn.Module, layer: nn.Module) -> nn.Module | None
     return None
 
 
-@torch.no_grad()
 def mean_activations(
     model: nn.Module, layers: list[nn.Module], images: torch.Tensor, chunk: int = 512
 ) -> list[torch.Tensor]:
     """Mean ReLU activation of every unit of ``layers`` over ``images`` (uint8)."""
-    sums = [torch.zeros(m.weight.shape[0], device=images.device) for m in layers]
 
-    def hook(index: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def record(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            act = torch.relu(out.float())
-            if act.dim() > 2:  # conv: average each channel over its feature map first
-                act = act.flatten(2).mean(2)
-            sums[index] += act.sum(0)
+    def per_unit(out: torch.Tensor) -> torch.Tensor:
+        act = torch.relu(out)
+        return act.flatten(2).mean(2) if act.dim() > 2 else act  # conv: over its feature map
 
-        return record
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), chunk):
-            model(as_float(images[start : start + chunk]))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    sums = summed_outputs(model, layers, images, per_unit, chunk=chunk)
     return [s / max(1, len(images)) for s in sums]
 
 
