@@ -26,6 +26,7 @@ from typing import Any
 
 from engine.attacks.registry import ATTACKS
 from engine.data.catalog import DATASETS
+from engine.filters.registry import FILTERS
 from engine.models.registry import MODELS
 from engine.registry import Registry
 from engine.transforms.registry import TRANSFORMS
@@ -38,9 +39,10 @@ GROUPS: dict[str, Registry[Any]] = {
     "wmtui.models": MODELS,
     "wmtui.datasets": DATASETS,
     "wmtui.transforms": TRANSFORMS,
+    "wmtui.filters": FILTERS,
 }
 #: registries whose plugins must declare a params dataclass (flags and forms come from it)
-NEED_PARAMS = (SCHEMES, ATTACKS, TRANSFORMS)
+NEED_PARAMS = (SCHEMES, ATTACKS, TRANSFORMS, FILTERS)
 
 _lock = threading.RLock()
 _problems: list[str] | None = None

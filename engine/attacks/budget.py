@@ -21,6 +21,14 @@ from engine.errors import ConfigError
 from engine.registry import param, parse_params
 from engine.training import Source
 
+#: ``--unlabeled noise``: uniform random images, the transfer set of a thief with no data
+NOISE = "noise"
+#: images a noise transfer set holds unless ``--unlabeled-count`` or ``--queries`` says
+NOISE_DEFAULT_COUNT = 10_000
+#: ``--answers``: the suspect's class probabilities (an API returning scores), or its top-1
+#: label alone (an API returning a class)
+ANSWER_KINDS = ("probs", "labels")
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackerBudget:
@@ -30,9 +38,13 @@ class AttackerBudget:
         0.2, "labelled fraction of the owner's training set the attacker holds", low=0.0, high=1.0
     )
     unlabeled: str = param(
-        "", "unlabelled dataset the suspect model labels for the attacker (empty: none)"
+        "",
+        "the transfer set the suspect model labels for the attacker: a dataset, folder:PATH, "
+        "synthetic or noise (empty: none)",
     )
-    unlabeled_count: int = param(0, "images taken from --unlabeled (0: all)", low=0)
+    unlabeled_count: int = param(
+        0, f"images taken from --unlabeled (0: all; noise: {NOISE_DEFAULT_COUNT})", low=0
+    )
     epochs: int = param(
         10,
         "passes over the attacker's main data source (used when --steps is 0)",
@@ -40,8 +52,11 @@ class AttackerBudget:
         high=10_000,
     )
     steps: int = param(0, "optimizer steps (0: use --epochs)", low=0)
-    queries: int = param(
-        0, "most distinct images the suspect model may be asked to label (0: no cap)", low=0
+    queries: int = param(0, "most answers the suspect model gives the attacker (0: no cap)", low=0)
+    answers: str = param(
+        "probs",
+        "what the suspect answers each query with: its class probabilities, or its top label only",
+        choices=ANSWER_KINDS,
     )
     seed: int = param(
         -1,
@@ -54,7 +69,7 @@ class AttackerBudget:
     def from_mapping(cls, values: dict[str, Any] | None = None) -> AttackerBudget:
         """Validated from loose values (CLI strings, TOML); unknown datasets suggest a name."""
         budget = parse_params(cls, values)
-        if budget.unlabeled:
+        if budget.unlabeled and budget.unlabeled != NOISE:
             DATASETS.get(budget.unlabeled)
         return budget
 
@@ -121,6 +136,20 @@ class AttackerData:
         self.used.add("unlabeled")
         return Source("attacker-unlabeled", self.unlabeled_x, per_batch, label=label)
 
+    def transfer_images(self) -> torch.Tensor:
+        """The images a thief has the suspect answer: the ``--unlabeled`` transfer set when
+        given, else the labelled fraction's images, whose true labels stay unused."""
+        if self.has_unlabeled:
+            self.used.add("unlabeled")
+            return self.unlabeled_x
+        if self.has_labeled:
+            self.used.add("labeled-images")
+            return self.labeled_x
+        raise ConfigError(
+            "this attack needs images to query the suspect with: give --unlabeled SOURCE "
+            "or --data-fraction > 0"
+        )
+
     def clean_images(self) -> torch.Tensor:
         """Clean images for statistics (activations for pruning): labelled, else unlabelled."""
         if self.has_labeled:
@@ -162,6 +191,14 @@ def fit_images(x: torch.Tensor, shape: tuple[int, int, int], chunk: int = 4096) 
     return torch.cat(out)
 
 
+def noise_images(count: int, data: ImageSet, seed: int) -> torch.Tensor:
+    """``count`` uniform random uint8 images in the suspect's input shape, seeded: the
+    transfer set of a thief with no natural data (Knockoff Nets' weakest baseline)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    images = torch.randint(0, 256, (count, *data.shape), generator=gen, dtype=torch.uint8)
+    return images.to(data.device)
+
+
 def build_attacker_data(
     budget: AttackerBudget,
     data: ImageSet,
@@ -178,7 +215,9 @@ def build_attacker_data(
     splits = make_splits(len(data.train_x), seed, attacker_fraction=budget.data_fraction)
     idx = splits.attacker.to(data.device)
     unlabeled = data.train_x.new_zeros((0, *data.shape))
-    if budget.unlabeled:
+    if budget.unlabeled == NOISE:
+        unlabeled = noise_images(budget.unlabeled_limit or NOISE_DEFAULT_COUNT, data, seed)
+    elif budget.unlabeled:
         limit = budget.unlabeled_limit
         loaded = load_dataset(
             budget.unlabeled, data_dir or None, device=data.device, train_size=limit, test_size=1

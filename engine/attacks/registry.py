@@ -141,19 +141,22 @@ ATTACKS: Registry[AttackFactory] = Registry("attack")
 REMOVAL, DETECTOR = "removal", "detector"
 #: the SoK's attack families (Lukas et al., S&P 2022), the order listings follow: a served
 #: model's input transform; changes to the weights (fine-tuning, pruning, shifting...);
-#: stealing the function from the model's answers; trigger reversal (detectors)
-PREPROCESSING, MODIFICATION, EXTRACTION, DETECTION = (
+#: stealing the function from the model's answers; answering the verifier wrongly (evasion);
+#: trigger reversal (detectors)
+PREPROCESSING, MODIFICATION, EXTRACTION, EVASION, DETECTION = (
     "preprocessing",
     "modification",
     "extraction",
+    "evasion",
     "detection",
 )
-FAMILIES = (PREPROCESSING, MODIFICATION, EXTRACTION, DETECTION)
+FAMILIES = (PREPROCESSING, MODIFICATION, EXTRACTION, EVASION, DETECTION)
 #: one line per family, as listings head each group
 FAMILY_TITLES = {
     PREPROCESSING: "the model served behind a transform of every query",
     MODIFICATION: "the weights change: fine-tuning, pruning, shifting...",
     EXTRACTION: "a new model learnt from the suspect's answers",
+    EVASION: "the model served behind a filter that answers key queries wrongly",
     DETECTION: "trigger reversal, which may also remove (wmtui detect)",
 }
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.attacks.budget import AttackerBudget
+from engine.attacks.budget import NOISE, AttackerBudget
+from engine.attacks.queries import QueryBudgetSpent, QueryCounter
 from engine.attacks.registry import (
     ATTACKS,
     REMOVAL,
@@ -133,7 +134,14 @@ class CheckedAttack:
             }
             ctx.log(f"before the attack: {describe_scores(before)}")
             trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
-            env = AttackEnv(ctx, suspect.device, suspect.seed, trainer, track=probes.extend)
+            env = AttackEnv(
+                ctx,
+                suspect.device,
+                suspect.seed,
+                trainer,
+                track=probes.extend,
+                queries=QueryCounter(budget.queries),
+            )
             sok = SoKJudge.for_run(
                 run.path,
                 suspect.data.name,
@@ -146,7 +154,12 @@ class CheckedAttack:
                 summary |= _sweep(ctx, variants, attack, suspect, env, probes, sok)
                 summary["cost"] = attack_cost(started, suspect, env)
                 return
-            result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
+            try:
+                result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
+            except QueryBudgetSpent as exc:
+                summary |= {"cost": attack_cost(started, suspect, env), "reason": str(exc)}
+                ctx.log(f"{attack_name} stopped: {exc}", "warning")
+                raise
             summary["cost"] = attack_cost(started, suspect, env)
             after = referee_scores(result.model, probes)
             summary |= {
@@ -302,7 +315,9 @@ class RefereedKind(JobKind):
 
 def check_unlabeled(name: str, data: DatasetMeta) -> None:
     """The unlabelled source's images convert to the suspect's input (grey and RGB do into
-    each other; other channel counts do not)."""
+    each other; other channel counts do not). Noise is made in the suspect's own shape."""
+    if name == NOISE:
+        return
     channels, wanted = dataset_meta(name, data.data_dir).shape[0], data.shape[0]
     if channels != wanted and not {channels, wanted} <= {1, 3}:
         raise ConfigError(

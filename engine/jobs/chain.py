@@ -32,6 +32,7 @@ from typing import Any
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
+from engine.attacks.queries import QueryCounter
 from engine.attacks.registry import ATTACKS, REMOVAL, Attack, AttackEnv, AttackResult
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError, UserError
@@ -213,11 +214,14 @@ class CheckedChain:
                 reference_acc=chain.reference_acc,
             )
             model, arch, scores, claims = suspect.model, suspect.arch, before, []
+            queries = QueryCounter(chain.budget.queries)  # one query budget for every step
             for step in chain.steps:
                 # a follow-up (a scan mid-chain) takes the model this step works on; its
                 # snapshot folder is named without the phase's colon
                 hold(ctx, model, arch, out_run, step.phase.replace(":", "-"))
-                result, row = chain.run_step(ctx, step, suspect, (model, arch), scores, probes, sok)
+                result, row = chain.run_step(
+                    ctx, step, suspect, (model, arch), scores, (probes, queries), sok
+                )
                 summary["chain"].append(row)
                 summary["steps"] += row["steps"]
                 model, arch, scores = result.model, result.arch, row["after"]
@@ -258,12 +262,14 @@ class CheckedChain:
         suspect: Suspect,
         current: tuple[nn.Module, Architecture],
         scores: dict[str, Any],
-        probes: list[Probe],
+        referee: tuple[list[Probe], QueryCounter],
         sok: SoKJudge,
     ) -> tuple[AttackResult, dict[str, Any]]:
         """One step as its own phase: the attack on the model the last step left, the
-        referee's scores after it, and its row of the chain's summary."""
-        started = time.monotonic()
+        referee's scores after it, and its row of the chain's summary. ``referee``: the
+        probes, and the query counter the steps share (the budget's cap is the chain's)."""
+        probes, queries = referee
+        started, asked_before = time.monotonic(), queries.count
         # the attacker's data again, with a fresh record of what this step drew on
         attacker: AttackerData = dataclasses.replace(suspect.attacker, used=set())
         info = {
@@ -279,7 +285,9 @@ class CheckedChain:
         total = len(self.steps)
         ctx.emit(Phase(step.phase, "start", index=step.index, total=total, info=info))
         trainer = referee_trainer(ctx, step.phase, probes, self.eval_every, suspect.seed)
-        env = AttackEnv(ctx, suspect.device, suspect.seed, trainer, track=probes.extend)
+        env = AttackEnv(
+            ctx, suspect.device, suspect.seed, trainer, track=probes.extend, queries=queries
+        )
         result = step.attack.run(*current, attacker, env)
         after = referee_scores(result.model, probes)
         images, labels = attacker.images_used()
@@ -297,7 +305,7 @@ class CheckedChain:
             "steps": result.steps,
             "model": result.arch.name,
             "info": json_safe(result.info),
-            "cost": cost(time.monotonic() - started, images, labels, env.queries.count),
+            "cost": cost(time.monotonic() - started, images, labels, queries.count - asked_before),
             **sok.judge(after),
         }
         ctx.log(f"step {step.phase}: {describe_scores(after)}")

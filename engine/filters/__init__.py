@@ -1,0 +1,14 @@
+"""Answer filters a deployed model serves its answers through (docs/deploy.md). One module
+per filter; importing the package registers them."""
+
+from __future__ import annotations
+
+from engine.filters.registry import (
+    FILTERS,
+    AnswerFilter,
+    filter_from_spec,
+    make_filter,
+    register_filter,
+)
+
+__all__ = ["FILTERS", "AnswerFilter", "filter_from_spec", "make_filter", "register_filter"]
