@@ -106,7 +106,14 @@ def embed_job(
                 )
             model = widen_outputs(base, arch) if base_arch != arch else base
             ctx.log(f"starting from the model of {from_run}")
-        kctx = KeyContext(data, config.model, config.seed, config.data_dir, ctx.log)
+        kctx = KeyContext(
+            data,
+            config.model,
+            config.seed,
+            config.data_dir,
+            ctx.log,
+            trained_model=model if from_run is not None else None,
+        )
         per_epoch = steps_per_epoch(len(data.train_x), config.batch_size)
         total_steps = config.epochs * per_epoch
         save = checkpointer(run, arch, ctx, per_epoch) if run is not None else None
@@ -250,6 +257,11 @@ class EmbedKind(JobKind):
             raise ConfigError(
                 f"--from: {scheme} can only be embedded while a model first learns its task "
                 "(its null embedding does not take hold in a trained model); train from scratch"
+            )
+        if spec.source is None and self.plugin(scheme).factory.needs_trained_model:
+            raise ConfigError(
+                f"{scheme} makes its keys from a trained model: give --from RUN "
+                "(train one with wmtui train)"
             )
         values = loose(spec.config)
         for name, value in self.plugin(scheme).factory.train_defaults.items():

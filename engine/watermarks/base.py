@@ -87,13 +87,18 @@ class DecoyParams:
 
 @dataclasses.dataclass
 class KeyContext:
-    """What keygen may look at: the owner's data (on its device) and who will be trained."""
+    """What keygen may look at: the owner's data (on its device) and who will be trained.
+
+    ``trained_model``: the model being embedded into (``--from RUN``, on the data's device),
+    for schemes whose keys are adversarial examples of it; None when training from scratch.
+    ``model`` stays the architecture's name, which keys record."""
 
     data: ImageSet
     model: str
     seed: int
     data_dir: str = ""
     log: Callable[[str], None] = lambda message: None
+    trained_model: nn.Module | None = None
 
 
 @dataclasses.dataclass
@@ -181,6 +186,8 @@ class Watermark:
     allows_amp: ClassVar[bool] = True
     #: embedded only when a model first learns its task (``--from`` is refused)
     from_scratch_only: ClassVar[bool] = False
+    #: keys are made from a trained model (``--from`` is required)
+    needs_trained_model: ClassVar[bool] = False
     #: train-config values this scheme needs unless the user sets them (dual: its numerics)
     train_defaults: ClassVar[dict[str, Any]] = {}
 
