@@ -20,6 +20,7 @@ from engine.attacks import neural_cleanse as _neural_cleanse  # noqa: F401
 from engine.attacks import preprocessing as _preprocessing  # noqa: F401
 from engine.attacks import prune as _prune  # noqa: F401
 from engine.attacks import regularization as _regularization  # noqa: F401
+from engine.attacks import strip_evasion as _strip_evasion  # noqa: F401
 from engine.attacks import weight_quantization as _weight_quantization  # noqa: F401
 from engine.attacks import weight_shifting as _weight_shifting  # noqa: F401
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data, fit_images
