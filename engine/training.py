@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,10 @@ class Diverged(UserError):
         self.phase = phase
 
 
+#: a source's own loss term: (model, float images, the source's labels) -> scalar tensor
+LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @dataclasses.dataclass
 class Source:
     """Where part of every batch comes from.
@@ -52,6 +56,14 @@ class Source:
     every scheme has always trained; any other source adds ``weight`` x its own mean, either
     cross-entropy on its labels or ``"mse"``, the squared error between the model's logits
     and the float targets its ``label`` computes (a teacher's logits: data-free embedding).
+    ``loss`` may also be a :data:`LossTerm`, ``term(model, x, y) -> scalar``: the source's
+    whole contribution, from a forward pass of its own (a loss on hidden layers, which the
+    shared forward's logits cannot give: entangled watermarks' soft nearest-neighbour loss);
+    its ``y`` is whatever the term reads (group labels, not necessarily classes).
+
+    ``every`` = k makes the source take part only in every k-th step (steps k, 2k, ... counted
+    from 1), drawing its next share of images each time: a watermark batch after every k
+    clean ones (entangled watermarks' alternation). The default, 1, is every step.
     """
 
     name: str
@@ -61,8 +73,9 @@ class Source:
     transform: Transform | None = None
     label: Callable[[torch.Tensor], torch.Tensor] | None = None
     draw: Callable[[int], torch.Tensor] | None = None
-    loss: str = "ce"
+    loss: str | LossTerm = "ce"
     weight: float = 1.0
+    every: int = 1
 
     def __post_init__(self) -> None:
         if self.y is None and self.label is None:
@@ -71,13 +84,24 @@ class Source:
             raise ValueError(f"source {self.name!r} needs images or a draw function, not both")
         if self.x is not None and len(self.x) == 0:
             raise ConfigError(f"source {self.name!r} has no images")
-        if self.loss not in ("ce", "mse"):
+        if not callable(self.loss) and self.loss not in ("ce", "mse"):
             raise ValueError(f"source {self.name!r}: unknown loss {self.loss!r}")
+        if self.every < 1:
+            raise ValueError(f"source {self.name!r}: every must be at least 1, not {self.every}")
 
     @property
     def pooled(self) -> bool:
         """Part of the shared cross-entropy mean (the default)."""
         return self.loss == "ce" and self.weight == 1.0
+
+    @property
+    def own_forward(self) -> bool:
+        """Computes its term with its own forward pass, outside the shared one."""
+        return callable(self.loss)
+
+    def takes_part(self, step: int) -> bool:
+        """Whether this source is in the batch of (0-based) ``step``."""
+        return (step + 1) % self.every == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +214,8 @@ class TrainLoop:
             raise ConfigError("training needs at least one data source")
         if total_steps <= 0:
             raise ConfigError("training needs at least one step")
+        if all(s.every > 1 for s in sources):
+            raise ConfigError("training needs a data source in every step")
         self.model = model
         self.sources = sources
         self.settings = settings
@@ -258,7 +284,7 @@ class TrainLoop:
             x = source.draw(step)
             idx = None
         else:
-            idx = stream.indices(step)
+            idx = stream.indices(step // source.every)  # its own count: the whole pool cycles
             x = prepare(source.x[idx], self.amp)  # type: ignore[index]
         if source.transform is not None:
             x = source.transform(x)
@@ -268,9 +294,14 @@ class TrainLoop:
             return x, source.label(x)  # type: ignore[misc]
 
     def _parts(self, step: int) -> list[tuple[Any, Any]]:
+        return [part for _, part in self._active_parts(step)]
+
+    def _active_parts(self, step: int) -> list[tuple[Source, tuple[Any, Any]]]:
+        """The sources taking part in ``step`` (see ``Source.every``) with their parts."""
         return [
-            self._part(step, source, stream)
+            (source, self._part(step, source, stream))
             for source, stream in zip(self.sources, self._streams, strict=True)
+            if source.takes_part(step)
         ]
 
     @staticmethod
@@ -286,15 +317,32 @@ class TrainLoop:
     def _loss(self, step: int) -> tuple[torch.Tensor, int]:
         """The step's loss and its number of images. All-default sources (every scheme but the
         data-free one) keep the one concatenated cross-entropy; otherwise one forward over
-        every part, each weighted term on its own slice."""
-        parts = self._parts(step)
-        if all(s.pooled for s in self.sources):
+        every part, each weighted term on its own slice. Sources with a term of their own
+        (``Source.loss`` callable) add it after the shared forward."""
+        active = self._active_parts(step)
+        own = [(s, part) for s, part in active if s.own_forward]
+        if own:
+            shared = [(s, part) for s, part in active if not s.own_forward]
+            terms = [s.weight * cast(LossTerm, s.loss)(self.model, x, y) for s, (x, y) in own]
+            images = sum(len(x) for _, (x, _) in own)
+            if shared:
+                loss, count = self._shared_loss(shared)
+                terms.append(loss)
+                images += count
+            return torch.stack(terms).sum(), images
+        return self._shared_loss(active)
+
+    def _shared_loss(self, active: list[tuple[Source, tuple[Any, Any]]]) -> tuple[Any, int]:
+        """The loss of the parts sharing one forward pass, and their number of images."""
+        sources = [s for s, _ in active]
+        parts = [part for _, part in active]
+        if all(s.pooled for s in sources):
             x, y = self._joined(parts)
             return F.cross_entropy(self.model(x), y), len(y)
         logits = self.model(torch.cat([x for x, _ in parts]))
         pooled_logits, pooled_y, terms = [], [], []
         start = 0
-        for source, (x, y) in zip(self.sources, parts, strict=True):
+        for source, (x, y) in zip(sources, parts, strict=True):
             part = logits[start : start + len(x)]
             start += len(x)
             if source.pooled:
