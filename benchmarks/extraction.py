@@ -27,8 +27,10 @@ configs train 30-60: their accuracy is lower than a full run's, said in README);
     python benchmarks/extraction.py [--scale quick|smoke] [--schemes ewe,pattern]
         [--attacks retraining,knockoff] [--seeds 0] [--work DIR] [--out FILE] [--minutes 60]
 
-Resumable: every model and attack is a run folder under ``--work`` named by a hash of its
-configuration; a rerun reuses the completed ones. Not a test: CI never runs it.
+Resumable: every model and attack is a run folder under ``--work`` (by default the SoK
+table's, ``runs/bench-sok-quick``, whose pattern, abstract and newlabel models are the same
+ones) named by a hash of its configuration; a rerun reuses the completed ones. Not a test:
+CI never runs it.
 """
 
 from __future__ import annotations
@@ -189,7 +191,8 @@ def parse(argv: Sequence[str] | None) -> Plan:
             raise unknown_name("--attacks entry", name, ATTACK_NAMES)
     if not 0 <= args.minutes < float("inf"):
         raise ConfigError(f"--minutes must be >= 0, got {args.minutes:g}")
-    work = args.work or Path("runs") / f"bench-extraction-{args.scale}"
+    # the SoK table's folder: its pattern, abstract and newlabel models are these very ones
+    work = args.work or Path("runs") / f"bench-sok-{args.scale}"
     return Plan(
         args.scale,
         scale,
