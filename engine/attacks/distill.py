@@ -7,22 +7,28 @@ wrapped to emit ``logits / T`` this *is* Hinton et al.'s soft-target loss (up to
 T^2 gradient scale, which the learning rate absorbs), so no second loop is needed. Every
 source of a distillation run gives soft targets: labelled images, if the budget has any and
 ``--labeled-batch`` asks for them, enter as one-hot probability vectors.
+
+Like every extraction attack it asks the suspect once per unlabelled image, through
+:func:`~engine.attacks.stealing.ask_within_budget` (the ``--queries`` cap, ``--answers``), and
+keeps the answers. An API answers probabilities ``p = softmax(z)``, and the thief softens
+them itself: ``softmax(log p / T) = softmax(z / T)``. With ``--answers labels`` the targets
+are the one-hot top classes, which no temperature changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
-from engine.attacks.common import TuneParams, frozen_copy
+from engine.attacks.common import TuneParams
 from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
+from engine.attacks.stealing import ask_within_budget, fresh_model
 from engine.errors import ConfigError
-from engine.models import MODELS, Architecture, build_model
+from engine.models import MODELS, Architecture
 from engine.registry import param
 from engine.training import Source
 
@@ -62,14 +68,13 @@ class Tempered(nn.Module):
         return self.student(x) / self.temperature
 
 
-def soft_labeller(teacher: nn.Module, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One query of the suspect per image: its softened class probabilities."""
-
-    @torch.no_grad()
-    def label(x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(teacher(x).float() / temperature, dim=1)
-
-    return label
+def softened(answers: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The suspect's probabilities at ``temperature``: ``softmax(log p / T)``, which is
+    ``softmax(z / T)`` of its logits ``z``. One-hot answers (``--answers labels``) stay one-hot."""
+    if temperature == 1.0:
+        return answers
+    tiny = torch.finfo(answers.dtype).tiny
+    return F.softmax(answers.clamp_min(tiny).log() / temperature, dim=1)
 
 
 @register_attack("distill", DistillParams, family=EXTRACTION)
@@ -88,18 +93,20 @@ class Distill(Attack[DistillParams]):
             raise ConfigError("distill --labeled-batch needs labelled data: --data-fraction > 0")
 
     def planned_steps(self, data: AttackerData) -> int:
-        return data.total_steps(len(data.unlabeled_x), self.params.batch)
+        n, cap = len(data.unlabeled_x), data.budget.queries
+        return data.total_steps(min(n, cap) if cap > 0 else n, self.params.batch)
 
     def run(
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         p = self.params
-        teacher = frozen_copy(model, env.queries)
-        student_arch = Architecture(p.student or arch.name, arch.in_shape, arch.num_classes)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(data.seed)
-            student = build_model(student_arch).to(env.device)
-        sources = [data.unlabeled_source(p.batch, soft_labeller(teacher, p.temperature))]
+        if not data.has_unlabeled:
+            raise ConfigError("distill queries the suspect on unlabelled data: give --unlabeled")
+        data.used.add("unlabeled")
+        x, answers = ask_within_budget(model, data.unlabeled_x, env, data.budget.answers)
+        student, student_arch = fresh_model(arch, p.student, data.seed, env.device)
+        targets = softened(answers, p.temperature)
+        sources = [Source("attacker-unlabeled", x, p.batch, y=targets)]
         if p.labeled_batch:
             data.used.add("labeled")
             one_hot = F.one_hot(data.labeled_y, data.num_classes).float()
@@ -108,7 +115,12 @@ class Distill(Attack[DistillParams]):
             Tempered(student, p.temperature),
             sources,
             p.settings(),
-            steps=self.planned_steps(data),
+            steps=data.total_steps(len(x), p.batch),
         )
-        info = {"student": student_arch.name, "loss": report.loss, "queries": len(data.unlabeled_x)}
+        info = {
+            "student": student_arch.name,
+            "loss": report.loss,
+            "queries": len(x),
+            "answers": data.budget.answers,
+        }
         return AttackResult(student, student_arch, report.steps, info)

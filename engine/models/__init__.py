@@ -9,6 +9,7 @@ from torch import nn
 
 from engine.models import classifiers as _classifiers  # noqa: F401  (registers models)
 from engine.models import resnet as _resnet  # noqa: F401
+from engine.models.ensemble import build_ensemble, is_ensemble_name
 from engine.models.registry import MODELS
 from engine.models.user import build_user_model, import_factory, is_factory_path
 
@@ -34,7 +35,12 @@ class Architecture:
 
 def build_model(arch: Architecture) -> nn.Module:
     """Instantiate a registered architecture, or a user's ``package.module:factory``;
-    unknown names suggest the closest one."""
+    unknown names suggest the closest one. ``ensemble-K-MODEL`` is K members of MODEL
+    averaged (:mod:`engine.models.ensemble`: the ensemble attack's stolen model)."""
+    if is_ensemble_name(arch.name):
+        return build_ensemble(
+            arch.name, arch.in_shape, arch.num_classes, lambda *a: build_model(Architecture(*a))
+        )
     if is_factory_path(arch.name):
         return build_user_model(arch.name, arch.in_shape, arch.num_classes)
     factory = MODELS.get(arch.name).factory
