@@ -35,8 +35,9 @@ from engine import stopping
 from engine.filters.registry import AnswerFilter, register_filter
 from engine.registry import param
 
-#: blends per forward pass of the classifier: bounds memory whatever the caller's batch
-CHUNK = 8192
+#: blends per forward pass of the classifier: bounds memory whatever the caller's batch (on a
+#: CPU, LeNet-5 answers 2,048-image batches faster per image than 8,192-image ones)
+CHUNK = 2048
 ANSWERS = ("random", "second")
 
 
