@@ -37,7 +37,9 @@ __all__ = [
 class ExtractionParams(TuneParams):
     """Training of a stolen model. Defaults follow WRT's retraining configs
     (``configs/cifar10/attack_configs/retraining.yaml``): SGD, lr 0.1 with momentum 0.9 and
-    weight decay 5e-4, batch 64, cosine schedule; epochs come from the budget."""
+    weight decay 5e-4, batch 64; epochs come from the budget. WRT decays the rate x0.2 at
+    epochs 20, 35 and 50 of 60 (MultiStepLR) with Nesterov momentum; the loop has neither, and
+    a cosine decay over the same run stands for the steps."""
 
     lr: float = param(0.1, "initial learning rate", low=0.0, high=100.0, low_open=True)
     batch: int = param(64, "answered images per step", low=1, high=65_536)
