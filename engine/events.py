@@ -25,7 +25,9 @@ class Event:
 
 @dataclasses.dataclass
 class Metrics(Event):
-    """A progress reading; ``test_acc`` is None between evaluations."""
+    """A progress reading; ``test_acc`` is None between evaluations. ``queries``: answers the
+    suspect model has given the attack so far (its query budget's counter), so a thief's
+    spending is watched live; None outside attacks and in recordings made before it was sent."""
 
     kind: ClassVar[str] = "metrics"
     phase: str
@@ -36,6 +38,7 @@ class Metrics(Event):
     images_per_s: float
     test_acc: float | None = None
     retention: dict[str, float] = dataclasses.field(default_factory=dict)
+    queries: int | None = None
 
 
 @dataclasses.dataclass

@@ -209,6 +209,7 @@ class TrainLoop:
         epoch_steps: int | None = None,
         freeze_norm_stats: bool = False,
         done: Callable[[int, dict[str, float]], str | None] | None = None,
+        queries: Callable[[], int] | None = None,
     ) -> None:
         if not sources:
             raise ConfigError("training needs at least one data source")
@@ -233,6 +234,8 @@ class TrainLoop:
         #: asked after every evaluation with (step, scores): a reason ends the phase before
         #: ``total_steps`` (a data-free embedding stops once every trigger is learnt)
         self.done = done
+        #: the suspect's answers so far, read into every reading (an attack's query counter)
+        self.queries = queries
         self.finished_early: str | None = None
         self.device = next(model.parameters()).device
         # bf16 autocast + channels_last: on by default on CUDA only (forcing it on CPU is how
@@ -410,6 +413,7 @@ class TrainLoop:
                 images_per_s=images / elapsed,
                 test_acc=scores.get("test"),
                 retention={k: v for k, v in scores.items() if k != "test"},
+                queries=self.queries() if self.queries is not None else None,
             )
         )
         return mean

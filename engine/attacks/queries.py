@@ -11,6 +11,7 @@ stops the job with the reason. Weight-only attacks never touch it and report 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -38,6 +39,8 @@ class QueryCounter:
     def __init__(self, cap: int = 0) -> None:
         self.count = 0
         self.cap = int(cap)
+        #: told after every counted batch (the referee's live counter); never per image
+        self.listener: Callable[[QueryCounter], None] | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -49,6 +52,8 @@ class QueryCounter:
         if self.cap > 0 and self.count + images > self.cap:
             raise QueryBudgetSpent(self.cap, self.count, images)
         self.count += images
+        if self.listener is not None:
+            self.listener(self)
 
     def watch(self, model: nn.Module) -> RemovableHandle:
         """Count every forward pass of ``model`` (the suspect's frozen copy, which answers)."""

@@ -118,6 +118,7 @@ class CheckedAttack:
                 "source_run": str(run.path),
                 "dataset": suspect.data.name,
                 "unlabeled": budget.unlabeled,
+                "query_cap": budget.queries,
                 "labeled_images": len(suspect.attacker.labeled_x),
                 "device": str(suspect.device),
             }
@@ -133,14 +134,10 @@ class CheckedAttack:
                 "before": before,
             }
             ctx.log(f"before the attack: {describe_scores(before)}")
-            trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed)
+            queries = QueryCounter(budget.queries)
+            trainer = referee_trainer(ctx, attack_name, probes, eval_every, suspect.seed, queries)
             env = AttackEnv(
-                ctx,
-                suspect.device,
-                suspect.seed,
-                trainer,
-                track=probes.extend,
-                queries=QueryCounter(budget.queries),
+                ctx, suspect.device, suspect.seed, trainer, track=probes.extend, queries=queries
             )
             sok = SoKJudge.for_run(
                 run.path,

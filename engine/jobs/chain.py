@@ -278,13 +278,14 @@ class CheckedChain:
             "test_acc": scores["test_acc"],
             "steps": step.attack.planned_steps(attacker),
             "data_fraction": self.budget.data_fraction,
+            "query_cap": self.budget.queries,
             "source_run": str(self.run.path),
             "dataset": suspect.data.name,
             "device": str(suspect.device),
         }
         total = len(self.steps)
         ctx.emit(Phase(step.phase, "start", index=step.index, total=total, info=info))
-        trainer = referee_trainer(ctx, step.phase, probes, self.eval_every, suspect.seed)
+        trainer = referee_trainer(ctx, step.phase, probes, self.eval_every, suspect.seed, queries)
         env = AttackEnv(
             ctx, suspect.device, suspect.seed, trainer, track=probes.extend, queries=queries
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine import progress
 from engine.attacks.budget import AttackerBudget, AttackerData, build_attacker_data
+from engine.attacks.queries import QueryCounter
 from engine.attacks.registry import Attack, AttackResult, TrainReport, make_attack
 from engine.data import ImageSet, default_data_dir, load_dataset, require_dataset
 from engine.data.meta import DatasetMeta, dataset_meta
@@ -115,9 +118,22 @@ def describe_scores(scores: Mapping[str, Any]) -> str:
 
 
 def referee_trainer(
-    ctx: JobContext, phase: str, probes: list[Probe], eval_every: int, seed: int
+    ctx: JobContext,
+    phase: str,
+    probes: list[Probe],
+    eval_every: int,
+    seed: int,
+    queries: QueryCounter | None = None,
 ) -> Callable[..., TrainReport]:
-    """``env.train``: the one loop, with the referee's probes closed over, returning no scores."""
+    """``env.train``: the one loop, with the referee's probes closed over, returning no scores.
+
+    With the attack's ``queries`` counter, every reading of the loop carries the answers the
+    suspect has given so far, and answers given outside training (a transfer set labelled
+    up front, which takes seconds on a large model) are said as progress: the live query
+    counter of an extraction attack."""
+    reporter = AnsweringReporter(ctx)
+    if queries is not None:
+        queries.listener = reporter
 
     def train(
         model: nn.Module,
@@ -138,11 +154,60 @@ def referee_trainer(
             eval_every=eval_every,
             seed=seed,
             params=params,
+            queries=(lambda: queries.count) if queries is not None else None,
         )
-        result = loop.run()
+        reporter.finish()
+        reporter.training = True  # its readings carry the count: no progress lines beside them
+        try:
+            result = loop.run()
+        finally:
+            reporter.training = False
         return TrainReport(result.steps, result.loss)
 
     return train
+
+
+class AnsweringReporter:
+    """A query counter's listener: between trainings, a progress line ("the suspect
+    answered 12,000 of 20,000 queries") once the answering has taken :data:`progress.AFTER`
+    seconds, then at most every :data:`progress.EVERY` seconds, and the count it ended at
+    (:meth:`finish`) once it has spoken; during a training nothing, since its readings carry
+    the count."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.training = False
+        self._started: float | None = None
+        self._last = -math.inf
+        self._said = -1  # the count last said (-1: nothing said since the last finish)
+        self._counter: QueryCounter | None = None
+
+    def __call__(self, counter: QueryCounter) -> None:
+        if self.training:
+            return
+        self._counter = counter
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        if now - self._started < progress.AFTER or now - self._last < progress.EVERY:
+            return
+        self._last = now
+        self._say(counter)
+
+    def finish(self) -> None:
+        """The answering is over (a training starts): its last count, if anything was said."""
+        if self._counter is not None and 0 <= self._said != self._counter.count:
+            self._say(self._counter)
+        self._started, self._last, self._said = None, -math.inf, -1
+
+    def _say(self, counter: QueryCounter) -> None:
+        self._said = counter.count
+        self.ctx.log(answered_line(counter.count, counter.cap), progress.LEVEL)
+
+
+def answered_line(count: int, cap: int) -> str:
+    """``the suspect answered 12,000 of 20,000 queries`` (without a cap: ``12,000 queries``)."""
+    return f"the suspect answered {count:,}" + (f" of {cap:,}" if cap > 0 else "") + " queries"
 
 
 # -- the checks every refereed job makes ----------------------------------------------------
