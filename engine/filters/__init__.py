@@ -3,6 +3,7 @@ per filter; importing the package registers them."""
 
 from __future__ import annotations
 
+from engine.filters import dawn as _dawn  # noqa: F401  (registers "dawn")
 from engine.filters import strip as _strip  # noqa: F401  (registers "strip")
 from engine.filters.registry import (
     FILTERS,

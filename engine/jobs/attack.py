@@ -27,6 +27,7 @@ from engine.attacks.registry import (
 from engine.data.meta import DatasetMeta, dataset_meta
 from engine.errors import ConfigError
 from engine.events import json_safe
+from engine.jobs.api_watermark import recording_thief, thief_marks
 from engine.jobs.chain import check_chain_data, check_chain_job, is_chained
 from engine.jobs.common import derived_manifest, resolve_device
 from engine.jobs.referee import (
@@ -152,11 +153,15 @@ class CheckedAttack:
                 summary["cost"] = attack_cost(started, suspect, env)
                 return
             try:
-                result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
+                with recording_thief(suspect.model, attack_name):  # an API that remembers
+                    result = attack.run(suspect.model, suspect.arch, suspect.attacker, env)
             except QueryBudgetSpent as exc:
                 summary |= {"cost": attack_cost(started, suspect, env), "reason": str(exc)}
                 ctx.log(f"{attack_name} stopped: {exc}", "warning")
                 raise
+            result = thief_marks(
+                ctx, suspect.model, result, probes, suspect.data, run.path, out_run
+            )
             summary["cost"] = attack_cost(started, suspect, env)
             after = referee_scores(result.model, probes)
             summary |= {

@@ -19,6 +19,7 @@ from engine.data.meta import DatasetMeta, dataset_meta
 from engine.deploy import unwrap
 from engine.errors import ConfigError, RunError
 from engine.events import Phase
+from engine.jobs.api_watermark import serve_job, served_scheme
 from engine.jobs.common import (
     check_config,
     checkpointer,
@@ -290,6 +291,9 @@ class EmbedKind(JobKind):
             if data_free:
                 assert spec.source is not None
                 return datafree_job(config, params, run, spec.source)
+            if served_scheme(scheme):  # an API watermark: the model is served, not trained
+                assert spec.source is not None
+                return serve_job(config, scheme, params, run, spec.source)
             return embed_job(config, scheme, params, run, from_run=spec.source)
 
         return CheckedJob(

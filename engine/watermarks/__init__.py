@@ -2,6 +2,7 @@
 
 from engine.watermarks import abstract as _abstract  # noqa: F401  (registers "abstract")
 from engine.watermarks import datafree as _datafree  # noqa: F401
+from engine.watermarks import dawn as _dawn  # noqa: F401
 from engine.watermarks import dual as _dual  # noqa: F401
 from engine.watermarks import ewe as _ewe  # noqa: F401
 from engine.watermarks import frontier as _frontier  # noqa: F401
