@@ -27,7 +27,14 @@ import torch
 from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
-from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
+from engine.attacks.registry import (
+    EXTRACTION,
+    Attack,
+    AttackEnv,
+    AttackResult,
+    TrainReport,
+    register_attack,
+)
 from engine.attacks.stealing import ExtractionParams, ask_within_budget, fresh_model
 from engine.errors import ConfigError
 from engine.models import MODELS, Architecture, check_model_name
@@ -135,7 +142,7 @@ def train_student(
     p: ExtractionParams,
     data: AttackerData,
     env: AttackEnv,
-) -> Any:
+) -> TrainReport:
     """The one loop on ``(x, targets)`` for the budget's epochs: the soft-label
     cross-entropy of WRT's ``ModelExtraction.CELoss``, which the loop computes for float
     targets."""
