@@ -151,6 +151,9 @@ class Verdict:
     signature_valid: bool | None = None
     #: dual embedding: T, the accuracy the null and the true embedding must each reach
     threshold: float | None = None
+    #: multi-bit schemes (Blackmarks): the share of decoded bits that differ from the
+    #: signature (``retention`` is then the bit accuracy); None for the others
+    ber: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

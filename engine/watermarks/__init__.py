@@ -1,6 +1,7 @@
 """Watermark schemes, one module each, registered by ``@register_scheme``."""
 
 from engine.watermarks import abstract as _abstract  # noqa: F401  (registers "abstract")
+from engine.watermarks import blackmarks as _blackmarks  # noqa: F401
 from engine.watermarks import datafree as _datafree  # noqa: F401
 from engine.watermarks import dawn as _dawn  # noqa: F401
 from engine.watermarks import dual as _dual  # noqa: F401
