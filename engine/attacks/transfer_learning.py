@@ -32,7 +32,7 @@ from engine.attacks.budget import AttackerBudget, AttackerData, fit_images
 from engine.attacks.common import last_layer
 from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
 from engine.attacks.stealing import ExtractionParams, ask_within_budget, fresh_model
-from engine.data import DATASETS, load_dataset
+from engine.data import DATASETS, default_data_dir, load_dataset, require_dataset
 from engine.data.meta import DatasetMeta, dataset_meta
 from engine.deploy import unwrap
 from engine.errors import ConfigError, RunError
@@ -128,6 +128,7 @@ class TransferLearning(Attack[TransferParams]):
                 f"--pretrain {p.pretrain} is the suspect's own dataset: transfer learning "
                 "starts from another task; give --pretrain DATASET or --pretrained RUN"
             )
+        require_dataset(p.pretrain, default_data_dir())  # the run reads it from there
         other = dataset_meta(p.pretrain, train_size=p.pretrain_size)
         if other.shape[0] != data.shape[0] and not {other.shape[0], data.shape[0]} <= {1, 3}:
             raise ConfigError(

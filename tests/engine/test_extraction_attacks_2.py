@@ -242,6 +242,7 @@ def test_transfer_learning_refuses_another_input_shape_or_the_suspects_own_task(
         (["--attack", "knockoff", "--data-fraction", "0.1"], "--unlabeled"),
         (["--attack", "jacobian-augmentation", "--data-fraction", "0"], "seed images"),
         (["--attack", "transfer-learning", "--data-fraction", "0"], "--data-fraction"),
+        (["--attack", "transfer-learning"], "synthetic is the suspect's own dataset"),
         (["--attack", "knockoff", "--unlabeled", "noise", "--sampling", "greedy"], "greedy"),
     ],
 )
