@@ -23,6 +23,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from engine import stopping
 from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
 from engine.attacks.stealing import (
@@ -76,6 +77,7 @@ def augment(
     substitute.eval()
     parts = []
     for start in range(0, len(x), chunk):
+        stopping.check()
         batch = x[start : start + chunk].detach().clone().requires_grad_(True)
         chosen = substitute(batch).gather(1, labels[start : start + chunk].view(-1, 1))
         (grad,) = torch.autograd.grad(chosen.sum(), batch)

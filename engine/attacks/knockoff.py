@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import stopping
 from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
 from engine.attacks.stealing import (
@@ -118,6 +119,7 @@ def kmeans_groups(x: torch.Tensor, k: int, seed: int, iterations: int = 10) -> t
     centres = feats[torch.randperm(len(feats), generator=gen)[:k].to(feats.device)].clone()
     assign = torch.zeros(len(feats), dtype=torch.long, device=feats.device)
     for _ in range(iterations):
+        stopping.check()
         assign = torch.cdist(feats, centres).argmin(1)
         for g in range(k):
             members = feats[assign == g]
@@ -233,6 +235,7 @@ class Knockoff(Attack[KnockoffParams]):
         recent: torch.Tensor | None = None
         target, asked, rounds, steps = self.target(len(pool)), 0, 0, 0
         while asked < target:
+            stopping.check()  # a Stop lands between rounds too, not only in training
             picks, actions = [], []
             for _ in range(min(p.round_size, target - asked)):
                 available = torch.tensor([bool(q) for q in queues])
