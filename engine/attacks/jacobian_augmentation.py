@@ -154,6 +154,7 @@ class JacobianAugmentation(Attack[JacobianParams]):
         info: dict[str, object] = {
             "student": sub_arch.name,
             "queries": env.queries.count,
+            "answers": answers,
             "queries_per_round": per_round,
             "rounds": trained,
             "points": len(x),

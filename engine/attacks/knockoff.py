@@ -187,6 +187,7 @@ class Knockoff(Attack[KnockoffParams]):
         info: dict[str, object] = {
             "student": student_arch.name,
             "sampling": p.sampling,
+            "answers": data.budget.answers,
             "transfer": data.unlabeled_name,
             "transfer_images": len(pool),
         }

@@ -213,6 +213,8 @@ class TransferLearning(Attack[TransferParams]):
             "pretrained": p.pretrained or f"{p.pretrain} ({pre_arch.num_classes} classes)",
             "pretrain_steps": pre_steps,
             "queries": env.queries.count,
+            "answers": data.budget.answers,
+            "rounds": 1,
             "answered": len(x),
             "loss": report.loss,
         }
