@@ -20,7 +20,7 @@ from wmtui.tui.dashboard import Dashboard
 from wmtui.tui.replay import ReplaySession, Seek
 from wmtui.tui.replay_app import ReplayApp
 from wmtui.tui.state import DashboardState
-from wmtui.tui.widgets.piracy_plot import GAP, LINES
+from wmtui.tui.widgets.comparison_plot import GAP, LINES
 
 EMBED_STEPS, ATTACK_STEPS, EVERY = 100, 40, 10
 ROOT = "runs/piracy"
@@ -145,7 +145,7 @@ def test_the_state_keeps_both_attacks_each_from_step_0() -> None:
     script = piracy_script()
     second = until_second_piracy(script)
     state = folded(script[:second])
-    view = state.piracy
+    view = state.comparison
     assert len(view.runs) == 1 and not view.shown  # one attack: nothing to compare yet
     state.apply(script[second])
     assert view.shown and [r.name for r in view.runs] == ["pirate", "pirate-square"]
@@ -174,13 +174,13 @@ def test_another_job_ends_the_comparison_and_a_third_piracy_is_compared_with_the
     script = piracy_script()
     state = folded(script)
     state.apply(Phase("nc", "start", info={"detector": "nc", "steps": 10}))
-    assert not state.piracy.shown and len(state.piracy.runs) == 2
+    assert not state.comparison.shown and len(state.comparison.runs) == 2
     third = piracy("pirate-again", 5, "01-owner", True, Clock())
     for event in third[:2]:
         state.apply(event)
-    assert state.piracy.shown
-    assert [r.name for r in state.piracy.runs] == ["pirate-square", "pirate-again"]
-    assert state.piracy.title() == ("pattern", "dual")
+    assert state.comparison.shown
+    assert [r.name for r in state.comparison.runs] == ["pirate-square", "pirate-again"]
+    assert state.comparison.title() == ("pattern", "dual")
 
 
 def jobs_only(events: list[Event]) -> list[Event]:
@@ -193,12 +193,12 @@ def test_without_the_embeddings_the_attacked_runs_name_the_halves() -> None:
     the attacked runs' folders tell them apart, then the phases, then a number."""
     clock = Clock()
     first = jobs_only(piracy("first", 1, "dual", True, clock))
-    view = folded([*first, *jobs_only(piracy("second", 2, "square", False, clock))]).piracy
+    view = folded([*first, *jobs_only(piracy("second", 2, "square", False, clock))]).comparison
     assert view.shown and view.title() == ("dual", "square")
     assert view.runs[0].nc.x[0] == 0 and view.runs[0].owner.x[0] == EVERY  # no marks before
-    assert folded(first * 2).piracy.title() == ("dual 1", "dual 2")
+    assert folded(first * 2).comparison.title() == ("dual 1", "dual 2")
     named = folded([*piracy("a", 1, "dual", True, clock), *piracy("b", 2, "dual", True, clock)])
-    assert named.piracy.title() == ("a", "b")
+    assert named.comparison.title() == ("a", "b")
 
 
 # -- the dashboard ------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ async def test_the_second_piracy_takes_the_loss_plots_place_beside_the_first(
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         board = app.query_one(Dashboard)
-        plot = app.query_one("#piracy-plot")
+        plot = app.query_one("#comparison-plot")
         assert not board.has_class("piracy") and not plot.display  # one piracy: the loss plot
         assert app.query_one("#loss-plot").display
         fake.feed(*script[second:])
@@ -256,7 +256,7 @@ async def test_the_second_piracy_takes_the_loss_plots_place_beside_the_first(
         assert board.has_class("piracy") and plot.display and app.query_one("#acc-plot").display
         assert not app.query_one("#loss-plot").display
         assert plot.region.width == size[0] // 2  # the loss plot's place, beside the accuracy
-        top, bottom = border_rows(app, "#piracy-plot")
+        top, bottom = border_rows(app, "#comparison-plot")
         assert title in top and legend in bottom and "…" not in top + bottom
         assert tick_labels(plot) == (ys, xs)  # each attack's steps from 0, on one scale
         left, right = half_tops(plot)
@@ -278,7 +278,7 @@ async def test_a_scan_after_the_comparison_brings_its_bars_back() -> None:
         fake.feed(Phase("nc", "start", info={"detector": "nc", "steps": 10}))
         fake.feed(*[ClassScan("nc", c, 1.0 + c, True, 10, 10) for c in range(3)])
         await settle(app, pilot)
-        assert not board.has_class("piracy") and not app.query_one("#piracy-plot").display
+        assert not board.has_class("piracy") and not app.query_one("#comparison-plot").display
         assert app.query_one("#bars").display
 
 
@@ -295,20 +295,20 @@ async def test_a_recorded_piracy_scenario_replays_the_comparison_and_rebuilds(
     async with app.run_test(size=(80, 24)) as pilot:
         clock.advance(second - 1.0)
         await settle(app, pilot)
-        assert len(app.state.piracy.runs) == 1 and not app.dashboard.has_class("piracy")
+        assert len(app.state.comparison.runs) == 1 and not app.dashboard.has_class("piracy")
         clock.advance(1000.0)
         await settle(app, pilot)
         assert app.state.status == "completed" and app.dashboard.has_class("piracy")
-        top, bottom = border_rows(app, "#piracy-plot")
+        top, bottom = border_rows(app, "#comparison-plot")
         assert "piracy: dual │ pattern" in top and "━ acc  ━ owner  ━ pirate" in bottom
-        assert app.state.piracy.runs[1].pirate.y[-1] == pytest.approx(95.0)
+        assert app.state.comparison.runs[1].pirate.y[-1] == pytest.approx(95.0)
         session.send(Seek(-1000.0))
         await settle(app, pilot)
-        assert not app.dashboard.has_class("piracy") and not app.state.piracy.runs
+        assert not app.dashboard.has_class("piracy") and not app.state.comparison.runs
         assert app.query_one("#loss-plot").display
         clock.advance(1000.0)
         await settle(app, pilot)
         assert (
             app.dashboard.has_class("piracy")
-            and "dual │ pattern" in border_rows(app, "#piracy-plot")[0]
+            and "dual │ pattern" in border_rows(app, "#comparison-plot")[0]
         )

@@ -1,8 +1,8 @@
 """The dashboard widget and what it paints from a :class:`DashboardState`: the header and
 status lines, the accuracy, retention and loss lines, the per-class scan bars with their flag
-lines, the trigger previews, a data-free distillation's discrepancy, two piracy attacks side
-by side (widgets/piracy_plot.py) and the event log. The live app and replay both compose one
-:class:`Dashboard`; a repaint draws only what changed since the last one."""
+lines, the trigger previews, a data-free distillation's discrepancy, two piracy or extraction
+attacks side by side (widgets/comparison_plot.py) and the event log. The live app and replay
+both compose one :class:`Dashboard`; a repaint draws only what changed since the last one."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from textual.widgets import Static
 from textual_plot import HiResMode, PlotWidget
 from textual_plot.axis_formatter import AxisFormatter
 
+from engine.attacks import EXTRACTION
+from wmtui.tui.comparison_state import PIRACY
 from wmtui.tui.state import DashboardState, Series
 from wmtui.tui.status import status_line, title_line
+from wmtui.tui.widgets.comparison_plot import ComparisonPlot
 from wmtui.tui.widgets.event_log import EventLog
 from wmtui.tui.widgets.image_view import ImageView
-from wmtui.tui.widgets.piracy_plot import PiracyPlot
 from wmtui.tui.widgets.plots import ACC_FLOOR, LivePlot, legend, nice_ticks
 
 RETENTION_COLOURS = ("magenta", "cyan", "red", "blue", "bright_white")
@@ -32,6 +34,8 @@ COMPACT_ROWS = 32
 #: and the truncation marker
 DISC_STYLES = {"discrepancy": "yellow", "2nd diff": "cyan", "Δ0/10": "magenta", "stop": "red"}
 BRAILLE = HiResMode.BRAILLE
+#: the kinds of attacks compared side by side, each also a class of the dashboard
+COMPARED_KINDS = (PIRACY, EXTRACTION)
 
 
 def shown_previews(previews: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -101,8 +105,9 @@ class Dashboard(Vertical):
     the state holds one), and the event log: one widget, so the live app and replay lay out
     and paint the same screen. Classes: ``scanning`` (a scan has bars to show),
     ``discrepancy`` (a distillation to show, over an earlier scan's bars too: a scan's start
-    makes the state forget the distillation), ``piracy`` (a second piracy attack: the two
-    side by side, over all of those, until another job starts), ``no-acc`` (nothing
+    makes the state forget the distillation), ``comparison`` (a second piracy or extraction
+    attack: the two side by side, over all of those, until another job that plots starts;
+    with ``piracy`` or ``extraction``, which of them), ``no-acc`` (nothing
     evaluated yet: the discrepancy takes the accuracy plot's width), ``compact`` (a small
     terminal: no previews, tighter plot margins)."""
 
@@ -159,14 +164,16 @@ class Dashboard(Vertical):
     Dashboard.discrepancy #loss-plot, Dashboard.discrepancy #scan {
         display: none;
     }
-    /* two piracy attacks side by side: over the loss plot, the scan, the distillation */
-    Dashboard #plots #piracy-plot {
+    /* two piracy or extraction attacks side by side: over the loss plot, the scan, the
+       distillation */
+    Dashboard #plots #comparison-plot {
         display: none;
     }
-    Dashboard.piracy #plots #piracy-plot {
+    Dashboard.comparison #plots #comparison-plot {
         display: block;
     }
-    Dashboard.piracy #loss-plot, Dashboard.piracy #scan, Dashboard.piracy #plots #disc-plot {
+    Dashboard.comparison #loss-plot, Dashboard.comparison #scan,
+    Dashboard.comparison #plots #disc-plot {
         display: none;
     }
     /* a distillation before any evaluation: no empty accuracy plot beside it */
@@ -203,7 +210,7 @@ class Dashboard(Vertical):
             yield LivePlot(id="acc-plot", allow_pan_and_zoom=False)
             yield LivePlot(id="loss-plot", allow_pan_and_zoom=False)
             yield DiscrepancyPlot(id="disc-plot", allow_pan_and_zoom=False)
-            yield PiracyPlot(id="piracy-plot", allow_pan_and_zoom=False)
+            yield ComparisonPlot(id="comparison-plot", allow_pan_and_zoom=False)
             with Vertical(id="scan"):
                 yield LivePlot(id="bars", allow_pan_and_zoom=False)
                 with Horizontal(id="previews"):
@@ -221,7 +228,7 @@ class Dashboard(Vertical):
         loss.set_ylabel("loss")
         loss.set_xlabel("step")
         loss.set_ylimits(0, None)
-        self.query_one("#piracy-plot", PiracyPlot).configure()
+        self.query_one("#comparison-plot", ComparisonPlot).configure()
         disc = self.query_one("#disc-plot", PlotWidget)
         disc.set_ylabel("discrepancy (log)")
         disc.set_xlabel("epoch")
@@ -240,7 +247,7 @@ class Dashboard(Vertical):
         for plot in self.query(PlotWidget):
             plot.margin_top, plot.margin_bottom = (1, 1) if compact else (2, 3)
         ticks = [0, 50, 100] if compact else [0, 20, 40, 60, 80, 100]
-        for plot in self.query("#acc-plot, #piracy-plot").results(PlotWidget):
+        for plot in self.query("#acc-plot, #comparison-plot").results(PlotWidget):
             plot.set_yticks(ticks)
 
     def paint(self, state: DashboardState) -> None:
@@ -265,9 +272,12 @@ class Dashboard(Vertical):
         self.set_class(not evaluated, "no-acc")
         if state.discrepancy.x:
             paint_discrepancy(self.query_one("#disc-plot", DiscrepancyPlot), state, self.plotted)
-        self.set_class(state.piracy.shown, "piracy")
-        if state.piracy.shown:
-            self.query_one("#piracy-plot", PiracyPlot).paint(state.piracy, self.plotted)
+        compared = state.comparison
+        self.set_class(compared.shown, "comparison")
+        for kind in COMPARED_KINDS:  # what is compared, for a style or a test to tell
+            self.set_class(compared.kind == kind, kind)
+        if compared.shown:
+            self.query_one("#comparison-plot", ComparisonPlot).paint(compared, self.plotted)
         log = self.query_one("#log", EventLog)
         for line in state.take_log():
             log.write_line(line)
@@ -277,7 +287,7 @@ class Dashboard(Vertical):
         self.plotted.clear()
         self.texts.clear()
         self.query_one("#log", EventLog).clear()
-        self.remove_class("scanning", "discrepancy", "no-acc", "piracy")
+        self.remove_class("scanning", "discrepancy", "no-acc", "comparison", *COMPARED_KINDS)
         for i in range(2):
             view = self.query_one(f"#preview-{i}", ImageView)
             view.border_title = None

@@ -25,7 +25,7 @@ from engine.events import (
 from engine.jobs.success import yes_no
 from engine.metrics import mad_flag_line, percent
 from engine.progress import LEVEL as PROGRESS
-from wmtui.tui.piracy_state import PiracyView
+from wmtui.tui.comparison_state import ComparisonView
 from wmtui.tui.series import Series
 
 #: img/s is averaged over about this many seconds (half-life), weighted by each reading's
@@ -48,6 +48,8 @@ PHASE_VIEW = (
     "loss",
     "test_acc",
     "images_per_s",
+    "queries",
+    "query_cap",
     "rate_images",
     "rate_seconds",
     "rate_time",
@@ -66,6 +68,10 @@ class DashboardState:
     loss: float | None = None
     test_acc: float | None = None
     images_per_s: float = 0.0  # smoothed (see RATE_HALF_LIFE); 0 until the phase's first reading
+    #: an attack's answers from the suspect so far (its readings') and its budget's cap (0:
+    #: none); None until a reading carries a count
+    queries: int | None = None
+    query_cap: int = 0
     #: the rate average's sums: images (rate x seconds) and seconds, both decayed; the time
     #: of the last reading (or of the phase start)
     rate_images: float = 0.0
@@ -117,8 +123,8 @@ class DashboardState:
     phase_total: int = 0
     phase_title: str = ""
     phase_results: list[dict[str, object]] = dataclasses.field(default_factory=list)
-    #: the piracy attacks of this session, compared side by side once there are two
-    piracy: PiracyView = dataclasses.field(default_factory=PiracyView)
+    #: the piracy or extraction attacks of this session, two of a kind side by side
+    comparison: ComparisonView = dataclasses.field(default_factory=ComparisonView)
     #: whether a (job) phase has started and not ended, and the views of the phases a
     #: follow-up interrupted, innermost last
     #: the running phase's folder (a scenario's NN-name, or a job's run): where a screenshot
@@ -184,6 +190,8 @@ class DashboardState:
             self.status = "running"
         self.phase, self.step, self.epoch = event.phase, event.step, event.epoch
         self.lr, self.loss = event.lr, event.loss
+        if event.queries is not None:
+            self.queries = event.queries
         self._smooth_rate(event)
         x = self.x_offset + event.step
         self.last_x = x
@@ -193,7 +201,7 @@ class DashboardState:
             self.acc_series.add(x, 100 * event.test_acc)
         for name, value in event.retention.items():
             self.retention.setdefault(name, Series()).add(x, 100 * value)
-        self.piracy.metrics(event)
+        self.comparison.metrics(event)
 
     def _smooth_rate(self, event: Metrics) -> None:
         """img/s as an exponentially weighted average of the readings, each weighted by the
@@ -276,7 +284,7 @@ class DashboardState:
         if "scenario" in event.info:
             self._scenario_phase(event)
             return
-        self.piracy.phase(event, self.scenario_phase)
+        self.comparison.phase(event, self.scenario_phase)
         if (
             event.status == "start"
             and self.phase_open
@@ -296,6 +304,7 @@ class DashboardState:
             if not self.scenario_phase and event.info.get("run"):
                 self.phase_run = str(event.info["run"])
             self.total_steps = int(event.info.get("steps", 0) or 0)
+            self.queries, self.query_cap = None, int(event.info.get("query_cap", 0) or 0)
             self.x_offset = self.last_x
             self.step = 0
             # a phase works on its own model: the last one's accuracy is not this one's (a

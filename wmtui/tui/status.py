@@ -31,8 +31,9 @@ def title_line(state: DashboardState) -> str:
 
 
 def status_line(state: DashboardState) -> str:
-    """Training: step, epoch, learning rate, loss, accuracy, speed. A scan: its progress
-    (steps of the search, with an ETA), the scanned model's accuracy and the verdict."""
+    """Training: step (an attack's queries), epoch, learning rate, loss, accuracy, speed. A
+    scan: its progress (steps of the search, with an ETA), the scanned model's accuracy and
+    the verdict."""
     if state.activity and state.status not in {"completed", "stopped", "failed"}:
         line = f"{state.status.upper()} {state.activity}"  # a wait between readings, in words
     elif is_scan(state):
@@ -45,12 +46,22 @@ def status_line(state: DashboardState) -> str:
         loss = f"{state.loss:.4f}" if state.loss is not None else "-"
         speed = f"{state.images_per_s:,.0f}" if state.images_per_s > 0 else "-"
         line = (
-            f"{state.status.upper()} step {state.step}{total} ep {state.epoch:.2f} lr {lr} "
-            f"loss {loss} acc {percent(state.test_acc)} {speed} img/s"
+            f"{state.status.upper()} step {state.step}{total}{queries_part(state)} "
+            f"ep {state.epoch:.2f} lr {lr} loss {loss} acc {percent(state.test_acc)} {speed} img/s"
         )
     if state.error:
         line += f"\nerror: {state.error}"
     return line
+
+
+def queries_part(state: DashboardState) -> str:
+    """`` queries 20,000/20,000``: an attack's answers from the suspect so far and its cap,
+    right after the step (a thief's spending is what a narrow terminal must still show);
+    nothing for a phase that asked none under no cap (training, a weight attack)."""
+    count, cap = state.queries, state.query_cap
+    if count is None or (count == 0 and cap <= 0):
+        return ""
+    return f" queries {count:,}" + (f"/{cap:,}" if cap > 0 else "")
 
 
 def is_scan(state: DashboardState) -> bool:

@@ -1,9 +1,13 @@
-"""Two piracy attacks side by side (Li et al., Fig. 4): the earlier attack in the left half,
-the later one in the right, each over its own steps from 0 on one shared scale, a grey line
-between them. Each half has test accuracy (NC), the owner's mark and the pirate's: on a dual
-model the owner's mark and NC should fall together and the pirate's fail to rise; on a pattern
-model the pirate's mark rises while NC holds. The title names the attacked models' schemes;
-title, legend and ticks shorten to fit the plot's width (40 columns at 80x24)."""
+"""Two attacks of one kind side by side (widgets of :mod:`wmtui.tui.comparison_state`): two
+piracy attacks (Li et al., Fig. 4), or two extraction attacks. The earlier attack is in the
+left half, the later one in the right, each over its own steps from 0 on one shared scale, a
+grey line between them. Each half has test accuracy (NC), the owner's mark and, for piracy,
+the pirate's: on a dual model the owner's mark and NC should fall together and the pirate's
+fail to rise; on a pattern model the pirate's mark rises while NC holds. For extraction the
+lines are the stolen model's: its test accuracy, and how much of the owner's key it learnt
+from the suspect's answers. The title says what is compared (``piracy``, ``retraining``) and
+names the attacked models' schemes; title, legend and ticks shorten to fit the plot's width
+(40 columns at 80x24)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from textual import events
 from textual_plot import HiResMode
 from textual_plot.axis_formatter import AxisFormatter
 
-from wmtui.tui.piracy_state import PiracyRun, PiracyView
+from wmtui.tui.comparison_state import ComparedRun, ComparisonView
 from wmtui.tui.series import Series
 from wmtui.tui.widgets.plots import ACC_FLOOR, LivePlot, legend, nice_ticks
 
@@ -54,11 +58,12 @@ def halves_ticks(upper: float, offset: float, most: int) -> list[float]:
     return left + [offset + t for t in ticks]
 
 
-class PiracyPlot(LivePlot):
-    """The comparison, in the loss plot's place (the ``piracy`` class of the dashboard)."""
+class ComparisonPlot(LivePlot):
+    """The comparison, in the loss plot's place (the ``comparison`` class of the dashboard)."""
 
     upper: float = 1.0
     names: tuple[str, str] = ("", "")
+    heading: str = ""
     legends: tuple[Text | None, Text | None] = (None, None)  # full, and short
 
     def configure(self) -> None:
@@ -75,8 +80,8 @@ class PiracyPlot(LivePlot):
     def fit_width(self, width: int) -> None:
         left, right = self.names
         titles = (
-            f"piracy: {left} (left) vs {right} (right)",
-            f"piracy: {left} │ {right}",
+            f"{self.heading}: {left} (left) vs {right} (right)",
+            f"{self.heading}: {left} │ {right}",
             f"{left} │ {right}",
         )
         self.border_title = next((t for t in titles if len(t) <= width - 4), titles[-1])
@@ -88,7 +93,7 @@ class PiracyPlot(LivePlot):
             self.set_xticks(ticks)
             self.refresh(layout=True)  # set_xticks alone draws nothing new
 
-    def paint(self, view: PiracyView, plotted: dict[str, tuple[object, ...]]) -> None:
+    def paint(self, view: ComparisonView, plotted: dict[str, tuple[object, ...]]) -> None:
         """Draw the last two attacks' lines when they have new points."""
         left, right = view.runs[0], view.runs[-1]
         upper = max(left.steps, right.steps, left.last_step, right.last_step, 1)
@@ -112,7 +117,7 @@ class PiracyPlot(LivePlot):
                 elif xs:
                     self.plot(xs, series.y, line_style=style, hires_mode=HiResMode.BRAILLE)
         shown = [key for key in LINES if any(lines(r)[key].x for r in runs)]
-        self.upper, self.names = upper, view.title()
+        self.upper, self.names, self.heading = upper, view.title(), view.heading()
         self.legends = (
             legend([(LINES[k][1], LINES[k][0]) for k in shown]),
             legend([(LINES[k][2], LINES[k][0]) for k in shown]),
@@ -120,5 +125,5 @@ class PiracyPlot(LivePlot):
         self.fit_width(self.size.width)
 
 
-def lines(run: PiracyRun) -> dict[str, Series]:
+def lines(run: ComparedRun) -> dict[str, Series]:
     return {"nc": run.nc, "owner": run.owner, "pirate": run.pirate}
