@@ -53,8 +53,11 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Argmax labels of uint8 images, in eval mode, batch by batch."""
     was = model.training
     model.eval()
+    out = []
     try:
-        out = [model(as_float(x[i : i + BATCH])).argmax(1) for i in range(0, len(x), BATCH)]
+        for i in range(0, len(x), BATCH):
+            stopping.check()
+            out.append(model(as_float(x[i : i + BATCH])).argmax(1))
     finally:
         model.train(was)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)

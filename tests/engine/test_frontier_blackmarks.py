@@ -5,14 +5,17 @@ train, embed and verify jobs on tiny synthetic data."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine.errors import ConfigError
+from engine.events import Log
 from engine.jobs import JobSpec, run
 from engine.runs import RunDir
+from engine.session import Session
 from engine.watermarks import KeyContext, get_scheme, load_key, parse_scheme_params
 from engine.watermarks.adversarial import eps_levels, predict
 from engine.watermarks.blackmarks import compose, two_means
@@ -107,3 +110,24 @@ def test_a_scheme_that_needs_a_trained_model_refuses_to_start_without_from(
     with pytest.raises(ConfigError, match=f"{scheme} makes its keys from a trained model"):
         JobSpec.embed(scheme, out=tmp_path / "x", **DATA).validate()
     assert not (tmp_path / "x").exists()
+
+
+def test_stop_while_blackmarks_makes_its_keys_ends_within_2_s(clean: Path, tmp_path: Path) -> None:
+    """Key generation takes minutes at full scale (targeted FGSM, a fine-tuned variant): it
+    answers Stop like the training steps do."""
+    out = tmp_path / "stopped"
+    values = {"finetune_batches": 100_000, "expansion": 30}
+    built = JobSpec.embed("blackmarks", from_run=clean, out=out, **values, **DATA).build()
+    session = Session(built.job, [built.run.event_sink()]).start()
+    seen: list[Log] = []
+    deadline = time.monotonic() + 60
+    while not seen and time.monotonic() < deadline:
+        seen += [e for e in session.poll() if isinstance(e, Log) and "clusters" in e.message]
+        time.sleep(0.05)
+    assert seen, "no key generation within 60 s"
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert session.stop(timeout=2.0)
+    assert time.monotonic() - started < 2.0
+    assert RunDir(out).summary()["status"] == "stopped"
+    assert not (out / "key").exists()
