@@ -16,6 +16,7 @@ from engine.studies.scenarios import load_scenario
 from engine.watermarks import get_scheme
 from tests.wmtui.fakes import FakeSession
 from tests.wmtui.test_discrepancy_view import border_rows, settle
+from wmtui.cli.headless import metrics_line
 from wmtui.tui.app import WmtuiApp
 from wmtui.tui.comparison_state import compared_kind
 from wmtui.tui.dashboard import Dashboard
@@ -200,6 +201,13 @@ def test_the_query_counter_reads_the_answers_then_the_readings() -> None:
     uncapped.apply(Phase("distill", "start", info={"attack": "distill", "steps": 5}))
     uncapped.apply(Metrics("distill", 1, 0.1, 0.1, 1.0, 10.0, queries=1_234))
     assert " queries 1,234 ep " in status_line(uncapped)
+
+
+def test_headless_lines_count_the_answers_of_an_attack_only() -> None:
+    theft = Metrics("retraining", 16, 1.0, 0.09, 2.2, 3000.0, 0.5, {"key": 0.1}, queries=ASKED)
+    assert metrics_line(theft).endswith("key 10.00% | 20,000 queries")
+    for quiet in (0, None):  # a weight attack, training
+        assert "queries" not in metrics_line(Metrics("embed", 1, 0.1, 0.1, 1.0, 1.0, queries=quiet))
 
 
 def test_the_two_thefts_side_by_side_stay_through_strip() -> None:

@@ -27,6 +27,8 @@ def metrics_line(event: Metrics) -> str:
     if event.test_acc is not None:
         parts.append(f"test acc {percent(event.test_acc)}")
     parts += [f"{name} {percent(value)}" for name, value in event.retention.items()]
+    if event.queries:  # an attack that asked the suspect: its answers so far
+        parts.append(f"{event.queries:,} queries")
     return " | ".join(parts)
 
 
