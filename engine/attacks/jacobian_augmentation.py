@@ -121,11 +121,12 @@ class JacobianAugmentation(Attack[JacobianParams]):
     ) -> AttackResult:
         p = self.params
         answers = data.budget.answers
+        before = env.queries.count  # a chain's earlier steps share the counter
         teacher = counted_victim(model, env)
         seed = as_float(data.transfer_images()[: self.seed_count(data)])
         x, y = ask_within_budget(teacher, seed, env, answers)
         substitute, sub_arch = fresh_model(arch, p.student, data.seed, env.device)
-        per_round, stopped, steps, loss = [env.queries.count], "", 0, float("nan")
+        per_round, stopped, steps, loss = [env.queries.count - before], "", 0, float("nan")
         trained = 0
         for r in range(p.rounds):
             report = env.train(
@@ -150,10 +151,10 @@ class JacobianAugmentation(Attack[JacobianParams]):
                     f"given, {len(twins) - len(new_x)} synthetic points left unasked"
                 )
             x, y = torch.cat([x, new_x]), torch.cat([y, new_y])
-            per_round.append(env.queries.count)
+            per_round.append(env.queries.count - before)
         info: dict[str, object] = {
             "student": sub_arch.name,
-            "queries": env.queries.count,
+            "queries": env.queries.count - before,
             "answers": answers,
             "queries_per_round": per_round,
             "rounds": trained,

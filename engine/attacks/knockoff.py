@@ -182,6 +182,7 @@ class Knockoff(Attack[KnockoffParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         p = self.params
+        before = env.queries.count  # a chain's earlier steps share the counter
         pool = data.transfer_images()
         student, student_arch = fresh_model(arch, p.student, data.seed, env.device)
         info: dict[str, object] = {
@@ -203,7 +204,7 @@ class Knockoff(Attack[KnockoffParams]):
             p.settings(),
             steps=data.total_steps(len(x), p.batch),
         )
-        info |= {"queries": env.queries.count, "answered": len(x), "loss": report.loss}
+        info |= {"queries": env.queries.count - before, "answered": len(x), "loss": report.loss}
         return AttackResult(student, student_arch, steps + report.steps, info)
 
     def adaptive(

@@ -198,6 +198,7 @@ class TransferLearning(Attack[TransferParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         p = self.params
+        before = env.queries.count  # a chain's earlier steps share the counter
         x, y = ask_within_budget(model, data.transfer_images(), env, data.budget.answers)
         pretrained, pre_arch, pre_steps = self.starting_model(arch, data, env)
         student_arch = Architecture(pre_arch.name, arch.in_shape, arch.num_classes)
@@ -212,7 +213,7 @@ class TransferLearning(Attack[TransferParams]):
             "student": student_arch.name,
             "pretrained": p.pretrained or f"{p.pretrain} ({pre_arch.num_classes} classes)",
             "pretrain_steps": pre_steps,
-            "queries": env.queries.count,
+            "queries": env.queries.count - before,
             "answers": data.budget.answers,
             "rounds": 1,
             "answered": len(x),

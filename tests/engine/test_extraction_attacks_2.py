@@ -169,6 +169,14 @@ def test_jacobian_queries_double_each_round_and_stop_at_the_cap() -> None:
     assert capped.queries.count == 25 and result.info["points"] == 25
     assert result.info["queries_per_round"] == [10, 20, 25]
     assert "query budget spent" in result.info["stopped"]
+    # in a chain the counter is shared: 5 answers spent by an earlier step leave 20 here
+    shared, _ = env_with(cap=25)
+    shared.queries.add(5)
+    result = make_attack("jacobian-augmentation", {"seed_size": 10, "rounds": 4}).run(
+        lenet(), ARCH, data, shared
+    )
+    assert result.info["queries_per_round"] == [10, 20] and result.info["queries"] == 20
+    assert shared.queries.count == 25 and "query budget spent" in result.info["stopped"]
 
 
 # -- transfer learning -------------------------------------------------------------------------
