@@ -206,6 +206,7 @@ class BlackmarksScheme(Watermark):
             members = (f == b).nonzero().flatten()
             rows = bit == b
             targets[rows] = members[(pick[rows] * len(members)).long().clamp(max=len(members) - 1)]
+        ctx.log(f"blackmarks: targeted FGSM on {len(x)} candidates (a minute on a CPU)")
         adv, reached = minimal_targeted_fgsm(model, x, targets, params.eps)
         hits = reached.nonzero().flatten().cpu()
         hits = hits[torch.randperm(len(hits), generator=gen)].to(data.device)
@@ -214,6 +215,10 @@ class BlackmarksScheme(Watermark):
         ok[null_idx] = False  # held out: never a key, never filtered
         null_rate = 0.5
         for v in range(params.variants):
+            ctx.log(
+                f"blackmarks: fine-tuning unmarked variant {v + 1} of {params.variants} "
+                f"({params.finetune_batches} batches) to filter transferable keys"
+            )
             variant = fine_tuned_variant(model, data, params.finetune_batches, ctx.seed + v)
             decoded = decoded_bits(variant, adv, f)
             ok &= decoded != bit
