@@ -100,13 +100,19 @@ class AttackerData:
     #: suspect gave), "unlabeled". The cost counts only those, so a weight-only attack reports
     #: no images and one that asks the suspect for labels reports no true labels
     used: set[str] = dataclasses.field(default_factory=set)
+    #: of a set in ``used``, how many of its images the attack drew on when not all (a
+    #: query cap answered fewer, a seed set took the first 150)
+    drawn: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def images_used(self) -> tuple[int, int]:
         """``(images, labels)`` the attack used: its labelled and unlabelled images, and the
         true labels among them."""
         labels = len(self.labeled_x) if "labeled" in self.used else 0
         images = len(self.labeled_x) if self.used & {"labeled", "labeled-images"} else 0
+        if "labeled" not in self.used and "labeled-images" in self.drawn:
+            images = min(images, self.drawn["labeled-images"])
         unlabeled = len(self.unlabeled_x) if "unlabeled" in self.used else 0
+        unlabeled = min(unlabeled, self.drawn.get("unlabeled", unlabeled))
         return images + unlabeled, labels
 
     @property
@@ -136,15 +142,16 @@ class AttackerData:
         self.used.add("unlabeled")
         return Source("attacker-unlabeled", self.unlabeled_x, per_batch, label=label)
 
-    def transfer_images(self) -> torch.Tensor:
-        """The images a thief has the suspect answer: the ``--unlabeled`` transfer set when
-        given, else the labelled fraction's images, whose true labels stay unused."""
-        if self.has_unlabeled:
-            self.used.add("unlabeled")
-            return self.unlabeled_x
-        if self.has_labeled:
-            self.used.add("labeled-images")
-            return self.labeled_x
+    def transfer_images(self, count: int | None = None) -> torch.Tensor:
+        """The images a thief has the suspect answer (the first ``count`` of them, all by
+        default): the ``--unlabeled`` transfer set when given, else the labelled fraction's
+        images, whose true labels stay unused. The cost counts only those returned."""
+        for kind, images in (("unlabeled", self.unlabeled_x), ("labeled-images", self.labeled_x)):
+            if len(images):
+                self.used.add(kind)
+                chosen = images if count is None else images[:count]
+                self.drawn[kind] = len(chosen)  # the last call says what was drawn on
+                return chosen
         raise ConfigError(
             "this attack needs images to query the suspect with: give --unlabeled SOURCE "
             "or --data-fraction > 0"

@@ -33,7 +33,7 @@ from engine.attacks.retraining import (
     train_student,
     transfer_size,
 )
-from engine.attacks.stealing import ExtractionParams, ask_within_budget, fresh_model
+from engine.attacks.stealing import ExtractionParams, ask_transfer_set, fresh_model
 from engine.errors import ConfigError
 from engine.models import Architecture
 from engine.models.ensemble import MAX_MEMBERS, Ensemble, ensemble_name
@@ -88,7 +88,7 @@ class EnsembleAttack(Attack[EnsembleParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         p = self.params
-        x, answers = ask_within_budget(model, data.transfer_images(), env, data.budget.answers)
+        x, answers = ask_transfer_set(model, data, env)
         if len(x) < p.splits:
             raise ConfigError(
                 f"ensemble: {len(x)} answered images cannot be split among {p.splits} members"

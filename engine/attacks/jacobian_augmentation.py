@@ -123,7 +123,7 @@ class JacobianAugmentation(Attack[JacobianParams]):
         answers = data.budget.answers
         before = env.queries.count  # a chain's earlier steps share the counter
         teacher = counted_victim(model, env)
-        seed = as_float(data.transfer_images()[: self.seed_count(data)])
+        seed = as_float(data.transfer_images(self.seed_count(data)))
         x, y = ask_within_budget(teacher, seed, env, answers)
         substitute, sub_arch = fresh_model(arch, p.student, data.seed, env.device)
         per_round, stopped, steps, loss = [env.queries.count - before], "", 0, float("nan")

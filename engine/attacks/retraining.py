@@ -35,7 +35,7 @@ from engine.attacks.registry import (
     TrainReport,
     register_attack,
 )
-from engine.attacks.stealing import ExtractionParams, ask_within_budget, fresh_model
+from engine.attacks.stealing import ExtractionParams, ask_transfer_set, fresh_model
 from engine.errors import ConfigError
 from engine.models import MODELS, Architecture, check_model_name
 from engine.registry import param
@@ -125,7 +125,7 @@ class Retraining(Attack[RetrainingParams | CrossRetrainingParams]):
         self, model: nn.Module, arch: Architecture, data: AttackerData, env: AttackEnv
     ) -> AttackResult:
         p = self.params
-        x, targets = ask_within_budget(model, data.transfer_images(), env, data.budget.answers)
+        x, targets = ask_transfer_set(model, data, env)
         name = student_name(p.student, arch)
         student, student_arch = fresh_model(arch, name, data.seed, env.device)
         if self.cross and student_arch.name == arch.name:

@@ -126,7 +126,7 @@ class SmoothRetraining(Attack[SmoothRetrainingParams]):
             )
             if keep == 0:
                 raise QueryBudgetSpent(env.queries.cap, env.queries.count, p.copies)
-            x = x[:keep]
+            x = data.transfer_images(keep)
         gen = torch.Generator().manual_seed(data.seed * 7919 + 101)
         teacher = counted_victim(model, env)  # one copy of the suspect for all the rounds
         answers = [

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.attacks.budget import AttackerData
 from engine.attacks.common import TuneParams, frozen_copy
 from engine.attacks.queries import QueryBudgetSpent
 from engine.attacks.registry import AttackEnv
@@ -27,6 +28,7 @@ __all__ = [
     "ExtractionParams",
     "QueryBudgetSpent",
     "ask",
+    "ask_transfer_set",
     "ask_within_budget",
     "counted_victim",
     "fresh_model",
@@ -99,6 +101,15 @@ def ask_within_budget(
     if len(x) == 0:
         raise QueryBudgetSpent(env.queries.cap, env.queries.count, 1)
     return x, ask(victim, x, env, answers, batch)
+
+
+def ask_transfer_set(
+    victim: nn.Module, data: AttackerData, env: AttackEnv
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attacker's transfer set answered within the budget, in the budget's kind of
+    answers: the first images the remaining budget allows (the cost counts only those)."""
+    images = data.transfer_images(env.queries.remaining)
+    return ask_within_budget(victim, images, env, data.budget.answers)
 
 
 def fresh_model(

@@ -31,7 +31,7 @@ from torch import nn
 from engine.attacks.budget import AttackerBudget, AttackerData, fit_images
 from engine.attacks.common import last_layer
 from engine.attacks.registry import EXTRACTION, Attack, AttackEnv, AttackResult, register_attack
-from engine.attacks.stealing import ExtractionParams, ask_within_budget, fresh_model
+from engine.attacks.stealing import ExtractionParams, ask_transfer_set, fresh_model
 from engine.data import DATASETS, default_data_dir, load_dataset, require_dataset
 from engine.data.meta import DatasetMeta, dataset_meta
 from engine.deploy import unwrap
@@ -199,7 +199,7 @@ class TransferLearning(Attack[TransferParams]):
     ) -> AttackResult:
         p = self.params
         before = env.queries.count  # a chain's earlier steps share the counter
-        x, y = ask_within_budget(model, data.transfer_images(), env, data.budget.answers)
+        x, y = ask_transfer_set(model, data, env)
         pretrained, pre_arch, pre_steps = self.starting_model(arch, data, env)
         student_arch = Architecture(pre_arch.name, arch.in_shape, arch.num_classes)
         student = with_new_head(pretrained, student_arch, data.seed).to(env.device)

@@ -196,3 +196,21 @@ def test_wrapping_appends_filters_after_those_already_served(flip_filter) -> Non
     served = Deployed.wrap(Deployed.wrap(victim(), filters=[one]), filters=[two])
     assert [f.params.shift for f in served.filters] == [1, 3]
     assert "=>" in served.describe()
+
+
+def test_the_cost_counts_the_transfer_images_answered_not_the_whole_set(shared_data_dir) -> None:
+    from engine.attacks.stealing import ask_transfer_set
+
+    data = load_dataset("synthetic", shared_data_dir, train_size=200, test_size=50).data
+    budget = AttackerBudget.from_mapping({"data_fraction": 0.5, "answers": "labels"})
+    attacker = build_attacker_data(budget, data, seed=0)
+    x, targets = ask_transfer_set(victim_for(data), attacker, env(cap=30))
+    assert len(x) == len(targets) == 30 and targets.sum(1).eq(1).all()
+    assert attacker.images_used() == (30, 0)
+    seeds = build_attacker_data(budget, data, seed=0)
+    assert len(seeds.transfer_images(12)) == 12 and seeds.images_used() == (12, 0)
+
+
+def victim_for(data) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(Architecture("lenet5", data.shape, data.num_classes)).eval()
