@@ -51,7 +51,7 @@ def serve_job(
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
         device = resolve_device(config.device)
-        data = load_data(config, ctx, device).data
+        data = load_data(config, ctx, device, train=False).data  # keys come from the test set
         loaded, arch = RunDir.open(from_run).load_model(device)
         model = unwrap(loaded)  # as embed --from: the classifier, served afresh
         summary: dict[str, Any] = {
@@ -72,23 +72,28 @@ def serve_job(
             if run is not None:
                 run.save_model(served, arch)
             test_acc = accuracy(served, Probe("test", data.test_x, data.test_y))
-            verdict = scheme.verify(served, key, data, alpha, test_acc=False).to_dict()
-        log_verdicts(ctx, {"key": verdict}, test_acc, data.num_classes)
+            verdicts: dict[str, dict[str, Any]] = {}
+            if len(key.tensors["y"]):
+                verdicts["key"] = scheme.verify(served, key, data, alpha, test_acc=False).to_dict()
+            else:
+                ctx.log("dawn: at this rate the API answers no test image wrongly", "warning")
+        log_verdicts(ctx, verdicts, test_acc, data.num_classes)
+        retention = {name: verdict["retention"] for name, verdict in verdicts.items()}
         summary |= {
             "status": "completed",
             "test_acc": test_acc,
-            "retention": {"key": verdict["retention"]},
+            "retention": retention,
             "keys": keys,
             "steps": 0,
             "epochs": 0,
             "served": served.describe(),
-            "verify": verdict,
-            "verdicts": {"key": verdict},
+            "verify": verdicts.get("key"),
+            "verdicts": verdicts,
             "seconds": round(time.monotonic() - started, 2),
         }
         if run is not None:
             run.write_summary(summary)
-        ctx.emit(Phase("embed", "end", info={"test_acc": test_acc, "retention": {"key": 1.0}}))
+        ctx.emit(Phase("embed", "end", info={"test_acc": test_acc, "retention": retention}))
         return summary
 
     return job
