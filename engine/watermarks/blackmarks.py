@@ -41,8 +41,9 @@ measures transfer: the variants' bit accuracy on the held-out candidates, which 
 filtered (the highest over variants, Wilson upper bound), stored in the key. Keys are
 filtered, so an unmarked variant scores lower on them than on the held-out set: the null errs
 towards the suspect. The suspect's own rate on held-out candidates is no null here: measured
-on fashion-mnist, the marked model answers 99.6% of them in their target cluster (the key
-teaches "this kind of push lands there", not 169 points), so the owner could never claim it.
+on fashion-mnist, the marked model answers 98-99.6% of them in their target cluster (the key
+teaches "this kind of push lands there", not a list of points), so the owner could never
+claim it.
 The model the keys were made from decodes them as the signature too (they are its adversarial
 examples): a claim says "derived from the owner's model", which it is.
 """
