@@ -103,7 +103,9 @@ def fresh_key(
     other: nn.Module,
 ) -> Key:
     """Key ``index`` of a scheme, with its secrets drawn fresh; a datafree key's labels come
-    from ``other`` (another null model, standing for the owner's clean model)."""
+    from ``other`` (another null model, standing for the owner's clean model), and so do the
+    keys of a scheme that makes them from a trained model (frontier's and BlackMarks'
+    adversarial examples): a null model is then measured on keys of a model it is not."""
     values = fresh_values(scheme_name, index, data.num_classes)
     if scheme_name == "dual":  # a claim nobody makes: the classroom key pair signs it
         values |= {"owner": f"null-{index}", "signing_key": DEMO_KEY}
@@ -113,6 +115,8 @@ def fresh_key(
     params = parse_scheme_params(scheme_name, values)
     scheme.check(params)
     ctx = KeyContext(data, arch, seed, data_dir)
+    if scheme.needs_trained_model:
+        ctx.trained_model = other
     if getattr(scheme, "data_free", False) and hasattr(scheme, "make_key"):
         return scheme.make_key(params, ctx, other, None)
     return scheme.keygen(params, ctx)
