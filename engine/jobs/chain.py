@@ -37,6 +37,7 @@ from engine.attacks.registry import ATTACKS, REMOVAL, Attack, AttackEnv, AttackR
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError, UserError
 from engine.events import Phase, json_safe
+from engine.jobs.api_watermark import recording_thief, thief_marks
 from engine.jobs.common import derived_manifest, resolve_device
 from engine.jobs.followup import hold
 from engine.jobs.referee import (
@@ -220,7 +221,7 @@ class CheckedChain:
                 # snapshot folder is named without the phase's colon
                 hold(ctx, model, arch, out_run, step.phase.replace(":", "-"))
                 result, row = chain.run_step(
-                    ctx, step, suspect, (model, arch), scores, (probes, queries), sok
+                    ctx, step, suspect, (model, arch), scores, (probes, queries), sok, out_run
                 )
                 summary["chain"].append(row)
                 summary["steps"] += row["steps"]
@@ -264,6 +265,7 @@ class CheckedChain:
         scores: dict[str, Any],
         referee: tuple[list[Probe], QueryCounter],
         sok: SoKJudge,
+        out_run: RunDir | None = None,
     ) -> tuple[AttackResult, dict[str, Any]]:
         """One step as its own phase: the attack on the model the last step left, the
         referee's scores after it, and its row of the chain's summary. ``referee``: the
@@ -289,7 +291,9 @@ class CheckedChain:
         env = AttackEnv(
             ctx, suspect.device, suspect.seed, trainer, track=probes.extend, queries=queries
         )
-        result = step.attack.run(*current, attacker, env)
+        with recording_thief(current[0], step.name):  # an API that remembers (DAWN)
+            result = step.attack.run(*current, attacker, env)
+        result = thief_marks(ctx, current[0], result, probes, suspect.data, self.run.path, out_run)
         after = referee_scores(result.model, probes)
         images, labels = attacker.images_used()
         row = {

@@ -223,3 +223,34 @@ def test_the_threshold_scores_null_models_on_fresh_secrets() -> None:
     assert len(record["null_key_acc"]) == 4 and record["samples"] > 0
     assert all(acc <= 0.5 for acc in record["null_key_acc"])
     assert 0.0 <= record["threshold"] <= 1.0
+
+
+def test_a_chain_keeps_the_thief_key_and_a_white_box_attack_drops_the_api(
+    api_run: Path, tmp_path: Path
+) -> None:
+    """A chain's extraction step is refereed as a lone attack is; an attack that holds the
+    weights (pruning) asked the API nothing, and its model never carries the owner's filter."""
+    out = tmp_path / "chain"
+    spec = JobSpec.attack(
+        "",
+        run=api_run,
+        chain=["distill", "prune"],
+        out=out,
+        unlabeled="synthetic",
+        unlabeled_count=300,
+        steps=3,
+        device="cpu",
+    )
+    result = run(spec)
+    assert result.status == "completed", result.summary
+    key = load_key(out / "key")
+    assert key.meta["dawn"] == "thief" and len(key.tensors["y"]) > 0
+    assert not (out / "deploy.json").exists()
+    stolen, _ = load_model(out)  # loads: no filter asks for a secret the thief lacks
+    hits = predictions(stolen, key.tensors["x"]) == key.tensors["y"]
+    assert result.summary["retention"]["key"] == pytest.approx(float(hits.float().mean()))
+    pruned = tmp_path / "pruned"
+    result = run(JobSpec.attack("prune", run=api_run, out=pruned, device="cpu"))
+    assert result.status == "completed", result.summary
+    assert not (pruned / "key").exists() and not (pruned / "deploy.json").exists()
+    assert not isinstance(load_model(pruned)[0], Deployed)
