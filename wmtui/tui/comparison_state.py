@@ -101,8 +101,8 @@ class ComparisonView:
         self.job_run = str(info.get("run", ""))
         kind = compared_kind(info.get("attack"))
         if not kind:
-            if not ("attack" in info and not info.get("steps")):  # it plots: it takes over
-                self.shown = False
+            plots = "attack" not in info or bool(info.get("steps"))  # a filter's plots nothing
+            self.shown = self.shown and not plots
             self.active = False
             if self.job_run and isinstance(info.get("scheme"), str):
                 self.schemes[self.job_run] = str(info["scheme"])
