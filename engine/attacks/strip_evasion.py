@@ -34,7 +34,7 @@ from engine.data.base import as_float
 from engine.deploy import Deployed
 from engine.errors import ConfigError
 from engine.filters import make_filter
-from engine.filters.strip import ANSWERS, Strip
+from engine.filters.strip import ANSWERS, BLENDS, Strip
 from engine.models import Architecture
 from engine.registry import param
 
@@ -46,6 +46,11 @@ BATCH = 512
 class StripEvasionParams:
     n: int = param(64, "clean images each query is superimposed on (STRIP's N)", low=1, high=4096)
     alpha: float = param(0.5, "weight of the query in each blend", low=0.0, high=1.0, low_open=True)
+    blend: str = param(
+        "mix",
+        "superimposition: alpha*x + (1-alpha)*clean (TrojanZoo), or x + clean clipped (STRIP)",
+        choices=BLENDS,
+    )
     fpr: float = param(
         0.05,
         "false-positive rate on the attacker's clean images that sets the threshold",
@@ -110,6 +115,7 @@ class StripEvasion(Attack[StripEvasionParams]):
             {
                 "n": p.n,
                 "alpha": p.alpha,
+                "blend": p.blend,
                 "answer": p.answer,
                 "seed": env.seed % (2**31 - 1),
                 "channels": channels,

@@ -5,10 +5,14 @@ STRIP (Gao et al., "STRIP: A Defence Against Trojan Attacks on Deep Neural Netwo
 classifier's predictions over the blends: a clean image blended with another is classified
 anywhere, while an image carrying a trigger keeps the trigger's class, so its entropy is LOW.
 The paper's entropy is in bits, summed over the ``n`` blends and divided by ``n`` (its code,
-``garrisongys/STRIP``, ``entropyCal``); the blend is ``alpha * x + (1 - alpha) * clean`` with
-``n`` 64 and ``alpha`` 0.5 as TrojanZoo's and backdoor-toolbox's STRIP defaults (the paper's
-code adds both images at weight 1, which on [0, 1] inputs is the same blend up to a factor of
-two). The ``n`` clean images are fixed once, so a query's answer depends on the query alone.
+``garrisongys/STRIP``, ``entropyCal``). The default blend is ``alpha * x + (1 - alpha) *
+clean`` with ``n`` 64 and ``alpha`` 0.5, TrojanZoo's and backdoor-toolbox's STRIP defaults;
+``blend = "add"`` is the paper's code as we read it (``cv2.addWeighted(background, 1, overlay,
+1, 0)``: both images at full weight, saturating), ``x + clean`` clipped to [0, 1], where a
+white trigger stays white. The difference matters: a model trained to answer its exact trigger
+(our ``pattern`` scheme trains against decoys) no longer fires on a half-intensity one
+(docs/attacks.md, measured). The ``n`` clean images are fixed once, so a query's answer
+depends on the query alone.
 
 Turned around, STRIP is the evasion of a watermark verifier: the owner's key is a trigger, so
 the thief answers flagged queries wrongly (Namba & Sakuma, AsiaCCS 2019, "query
@@ -39,6 +43,8 @@ from engine.registry import param
 #: CPU, LeNet-5 answers 2,048-image batches faster per image than 8,192-image ones)
 CHUNK = 2048
 ANSWERS = ("random", "second")
+#: how a query and a clean image are superimposed: ``alpha`` mixing, or the paper's addition
+BLENDS = ("mix", "add")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +57,9 @@ class StripParams:
         choices=ANSWERS,
     )
     seed: int = param(0, "seed of the random answers", low=0, high=2**31 - 1)
+    blend: str = param(
+        "mix", "superimposition: alpha*x + (1-alpha)*clean, or x + clean clipped", choices=BLENDS
+    )
     channels: int = param(1, "channels of the blending images", low=1, high=64)
     height: int = param(28, "height of the blending images", low=1, high=4096)
     width: int = param(28, "width of the blending images", low=1, high=4096)
@@ -74,14 +83,18 @@ class Strip(AnswerFilter):
     def entropy(self, x: torch.Tensor, inner: nn.Module) -> torch.Tensor:
         """STRIP's normalised entropy (bits) of each float query in ``x``: ``[B]``."""
         p = self.params
-        clean = self.clean.to(x.device, torch.float32).div(255.0) * (1.0 - p.alpha)
+        add = p.blend == "add"
+        weight = 1.0 if add else p.alpha
+        clean = self.clean.to(x.device, torch.float32).div(255.0) * (1.0 if add else 1 - p.alpha)
         per_chunk = max(1, CHUNK // p.n)
         out = []
         with torch.autocast(x.device.type, enabled=False):
             for start in range(0, len(x), per_chunk):
                 stopping.check()
                 part = x[start : start + per_chunk].detach().float()
-                blends = (p.alpha * part[:, None] + clean[None]).flatten(0, 1)
+                blends = (weight * part[:, None] + clean[None]).flatten(0, 1)
+                if add:
+                    blends = blends.clamp_(0.0, 1.0)
                 probs = torch.softmax(inner(blends).float(), dim=1)
                 bits = -torch.special.xlogy(probs, probs).sum(1) / math.log(2.0)
                 out.append(bits.view(len(part), p.n).mean(1))

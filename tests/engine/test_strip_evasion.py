@@ -38,8 +38,10 @@ def lenet(seed: int = 0) -> torch.nn.Module:
     return build_model(ARCH).eval()
 
 
-def strip_filter(n: int = 3, threshold: float = math.inf, answer: str = "random") -> Strip:
-    made = make_filter("strip", {"n": n, "answer": answer, "seed": 5})
+def strip_filter(
+    n: int = 3, threshold: float = math.inf, answer: str = "random", blend: str = "mix"
+) -> Strip:
+    made = make_filter("strip", {"n": n, "answer": answer, "seed": 5, "blend": blend})
     assert isinstance(made, Strip)
     gen = torch.Generator().manual_seed(1)
     made.clean.copy_(torch.randint(0, 256, made.clean.shape, generator=gen, dtype=torch.uint8))
@@ -52,16 +54,20 @@ def test_registered_as_an_evasion_attack_and_a_filter() -> None:
     assert "strip" in FILTERS
 
 
-def test_entropy_is_the_mean_over_blends_of_the_prediction_entropy_in_bits() -> None:
-    model, strip = lenet(), strip_filter(n=3)
+@pytest.mark.parametrize("blend", ["mix", "add"])
+def test_entropy_is_the_mean_over_blends_of_the_prediction_entropy_in_bits(blend: str) -> None:
+    model, strip = lenet(), strip_filter(n=3, blend=blend)
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     expected = []
     for query in x:
         total = 0.0
         for clean in strip.clean:
-            blend = 0.5 * query + 0.5 * clean.float() / 255
+            if blend == "mix":
+                blend_image = 0.5 * query + 0.5 * clean.float() / 255
+            else:  # the paper's code: both at full weight, saturating
+                blend_image = (query + clean.float() / 255).clamp(0, 1)
             with torch.no_grad():
-                probs = torch.softmax(model(blend[None]), 1)[0].double()
+                probs = torch.softmax(model(blend_image[None]), 1)[0].double()
             total += -sum(float(p) * math.log2(float(p)) for p in probs if p > 0)
         expected.append(total / 3)
     assert strip.entropy(x, model).tolist() == pytest.approx(expected, rel=1e-5)
