@@ -125,7 +125,7 @@ def thief_marks(
     images, labels = logs[0].remembered()
     owner = key_run(run_dir)
     if len(labels) == 0 or owner is None:
-        ctx.log("dawn: the API answered none of this attack's queries wrongly: nothing kept")
+        ctx.log("dawn: the API remembers no wrong answer to this attack; the key stays its own")
         return dataclasses.replace(result, model=model)
     scheme = get_scheme("dawn")
     assert isinstance(scheme, Dawn)
