@@ -77,18 +77,13 @@ class StripEvasionParams:
 @torch.no_grad()
 def served_entropies(served: Deployed, strip: Strip, images: torch.Tensor) -> torch.Tensor:
     """STRIP's entropy of uint8 ``images`` as the served model sees them (after its input
-    transforms), computed by the classifier in eval mode: ``[N]`` on the CPU."""
-    was_training = served.inner.training
-    served.inner.eval()
+    transforms): ``[N]`` on the CPU."""
     out = []
-    try:
-        for start in range(0, len(images), BATCH):
-            x = as_float(images[start : start + BATCH])
-            for transform in served.transforms:
-                x = transform(x)
-            out.append(strip.entropy(x, served.inner).cpu())
-    finally:
-        served.inner.train(was_training)
+    for start in range(0, len(images), BATCH):
+        x = as_float(images[start : start + BATCH])
+        for transform in served.transforms:
+            x = transform(x)
+        out.append(strip.entropy(x, served.inner).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -88,16 +88,22 @@ class Strip(AnswerFilter):
         clean = self.clean.to(x.device, torch.float32).div(255.0) * (1.0 if add else 1 - p.alpha)
         per_chunk = max(1, CHUNK // p.n)
         out = []
-        with torch.autocast(x.device.type, enabled=False):
-            for start in range(0, len(x), per_chunk):
-                stopping.check()
-                part = x[start : start + per_chunk].detach().float()
-                blends = (weight * part[:, None] + clean[None]).flatten(0, 1)
-                if add:
-                    blends = blends.clamp_(0.0, 1.0)
-                probs = torch.softmax(inner(blends).float(), dim=1)
-                bits = -torch.special.xlogy(probs, probs).sum(1) / math.log(2.0)
-                out.append(bits.view(len(part), p.n).mean(1))
+        # blends are measurements: no dropout, and BatchNorm's statistics stay as they were
+        was_training = inner.training
+        inner.eval()
+        try:
+            with torch.autocast(x.device.type, enabled=False):
+                for start in range(0, len(x), per_chunk):
+                    stopping.check()
+                    part = x[start : start + per_chunk].detach().float()
+                    blends = (weight * part[:, None] + clean[None]).flatten(0, 1)
+                    if add:
+                        blends = blends.clamp_(0.0, 1.0)
+                    probs = torch.softmax(inner(blends).float(), dim=1)
+                    bits = -torch.special.xlogy(probs, probs).sum(1) / math.log(2.0)
+                    out.append(bits.view(len(part), p.n).mean(1))
+        finally:
+            inner.train(was_training)
         return torch.cat(out) if out else x.new_zeros(0)
 
     def flagged(self, x: torch.Tensor, inner: nn.Module) -> torch.Tensor:
@@ -107,9 +113,9 @@ class Strip(AnswerFilter):
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, logits: torch.Tensor, inner: nn.Module
     ) -> torch.Tensor:
-        if inner.training or logits.shape[1] < 2:
-            # a chain's fine-tuning after this step fits the classifier itself: the filter
-            # serves queries, and blends must not move BatchNorm's statistics
+        if logits.shape[1] < 2 or (inner.training and torch.is_grad_enabled()):
+            # the loop fitting the classifier (a chain's fine-tuning after this step): the
+            # filter serves queries, it is not part of what is fitted
             return logits
         flagged = self.flagged(x, inner)
         if not bool(flagged.any()):

@@ -89,8 +89,10 @@ def test_flagged_queries_get_a_wrong_answer_that_depends_on_the_query_alone() ->
         assert torch.equal(second, honest.topk(2, 1).indices[:, 1])
         # an uncalibrated (or never-triggered) filter leaves every answer as it was
         assert torch.equal(strip_filter(threshold=-math.inf)(x, honest, model), honest)
-        # a classifier in training (a chain's fine-tuning after this step) is fitted unfiltered
-        assert torch.equal(flag_all(x, honest, model.train()), honest)
+        # a query is a query in either mode: only the loop's fitting pass goes unfiltered
+        assert torch.equal(flag_all(x, honest, model.train()), flag_all(x, honest, model.eval()))
+    # the loop fitting the classifier (a chain's fine-tuning after this step): unfiltered
+    assert torch.equal(flag_all(x, honest, model.train()), honest)
 
 
 def test_false_positive_rate_on_unseen_clean_queries_is_within_two_points_of_the_set_rate(
