@@ -16,8 +16,9 @@ The null is exact rather than measured: the wrong label is the prediction plus a
 offset uniform over the K-1 others, independent of the image, so a model that never saw the
 API's answers matches it with probability at most 1/(K-1), whatever it predicts. The SoK's
 threshold (``wmtui threshold --scheme dawn``) scores null models on a fresh secret's chosen
-test images, each labelled as the API would answer them where its model is right (the true
-label plus the keyed offset). WRT verifies with ``wm_acc > 0``; we keep the binomial test.
+test images, labelled as another null model served by DAWN answers them (a key made without
+a model, as ``fresh-keys`` makes one, takes the true label for the prediction). WRT verifies
+with ``wm_acc > 0``; we keep the binomial test.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Dawn(Watermark):
         if ctx.trained_model is not None:  # what the served model predicts, hence answers
             device = next(ctx.trained_model.parameters()).device
             predicted = predictions(ctx.trained_model, x.to(device)).cpu()
-        else:  # a fresh key for the null: the API's answer wherever its model is right
+        else:  # no model (fresh-keys): the API's answer wherever its model is right
             predicted = data.test_y.cpu()[rows]
         y = wrong_labels(predicted, picked, data.num_classes)
         ctx.log(f"dawn: {len(x)} of {len(images)} test images answered wrongly by the API")
