@@ -69,6 +69,8 @@ class AttackerBudget:
     def from_mapping(cls, values: dict[str, Any] | None = None) -> AttackerBudget:
         """Validated from loose values (CLI strings, TOML); unknown datasets suggest a name."""
         budget = parse_params(cls, values)
+        if "queries" in (values or {}) and budget.queries == 0:
+            raise ConfigError("queries must be > 0: leave it out for no cap")
         if budget.unlabeled and budget.unlabeled != NOISE:
             DATASETS.get(budget.unlabeled)
         return budget

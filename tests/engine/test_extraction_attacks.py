@@ -68,10 +68,10 @@ def test_a_query_cap_answers_exactly_that_many_and_the_cost_says_so(pattern_run)
     capped = attack_job(pattern_run, "retraining", data_fraction=0.2, queries=50, steps=2)
     assert capped.status == "completed"
     assert capped.summary["cost"]["queries"] == capped.summary["info"]["queries"] == 50
-    # a cap above the transfer set answers the whole set; 0 is no cap at all
+    # a cap above the transfer set answers the whole set, as no cap at all does
     labelled = round(0.2 * SMALL_TRAIN)
-    for cap in (10_000, 0):
-        whole = attack_job(pattern_run, "retraining", data_fraction=0.2, queries=cap, steps=1)
+    for cap in ({"queries": 10_000}, {}):
+        whole = attack_job(pattern_run, "retraining", data_fraction=0.2, steps=1, **cap)
         assert abs(whole.summary["cost"]["queries"] - labelled) <= 1
         assert whole.summary["cost"]["queries"] == whole.summary["labeled_images"]
 
@@ -238,6 +238,7 @@ def test_smooth_retraining_asks_perturbed_copies_and_trains_on_the_originals(
     ("args", "fragment"),
     [
         (["--attack", "retraining", "--queries", "-1"], "queries"),
+        (["--attack", "retraining", "--queries", "0"], "queries must be > 0"),
         (["--attack", "retraining", "--unlabeled", "synthetc"], "did you mean 'synthetic'"),
         (["--attack", "ensemble", "--data-fraction", "0"], "--unlabeled"),
         (["--attack", "cross-retraining", "--student", "lenet"], "did you mean 'lenet5'"),

@@ -119,3 +119,26 @@ def test_a_ratio_sweep_table_has_a_removed_column(pattern_run, tmp_path) -> None
     assert lines[head].split()[5] == "removed"  # after ratio, pruned, sparsity, test acc
     # every key accuracy is at or below a threshold of 100%, and accuracy cannot fall below 0
     assert [line.split()[4] for line in lines[head + 1 : head + 3]] == ["yes", "yes"]
+
+
+async def test_the_attack_form_takes_the_thiefs_query_cap_and_answers(tmp_path) -> None:
+    from textual.widgets import Input
+
+    from tests.wmtui.fakes import FakeSession, training_script
+    from wmtui.tui.app import WmtuiApp
+    from wmtui.tui.screens.plugin_form import PluginFormScreen
+
+    app_ = WmtuiApp(lambda: FakeSession(training_script()), refresh=4.0, run_path=tmp_path)
+    async with app_.run_test(size=(100, 32)) as pilot:
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        form = app_.screen
+        assert isinstance(form, PluginFormScreen)
+        chosen: list = []
+        form.dismiss = chosen.append  # type: ignore[method-assign]
+        form.submit()  # the form's 0: no cap
+        assert chosen and chosen[-1][2].queries == 0 and chosen[-1][2].answers == "probs"
+        form.query_one("#budget-queries", Input).value = "500"
+        form.query_one("#budget-answers", Input).value = "labels"
+        form.submit()
+        assert (chosen[-1][2].queries, chosen[-1][2].answers) == (500, "labels")

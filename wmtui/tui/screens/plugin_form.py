@@ -19,7 +19,7 @@ from engine.attacks import FAMILIES, AttackerBudget
 from engine.errors import UserError
 from engine.registry import Plugin, describe_params, parse_params
 
-BUDGET_FIELDS = ("data_fraction", "epochs", "steps", "unlabeled")
+BUDGET_FIELDS = ("data_fraction", "epochs", "steps", "unlabeled", "queries", "answers")
 Choice = tuple[str, Any, AttackerBudget]
 #: raises UserError when (plugin name, params, budget) cannot run
 Validator = Callable[[str, Any, AttackerBudget], None]
@@ -137,7 +137,10 @@ class PluginFormScreen(ModalScreen[Choice | None]):
         plugin = self.plugins[self.chosen]
         try:
             params = parse_params(plugin.params, self.values("params")) if plugin.params else None
-            budget = AttackerBudget.from_mapping(self.values("budget"))
+            given = self.values("budget")
+            if given.get("queries", "").strip() in ("", "0"):  # the form's 0: no cap
+                given.pop("queries", None)
+            budget = AttackerBudget.from_mapping(given)
             self.validate(self.chosen, params, budget)
         except UserError as exc:
             self.query_one("#form-error", Label).update(str(exc))
