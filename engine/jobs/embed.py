@@ -50,6 +50,7 @@ from engine.watermarks import (
     get_scheme,
     parse_scheme_params,
 )
+from engine.watermarks.base import needs_model_message
 
 
 def widen_outputs(model: torch.nn.Module, arch: Architecture) -> torch.nn.Module:
@@ -260,10 +261,7 @@ class EmbedKind(JobKind):
                 "(its null embedding does not take hold in a trained model); train from scratch"
             )
         if spec.source is None and self.plugin(scheme).factory.needs_trained_model:
-            raise ConfigError(
-                f"{scheme} makes its keys from a trained model: give --from RUN "
-                "(train one with wmtui train)"
-            )
+            raise ConfigError(needs_model_message(scheme))
         values = loose(spec.config)
         for name, value in self.plugin(scheme).factory.train_defaults.items():
             values.setdefault(name, value)  # the scheme's numerics, unless the user chose

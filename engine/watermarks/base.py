@@ -191,6 +191,13 @@ class Watermark:
     #: train-config values this scheme needs unless the user sets them (dual: its numerics)
     train_defaults: ClassVar[dict[str, Any]] = {}
 
+    def source_model(self, ctx: KeyContext) -> nn.Module:
+        """The trained model a ``needs_trained_model`` scheme makes its keys from; the same
+        line the embed job refuses a missing ``--from`` with, for a caller that skipped it."""
+        if ctx.trained_model is None:
+            raise ConfigError(needs_model_message(self.name))
+        return ctx.trained_model
+
     def training_sources(
         self, key: Key, batch_size: int, device: torch.device, data: ImageSet | None = None
     ) -> list[Source]:
@@ -317,6 +324,13 @@ class Watermark:
                 continue
             return kind
         raise ConfigError(f"scheme {self.name!r} has no other trigger to switch to")
+
+
+def needs_model_message(scheme: str) -> str:
+    return (
+        f"{scheme} makes its keys from a trained model: give --from RUN "
+        "(train one with wmtui train)"
+    )
 
 
 SCHEMES: Registry[type[Watermark]] = Registry("scheme")

@@ -185,12 +185,7 @@ class BlackmarksScheme(Watermark):
     needs_trained_model = True
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
-        model = ctx.trained_model
-        if model is None:
-            raise ConfigError(
-                "blackmarks makes its keys from a trained model: give --from RUN "
-                "(train one with wmtui train)"
-            )
+        model = self.source_model(ctx)
         data = ctx.data
         f = encoding(model, data)
         ctx.log(f"blackmarks: class clusters {f.tolist()}")

@@ -106,12 +106,7 @@ class FrontierScheme(Watermark):
     needs_trained_model = True
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
-        model = ctx.trained_model
-        if model is None:
-            raise ConfigError(
-                "frontier makes its keys from a trained model: give --from RUN "
-                "(train one with wmtui train)"
-            )
+        model = self.source_model(ctx)
         data = ctx.data
         gen = generator(ctx.seed, "frontier")
         want = params.expansion * (params.count + params.null_count)
