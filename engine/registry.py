@@ -176,6 +176,28 @@ def parse_params(cls: type[T], values: Mapping[str, Any] | None = None) -> T:
     return cls(**kwargs)
 
 
+def checked_params(plugin: Plugin[Any], name: str, params: Any) -> Any:
+    """``plugin``'s params from loose values (a flag's text, TOML, a deployment record) or a
+    dataclass of its own type; another dataclass is one line naming both."""
+    assert plugin.params is not None
+    if params is None or isinstance(params, Mapping):
+        return parse_params(plugin.params, params)
+    if not isinstance(params, plugin.params):
+        raise ConfigError(f"{name!r} takes {plugin.params.__name__}, not {type(params).__name__}")
+    return params
+
+
+def spec_record(record: Any, what: str) -> tuple[str, Mapping[str, Any]]:
+    """``(name, params)`` of one ``{"name", "params"}`` record a file holds (a deployment's
+    transforms and filters), checked as a user's input is."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
+        raise ConfigError(f"a {what} record needs a name and params, got {record!r:.80}")
+    params = record.get("params", {})
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{what} {record['name']}: params must be a table")
+    return record["name"], params
+
+
 def describe_params(cls: type) -> list[dict[str, Any]]:
     """Field name, type, default, help and bounds: what a form or --help page shows."""
     hints = get_type_hints(cls)

@@ -21,7 +21,7 @@ from engine.attacks.queries import QueryCounter
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError
 from engine.models import Architecture
-from engine.registry import Registry, parse_params
+from engine.registry import Registry, checked_params
 from engine.session import JobContext
 from engine.training import OptimSettings, Source
 
@@ -179,12 +179,7 @@ def make_attack(name: str, params: Any = None, *, role: str | None = None) -> At
     """The registered plugin ``name`` (of ``role`` when given) with validated params: a
     dataclass of its params type, or loose values (CLI text, TOML, a form) to parse."""
     plugin = ATTACKS.get(name, role, kind="detection method" if role == DETECTOR else None)
-    assert plugin.params is not None
-    if params is None or isinstance(params, Mapping):
-        params = parse_params(plugin.params, params)
-    elif not isinstance(params, plugin.params):
-        raise ConfigError(f"{name!r} takes {plugin.params.__name__}, not {type(params).__name__}")
-    return plugin.factory(params)
+    return plugin.factory(checked_params(plugin, name, params))
 
 
 def make_detector(name: str, params: Any = None) -> Any:

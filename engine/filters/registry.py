@@ -17,15 +17,14 @@ holds tensors (STRIP's clean images and its entropy threshold) keeps them in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
-from engine.registry import Registry, parse_params
+from engine.registry import Registry, checked_params, spec_record
 
 FilterFactory = Callable[[Any], "AnswerFilter"]
 FILTERS: Registry[FilterFactory] = Registry("answer filter")
@@ -77,12 +76,7 @@ def register_filter(name: str, params: type) -> Callable[[type], type]:
 def make_filter(name: str, params: Any = None) -> AnswerFilter:
     """The filter ``name`` with validated params (a dataclass, or loose values to parse)."""
     plugin = FILTERS.get(name)
-    assert plugin.params is not None
-    if params is None or isinstance(params, Mapping):
-        params = parse_params(plugin.params, params)
-    elif not isinstance(params, plugin.params):
-        raise ConfigError(f"{name!r} takes {plugin.params.__name__}, not {type(params).__name__}")
-    made = plugin.factory(params)
+    made = plugin.factory(checked_params(plugin, name, params))
     made.eval()
     made.requires_grad_(False)
     return made
@@ -90,9 +84,4 @@ def make_filter(name: str, params: Any = None) -> AnswerFilter:
 
 def filter_from_spec(record: Any) -> AnswerFilter:
     """One ``{"name", "params"}`` record of ``deploy.json``'s filters, validated like input."""
-    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
-        raise ConfigError(f"a filter record needs a name and params, got {record!r:.80}")
-    params = record.get("params", {})
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"filter {record['name']}: params must be a table")
-    return make_filter(record["name"], params)
+    return make_filter(*spec_record(record, "filter"))

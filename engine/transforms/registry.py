@@ -17,14 +17,13 @@ transform has no gradient (JPEG, median, rounding).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
-from engine.registry import Registry, parse_params
+from engine.registry import Registry, checked_params, spec_record
 
 TransformFactory = Callable[[Any], "InputTransform"]
 TRANSFORMS: Registry[TransformFactory] = Registry("transform")
@@ -87,12 +86,7 @@ def make_transform(name: str, params: Any = None) -> InputTransform:
     """The transform ``name`` with validated params (a dataclass, or loose values to parse);
     an unknown name fails with the closest valid one."""
     plugin = TRANSFORMS.get(name)
-    assert plugin.params is not None
-    if params is None or isinstance(params, Mapping):
-        params = parse_params(plugin.params, params)
-    elif not isinstance(params, plugin.params):
-        raise ConfigError(f"{name!r} takes {plugin.params.__name__}, not {type(params).__name__}")
-    transform = plugin.factory(params)
+    transform = plugin.factory(checked_params(plugin, name, params))
     transform.eval()
     transform.requires_grad_(False)
     return transform
@@ -100,9 +94,4 @@ def make_transform(name: str, params: Any = None) -> InputTransform:
 
 def transform_from_spec(record: Any) -> InputTransform:
     """One ``{"name", "params"}`` record of ``deploy.json``, validated like a user's input."""
-    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
-        raise ConfigError(f"a transform record needs a name and params, got {record!r:.80}")
-    params = record.get("params", {})
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"transform {record['name']}: params must be a table")
-    return make_transform(record["name"], params)
+    return make_transform(*spec_record(record, "transform"))
