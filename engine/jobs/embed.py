@@ -327,6 +327,9 @@ class EmbedKind(JobKind):
                 )
         given = spec.params if isinstance(spec.params, Mapping) else {}
         scheme.check_data(checked.params, data, given)
+        if hasattr(scheme, "check_model"):  # white-box schemes: their layer exists in it
+            outputs = scheme.num_outputs(checked.params, data.classes)
+            scheme.check_model(checked.params, checked.config.model, data.shape, outputs)
 
     def data_free(self, spec: JobSpec) -> bool:
         return bool(getattr(self.plugin(spec.plugin or "pattern").factory, "data_free", False))

@@ -59,6 +59,8 @@ class JobSpec:
     key: Path | None = None
     #: verify: a dual-embedding claim (claim.json) instead of a key folder
     claim: Path | None = None
+    #: verify: read the key from the model's weights (white-box schemes)
+    white_box: bool = False
     alpha: float = 1e-3
     #: attack: the SoK rule's decision threshold and unmarked test accuracy, given instead
     #: of a cached threshold record (fractions)
@@ -148,12 +150,14 @@ class JobSpec:
         alpha: float = 1e-3,
         device: str = "auto",
         data_dir: str | None = None,
+        white_box: bool = False,
     ) -> JobSpec:
         return cls(
             "verify",
             source=as_path(run),
             key=as_path(key),
             claim=as_path(claim),
+            white_box=white_box,
             alpha=alpha,
             device=device,
             data_dir=data_dir,

@@ -19,6 +19,7 @@ from engine.session import Job, JobContext
 from engine.watermarks import Key, check_key_matches, get_scheme, load_key
 from engine.watermarks.claims import Claim, load_claim
 from engine.watermarks.dual import verify_claim
+from engine.watermarks.white_box import is_white_box
 
 
 @dataclasses.dataclass
@@ -37,18 +38,32 @@ def check_verify(
     alpha: float,
     device: str,
     claim: Path | None = None,
+    white_box: bool = False,
 ) -> CheckedVerify:
     """The significance, the run, the key (or claim) and the device, before anything is
-    loaded."""
+    loaded; ``white_box`` must match how the key's scheme is read (weights or queries)."""
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
     if claim is not None and key_dir is not None:
         raise ConfigError("give --key or --claim, not both")
     run = RunDir.open(run_path)
     if claim is not None:
+        if white_box:
+            raise ConfigError("--white-box: a dual-embedding claim is verified by queries")
         return CheckedVerify(run, None, claim, resolve_device(device), load_claim(claim))
     folder = key_dir if key_dir is not None else run.path / KEY_DIR
-    return CheckedVerify(run, load_key(folder), folder, resolve_device(device))
+    key = load_key(folder)
+    if white_box and not is_white_box(get_scheme(key.scheme)):
+        raise ConfigError(
+            f"--white-box: {key.scheme} keys are verified by querying the model, not from its "
+            "weights; drop --white-box"
+        )
+    if is_white_box(get_scheme(key.scheme)) and not white_box:
+        raise ConfigError(
+            f"{key.scheme} is a white-box watermark, read from the model's weights: "
+            "verify it with --white-box"
+        )
+    return CheckedVerify(run, key, folder, resolve_device(device))
 
 
 def verify_run(
@@ -58,9 +73,12 @@ def verify_run(
     alpha: float = 1e-3,
     device: str = "auto",
     data_dir: str | None = None,
+    white_box: bool = False,
 ) -> dict[str, Any]:
-    """Query ``run_path``'s model with a key (default ``RUN/key``): the ownership verdict."""
-    return measure(check_verify(run_path, key_dir, alpha, device), alpha, data_dir)
+    """Query ``run_path``'s model with a key (default ``RUN/key``): the ownership verdict;
+    ``white_box``: read a white-box key from the weights instead."""
+    checked = check_verify(run_path, key_dir, alpha, device, white_box=white_box)
+    return measure(checked, alpha, data_dir)
 
 
 def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[str, Any]:
@@ -94,12 +112,18 @@ def measure(checked: CheckedVerify, alpha: float, data_dir: str | None) -> dict[
         check_key_matches(key, data.name, arch.in_shape, data.num_classes)
         verdict = get_scheme(key.scheme).verify(model, key, data, alpha)
         scheme = key.scheme
+    if key is not None and is_white_box(get_scheme(key.scheme)):
+        extra = {"white_box": True, "bits": verdict.n_key}  # read from the weights
+    else:
+        extra = {}
     return {
         "scheme": scheme,
         "key": str(checked.key_dir),
         "run": str(run.path),
         **verdict.to_dict(),
-        **threshold_verdict(model, key, data, arch.name, scheme, verdict),
+        **extra,
+        # the SoK's threshold is on key accuracy: no such thing for a white-box key
+        **({} if extra else threshold_verdict(model, key, data, arch.name, scheme, verdict)),
     }
 
 
@@ -114,7 +138,9 @@ class VerifyKind(JobKind):
     def check(self, spec: JobSpec, *, inputs: bool) -> CheckedJob:
         if spec.source is None:
             raise ConfigError("verify needs the run whose model is queried")
-        checked = check_verify(spec.source, spec.key, spec.alpha, spec.device, spec.claim)
+        checked = check_verify(
+            spec.source, spec.key, spec.alpha, spec.device, spec.claim, spec.white_box
+        )
 
         def make(run: RunDir | None) -> Job:
             def job(ctx: JobContext) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from engine.watermarks import ewe as _ewe  # noqa: F401
 from engine.watermarks import frontier as _frontier  # noqa: F401
 from engine.watermarks import newlabel as _newlabel  # noqa: F401
 from engine.watermarks import pattern as _pattern  # noqa: F401
+from engine.watermarks import uchida as _uchida  # noqa: F401
 from engine.watermarks import unrelated as _unrelated  # noqa: F401
 from engine.watermarks.base import (
     KEY_JSON,

@@ -137,8 +137,13 @@ def verify(
     json_mode: JsonFlag = False,
     device: DeviceOption = "auto",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where datasets live")] = None,
+    white_box: Annotated[
+        bool,
+        typer.Option("--white-box", help="read a white-box key (uchida) from the model's weights"),
+    ] = False,
 ) -> None:
-    """Claim ownership: retention on held-out key samples, its p-value, the decision.
+    """Claim ownership: retention on held-out key samples (or, --white-box, the bit error
+    rate of the signature read from the weights), its p-value, the decision.
 
     Exit 0 verified, 1 not verified, 2 bad input.
     """
@@ -149,6 +154,7 @@ def verify(
         alpha=alpha,
         device=device,
         data_dir=str(data_dir) if data_dir else None,
+        white_box=white_box,
     )
     result = spec.build().job(JobContext())
     if json_mode:
@@ -163,10 +169,16 @@ def verify(
             if result["verified"]
             else f"NOT VERIFIED: {failing_condition(result)} ({what})"
         )
+        read = (
+            f"  bit error rate {100 * result['ber']:.2f}% ({result['n_key'] - result['matches']}"
+            f"/{result['bits']} bits read wrong from the weights)\n"
+            if result.get("white_box")
+            else f"  retention {100 * result['retention']:.2f}% ({result['matches']}/"
+            f"{result['n_key']} held-out key samples)\n"
+        )
         typer.echo(
             f"{head}\n"
-            f"  retention {100 * result['retention']:.2f}% ({result['matches']}/"
-            f"{result['n_key']} held-out key samples)\n"
+            f"{read}"
             f"  p-value {shown} under null rate {result['null_rate']:.4g} "
             f"({result['null_reason']}), alpha {alpha:g}\n"
             f"  test accuracy {percent(acc)}"
@@ -177,7 +189,8 @@ def verify(
                 f"null accuracy {percent(result['null_acc'])}, true accuracy "
                 f"{percent(result['true_acc'])}"
             )
-        typer.echo(sok_line(result))
+        if not result.get("white_box"):
+            typer.echo(sok_line(result))
     raise typer.Exit(0 if result["verified"] else 1)
 
 
