@@ -75,7 +75,8 @@ def find_layer(model: nn.Module, role: LayerRole) -> nn.Module:
 def mean_weights(layer: nn.Module) -> torch.Tensor:
     """Uchida's w: the kernel averaged over output filters and flattened (a dense layer's
     weight rows averaged the same way). Averaging makes the carrier independent of how many
-    filters the layer has and of their order, which a permutation attack shuffles."""
+    filters the layer has and of their order; a permutation of its *input* channels (the
+    previous layer's units) still reorders it."""
     weight = layer.weight  # type: ignore[union-attr]
     assert isinstance(weight, torch.Tensor)
     return weight.mean(0).reshape(-1)
