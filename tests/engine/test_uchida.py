@@ -163,3 +163,24 @@ def test_bad_embedding_input_is_one_line_and_writes_nothing(
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_mark_is_fine_tuned_into_a_trained_model(
+    runs: tuple[Path, Path], tmp_path: Path, shared_data_dir: Path
+) -> None:
+    _, clean = runs
+    out = tmp_path / "tuned"
+    spec = JobSpec.embed(
+        "uchida",
+        from_run=clean,
+        out=out,
+        epochs=4,
+        strength=0.1,  # at 0.01 a trained kernel needs more than these 64 steps (BER 0.09)
+        optimizer="adam",
+        lr=0.01,
+        data_dir=str(shared_data_dir),
+    )
+    assert run(spec).status == "completed"
+    before = RunDir.open(clean).summary()["test_acc"]
+    summary = RunDir.open(out).summary()
+    assert summary["verify"]["ber"] == 0 and summary["test_acc"] > before - 0.05
