@@ -98,7 +98,13 @@ class UchidaScheme(Watermark):
         self, params: Any, model: str, shape: tuple[int, int, int], outputs: int
     ) -> None:
         """The chosen layer exists in this architecture (checked before any folder exists)."""
-        find_layer(self._blank(model, shape, outputs), role(params))
+        try:
+            blank = self._blank(model, shape, outputs)
+        except ConfigError:
+            raise
+        except Exception:  # an architecture that cannot be built fails later, as for any scheme
+            return
+        find_layer(blank, role(params))
 
     @staticmethod
     def _blank(model: str, shape: tuple[int, int, int], outputs: int) -> nn.Module:
