@@ -6,6 +6,7 @@ run them are in :mod:`engine.jobs`: an attack never sees the owner's key.
 
 from __future__ import annotations
 
+from engine.attacks import abs_scan as _abs_scan  # noqa: F401  (registers "abs")
 from engine.attacks import adversarial_training as _adversarial_training  # noqa: F401
 from engine.attacks import distill as _distill  # noqa: F401  (registers "distill")
 from engine.attacks import ensemble as _ensemble  # noqa: F401
@@ -26,6 +27,7 @@ from engine.attacks import regularization as _regularization  # noqa: F401
 from engine.attacks import retraining as _retraining  # noqa: F401  (and cross-retraining)
 from engine.attacks import smooth_retraining as _smooth_retraining  # noqa: F401
 from engine.attacks import strip_evasion as _strip_evasion  # noqa: F401
+from engine.attacks import tabor as _tabor  # noqa: F401  (registers "tabor")
 from engine.attacks import transfer_learning as _transfer_learning  # noqa: F401
 from engine.attacks import weight_quantization as _weight_quantization  # noqa: F401
 from engine.attacks import weight_shifting as _weight_shifting  # noqa: F401
