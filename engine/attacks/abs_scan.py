@@ -188,7 +188,7 @@ class Abs(Detector[AbsParams]):
 
     def threshold(self, shape: tuple[int, int, int]) -> float:
         """The size line of the threshold rule: 1 - REASR."""
-        return 1.0 - self.params.reasr
+        return round(1.0 - self.params.reasr, 9)
 
     def detect(
         self, model: nn.Module, data: AttackerData, ctx: JobContext, seed: int
