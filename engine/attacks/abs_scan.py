@@ -222,6 +222,8 @@ class Abs(Detector[AbsParams]):
                 score = float(reasr[j])
                 if score > best[cand.label][0]:
                     best[cand.label] = (score, j)
+        stopped = conv.reason() if found else "no candidate neuron: nothing to reverse"
+        ctx.log(f"{self.method}: {stopped}")
         sizes = [1.0 - max(score, 0.0) for score, _ in best]
         success = [max(score, 0.0) for score, _ in best]
         threshold = self.threshold(data.shape) if p.rule != "mad" else None
@@ -248,7 +250,7 @@ class Abs(Detector[AbsParams]):
             steps=conv.stopped_at or 0,
             seconds=round(time.perf_counter() - started, 3),
             trigger=trigger,
-            stopped_because=conv.reason() if found else "no candidate neuron: nothing to reverse",
+            stopped_because=stopped,
             cap=p.scan_steps,
         )
 

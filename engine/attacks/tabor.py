@@ -190,6 +190,7 @@ class Tabor(Detector[TaborParams]):
             sizes, success = all_sizes[pick].tolist(), all_success[pick].tolist()
             best_mask, best_pattern = masks[pick], patterns[pick]
         steps = conv.stopped_at or p.scan_steps
+        ctx.log(f"{self.method}: {conv.reason()}")
         report.steps = steps
         flagged, index, indices = decide(sizes, rule=p.rule, threshold=None, gap=p.gap)
         report.final(sizes)
