@@ -27,8 +27,8 @@ from wmtui.cli.main import app
 
 TRAIN, TEST = 3000, 300
 SCAN = {"batch": 32, "images": 600, "val_images": 150, "remove": False}
-TABOR = {**SCAN, "scan_steps": 300, "converge_window": 50}
-ABS = {**SCAN, "scan_steps": 300, "converge_window": 50, "top_neurons": 8}
+TABOR = {**SCAN, "batch": 16, "scan_steps": 300, "converge_window": 50}
+ABS = {**SCAN, "scan_steps": 300, "converge_window": 50, "top_neurons": 6, "seeds_per_class": 3}
 
 
 @pytest.fixture(autouse=True, scope="module")
