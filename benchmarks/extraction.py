@@ -287,7 +287,8 @@ def finish(plan: Plan, context: dict[str, Any], rows: list[dict[str, Any]]) -> N
     rows.sort(key=lambda r: labels.index(r["attack"]) if r["attack"] in labels else 0)
     table = aggregate(rows, plan.schemes)
     extraction = [a for a in plan.attacks if a != "strip-evasion"]
-    claims = [ewe_claim(rows), *dawn_claims(rows, extraction)]
+    dawn = context["thresholds"].get("dawn") or {}
+    claims = [ewe_claim(rows), *dawn_claims(rows, extraction, dawn.get("threshold"))]
     attacked = [r for r in rows if r["family"] != BASELINE_FAMILY]
     head = (
         f"`{context['command']}`: {plan.scale.dataset} + lenet5, seeds "

@@ -88,20 +88,31 @@ def removed_counts(rows: list[dict[str, Any]], scheme: str, attack: str) -> tupl
 
 
 def dawn_claims(
-    rows: list[dict[str, Any]], extraction: Sequence[str], smooth: str = "smooth-retraining"
+    rows: list[dict[str, Any]],
+    extraction: Sequence[str],
+    threshold: float | None,
+    smooth: str = "smooth-retraining",
 ) -> list[dict[str, Any]]:
-    """The SoK on DAWN: verifiable on models extracted from its API (no plain extraction
-    removes it in any seed), and smooth retraining defeats it (removed in most seeds)."""
+    """The SoK on DAWN: its mark is verifiable on models extracted from its API (key accuracy
+    above the threshold, whatever the stolen model's accuracy: the owner's question is
+    whether the copy carries the mark), and smooth retraining defeats it (removed in most
+    seeds by the full rule)."""
     kept_claim = "DAWN is verifiable on models extracted from its API (SoK)"
-    cells = {a: removed_counts(rows, "dawn", a) for a in extraction if a != smooth}
-    judged = {a: c for a, c in cells.items() if c[1]}
-    if not judged:
-        kept = {"claim": kept_claim, "verdict": INCONCLUSIVE, "evidence": "no verdicts"}
+    plain = [a for a in extraction if a != smooth]
+    keys = {a: values(rows, "dawn", a, "wm_accuracy") for a in plain}
+    keys = {a: v for a, v in keys.items() if v}
+    if threshold is None or not keys:
+        kept = {"claim": kept_claim, "verdict": INCONCLUSIVE, "evidence": "no threshold or rows"}
     else:
-        removed = sum(c[0] for c in judged.values())
-        total = sum(c[1] for c in judged.values())
-        verdict = REPRODUCES if removed == 0 else REFUTED if removed * 2 > total else INCONCLUSIVE
-        evidence = ", ".join(f"{a} removed {c[0]}/{c[1]}" for a, c in judged.items())
+        verified = {a: sum(k > threshold for k in v) for a, v in keys.items()}
+        hits, total = sum(verified.values()), sum(len(v) for v in keys.values())
+        verdict = (
+            REPRODUCES if 3 * hits >= 2 * total else REFUTED if 3 * hits <= total else INCONCLUSIVE
+        )
+        evidence = (
+            f"key accuracy above the threshold {100 * threshold:.2f}% in {hits}/{total}: "
+            + (", ".join(f"{a} {verified[a]}/{len(v)} ({fmt(v)})" for a, v in keys.items()))
+        )
         kept = {"claim": kept_claim, "verdict": verdict, "evidence": evidence}
     removed, total = removed_counts(rows, "dawn", smooth)
     smooth_claim = "smooth retraining defeats DAWN (SoK)"
