@@ -73,7 +73,7 @@ def test_a_pirate_whose_training_diverges_keeps_the_model_and_claims_nothing(
         run=dual_model,
         scheme="dual",
         optimizer="sgd",
-        lr=50.0,
+        lr=100.0,  # the cap: the owner's key (and so the model) signs the time, so be sure
         clip_grad=0.0,
         data_fraction=0.5,
         epochs=2,
