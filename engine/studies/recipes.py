@@ -11,8 +11,6 @@ phases it finished.
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,8 +22,15 @@ from engine.events import Event
 from engine.runs import RunDir, atomic_write_json, read_json
 from engine.session import Job, JobContext, StopRequested
 from engine.studies.data_checks import check_trials_data
-from engine.studies.grid import expand, matches, point_label, substitute, trial_key
-from engine.studies.recipe_file import UNITS, Cell, Recipe
+from engine.studies.grid import expand, point_label, trial_key
+from engine.studies.recipe_check import (  # the comparing side, imported back for callers
+    cell_result as cell_result,
+)
+from engine.studies.recipe_check import compare
+from engine.studies.recipe_check import lookup as lookup
+from engine.studies.recipe_check import measure as measure
+from engine.studies.recipe_check import suggest_expectations as suggest_expectations
+from engine.studies.recipe_file import Recipe
 from engine.studies.scenario_runner import (
     PhaseRouter,
     completed,
@@ -59,6 +64,10 @@ class RecipeRun:
     scale: str
     trials: list[Trial]
     out: Path
+
+    def trial_folder(self, trial: Trial) -> Path:
+        """Where a trial's scenario folder lives (the one place that knows the layout)."""
+        return self.out / TRIALS / trial.folder_name
 
 
 def plan(
@@ -216,130 +225,6 @@ def _trial_seconds(run: RecipeRun, trial: Trial) -> float:
     return float(summary.get("seconds", 0.0)) if summary else 0.0
 
 
-def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
-    recipe = run.recipe
-    cells = [cell_result(run, cell, statuses) for cell in recipe.cells]
-    checked = [c for c in cells if c["ok"] is not None]
-    complete = all(statuses.get(t.key) == "completed" for t in run.trials)
-    return {
-        "recipe": recipe.name,
-        "title": recipe.title,
-        "paper": recipe.paper,
-        "source": recipe.source,
-        "scale": run.scale,
-        "complete": complete,
-        "passed": complete and bool(checked) and all(c["ok"] for c in checked),
-        "cells": cells,
-        "trials": [
-            {
-                "id": t.folder_name,
-                "arm": t.arm,
-                "params": t.point,
-                "run": f"{TRIALS}/{t.folder_name}",
-                "status": statuses.get(t.key, "missing"),
-            }
-            for t in run.trials
-        ],
-    }
-
-
-def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
-    values = []
-    for trial in run.trials:
-        if trial.arm != cell.arm or not matches(trial.point, cell.where):
-            continue
-        if statuses.get(trial.key) != "completed":
-            continue
-        value = measure(run, cell, trial)
-        if value is not None:
-            values.append(value * UNITS[cell.unit])
-    mean = statistics.fmean(values) if values else None
-    std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
-    expect = cell.expect.get(run.scale)
-    ok = None
-    if expect is not None and mean is not None:
-        ok = abs(mean - expect.value) <= expect.tolerance + 1e-9
-    elif expect is not None:
-        ok = False
-    return {
-        "name": cell.name,
-        "table": cell.table,
-        "paper": cell.paper,
-        "paper_text": cell.paper_text,
-        "mean": mean,
-        "std": std,
-        "n": len(values),
-        "values": values,
-        "expect": expect.value if expect else None,
-        "tolerance": expect.tolerance if expect else None,
-        "reason": expect.reason if expect else "no expected number at this scale",
-        "ok": ok,
-        "unit": cell.unit,
-        #: each trial counts 0 or 1 (flagged, removed or not): under one trial is noise
-        "outcome": cell.measure in ("equals", "smallest-is") or cell.metric == "removed",
-    }
-
-
-def measure(run: RecipeRun, cell: Cell, trial: Trial) -> float | None:
-    """The cell's number in one trial, or None when that phase has no such number."""
-    index = [p.name for p in trial.scenario.phases].index(cell.phase) + 1
-    spec = trial.scenario.phases[index - 1]
-    folder = run.out / TRIALS / trial.folder_name
-    summary = completed_summary(phase_folder(folder, index, spec), spec)
-    if summary is None:
-        return None
-    value = lookup(summary, substitute(cell.metric, trial.point))
-    if cell.measure == "equals":
-        wanted = substitute(cell.equals, trial.point)
-        return float(value is None if wanted == "none" else value == wanted)
-    if cell.measure == "smallest-is":
-        wanted = substitute(cell.equals, trial.point)
-        if not isinstance(value, list) or not value:
-            return None
-        return float(min(range(len(value)), key=value.__getitem__) == wanted)
-    if cell.measure == "ratio-to-others":
-        return _ratio_to_others(value, substitute(cell.index, trial.point))
-    number = _finite(value)
-    if number is None or not cell.base:
-        return number
-    base = _finite(lookup(summary, substitute(cell.base, trial.point)))
-    return None if base is None else number - base
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def lookup(summary: Any, path: str) -> Any:
-    """``retention.key`` or ``perturbation_sizes.4`` in a summary; None where absent."""
-    value = summary
-    for part in path.split("."):
-        if isinstance(value, Mapping):
-            value = value.get(part)
-        elif (
-            isinstance(value, list)
-            and part.lstrip("-").isdigit()
-            and -len(value) <= int(part) < len(value)
-        ):
-            value = value[int(part)]
-        else:
-            return None
-    return value
-
-
-def _ratio_to_others(values: Any, index: Any) -> float | None:
-    """One class's size over the median of the others' (how far below the rest it sits)."""
-    if not isinstance(values, list) or not isinstance(index, int) or not 0 <= index < len(values):
-        return None
-    others = [v for i, v in enumerate(values) if i != index]
-    middle = statistics.median(others) if others else 0.0
-    return values[index] / middle if middle else None
-
-
 def load_result(out: Path) -> dict[str, Any] | None:
     """The last ``recipe.json`` in ``out``, or None."""
     try:
@@ -347,26 +232,3 @@ def load_result(out: Path) -> dict[str, Any] | None:
     except RunError:
         return None
     return result if isinstance(result, dict) else None
-
-
-def suggest_expectations(result: Mapping[str, Any]) -> list[str]:
-    """Lines for a recipe file from a measured result: the mean, and a tolerance of three
-    standard errors of that mean (sd/sqrt(n)), at least a percentage point (0.01 without a
-    unit) and, where each trial counts 0 or 1, at least one trial's worth."""
-    lines = []
-    for cell in result["cells"]:
-        if cell["mean"] is None:
-            continue
-        n, sd = cell["n"], cell["std"] or 0.0
-        percent = cell["unit"] == "%"
-        floor = 1.0 if percent else 0.01
-        if cell.get("outcome"):
-            floor = max(floor, (100.0 if percent else 1.0) / n)
-        tolerance = math.ceil(max(3 * sd / math.sqrt(n), floor) * 1000) / 1000  # never rounded down
-        lines.append(
-            f"# {cell['name']}: mean {cell['mean']:.4g}, sd {sd:.3g}, n {n}\n"
-            f"expect.{result['scale']} = {{ value = {cell['mean']:.4g}, "
-            f'tolerance = {tolerance:g}, reason = "3 standard errors of the mean over {n} '
-            f'trials (sd {sd:.3g}), at least {floor:.2g}" }}'
-        )
-    return lines
