@@ -3,7 +3,10 @@
 A recipe (and a sweep) varies a pipeline along named axes (``seed``, ``target``...). Phases
 refer to an axis by writing ``"{name}"`` as a value: a string that is exactly one placeholder
 takes the axis value with its type (``target_label = "{target}"`` becomes the integer 3);
-a placeholder inside a longer string is formatted in (``text = "W{seed}"``). The axis
+a placeholder inside a longer string is formatted in (``text = "W{seed}"``). An axis whose
+values are tables varies several settings together (an attack with its own epochs):
+``"{attack.epochs}"`` takes one field of the point's table, and a table's ``name`` labels
+it in progress lines and matrices. The axis
 ``seed`` also sets the train config's seed. Each trial is keyed by a hash of everything it
 resolves to, so a changed file never reuses a folder trained for another configuration.
 """
@@ -19,7 +22,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
 Point = dict[str, Any]
 
 
@@ -53,7 +56,7 @@ def matches(point: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
 def placeholders(value: Any) -> set[str]:
     """The axis names a value (or a nested table or list) refers to."""
     if isinstance(value, str):
-        return set(_PLACEHOLDER.findall(value))
+        return {m.group(1) for m in _PLACEHOLDER.finditer(value)}
     if isinstance(value, Mapping):
         return set().union(*(placeholders(v) for v in value.values())) if value else set()
     if isinstance(value, list):
@@ -66,13 +69,30 @@ def substitute(value: Any, point: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         whole = _PLACEHOLDER.fullmatch(value)
         if whole:
-            return point[whole.group(1)]
-        return _PLACEHOLDER.sub(lambda m: str(point[m.group(1)]), value)
+            return _field(point, whole)
+        return _PLACEHOLDER.sub(lambda m: str(_field(point, m)), value)
     if isinstance(value, Mapping):
         return {k: substitute(v, point) for k, v in value.items()}
     if isinstance(value, list):
         return [substitute(v, point) for v in value]
     return value
+
+
+def _field(point: Mapping[str, Any], match: re.Match[str]) -> Any:
+    """The axis value a placeholder names, or the field of it that a dotted one names."""
+    value = point[match.group(1)]
+    for part in match.group(2).split(".")[1:]:
+        if not isinstance(value, Mapping) or part not in value:
+            raise ConfigError(f"{match.group(0)}: the axis value {value!r} has no field {part!r}")
+        value = value[part]
+    return value
+
+
+def value_label(value: Any) -> str:
+    """How an axis value is shown: a table by its ``name``, anything else as written."""
+    if isinstance(value, Mapping) and "name" in value:
+        return str(value["name"])
+    return str(value)
 
 
 def trial_key(resolved: Any) -> str:
@@ -83,4 +103,4 @@ def trial_key(resolved: Any) -> str:
 
 def point_label(point: Mapping[str, Any]) -> str:
     """``seed=0 target=3`` (what a progress line or a table row shows)."""
-    return " ".join(f"{k}={v}" for k, v in point.items())
+    return " ".join(f"{k}={value_label(v)}" for k, v in point.items())

@@ -48,6 +48,10 @@ def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
 
 
 def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
+    if cell.measure == "claim":  # a finding over a recipe's whole matrix
+        from engine.studies.recipe_matrix import claim_result
+
+        return claim_result(run, cell, statuses)
     values = []
     for trial in run.trials:
         if trial.arm != cell.arm or not matches(trial.point, cell.where):

@@ -102,6 +102,8 @@ class Recipe:
     status: str = "ready"
     pending: str = ""
     path: str = ""
+    #: a ``[matrix]`` table (:mod:`engine.studies.recipe_matrix`): two axes laid out as a table
+    matrix: Any = None
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -148,7 +150,7 @@ def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> 
     _keys(
         raw,
         {"title", "paper", "source", "description", "train", "scales", "arms", "cells"}
-        | {"status", "pending"},
+        | {"status", "pending", "matrix"},
         origin,
     )
     status = str(raw.get("status", "ready"))
@@ -184,8 +186,15 @@ def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> 
     for scale in scales:
         for arm in arms:
             _check_arm(recipe, arm, scale, origin)
-    cells_raw = [] if pending else _list(raw, "cells", origin)
+    matrix_only = "matrix" in raw and "cells" not in raw  # a matrix makes its own cells
+    cells_raw = [] if pending or matrix_only else _list(raw, "cells", origin)
     cells = [_cell(item, i, recipe, origin) for i, item in enumerate(cells_raw, 1)]
+    if "matrix" in raw:  # its cells come after the file's own
+        from engine.studies.recipe_matrix import matrix_cells, matrix_from_mapping
+
+        matrix = matrix_from_mapping(raw["matrix"], origin)
+        recipe = dataclasses.replace(recipe, matrix=matrix)
+        cells += matrix_cells(recipe, matrix, origin)
     return dataclasses.replace(recipe, cells=cells)
 
 

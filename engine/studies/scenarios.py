@@ -61,7 +61,7 @@ class PhaseSpec:
 
     @property
     def makes_model_from_scratch(self) -> bool:
-        return self.job_kind.makes_model and not self.data_free
+        return self.job_kind.makes_model and not self.from_model
 
     @property
     def data_free(self) -> bool:
@@ -69,6 +69,15 @@ class PhaseSpec:
         if not (self.plugin and self.job_kind.makes_model):
             return False
         return bool(getattr(self.job_kind.plugin(self.plugin).factory, "data_free", False))
+
+    @property
+    def from_model(self) -> bool:
+        """An embedding made from an earlier phase's model (``on``): data-free, or a scheme
+        whose keys come from a trained model (DAWN, frontier, blackmarks)."""
+        if not (self.plugin and self.job_kind.makes_model):
+            return False
+        factory = self.job_kind.plugin(self.plugin).factory
+        return self.data_free or bool(getattr(factory, "needs_trained_model", False))
 
     @property
     def makes_model(self) -> bool:
@@ -101,7 +110,7 @@ class PhaseSpec:
                 self.plugin,
                 dict(self.params),
                 {**config.to_dict(), **self.scheme_numerics(config), **self.train},
-                source=source if self.data_free else None,
+                source=source if self.from_model else None,
                 out=out,
                 command=self.kind,
                 manifest_extra={"scenario": scenario},

@@ -1,0 +1,339 @@
+"""A recipe's matrix: one phase's numbers laid out over two grid axes, and claims over it.
+
+The SoK's result is not a list of cells but a table of schemes against attacks, and its
+findings are statements about the whole table ("no scheme survives every attack"). A recipe
+says so in a ``[matrix]`` table::
+
+    [matrix]
+    rows = "scheme"                 # a grid axis (values may be tables: shown by their name)
+    columns = "attack"              # another axis of the same arms
+    phase = "attack"                # the phase whose summary the numbers come from
+    colour = "removed-rate"         # the metric the matrix view and the heatmap colour by
+    removed_at = 0.5                # a cell counts as removed at this removed-rate or above
+    metrics = [{ name = "removed-rate", metric = "removed", unit = "%" }, ...]
+    [[matrix.claims]]               # a finding over the whole matrix, checked like a cell
+    name = "no scheme is robust to every attack"
+    every = "row"                   # row | column | cell
+    has = "removed"                 # removed | kept (a cell below removed_at)
+    columns = "*"                   # which columns count (a glob); not_columns excludes
+
+Every (row, column, metric) becomes an ordinary cell named ``ROW × COLUMN: METRIC`` (so the
+result file, ``--check`` and ``--suggest`` treat them as any other), and every claim a cell
+whose value is 100 when the claim holds on the measured matrix, 0 when it does not, and none
+while a cell it needs has no value yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConfigError
+from engine.studies.grid import value_label
+
+if TYPE_CHECKING:
+    from engine.studies.recipe_file import Cell, Recipe
+    from engine.studies.recipes import RecipeRun
+
+EVERY = ("row", "column", "cell")
+HAS = ("removed", "kept")
+CLAIMS_TABLE = "matrix claims"
+MATRIX_TABLE = "matrix"
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixMetric:
+    name: str
+    metric: str
+    base: str = ""
+    unit: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    name: str
+    every: str
+    has: str
+    columns: str = "*"
+    not_columns: str = ""
+    paper_text: str = ""
+
+    def in_scope(self, column: str) -> bool:
+        chosen = fnmatch.fnmatchcase(column, self.columns)
+        return chosen and not (self.not_columns and fnmatch.fnmatchcase(column, self.not_columns))
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    rows: str
+    columns: str
+    phase: str
+    colour: str
+    metrics: list[MatrixMetric]
+    claims: list[Claim]
+    removed_at: float = 0.5
+
+    def metric(self, name: str) -> MatrixMetric:
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        raise ConfigError(f"the matrix has no metric {name!r}")
+
+    @staticmethod
+    def cell_name(row: str, column: str, metric: str) -> str:
+        return f"{row} × {column}: {metric}"
+
+
+def matrix_from_mapping(raw: Any, origin: str) -> Matrix:
+    """The ``[matrix]`` table, checked (its axes and phase are checked against the arms by
+    :func:`matrix_cells`)."""
+    where = f"{origin} [matrix]"
+    table = _table(raw, where)
+    allowed = {"rows", "columns", "phase", "colour", "removed_at", "metrics", "claims"}
+    _known(table, allowed, where)
+    metrics_raw = table.get("metrics")
+    if not isinstance(metrics_raw, list) or not metrics_raw:
+        raise ConfigError(f"{where}: metrics must be a non-empty list of tables")
+    metrics = []
+    for item in metrics_raw:
+        item = _table(item, f"{where} metrics")
+        _known(item, {"name", "metric", "base", "unit"}, f"{where} metrics")
+        unit = str(item.get("unit", ""))
+        if unit not in ("%", ""):
+            raise ConfigError(f"{where} metrics: unit must be '%' or '', got {unit!r}")
+        name, metric = _text(item, "name", where), _text(item, "metric", where)
+        metrics.append(MatrixMetric(name, metric, str(item.get("base", "")), unit))
+    if len({m.name for m in metrics}) != len(metrics):
+        raise ConfigError(f"{where}: two metrics share a name")
+    colour = str(table.get("colour", metrics[0].name))
+    if colour not in {m.name for m in metrics}:
+        raise ConfigError(f"{where}: colour {colour!r} is not one of the metrics' names")
+    removed_at = table.get("removed_at", 0.5)
+    if not isinstance(removed_at, int | float) or isinstance(removed_at, bool):
+        raise ConfigError(f"{where}: removed_at must be a number in (0, 1]")
+    if not 0 < removed_at <= 1:
+        raise ConfigError(f"{where}: removed_at must be a number in (0, 1], got {removed_at}")
+    claims = [_claim(item, where) for item in table.get("claims", [])]
+    return Matrix(
+        rows=_text(table, "rows", where),
+        columns=_text(table, "columns", where),
+        phase=_text(table, "phase", where),
+        colour=colour,
+        metrics=metrics,
+        claims=claims,
+        removed_at=float(removed_at),
+    )
+
+
+def _claim(raw: Any, where: str) -> Claim:
+    item = _table(raw, f"{where} claims")
+    _known(item, {"name", "every", "has", "columns", "not_columns", "paper_text"}, where)
+    name = _text(item, "name", f"{where} claims")
+    every, has = str(item.get("every", "")), str(item.get("has", ""))
+    if every not in EVERY:
+        raise ConfigError(f"{where} claim {name!r}: every must be one of {', '.join(EVERY)}")
+    if has not in HAS:
+        raise ConfigError(f"{where} claim {name!r}: has must be one of {', '.join(HAS)}")
+    return Claim(
+        name,
+        every,
+        has,
+        str(item.get("columns", "*")),
+        str(item.get("not_columns", "")),
+        str(item.get("paper_text", "")),
+    )
+
+
+# -- cells --------------------------------------------------------------------------------
+def matrix_cells(recipe: Recipe, matrix: Matrix, origin: str) -> list[Cell]:
+    """One cell per (row, column, metric) over every arm that has both axes, then one per
+    claim; a (row, column) pair two arms both produce is refused (the matrix would not say
+    which it shows)."""
+    from engine.studies.recipe_file import Cell
+
+    cells: list[Cell] = []
+    seen: dict[tuple[str, str], str] = {}
+    arms = [a for a in recipe.arms if matrix.rows in a.grid and matrix.columns in a.grid]
+    if not arms:
+        raise ConfigError(
+            f"{origin} [matrix]: no arm has both axes {matrix.rows!r} and {matrix.columns!r}"
+        )
+    for arm in arms:
+        if matrix.phase not in [p.get("name") for p in arm.phases]:
+            raise ConfigError(f"{origin} [matrix]: arm {arm.name} has no phase {matrix.phase!r}")
+        for row in arm.grid[matrix.rows]:
+            for column in arm.grid[matrix.columns]:
+                pair = (value_label(row), value_label(column))
+                if pair in seen:
+                    raise ConfigError(
+                        f"{origin} [matrix]: {pair[0]} × {pair[1]} is in arms {seen[pair]} "
+                        f"and {arm.name}; give each row and column one arm"
+                    )
+                seen[pair] = arm.name
+                for metric in matrix.metrics:
+                    cells.append(
+                        Cell(
+                            name=Matrix.cell_name(*pair, metric.name),
+                            table=MATRIX_TABLE,
+                            arm=arm.name,
+                            phase=matrix.phase,
+                            metric=metric.metric,
+                            where={matrix.rows: row, matrix.columns: column},
+                            base=metric.base,
+                            unit=metric.unit,
+                        )
+                    )
+    for claim in matrix.claims:
+        cells.append(
+            Cell(
+                name=claim.name,
+                table=CLAIMS_TABLE,
+                arm=arms[0].name,
+                phase=matrix.phase,
+                metric=matrix.colour,
+                measure="claim",
+                unit="%",
+                paper=100.0,
+                paper_text=claim.paper_text or "holds",
+            )
+        )
+    return cells
+
+
+@dataclasses.dataclass
+class MatrixTable:
+    """The matrix as measured so far: labels in the file's order and each cell's numbers."""
+
+    rows: list[str]
+    columns: list[str]
+    values: dict[tuple[str, str], dict[str, float | None]]
+    counts: dict[tuple[str, str], int]
+
+    def value(self, row: str, column: str, metric: str) -> float | None:
+        return self.values.get((row, column), {}).get(metric)
+
+
+def matrix_table(matrix: Matrix, cells: list[Mapping[str, Any]]) -> MatrixTable:
+    """The matrix from a result's cells (``recipe.json``'s ``cells``), by their names."""
+    table = MatrixTable([], [], {}, {})
+    for cell in cells:
+        if cell.get("table") != MATRIX_TABLE:
+            continue
+        name = str(cell.get("name"))
+        metric = next((m for m in matrix.metrics if name.endswith(f": {m.name}")), None)
+        if metric is None:
+            continue
+        row, _, column = name[: -len(f": {metric.name}")].partition(" × ")
+        if row not in table.rows:
+            table.rows.append(row)
+        if column not in table.columns:
+            table.columns.append(column)
+        table.values.setdefault((row, column), {})[metric.name] = cell.get("mean")
+        if metric.name == matrix.colour:
+            table.counts[(row, column)] = int(cell.get("n") or 0)
+    return table
+
+
+def removed_fraction(value: float | None, matrix: Matrix) -> float | None:
+    """A colour metric's value as a fraction (a rate shown in % is stored ×100)."""
+    if value is None:
+        return None
+    unit = matrix.metric(matrix.colour).unit
+    return value / 100.0 if unit == "%" else value
+
+
+def claim_holds(claim: Claim, matrix: Matrix, table: MatrixTable) -> tuple[bool | None, int]:
+    """Whether ``claim`` holds on the table (None while a cell in its scope has no value),
+    and how many cells it read."""
+    columns = [c for c in table.columns if claim.in_scope(c)]
+    cells = {
+        (r, c): removed_fraction(table.value(r, c, matrix.colour), matrix)
+        for r in table.rows
+        for c in columns
+    }
+    read = sum(v is not None for v in cells.values())
+    if not columns or not table.rows or read < len(cells):
+        return None, read
+
+    def has(row: str, column: str) -> bool:
+        value = cells[(row, column)]
+        assert value is not None
+        removed = value >= matrix.removed_at - 1e-9
+        return removed if claim.has == "removed" else not removed
+
+    if claim.every == "row":
+        holds = all(any(has(r, c) for c in columns) for r in table.rows)
+    elif claim.every == "column":
+        holds = all(any(has(r, c) for r in table.rows) for c in columns)
+    else:
+        holds = all(has(r, c) for r in table.rows for c in columns)
+    return holds, read
+
+
+def claim_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
+    """A claim cell's result, shaped as any cell's: 100 when it holds, 0 when not."""
+    from engine.studies.recipe_check import cell_result
+
+    matrix = run.recipe.matrix
+    assert matrix is not None
+    claim = next(c for c in matrix.claims if c.name == cell.name)
+    colour = [
+        cell_result(run, c, statuses)
+        for c in run.recipe.cells
+        if c.table == MATRIX_TABLE and c.name.endswith(f": {matrix.colour}")
+    ]
+    table = matrix_table(matrix, colour)
+    holds, read = claim_holds(claim, matrix, table)
+    mean = None if holds is None else (100.0 if holds else 0.0)
+    expect = cell.expect.get(run.scale)
+    ok = None if expect is None else (mean is not None and abs(mean - expect.value) <= 1e-9)
+    return {
+        "name": cell.name,
+        "table": cell.table,
+        "paper": cell.paper,
+        "paper_text": cell.paper_text,
+        "mean": mean,
+        "std": 0.0 if mean is not None else None,
+        "n": read,
+        "values": [] if mean is None else [mean],
+        "expect": expect.value if expect else None,
+        "tolerance": expect.tolerance if expect else None,
+        "reason": expect.reason if expect else "no expected number at this scale",
+        "ok": ok,
+        "unit": "%",
+        "outcome": True,
+    }
+
+
+def trials_of(
+    matrix: Matrix, trials: list[Mapping[str, Any]], row: str, column: str
+) -> list[Mapping[str, Any]]:
+    """The result's trials behind one cell (``recipe.json``'s ``trials``, by their params)."""
+    return [
+        t
+        for t in trials
+        if value_label((t.get("params") or {}).get(matrix.rows)) == row
+        and value_label((t.get("params") or {}).get(matrix.columns)) == column
+    ]
+
+
+# -- small checks -------------------------------------------------------------------------
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a table (key = value lines), got {value!r}")
+    return dict(value)
+
+
+def _known(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(allowed))}")
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: missing field {key!r} (a non-empty string)")
+    return value.strip()
