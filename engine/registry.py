@@ -9,6 +9,7 @@ them are validated by :func:`parse_params`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, get_args, get_type_hints
@@ -155,10 +156,17 @@ def check_value(name: str, value: Any, field: dataclasses.Field, kind: type) -> 
     return text
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A params class's resolved annotations, read once: resolving them compiles every
+    annotation string, and a recipe's check parses thousands of phases' params."""
+    return get_type_hints(cls)
+
+
 def parse_params(cls: type[T], values: Mapping[str, Any] | None = None) -> T:
     """Build a params dataclass from loose values (CLI strings, TOML), validating every field."""
     values = dict(values or {})
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [key for key in values if key.replace("-", "_") not in fields]
     if unknown:
