@@ -3,9 +3,14 @@
 ``wmtui reproduce NAME`` builds a :class:`RecipeRun` (the trials of the chosen scale, each an
 ordinary scenario folder under ``OUT/trials/``), runs it as one session job and writes
 ``OUT/recipe.json``: per cell the paper's number, our mean ± sd over the trials the cell
-covers, the expected mean and tolerance, and whether it holds. Re-running the same command
-resumes: trials whose folders completed are read, not run, and a trial cut short keeps the
-phases it finished.
+covers, the expected mean and tolerance, and whether it holds.
+
+The trials' phases run as one graph of unique phases (:mod:`engine.studies.phase_graph`),
+each computed once into the phase cache (``--cache``, default ``OUT/phases``) and linked
+from every trial folder that uses it, on this process or on workers
+(:mod:`engine.studies.recipe_workers`). Re-running the same command resumes at phase
+granularity: every phase whose cache folder completed is kept, whichever trial, recipe or
+earlier run computed it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from engine.runs import RunDir, atomic_write_json, read_json
 from engine.session import Job, JobContext, StopRequested
 from engine.studies.data_checks import check_trials_data
 from engine.studies.grid import expand, point_label, trial_key
+from engine.studies.phase_cache import adopt_trial, default_cache, finish_trial, link_trial
+from engine.studies.phase_graph import PhaseGraph, build_graph
 from engine.studies.recipe_check import (  # the comparing side, imported back for callers
     cell_result as cell_result,
 )
@@ -31,13 +38,12 @@ from engine.studies.recipe_check import lookup as lookup
 from engine.studies.recipe_check import measure as measure
 from engine.studies.recipe_check import suggest_expectations as suggest_expectations
 from engine.studies.recipe_file import Recipe
+from engine.studies.recipe_workers import GraphState, RunOptions, Scheduler
 from engine.studies.scenario_runner import (
     PhaseRouter,
     completed,
     completed_summary,
     phase_folder,
-    scenario_job,
-    scenario_manifest,
 )
 from engine.studies.scenarios import Scenario
 
@@ -64,6 +70,18 @@ class RecipeRun:
     scale: str
     trials: list[Trial]
     out: Path
+    #: the phase cache (``--cache``); None: ``OUT/phases``
+    cache: Path | None = None
+
+    @property
+    def phase_cache(self) -> Path:
+        return self.cache if self.cache is not None else default_cache(self.out)
+
+    def graph(self) -> PhaseGraph:
+        """The unique phases of every trial, over the phase cache."""
+        return build_graph(
+            ((t.folder_name, t.scenario, t.config) for t in self.trials), self.phase_cache
+        )
 
     def trial_folder(self, trial: Trial) -> Path:
         """Where a trial's scenario folder lives (the one place that knows the layout)."""
@@ -71,10 +89,15 @@ class RecipeRun:
 
 
 def plan(
-    recipe: Recipe, scale: str, out: Path, overrides: Mapping[str, Any] | None = None
+    recipe: Recipe,
+    scale: str,
+    out: Path,
+    overrides: Mapping[str, Any] | None = None,
+    cache: Path | None = None,
 ) -> RecipeRun:
     """The trials of ``scale``: one per arm and grid point; ``overrides`` (``device``,
-    ``data_dir``) apply to every trial and do not change its key."""
+    ``data_dir``) apply to every trial and do not change its key; ``cache`` is where their
+    phases' outputs live (default ``OUT/phases``)."""
     if recipe.status == "pending":
         raise ConfigError(f"recipe {recipe.name} is pending: {recipe.pending}")
     if scale not in recipe.scales:
@@ -95,7 +118,7 @@ def plan(
             config = TrainConfig.from_mapping({**config.to_dict(), **(overrides or {})})
             trials.append(Trial(arm.name, point, scenario, config, trial_key(resolved)))
     check_trials_data((f"{t.arm} {point_label(t.point)}", t.scenario, t.config) for t in trials)
-    return RecipeRun(recipe, scale, trials, out)
+    return RecipeRun(recipe, scale, trials, out, cache)
 
 
 def trial_summary(folder: Path, scenario: Scenario) -> dict[str, Any] | None:
@@ -122,8 +145,13 @@ class TrialRouter:
         self.phases(event)
 
 
-def prepare_recipe(run: RecipeRun) -> tuple[Job, RunDir, list[Callable[[Event], None]]]:
-    """The job, the recipe's own run folder (created, or reused to resume) and its sinks."""
+def prepare_recipe(
+    run: RecipeRun, options: RunOptions | None = None
+) -> tuple[Job, RunDir, list[Callable[[Event], None]]]:
+    """The job, the recipe's own run folder (created, or reused to resume) and its sinks;
+    ``options`` say where the phases run (default: one after another in this process)."""
+    options = options or RunOptions()
+    options.check()
     manifest = {
         "command": "reproduce",
         "recipe": run.recipe.name,
@@ -134,7 +162,7 @@ def prepare_recipe(run: RecipeRun) -> tuple[Job, RunDir, list[Callable[[Event], 
     _check_reusable(run)
     root = RunDir.create(run.out, manifest, overwrite=True)
     router = TrialRouter()
-    return recipe_job(run, root, router), root, [router]
+    return recipe_job(run, root, router, options), root, [router]
 
 
 def _check_reusable(run: RecipeRun) -> None:
@@ -154,45 +182,61 @@ def _check_reusable(run: RecipeRun) -> None:
         )
 
 
-def recipe_job(run: RecipeRun, root: RunDir, router: TrialRouter) -> Job:
+def recipe_job(
+    run: RecipeRun, root: RunDir, router: TrialRouter, options: RunOptions | None = None
+) -> Job:
+    """Every trial's phases as one graph, each unique phase run once (see the module);
+    ``recipe.json`` is rewritten as each phase ends, and each trial's folder gets its
+    summary the moment its last phase is done."""
+    options = options or RunOptions()
+
     def job(ctx: JobContext) -> dict[str, Any]:
         started = time.monotonic()
-        statuses: dict[str, str] = {}
+        graph = run.graph()
+        trials = {t.folder_name: t for t in run.trials}
         ctx.log(f"recipe {run.recipe.name} ({run.scale}): {len(run.trials)} trials")
+        moved = sum(
+            adopt_trial(run.trial_folder(t), t.scenario, graph, t.folder_name) for t in run.trials
+        )
+        if moved:
+            ctx.log(f"{moved} finished phase folder(s) of earlier trials moved into the cache")
+
+        def settle(state: GraphState, names: list[str]) -> dict[str, Any]:
+            for name in names:
+                trial = trials[name]
+                folder = run.trial_folder(trial)
+                link_trial(folder, trial.scenario, trial.config, graph, name)
+                if state.trial_done(name):
+                    finish_trial(folder, trial.scenario, trial.config, graph, name, state.seconds)
+            statuses = {t.key: state.trial_status(t.folder_name) for t in run.trials}
+            return write_result(run, statuses, time.monotonic() - started, root, state)
+
+        scheduler = Scheduler(
+            ctx,
+            graph,
+            options,
+            router.phases,
+            lambda state, outcome: settle(
+                state, sorted({t for t, _ in graph.nodes[outcome.key].uses})
+            ),
+        )
+        settle(scheduler.state, list(trials))
         try:
-            for number, trial in enumerate(run.trials, 1):
-                statuses[trial.key] = _run_trial(ctx, run, trial, number, router)
-                write_result(run, statuses, time.monotonic() - started, root)
+            state = scheduler.run()
         except StopRequested:
-            write_result(run, statuses, time.monotonic() - started, root)
+            settle(scheduler.state, [])
             raise
-        return write_result(run, statuses, time.monotonic() - started, root)
+        result = settle(state, list(trials))
+        failed = [k for k in graph.nodes if state.status[k] in ("failed", "blocked")]
+        if failed:
+            first = graph.nodes[failed[0]]
+            raise RunError(
+                f"{len(failed)} phase(s) failed or could not run; first: {first.label} "
+                f"({state.errors.get(first.key, 'failed')}); rerun to retry them"
+            )
+        return result
 
     return job
-
-
-def _run_trial(
-    ctx: JobContext, run: RecipeRun, trial: Trial, number: int, router: TrialRouter
-) -> str:
-    folder = run.out / TRIALS / trial.folder_name
-    what = f"trial {number}/{len(run.trials)}: {trial.arm} {point_label(trial.point)}"
-    if trial_summary(folder, trial.scenario) is not None:
-        ctx.log(f"{what}: completed in an earlier run, kept")
-        return "completed"
-    ctx.log(what)
-    trial_root = RunDir.create(
-        folder, scenario_manifest(trial.scenario, trial.config), overwrite=True
-    )
-    sink = trial_root.event_sink()
-    router.trial = sink
-    try:
-        summary = scenario_job(trial.scenario, trial.config, trial_root, router.phases, True)(ctx)
-    except StopRequested:
-        return "stopped"
-    finally:
-        router.trial = None
-        sink.close()
-    return str(summary.get("status", "completed"))
 
 
 # -- reading the trials back ---------------------------------------------------------------
@@ -207,12 +251,24 @@ def trial_statuses(run: RecipeRun) -> dict[str, str]:
 
 
 def write_result(
-    run: RecipeRun, statuses: Mapping[str, str], seconds: float, root: RunDir | None = None
+    run: RecipeRun,
+    statuses: Mapping[str, str],
+    seconds: float,
+    root: RunDir | None = None,
+    state: GraphState | None = None,
 ) -> dict[str, Any]:
-    """``recipe.json`` (and the run's summary) from the trials' folders as they are now."""
+    """``recipe.json`` (and the run's summary) from the trials' folders as they are now;
+    ``state`` (the scheduler's, else what the cache holds) gives its ``phases`` table."""
     result = compare(run, statuses)
     result["seconds"] = round(seconds, 1)
     result["trial_seconds"] = round(sum(_trial_seconds(run, t) for t in run.trials), 1)
+    state = state or GraphState.read(run.graph())
+    result["phases"] = state.table(run.out)
+    result["phase_seconds"] = round(sum(state.seconds.values()), 1)
+    items = result["phases"]["items"]
+    for trial in result["trials"]:
+        keys = state.graph.trials.get(trial["id"], {})
+        trial["phases"] = {name: items[key]["folder"] for name, key in keys.items()}
     atomic_write_json(run.out / RESULT_FILE, result)
     if root is not None:
         root.write_summary({**result, "status": "completed" if result["complete"] else "partial"})

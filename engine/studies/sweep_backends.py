@@ -373,7 +373,7 @@ def worker_main(tasks: Any, answers: Any, parent: int) -> None:
             set_threads(data["threads"])
             answers.put(("started", os.getpid(), data["key"]))
             try:
-                row = run_payload(data)
+                row = _runner(data)(data)
             except Exception as exc:  # a bug or a broken folder: this trial fails, not the sweep
                 answers.put(("failed", os.getpid(), (data["key"], f"{type(exc).__name__}: {exc}")))
                 continue
@@ -382,6 +382,16 @@ def worker_main(tasks: Any, answers: Any, parent: int) -> None:
         return
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)  # nothing left to stop cleanly
+
+
+def _runner(data: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """A sweep trial's payload, or a recipe phase's (:mod:`engine.studies.phase_run`): one
+    pool of workers runs both."""
+    if data.get("type") == "phase":
+        from engine.studies.phase_run import run_phase_payload
+
+        return run_phase_payload
+    return run_payload
 
 
 def _interrupt(signum: int, frame: Any) -> None:
