@@ -41,6 +41,7 @@ EVERY = ("row", "column", "cell")
 HAS = ("removed", "kept")
 CLAIMS_TABLE = "matrix claims"
 MATRIX_TABLE = "matrix"
+CLAIM_AXIS = "__matrix__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,8 +193,10 @@ def matrix_cells(recipe: Recipe, matrix: Matrix, origin: str) -> list[Cell]:
                 table=CLAIMS_TABLE,
                 arm=arms[0].name,
                 phase=matrix.phase,
-                metric=matrix.colour,
-                measure="claim",
+                metric="removed",
+                #: no trial has this axis: the claim's value comes from the whole matrix
+                where={CLAIM_AXIS: True},
+                measure="matrix-claim",
                 unit="%",
                 paper=100.0,
                 paper_text=claim.paper_text or "holds",
@@ -272,8 +275,11 @@ def claim_holds(claim: Claim, matrix: Matrix, table: MatrixTable) -> tuple[bool 
     return holds, read
 
 
-def claim_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
-    """A claim cell's result, shaped as any cell's: 100 when it holds, 0 when not."""
+def claim_values(
+    run: RecipeRun, cell: Cell, statuses: Mapping[str, str]
+) -> dict[str, float | None]:
+    """A claim cell's one value: 100 when the claim holds on the matrix measured so far, 0
+    when it does not, None while a cell it needs has no value (its verdict then waits)."""
     from engine.studies.recipe_check import cell_result
 
     matrix = run.recipe.matrix
@@ -284,27 +290,8 @@ def claim_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dic
         for c in run.recipe.cells
         if c.table == MATRIX_TABLE and c.name.endswith(f": {matrix.colour}")
     ]
-    table = matrix_table(matrix, colour)
-    holds, read = claim_holds(claim, matrix, table)
-    mean = None if holds is None else (100.0 if holds else 0.0)
-    expect = cell.expect.get(run.scale)
-    ok = None if expect is None else (mean is not None and abs(mean - expect.value) <= 1e-9)
-    return {
-        "name": cell.name,
-        "table": cell.table,
-        "paper": cell.paper,
-        "paper_text": cell.paper_text,
-        "mean": mean,
-        "std": 0.0 if mean is not None else None,
-        "n": read,
-        "values": [] if mean is None else [mean],
-        "expect": expect.value if expect else None,
-        "tolerance": expect.tolerance if expect else None,
-        "reason": expect.reason if expect else "no expected number at this scale",
-        "ok": ok,
-        "unit": "%",
-        "outcome": True,
-    }
+    holds, _ = claim_holds(claim, matrix, matrix_table(matrix, colour))
+    return {"matrix": None if holds is None else (100.0 if holds else 0.0)}
 
 
 def trials_of(

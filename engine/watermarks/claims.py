@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -108,6 +109,13 @@ def passphrase_from_env() -> bytes | None:
     return value.encode() if value else None
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_pem(data: bytes, passphrase: bytes | None) -> Any:
+    """The key in ``data``, parsed once: parsing checks the RSA key (0.1 s), and a recipe's
+    check reads the same key for every trial of a dual scheme."""
+    return serialization.load_pem_private_key(data, password=passphrase)
+
+
 def load_private_key(folder: Path, passphrase: bytes | None = None) -> rsa.RSAPrivateKey:
     """The owner's private key; every way it can be wrong is one line."""
     path = folder / PRIVATE_PEM if folder.is_dir() else folder
@@ -116,7 +124,7 @@ def load_private_key(folder: Path, passphrase: bytes | None = None) -> rsa.RSAPr
     except OSError as exc:
         raise ConfigError(f"signing key not found: {path} ({exc.strerror or exc})") from None
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
+        key = _parsed_pem(data, passphrase)
     except TypeError:
         if passphrase is None:
             raise ConfigError(
