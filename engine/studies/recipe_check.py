@@ -1,23 +1,52 @@
-"""Checking a recipe's result: each cell's number read from the trials it covers, set against
-its expected number and the paper's.
+"""Checking a recipe's result: each cell's number read from the trials it covers, and two
+verdicts on it that answer different questions.
 
-Kept apart from running the trials (``recipes``) so that the verdicts can change without
-touching how trials run, and so that a check reads nothing but the trials' folders.
+*Regression* asks whether this code still computes what it computed: the same seeds must give
+the same numbers, trial by trial, within a tolerance set by run-to-run noise (none on one
+machine; a small documented one across machines), never by the spread between seeds, which
+would let a broken attack pass. Every trial a cell plans must have a value: a cell fed by 2 of
+its 3 trials fails, whatever its mean. A cell with only an older ``expect`` band is still
+checked against it, but says so: that band is no regression check.
+
+*The paper* asks whether we reproduce the published result: a 95% interval around our mean
+(Wilson for 0/1 outcomes, Student's t otherwise) against the paper's value or one-sided claim,
+with a margin saying how far off still counts as the same result. It is reported, and fails
+``--check`` only on a cell marked ``must_reproduce``.
+
+Kept apart from running the trials (``recipes``) so that a check reads nothing but the trials'
+folders and can be re-run without running anything.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from engine.studies.grid import matches, substitute
+from engine.studies.grid import matches, point_label, substitute
+from engine.studies.intervals import interval95
 from engine.studies.recipe_file import UNITS, Cell
 from engine.studies.scenario_runner import completed_summary, phase_folder
 
 if TYPE_CHECKING:
     from engine.studies.recipes import RecipeRun, Trial
+
+#: the paper verdicts
+REPRODUCES, DIFFERS, INCONCLUSIVE, NO_PAPER = (
+    "reproduces",
+    "does not reproduce",
+    "inconclusive",
+    "no paper value",
+)
+#: how far from the paper's figure still counts as the same result, as a fraction of the unit
+#: (10 percentage points; 0.1 for a ratio or a fraction): quick scales run another dataset
+DEFAULT_MARGIN = 0.1
+#: the regression tolerance ``--suggest`` records, as a fraction of the unit: reruns on one
+#: machine were identical to the last bit and another thread count moved no value; the margin
+#: is for another CPU, BLAS or torch build (docs/reproducing.md, "Checking a rerun")
+DEFAULT_TOLERANCE = 0.005
 
 
 def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
@@ -47,27 +76,37 @@ def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
-    if cell.measure == "claim":  # a finding over a recipe's whole matrix
-        from engine.studies.recipe_matrix import claim_result
+def planned_trials(run: RecipeRun, cell: Cell) -> list[Trial]:
+    """The trials a cell averages over: its arm's grid points that match its ``where`` (and
+    run its phase: a scale may leave a phase out)."""
+    return [
+        t
+        for t in run.trials
+        if t.arm == cell.arm
+        and matches(t.point, cell.where)
+        and cell.phase in [p.name for p in t.scenario.phases]
+    ]
 
-        return claim_result(run, cell, statuses)
-    values = []
-    for trial in run.trials:
-        if trial.arm != cell.arm or not matches(trial.point, cell.where):
-            continue
-        if statuses.get(trial.key) != "completed":
-            continue
-        value = measure(run, cell, trial)
-        if value is not None:
-            values.append(value * UNITS[cell.unit])
+
+def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
+    by_trial: dict[str, float | None] = {}
+    for trial in planned_trials(run, cell):
+        value = measure(run, cell, trial) if statuses.get(trial.key) == "completed" else None
+        by_trial[point_label(trial.point)] = None if value is None else value * UNITS[cell.unit]
+    if cell.measure == "matrix-claim":  # a finding over the recipe's whole matrix
+        from engine.studies.recipe_matrix import claim_values
+
+        by_trial = claim_values(run, cell, statuses)
+    values = [v for v in by_trial.values() if v is not None]
     mean = statistics.fmean(values) if values else None
     std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
     expect = cell.expect.get(run.scale)
-    ok = None
-    if expect is not None and mean is not None:
-        ok = abs(mean - expect.value) <= expect.tolerance + 1e-9
-    elif expect is not None:
+    #: each trial counts 0 or 1 (flagged, removed or not): under one trial is noise
+    outcome = cell.measure in ("equals", "smallest-is") or cell.metric == "removed"
+    regression = regression_verdict(cell, run.scale, by_trial, mean)
+    paper = paper_verdict(cell, values, outcome)
+    ok = regression["ok"]
+    if cell.must_reproduce and paper["verdict"] == DIFFERS:
         ok = False
     return {
         "name": cell.name,
@@ -77,20 +116,106 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
         "mean": mean,
         "std": std,
         "n": len(values),
+        "planned": len(by_trial),
         "values": values,
+        "trial_values": by_trial,
         "expect": expect.value if expect else None,
         "tolerance": expect.tolerance if expect else None,
         "reason": expect.reason if expect else "no expected number at this scale",
         "ok": ok,
         "unit": cell.unit,
-        #: each trial counts 0 or 1 (flagged, removed or not): under one trial is noise
-        "outcome": cell.measure in ("equals", "smallest-is") or cell.metric == "removed",
+        "outcome": outcome,
+        "regression": regression,
+        "paper_check": paper,
     }
 
 
+def regression_verdict(
+    cell: Cell, scale: str, by_trial: Mapping[str, float | None], mean: float | None
+) -> dict[str, Any]:
+    """``ok`` True/False (None: nothing to hold the cell to), the ``kind`` of check
+    (``regression``, ``band`` or ``none``) and, when it fails, one line per trial at fault."""
+    planned, have = len(by_trial), sum(v is not None for v in by_trial.values())
+    problems = [f"{label}: no value" for label, v in by_trial.items() if v is None]
+    if have < planned:
+        problems.insert(0, f"{have} of {planned} trials have a value")
+    record = cell.regression.get(scale)
+    if record is not None:
+        largest = 0.0
+        for label, value in by_trial.items():
+            if value is None:
+                continue
+            if label not in record.values:
+                problems.append(f"{label}: no recorded value (run --suggest)")
+                continue
+            difference = abs(value - record.values[label])
+            largest = max(largest, difference)
+            if difference > record.tolerance + 1e-9:
+                problems.append(
+                    f"{label}: {value:.6g}, recorded {record.values[label]:.6g} "
+                    f"(± {record.tolerance:g})"
+                )
+        how = "identical" if largest == 0 else f"within ± {record.tolerance:g} (max {largest:.3g})"
+        return _verdict("regression", problems, how, tolerance=record.tolerance)
+    expect = cell.expect.get(scale)
+    if expect is not None:
+        if mean is not None and abs(mean - expect.value) > expect.tolerance + 1e-9:
+            problems.append(f"mean {mean:.4g} outside {expect.value:g} ± {expect.tolerance:g}")
+        elif mean is None and not problems:
+            problems.append("no value")
+        return _verdict("band", problems, "band (no regression record)")
+    if problems and planned:  # nothing recorded, but a missing trial still fails its cells
+        return _verdict("none", problems, "")
+    return {"ok": None, "kind": "none", "detail": "nothing recorded at this scale", "problems": []}
+
+
+def _verdict(kind: str, problems: list[str], how: str, **extra: Any) -> dict[str, Any]:
+    detail = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
+    found = {"ok": not problems, "kind": kind, "detail": detail or how, "problems": problems}
+    return found | extra
+
+
+def paper_verdict(cell: Cell, values: list[float], outcome: bool) -> dict[str, Any]:
+    """Reproduces when our 95% interval lies within ``margin`` of the paper's value (or on the
+    claim's side of it); does not when it lies wholly beyond that margin; inconclusive when it
+    straddles the margin's edge or there are too few values for an interval."""
+    scale = UNITS[cell.unit]
+    margin = cell.margin if cell.margin is not None else DEFAULT_MARGIN * scale
+    interval = interval95(values, outcome, scale)
+    found: dict[str, Any] = {
+        "interval": list(interval) if interval else None,
+        "method": "wilson" if outcome else "t",
+        "margin": margin,
+    }
+    if cell.claim:
+        side, bound = next(iter(cell.claim.items()))
+        found["against"] = f"{side.replace('_', ' ')} {bound:g}"
+    elif cell.paper is not None:
+        side, bound = "equal", cell.paper
+        found["against"] = f"{bound:g} ± {margin:g}"
+    else:
+        return found | {"verdict": NO_PAPER}
+    if interval is None:
+        why = "no value" if not values else "one value has no interval"
+        return found | {"verdict": INCONCLUSIVE, "why": why}
+    low, high = interval
+    inside, beyond = {
+        "equal": (bound - margin <= low and high <= bound + margin,
+                  high < bound - margin or low > bound + margin),
+        "at_least": (low >= bound - margin, high < bound - margin),
+        "at_most": (high <= bound + margin, low > bound + margin),
+    }[side]  # fmt: skip
+    verdict = REPRODUCES if inside else DIFFERS if beyond else INCONCLUSIVE
+    return found | {"verdict": verdict}
+
+
 def measure(run: RecipeRun, cell: Cell, trial: Trial) -> float | None:
-    """The cell's number in one trial, or None when that phase has no such number."""
-    index = [p.name for p in trial.scenario.phases].index(cell.phase) + 1
+    """The cell's number in one trial, or None when that phase has no such number (or the
+    scale leaves the phase out)."""
+    names = [p.name for p in trial.scenario.phases]
+    if cell.phase not in names:
+        return None
+    index = names.index(cell.phase) + 1
     spec = trial.scenario.phases[index - 1]
     folder = run.trial_folder(trial)
     summary = completed_summary(phase_folder(folder, index, spec), spec)
@@ -149,23 +274,44 @@ def _ratio_to_others(values: Any, index: Any) -> float | None:
 
 
 def suggest_expectations(result: Mapping[str, Any]) -> list[str]:
-    """Lines for a recipe file from a measured result: the mean, and a tolerance of three
-    standard errors of that mean (sd/sqrt(n)), at least a percentage point (0.01 without a
-    unit) and, where each trial counts 0 or 1, at least one trial's worth."""
-    lines = []
+    """The lines ``--suggest`` prints: per cell, a comment with the paper verdict and the
+    ``regression.<scale>`` line to paste into that cell's ``[[cells]]`` table."""
+    return [text for _, comment, line in suggestions(result) for text in (comment, line) if text]
+
+
+def suggestions(result: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
+    """Per cell: its name, a comment, and a line recording each trial's value (full precision:
+    the same seeds on the same machine give the same bits) with the default cross-machine
+    tolerance; no line for a cell missing a trial's value, since a partial record would
+    excuse that trial forever."""
+    found = []
+    scale = result["scale"]
     for cell in result["cells"]:
-        if cell["mean"] is None:
+        by_trial = cell.get("trial_values") or {}
+        paper = cell.get("paper_check") or {}
+        comment = f"# [[cells]] {cell['name']!r}: the paper: {paper_line(paper, cell['unit'])}"
+        if not by_trial or any(v is None for v in by_trial.values()):
+            have = sum(v is not None for v in by_trial.values())
+            comment += f"\n#   not recorded: {have} of {len(by_trial)} trials have a value"
+            found.append((cell["name"], comment, None))
             continue
-        n, sd = cell["n"], cell["std"] or 0.0
-        percent = cell["unit"] == "%"
-        floor = 1.0 if percent else 0.01
-        if cell.get("outcome"):
-            floor = max(floor, (100.0 if percent else 1.0) / n)
-        tolerance = math.ceil(max(3 * sd / math.sqrt(n), floor) * 1000) / 1000  # never rounded down
-        lines.append(
-            f"# {cell['name']}: mean {cell['mean']:.4g}, sd {sd:.3g}, n {n}\n"
-            f"expect.{result['scale']} = {{ value = {cell['mean']:.4g}, "
-            f'tolerance = {tolerance:g}, reason = "3 standard errors of the mean over {n} '
-            f'trials (sd {sd:.3g}), at least {floor:.2g}" }}'
+        tolerance = DEFAULT_TOLERANCE * UNITS[cell["unit"]]
+        values = ", ".join(f"{json.dumps(k)} = {float(v)!r}" for k, v in by_trial.items())
+        line = (
+            f"regression.{scale} = {{ tolerance = {tolerance:g}, values = {{ {values} }}, "
+            f'reason = "same seeds; run-to-run noise across machines" }}'
         )
-    return lines
+        found.append((cell["name"], comment, line))
+    return found
+
+
+def paper_line(paper: Mapping[str, Any], unit: str) -> str:
+    """``inconclusive (95% interval 43.8-100% vs 100 ± 10)``: the verdict and what it rests on."""
+    verdict = str(paper.get("verdict", NO_PAPER))
+    if verdict == NO_PAPER:
+        return verdict
+    interval = paper.get("interval")
+    if not interval:
+        return f"{verdict} ({paper.get('why', 'no interval')})"
+    low, high = interval
+    return f"{verdict} (95% interval {low:.3g}-{high:.3g}{unit} vs {paper.get('against', '')})"

@@ -20,7 +20,9 @@ Layout (``engine/studies/presets/recipes/NAME.toml``)::
                     measure = value|equals|smallest-is|ratio-to-others,
                     equals ("none": absent; smallest-is: the list's smallest entry's index),
                     index, base (a path subtracted), unit = "%",
-                    paper, paper_text, expect.quick = {value, tolerance, reason}
+                    paper, paper_text, expect.quick = {value, tolerance, reason},
+                    regression.quick = {values = {"seed=0" = 51.2}, tolerance, reason},
+                    claim = {at_least = N} | {at_most = N}, margin, must_reproduce
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from engine.studies.scenarios import Scenario, scenario_from_mapping
 SCALES = ("quick", "paper")
 MEASURES = ("value", "equals", "smallest-is", "ratio-to-others")
 UNITS = {"%": 100.0, "": 1.0}
+CLAIMS = ("at_least", "at_most")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,16 @@ class Expectation:
     value: float
     tolerance: float
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Regression:
+    """A reference run's numbers, trial by trial (keyed by the trial's grid point), and how
+    far a rerun of the same seeds may move from them: run-to-run noise, not seed spread."""
+
+    values: dict[str, float]
+    tolerance: float
+    reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +80,13 @@ class Cell:
     paper: float | None = None
     paper_text: str = ""
     expect: dict[str, Expectation] = dataclasses.field(default_factory=dict)
+    regression: dict[str, Regression] = dataclasses.field(default_factory=dict)
+    #: a one-sided claim of the paper ({"at_least": 90}) judged instead of ``paper``
+    claim: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: how far from the paper still counts as the same result (None: the unit's default)
+    margin: float | None = None
+    #: a "does not reproduce" verdict on the paper fails ``--check``
+    must_reproduce: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +281,7 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
     item = _table(item, where)
     allowed = {"name", "table", "arm", "phase", "metric", "where", "measure", "equals", "index"}
     allowed |= {"base"}
+    allowed |= {"regression", "claim", "margin", "must_reproduce"}
     _keys(item, allowed | {"unit", "paper", "paper_text", "expect"}, where)
     name = _text(item, "name", where)
     where = f"{origin} [[cells]] {name!r}"
@@ -297,6 +318,17 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
     for scale in expect:
         if scale not in recipe.scales:
             raise ConfigError(f"{where} expect: {unknown_name('scale', scale, recipe.scales)}")
+    regression_raw = _table(item.get("regression", {}), f"{where} regression")
+    for scale in regression_raw:
+        if scale not in recipe.scales:
+            raise ConfigError(f"{where} regression: {unknown_name('scale', scale, recipe.scales)}")
+    regression = {s: _regression(v, f"{where} regression.{s}") for s, v in regression_raw.items()}
+    margin = _number(item.get("margin"), f"{where} margin", optional=True)
+    if margin is not None and margin <= 0:
+        raise ConfigError(f"{where}: margin must be a number > 0")
+    must_reproduce = item.get("must_reproduce", False)
+    if not isinstance(must_reproduce, bool):
+        raise ConfigError(f"{where}: must_reproduce must be true or false")
     return Cell(
         name=name,
         table=str(item.get("table", "")),
@@ -312,6 +344,10 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
         paper=_number(item.get("paper"), f"{where} paper", optional=True),
         paper_text=str(item.get("paper_text", "")),
         expect=expect,
+        regression=regression,
+        claim=_claim(item.get("claim"), f"{where} claim"),
+        margin=margin,
+        must_reproduce=must_reproduce,
     )
 
 
@@ -327,6 +363,33 @@ def _expectation(raw: Any, where: str) -> Expectation:
     value = _number(raw["value"], f"{where} value")
     assert value is not None
     return Expectation(value, tolerance, _text(raw, "reason", where))
+
+
+def _regression(raw: Any, where: str) -> Regression:
+    raw = _table(raw, where)
+    _keys(raw, {"values", "tolerance", "reason"}, where)
+    values = _table(raw.get("values"), f"{where} values", required=True)
+    if not values:
+        raise ConfigError(f"{where} values: record at least one trial's value")
+    tolerance = _number(raw.get("tolerance"), f"{where} tolerance")
+    if tolerance is None or tolerance < 0:
+        raise ConfigError(f"{where}: tolerance must be a number >= 0")
+    numbers = {str(k): _number(v, f"{where} values.{k}") for k, v in values.items()}
+    return Regression(
+        {k: v for k, v in numbers.items() if v is not None}, tolerance, str(raw.get("reason", ""))
+    )
+
+
+def _claim(raw: Any, where: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    raw = _table(raw, where)
+    if len(raw) != 1 or next(iter(raw)) not in CLAIMS:
+        raise ConfigError(f"{where}: a claim is one of {{at_least = N}} or {{at_most = N}}")
+    side, bound = next(iter(raw.items()))
+    number = _number(bound, f"{where} {side}")
+    assert number is not None
+    return {side: number}
 
 
 # -- small checks -------------------------------------------------------------------------

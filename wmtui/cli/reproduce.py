@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.studies.recipe_file import SCALES, load_recipe, recipe_names
+from engine.studies.recipe_records import write_records
 from engine.studies.recipes import (
     RecipeRun,
     load_result,
@@ -30,6 +31,7 @@ from engine.studies.recipes import (
 )
 from engine.threads import apply_threads
 from wmtui.cli.common import JsonFlag, StudyDeviceOption, ThreadsOption, guarded
+from wmtui.cli.reproduce_check import check_code, comparison_table, duration
 
 COMMAND = "reproduce"
 
@@ -53,7 +55,7 @@ def reproduce(
         str, typer.Option("--scale", help="quick (CPU, minutes) or paper (the paper's setup)")
     ] = "quick",
     check: Annotated[
-        bool, typer.Option("--check", help="exit 1 when a cell is outside its tolerance")
+        bool, typer.Option("--check", help="exit 1 when a cell's regression check fails")
     ] = False,
     device: StudyDeviceOption = None,
     out: Annotated[
@@ -65,8 +67,12 @@ def reproduce(
         bool, typer.Option("--no-run", help="only compare what OUT already holds")
     ] = False,
     suggest: Annotated[
-        bool, typer.Option("--suggest", help="print expect lines from this result")
+        bool, typer.Option("--suggest", help="print regression records and paper verdicts")
     ] = False,
+    suggest_into: Annotated[
+        Path | None,
+        typer.Option("--suggest-into", help="write a copy of the recipe with the records in"),
+    ] = None,
     json_mode: JsonFlag = False,
     threads: ThreadsOption = None,
 ) -> None:
@@ -79,6 +85,8 @@ def reproduce(
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     recipe = load_recipe(name)
+    if suggest_into is not None and suggest_into.exists():
+        raise UserError(f"--suggest-into: {suggest_into} exists; name a new file (the copy)")
     overrides = {"device": device} if device else {}
     run = plan(recipe, scale, out or default_out(recipe.name, scale), overrides)
     if no_run:
@@ -93,6 +101,9 @@ def reproduce(
         typer.echo(comparison_table(result))
     if suggest:
         typer.echo("\n".join(suggest_expectations(result)))
+    if suggest_into is not None:
+        count = write_records(recipe, result, suggest_into)
+        typer.echo(f"wrote {suggest_into}: {count} cell(s) with a regression record", err=True)
     if check:
         raise typer.Exit(check_code(result))
 
@@ -125,69 +136,6 @@ def _watch(job: Any, root: Any, sinks: list[Any], note: str) -> int:
     return {"completed": 0, "stopped": 130}.get(session.status or "", 1)
 
 
-def check_code(result: dict[str, Any]) -> int:
-    """0 when every cell with an expected number holds; else 1, naming what does not."""
-    checked = [c for c in result["cells"] if c["ok"] is not None]
-    failing = [c["name"] for c in checked if not c["ok"]]
-    if not result["complete"]:
-        missing = sum(t["status"] != "completed" for t in result["trials"])
-        typer.echo(f"check: {missing} trial(s) did not complete", err=True)
-        return 1
-    if not checked:
-        typer.echo(f"check: no cell has an expected number at scale {result['scale']}", err=True)
-        return 1
-    if failing:
-        typer.echo(f"check failed: {len(failing)} cell(s) outside tolerance:", err=True)
-        for name in failing:
-            typer.echo(f"  {name}", err=True)
-        return 1
-    typer.echo(f"check passed: {len(checked)} cells within tolerance", err=True)
-    return 0
-
-
-# -- tables -------------------------------------------------------------------------------
-def _number(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}{unit}" if unit else f"{value:.3g}"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def comparison_table(result: dict[str, Any]) -> str:
-    """The paper's number beside ours for every cell, as a Markdown table (README-ready)."""
-    lines = [
-        f"{result['recipe']} ({result['scale']}): {result['title']}",
-        f"{result['paper']}; {result['source']}",
-        "",
-        "| cell | table | paper | ours (mean ± sd, n) | expected | check |",
-        "|---|---|---|---|---|---|",
-    ]
-    for cell in result["cells"]:
-        unit = cell["unit"]
-        paper = cell["paper_text"] or _number(cell["paper"], unit)
-        ours = "-"
-        if cell["mean"] is not None:
-            ours = f"{_number(cell['mean'], unit)} ± {_number(cell['std'], unit)} ({cell['n']})"
-        expected = "-"
-        if cell["expect"] is not None:
-            expected = f"{_number(cell['expect'], unit)} ± {_number(cell['tolerance'], unit)}"
-        mark = {True: "ok", False: "**off**", None: "-"}[cell["ok"]]
-        lines.append(
-            f"| {cell['name']} | {cell['table']} | {paper} | {ours} | {expected} | {mark} |"
-        )
-    done = sum(t["status"] == "completed" for t in result["trials"])
-    lines += [
-        "",
-        f"{done}/{len(result['trials'])} trials completed; they took "
-        f"{_duration(result.get('trial_seconds', 0))} "
-        f"(this run {_duration(result.get('seconds', 0))})",
-    ]
-    return "\n".join(lines)
-
-
 def list_rows() -> list[dict[str, Any]]:
     rows = []
     for name in recipe_names():
@@ -215,7 +163,7 @@ def _last_summary(result: dict[str, Any] | None) -> str:
     checked = [c for c in result.get("cells", []) if c.get("ok") is not None]
     held = sum(bool(c["ok"]) for c in checked)
     state = "passed" if result.get("passed") else "not passed"
-    took = _duration(result.get("trial_seconds", 0))
+    took = duration(result.get("trial_seconds", 0))
     return f"{state} ({result.get('scale')}): {held}/{len(checked)} cells hold, trials took {took}"
 
 
