@@ -51,18 +51,17 @@ class RayTasks:
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
         self.threads = threads or max(1, cpus // max(1, workers))
         self.capacity = workers if workers > 1 else max(1, cpus // self.threads)
-        gpus = 1 if self.ray.cluster_resources().get("GPU", 0) > 0 else 0
-        self.task = self.ray.remote(ray_phase).options(num_cpus=self.threads, num_gpus=gpus)
+        self.gpus = 1 if self.ray.cluster_resources().get("GPU", 0) > 0 else 0
+        self.task = self.ray.remote(ray_phase)
         self.refs: dict[Any, str] = {}
         self.stopped = False
         log(f"ray backend: {cpus} CPUs, {self.capacity} task(s) x {self.threads} thread(s)")
 
     def launch(self, node: PhaseNode, source: Path | None) -> None:
         data = payload(node, source, self.threads)
-        if node.config.device == "cpu":
-            self.refs[self.task.options(num_gpus=0).remote(data)] = node.key
-        else:
-            self.refs[self.task.remote(data)] = node.key
+        gpus = 0 if node.config.device == "cpu" else self.gpus  # a cpu phase takes no GPU
+        task = self.task.options(num_cpus=self.threads, num_gpus=gpus)
+        self.refs[task.remote(data)] = node.key
 
     def poll(self, timeout: float) -> list[Outcome]:
         if not self.refs:
