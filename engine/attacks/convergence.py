@@ -20,6 +20,19 @@ import dataclasses
 import torch
 
 from engine.attacks.detection import Detection
+from engine.registry import param
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergeParams:
+    """The stop rule's settings (any scan that stops by :class:`Convergence`)."""
+
+    converge_window: int = param(
+        100, "stop once no trigger shrank by --converge-tol within this many steps", low=1
+    )
+    converge_tol: float = param(
+        0.01, "relative shrink that still counts as progress", low=0.0, high=1.0
+    )
 
 
 @dataclasses.dataclass

@@ -27,7 +27,8 @@ from torch import nn
 
 from engine import stopping
 from engine.attacks.budget import AttackerData
-from engine.attacks.detection import Detection, Detector, ReversedTrigger, ScanParams
+from engine.attacks.convergence import ConvergedDetection, Convergence, ConvergeParams
+from engine.attacks.detection import Detector, ReversedTrigger, ScanParams
 from engine.attacks.registry import register_detector
 from engine.attacks.scan import (
     CostSchedule,
@@ -45,9 +46,20 @@ from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
 
+#: Neural Cleanse's own budget in our steps: its code (``gtsrb_visualize_example.py``) runs
+#: ``STEPS = 1000`` iterations of ``NB_SAMPLE / BATCH_SIZE`` = 31 mini-batches of 32 images,
+#: 992,000 images per class, which is 15,500 of our steps of ``--batch`` 64.
+NC_STEPS = 15_500
+
 
 @dataclasses.dataclass(frozen=True)
-class NeuralCleanseParams(ScanParams):
+class NeuralCleanseParams(ScanParams, ConvergeParams):
+    scan_steps: int = param(
+        NC_STEPS,
+        "most optimisation steps (the cap; the scan stops earlier once converged). Neural "
+        "Cleanse's code: 1,000 iterations of 31 batches of 32 images = 15,500 steps of 64",
+        low=1,
+    )
     init_cost: float = param(1e-3, "initial weight of the mask's L1 norm (NC: 1e-3)", low=0.0)
     target_success: float = param(
         0.99, "attack success a mask must reach to count (NC: 0.99)", low=0.0, high=1.0
@@ -99,7 +111,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
         seed: int,
         *,
         smallest: bool = False,
-    ) -> Detection:
+    ) -> ConvergedDetection:
         """``smallest``: reverse the smallest class's trigger even when none is flagged (neural
         laundering takes it, as WRT's partial laundering takes its smallest-norm trigger)."""
         p = self.params
@@ -121,6 +133,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             targets = trig.targets(device)
             gen = scan.generator(seed + 1)
             report = ScanReporter(ctx, self.method, k, p.report_every, p.scan_steps)
+            conv = Convergence(p.scan_steps, window=p.converge_window, tol=p.converge_tol)
             for step in range(p.scan_steps):
                 ctx.between_steps()
                 x, pred = scan.batch(step, p.batch, gen)
@@ -141,12 +154,18 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
                     schedule.update(
                         step, masked_mean(hit, counts), l1.detach(), trig.mask(), trig.pattern()
                     )
-                    report.running(step, schedule.running(l1)[:k])
+                    running = schedule.running(l1)
+                    report.running(step, running[:k])
+                if conv.update(step, running):
+                    break
             masks, patterns = schedule.finish(trig.mask(), trig.pattern())
             all_sizes, all_success = self._validate(model, scan, masks, patterns, targets)
             pick = pick_restarts(all_sizes, all_success, k, p.target_success)
             best_mask, best_pattern = masks[pick], patterns[pick]
             sizes, success = all_sizes[pick].tolist(), all_success[pick].tolist()
+        steps = conv.stopped_at or p.scan_steps
+        ctx.log(f"{self.method}: {conv.reason()}")
+        report.steps = steps
         flagged, index, indices = decide(sizes, rule=p.rule, threshold=None, gap=p.gap)
         report.final(sizes)
         trigger = None
@@ -157,7 +176,7 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             trigger = mask_pattern_trigger(
                 chosen, best_mask[chosen], best_pattern[chosen], as_float(scan.val_x[:1])[0]
             )
-        return Detection(
+        return ConvergedDetection(
             method=self.method,
             sizes=sizes,
             size_kind="mask L1 norm",
@@ -168,9 +187,11 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             rule=p.rule,
             gap=p.gap,
             gap_ratio=gap_ratio(sizes),
-            steps=p.scan_steps,
+            steps=steps,
             seconds=round(time.perf_counter() - started, 3),
             trigger=trigger,
+            stopped_because=conv.reason(),
+            cap=p.scan_steps,
         )
 
     @torch.no_grad()

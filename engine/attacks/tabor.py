@@ -34,7 +34,7 @@ from torch import nn
 
 from engine import stopping
 from engine.attacks.budget import AttackerData
-from engine.attacks.convergence import ConvergedDetection, Convergence
+from engine.attacks.convergence import ConvergedDetection, Convergence, ConvergeParams
 from engine.attacks.detection import Detector
 from engine.attacks.neural_cleanse import (
     NeuralCleanseParams,
@@ -57,18 +57,6 @@ from engine.metrics import decide, gap_ratio
 from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvergeParams:
-    """The stop rule's settings (any scan that stops by :class:`Convergence`)."""
-
-    converge_window: int = param(
-        100, "stop once no trigger shrank by --converge-tol within this many steps", low=1
-    )
-    converge_tol: float = param(
-        0.01, "relative shrink that still counts as progress", low=0.0, high=1.0
-    )
 
 
 @dataclasses.dataclass(frozen=True)

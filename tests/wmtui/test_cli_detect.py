@@ -57,6 +57,7 @@ def test_detect_json_reports_sizes_flag_and_index(suspect_run: Path, tmp_path: P
     assert len(row["perturbation_sizes"]) == 10
     assert "flagged_class" in row and isinstance(row["anomaly_index"], float)
     assert "test_acc" not in row  # no removal asked
+    assert row["steps"] == row["cap"] == 6 and row["stopped_because"].startswith("cap reached")
     assert (out / "summary.json").is_file() and (out / "events.jsonl").is_file()
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "class_scan" and e["done"] for e in events) == 10
@@ -99,6 +100,7 @@ def test_detect_remove_reports_before_and_after(suspect_run: Path, tmp_path: Pat
         (["--method", "gan", "--threshold", "0"], "threshold: must be > 0"),
         (["--method", "gan", "--threshold", "-3"], "threshold: must be > 0"),
         (["--method", "gan", "--gap", "0.5"], "gap: must be >= 1"),
+        (["--method", "gan", "--remove", "maybe"], "remove: expected true or false"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(suspect_run: Path, tmp_path: Path, args, needle) -> None:
@@ -173,3 +175,36 @@ def test_a_missing_dataset_is_refused_before_any_folder(tmp_path: Path) -> None:
         result = runner.invoke(app, [*args, "--data-fraction", "0.5"])
         assert result.exit_code == 2 and "mnist" in result.output, result.output
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "removes"),
+    [
+        ([], False),
+        (["--remove"], True),
+        (["--remove", "true"], True),
+        (["--remove=yes"], True),
+        (["--remove", "false"], False),
+        (["--remove=false"], False),
+    ],
+)
+def test_remove_is_one_flag_alone_or_with_a_value(
+    suspect_run: Path, tmp_path: Path, given: list[str], removes: bool
+) -> None:
+    """The detector's own ``--remove BOOL`` is the only one: left out it is false (detect
+    only), alone it is true, and true/false values are taken (no 'unexpected argument')."""
+    out = tmp_path / "r"
+    args = ["detect", "--method", "neural-cleanse", "--run", str(suspect_run), "--out", str(out)]
+    tiny = ["--scan-steps", "2", "--images", "100", "--val-images", "50", "--batch", "4"]
+    budget = ["--data-fraction", "0.5", "--steps", "1"]
+    result = runner.invoke(app, [*args, *given, "--json", "--device", "cpu", *budget, *tiny])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["detect"]["params"]["remove"] is removes
+    assert ("test_acc" in last_json(result.stdout)) is removes
+
+
+def test_help_says_what_remove_does_and_its_default() -> None:
+    text = runner.invoke(app, ["detect", "--help"], terminal_width=100).output
+    assert "--remove [BOOL]" in text and "detect only" in text
+    assert "(default: true)" not in text  # the detectors' scenario default is not this one's

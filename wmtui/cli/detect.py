@@ -1,12 +1,19 @@
 """``wmtui detect``: find (and with ``--remove``, remove) a watermark by trigger search.
 
-    wmtui detect --method METHOD --run RUN [--remove] --out RUN2 [--json]
-                 [--data-fraction F] [--epochs N] [detector flags: --steps, --mode, ...]
+    wmtui detect --method METHOD --run RUN [--remove [BOOL]] --out RUN2 [--json]
+                 [--data-fraction F] [--epochs N] [detector flags: --scan-steps, --mode, ...]
+
+``--remove`` is the detector's own ``remove`` flag, parsed with its other flags, so it has
+one meaning everywhere: alone or ``true``, unlearn the reversed trigger; ``false``, detect
+only. Only its default differs: a scenario or recipe phase removes unless told not to, while
+this command detects only unless ``--remove`` is given (a scan is the question a user types
+``detect`` for; removal changes the model).
 
 Budget flags come from :class:`AttackerBudget`; the detector's own flags (see
 ``wmtui attack --list``) follow ``--method`` and are parsed once it is known, so a flag of
 the other detector is one clear error line (exit 2). With ``--json`` the last line is the
-result: ``perturbation_sizes`` (by class), ``flagged_class``, ``anomaly_index`` and, with
+result: ``perturbation_sizes`` (by class), ``flagged_class``, ``anomaly_index``, the scan's
+``steps``, ``cap`` and ``stopped_because`` (converged, or the cap reached) and, with
 ``--remove``, before/after ``test_acc`` and ``retention``.
 """
 
@@ -41,9 +48,6 @@ def detect(
     run_dir: Annotated[
         Path | None, typer.Option("--run", help="run holding the suspect model", show_default=False)
     ] = None,
-    remove: Annotated[
-        bool, typer.Option("--remove", help="unlearn the reversed trigger of a flagged class")
-    ] = False,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="run directory to create (default: runs/detect-<time>)"),
@@ -60,6 +64,10 @@ def detect(
 ) -> None:
     """Detect a watermark's target class by per-class trigger search; optionally remove it.
 
+    --remove [BOOL]: also unlearn a flagged class's reversed trigger (fine-tuning with
+    true labels). Alone or true: remove; false or left out: detect only. (A scenario's
+    detect phase removes unless given remove = false.)
+
     The detector's own flags follow --method (wmtui attack --list shows them).
 
     """
@@ -70,8 +78,7 @@ def detect(
     if not method:
         names = ", ".join(p.name for p in kind.plugins())
         raise UserError(f"--method is required; choose one of: {names}")
-    flags = attack_flags(ctx.args, kind.plugin(method))
-    flags["remove"] = "true" if remove else "false"
+    flags = {"remove": "false", **attack_flags(ctx.args, kind.plugin(method))}
     spec = JobSpec(
         COMMAND,
         method,
@@ -101,6 +108,9 @@ RESULT_KEYS = (
     "rule",
     "gap",
     "gap_ratio",
+    "steps",
+    "cap",
+    "stopped_because",
     "trigger_files",
     "test_acc_before",
     "test_acc",
@@ -129,6 +139,8 @@ def print_result(summary: dict[str, Any], json_mode: bool) -> None:
         mark = "  <- flagged" if c == summary.get("flagged_class") else ""
         bar = "#" * max(1, round(30 * size / top))
         typer.echo(f"  {c:3d} {size:9.3f} {bar:30} AI {number(index):>5}{mark}")
+    if summary.get("stopped_because"):
+        typer.echo(f"scan: {summary['stopped_because']}")
     flagged = summary.get("flagged_class")
     typer.echo(
         f"anomaly index of the smallest: {number(summary.get('anomaly_index'))}, next class "
