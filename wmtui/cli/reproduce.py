@@ -3,10 +3,13 @@
     wmtui reproduce --list                      # every recipe, its scales and last result
     wmtui reproduce gan --check                 # quick scale; exit 1 if a cell is off
     wmtui reproduce refit --scale paper --device cuda --out runs/refit-paper
+    wmtui reproduce sok --workers 2                    # two phases at once, local processes
+    wmtui reproduce sok --backend ray --address HEAD:6379 --cache /shared/phases
 
 The trials run headless through the same jobs and sessions as ``wmtui run`` (``--tui``
 watches them in the playground); ``OUT/recipe.json`` keeps the table. Running the same
-command again resumes: finished trials are read, not trained again.
+command again resumes: every phase whose folder in the phase cache completed is kept, and
+a phase shared by many trials (one embedding, thirty attacks) is computed once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import typer
 from engine.errors import ConfigError, UserError
 from engine.studies.recipe_file import SCALES, load_recipe, recipe_names
 from engine.studies.recipe_records import write_records
+from engine.studies.recipe_workers import RunOptions
 from engine.studies.recipes import (
     RecipeRun,
     load_result,
@@ -75,6 +79,21 @@ def reproduce(
     ] = None,
     json_mode: JsonFlag = False,
     threads: ThreadsOption = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", metavar="N", help="phases at once (1: in this process)"),
+    ] = 1,
+    backend: Annotated[
+        str, typer.Option("--backend", help="local (worker processes) or ray (Ray tasks)")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", metavar="ADDR", help="existing Ray cluster (--backend ray)"),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", metavar="DIR", help="phase cache to share (default: OUT/phases)"),
+    ] = None,
 ) -> None:
     """Re-run a paper's headline result and set our numbers beside the paper's."""
     if list_:
@@ -87,12 +106,15 @@ def reproduce(
     recipe = load_recipe(name)
     if suggest_into is not None and suggest_into.exists():
         raise UserError(f"--suggest-into: {suggest_into} exists; name a new file (the copy)")
+    options = RunOptions(backend, workers, threads if workers > 1 else None, address)
+    options.check()  # before anything is written
     overrides = {"device": device} if device else {}
-    run = plan(recipe, scale, out or default_out(recipe.name, scale), overrides)
+    run = plan(recipe, scale, out or default_out(recipe.name, scale), overrides, cache)
     if no_run:
         result = write_result(run, trial_statuses(run), 0.0)
     else:
-        code, result = _run(run, json_mode, tui, apply_threads(threads))
+        note = apply_threads(threads) if workers == 1 and backend == "local" else ""
+        code, result = _run(run, json_mode, tui, note, options)
         if code != 0:
             raise typer.Exit(code)
     if json_mode:
@@ -108,10 +130,12 @@ def reproduce(
         raise typer.Exit(check_code(result))
 
 
-def _run(run: RecipeRun, json_mode: bool, tui: bool, note: str) -> tuple[int, dict[str, Any]]:
+def _run(
+    run: RecipeRun, json_mode: bool, tui: bool, note: str, options: RunOptions
+) -> tuple[int, dict[str, Any]]:
     from wmtui.cli.common import run_headless
 
-    job, root, sinks = prepare_recipe(run)
+    job, root, sinks = prepare_recipe(run, options)
     code = (
         _watch(job, root, sinks, note)
         if tui
