@@ -30,6 +30,7 @@ from engine.events import json_safe
 from engine.jobs.api_watermark import recording_thief, thief_marks
 from engine.jobs.chain import check_chain_data, check_chain_job, is_chained
 from engine.jobs.common import derived_manifest, resolve_device
+from engine.jobs.judges import removal_judge
 from engine.jobs.referee import (
     ProbesFor,
     Suspect,
@@ -44,9 +45,11 @@ from engine.jobs.referee import (
     refereed_job,
     require_run_dataset,
     run_dataset,
+    white_box_marks,
 )
 from engine.jobs.spec import CheckedJob, JobKind, JobSpec, loose, register_job_kind
 from engine.jobs.success import SoKJudge, check_fraction, cost
+from engine.jobs.white_box_verdict import WeightMark, WhiteBoxJudge
 from engine.metrics import Probe
 from engine.registry import Plugin, parse_params
 from engine.runs import RunDir
@@ -126,9 +129,10 @@ class CheckedAttack:
 
         def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
             probes.extend(probes_for(suspect.data, suspect.device))
-            if len(probes) == 1:
+            marks = white_box_marks(run.path, suspect.data)  # keys read from the weights
+            if len(probes) == 1 and not marks:
                 ctx.log("no key probes for this run: retention is not measured", "warning")
-            before = referee_scores(suspect.model, probes)
+            before = referee_scores(suspect.model, probes, marks)
             summary |= {
                 "labeled_images": len(suspect.attacker.labeled_x),
                 "unlabeled_images": len(suspect.attacker.unlabeled_x),
@@ -140,16 +144,11 @@ class CheckedAttack:
             env = AttackEnv(
                 ctx, suspect.device, suspect.seed, trainer, track=probes.extend, queries=queries
             )
-            sok = SoKJudge.for_run(
-                run.path,
-                suspect.data.name,
-                suspect.arch.name,
-                threshold=self.threshold,
-                reference_acc=self.reference_acc,
-            )
+            names = (suspect.data.name, suspect.arch.name)
+            sok = removal_judge(run.path, names, before, marks, self.threshold, self.reference_acc)
             started = time.monotonic()
             if variants is not None:
-                summary |= _sweep(ctx, variants, attack, suspect, env, probes, sok)
+                summary |= _sweep(ctx, variants, attack, suspect, env, (probes, marks), sok)
                 summary["cost"] = attack_cost(started, suspect, env)
                 return
             try:
@@ -163,7 +162,7 @@ class CheckedAttack:
                 ctx, suspect.model, result, probes, suspect.data, run.path, out_run
             )
             summary["cost"] = attack_cost(started, suspect, env)
-            after = referee_scores(result.model, probes)
+            after = referee_scores(result.model, probes, marks)
             summary |= {
                 "after": after,
                 "test_acc": after["test_acc"],
@@ -237,16 +236,18 @@ def _sweep(
     attack: Attack[Any],
     suspect: Suspect,
     env: AttackEnv,
-    probes: list[Probe],
-    sok: SoKJudge,
+    referee: tuple[list[Probe], list[WeightMark]],
+    sok: SoKJudge | WhiteBoxJudge,
 ) -> dict[str, Any]:
     """Run the attack once per ratio on a fresh copy of the suspect; the referee scores each
-    and the SoK rule judges each."""
+    (``referee``: the probes, and the white-box keys read from the weights) and the SoK rule
+    judges each (for a white-box key on its BER: ``ber``, ``bits``, ``p_value`` per row)."""
+    probes, marks = referee
     rows = []
     for params in variants:
         fresh = type(attack)(params)
         result = fresh.run(copy.deepcopy(suspect.model), suspect.arch, suspect.attacker, env)
-        scores = referee_scores(result.model, probes)
+        scores = referee_scores(result.model, probes, marks)
         row = {
             "ratio": params.ratio,
             "sparsity": result.info.get("sparsity"),
@@ -257,6 +258,7 @@ def _sweep(
         }
         verdict = sok.judge(scores)
         row |= {k: verdict[k] for k in ("removed", "kept_accuracy", "wm_accuracy", "why")}
+        row |= {k: verdict[k] for k in ("ber", "bits", "p_value") if k in verdict}
         rows.append(row)
         ctx.log(f"ratio {params.ratio:g}: {describe_scores(scores)}")
     return {"sweep": rows, "threshold": sok.threshold, "reference_test_acc": sok.reference_test_acc}

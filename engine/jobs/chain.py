@@ -40,6 +40,7 @@ from engine.events import Phase, json_safe
 from engine.jobs.api_watermark import recording_thief, thief_marks
 from engine.jobs.common import derived_manifest, resolve_device
 from engine.jobs.followup import hold
+from engine.jobs.judges import removal_judge
 from engine.jobs.referee import (
     ProbesFor,
     Suspect,
@@ -53,9 +54,11 @@ from engine.jobs.referee import (
     referee_trainer,
     refereed_job,
     require_run_dataset,
+    white_box_marks,
 )
 from engine.jobs.spec import CheckedJob, JobSpec
 from engine.jobs.success import SoKJudge, check_fraction, cost
+from engine.jobs.white_box_verdict import WeightMark, WhiteBoxJudge
 from engine.metrics import Probe
 from engine.models import Architecture
 from engine.runs import RunDir
@@ -194,9 +197,10 @@ class CheckedChain:
 
         def work(ctx: JobContext, suspect: Suspect, summary: dict[str, Any]) -> None:
             probes: list[Probe] = list(probes_for(suspect.data, suspect.device))
-            if len(probes) == 1:
+            marks = white_box_marks(chain.run.path, suspect.data)  # read from the weights
+            if len(probes) == 1 and not marks:
                 ctx.log("no key probes for this run: retention is not measured", "warning")
-            before = referee_scores(suspect.model, probes)
+            before = referee_scores(suspect.model, probes, marks)
             summary |= {
                 "labeled_images": len(suspect.attacker.labeled_x),
                 "unlabeled_images": len(suspect.attacker.unlabeled_x),
@@ -207,12 +211,9 @@ class CheckedChain:
                 "chain": [],
             }
             ctx.log(f"before the chain ({chain.label}): {describe_scores(before)}")
-            sok = SoKJudge.for_run(
-                chain.run.path,
-                suspect.data.name,
-                suspect.arch.name,
-                threshold=chain.threshold,
-                reference_acc=chain.reference_acc,
+            names = (suspect.data.name, suspect.arch.name)
+            sok = removal_judge(
+                chain.run.path, names, before, marks, chain.threshold, chain.reference_acc
             )
             model, arch, scores, claims = suspect.model, suspect.arch, before, []
             queries = QueryCounter(chain.budget.queries)  # one query budget for every step
@@ -220,8 +221,9 @@ class CheckedChain:
                 # a follow-up (a scan mid-chain) takes the model this step works on; its
                 # snapshot folder is named without the phase's colon
                 hold(ctx, model, arch, out_run, step.phase.replace(":", "-"))
+                referee = (probes, queries, marks)
                 result, row = chain.run_step(
-                    ctx, step, suspect, (model, arch), scores, (probes, queries), sok, out_run
+                    ctx, step, suspect, (model, arch), scores, referee, sok, out_run
                 )
                 summary["chain"].append(row)
                 summary["steps"] += row["steps"]
@@ -263,14 +265,15 @@ class CheckedChain:
         suspect: Suspect,
         current: tuple[nn.Module, Architecture],
         scores: dict[str, Any],
-        referee: tuple[list[Probe], QueryCounter],
-        sok: SoKJudge,
+        referee: tuple[list[Probe], QueryCounter, list[WeightMark]],
+        sok: SoKJudge | WhiteBoxJudge,
         out_run: RunDir | None = None,
     ) -> tuple[AttackResult, dict[str, Any]]:
         """One step as its own phase: the attack on the model the last step left, the
         referee's scores after it, and its row of the chain's summary. ``referee``: the
-        probes, and the query counter the steps share (the budget's cap is the chain's)."""
-        probes, queries = referee
+        probes, the query counter the steps share (the budget's cap is the chain's) and the
+        white-box keys read from the weights."""
+        probes, queries, marks = referee
         started, asked_before = time.monotonic(), queries.count
         # the attacker's data again, with a fresh record of what this step drew on
         attacker: AttackerData = dataclasses.replace(suspect.attacker, used=set())
@@ -294,7 +297,7 @@ class CheckedChain:
         with recording_thief(current[0], step.name):  # an API that remembers (DAWN)
             result = step.attack.run(*current, attacker, env)
         result = thief_marks(ctx, current[0], result, probes, suspect.data, self.run.path, out_run)
-        after = referee_scores(result.model, probes)
+        after = referee_scores(result.model, probes, marks)
         images, labels = attacker.images_used()
         row = {
             "step": step.index,

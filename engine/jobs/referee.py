@@ -35,6 +35,7 @@ from engine.jobs.common import recording_outcome, resolve_device
 from engine.jobs.followup import hold
 from engine.jobs.spec import loose
 from engine.jobs.verdicts import verdict_line
+from engine.jobs.white_box_verdict import WeightMark, describe_marks, mark_scores, weight_marks
 from engine.metrics import Probe, accuracy, percent
 from engine.models import Architecture
 from engine.runs import KEY_DIR, RunDir, load_model
@@ -91,13 +92,25 @@ def default_probes(run_dir: Path) -> ProbesFor:
     return probes_for
 
 
-def referee_scores(model: nn.Module, probes: Iterable[Probe]) -> dict[str, Any]:
-    """``{"test_acc": ..., "retention": {key probe: accuracy}}`` at full precision."""
+def white_box_marks(run_dir: Path, data: ImageSet) -> list[WeightMark]:
+    """The owner's white-box keys (read from the weights, not probed), of ``run_dir`` or of
+    the run it was attacked from."""
+    owner = key_run(run_dir)
+    return [] if owner is None else weight_marks(key_folders(owner), data)
+
+
+def referee_scores(
+    model: nn.Module, probes: Iterable[Probe], marks: Iterable[WeightMark] = ()
+) -> dict[str, Any]:
+    """``{"test_acc": ..., "retention": {key probe: accuracy}}`` at full precision, and with
+    white-box ``marks`` ``"white_box": {key folder: {ber, bits, p_value, verified}}``."""
     scores = {p.name: accuracy(model, p) for p in probes}
-    return {
+    result: dict[str, Any] = {
         "test_acc": json_safe(scores.get("test")),
         "retention": {k: json_safe(v) for k, v in scores.items() if k != "test"},
     }
+    read = mark_scores(model, marks)
+    return result | ({"white_box": json_safe(read)} if read else {})
 
 
 def recorded_test_acc(run: RunDir) -> float | None:
@@ -114,7 +127,7 @@ def recorded_test_acc(run: RunDir) -> float | None:
 def describe_scores(scores: Mapping[str, Any]) -> str:
     parts = [f"test acc {percent(scores.get('test_acc'))}"]
     parts += [f"{k} {percent(v)}" for k, v in scores.get("retention", {}).items()]
-    return ", ".join(parts)
+    return ", ".join(parts + describe_marks(scores))
 
 
 def referee_trainer(

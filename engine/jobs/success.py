@@ -209,6 +209,14 @@ def verdict_lines(summary: Mapping[str, Any], width: int = 80) -> list[str]:
         f"key accuracy {_pct(summary.get('wm_accuracy'))} "
         f"vs threshold {_pct(summary.get('threshold'))}",
     ]
+    if summary.get("rule") == "white-box":  # judged on the BER by the scheme's verifier
+        ber, p = summary.get("ber"), summary.get("p_value")
+        read = "unreadable" if ber is None else f"{ber:.2f} of {summary.get('bits')} bits"
+        lines[1] = (
+            f"  kept accuracy {_pct(summary.get('kept_accuracy'))} "
+            f"(unmarked {_pct(summary.get('reference_test_acc'))}), key BER {read}"
+            + ("" if p is None else f", p-value {p:.3g}")
+        )
     why = str(summary.get("why") or "")
     if why:
         lines += textwrap.wrap(why, width, initial_indent="  why: ", subsequent_indent="    ")

@@ -205,26 +205,37 @@ def print_results(summary: dict[str, Any], json_mode: bool) -> None:
             for row in rows:
                 typer.echo(json.dumps({"event": "sweep_row", **row}))
             return
-        typer.echo("  ".join(["ratio ", "  pruned", "sparsity", "test acc", "removed", *keys]))
+        bers = any("ber" in row for row in rows)  # a white-box key: its BER per ratio
+        head = ["ratio ", "  pruned", "sparsity", "test acc", "removed", *keys]
+        typer.echo("  ".join(head + (["   BER"] if bers else [])))
         for row in rows:
             cells = [f"{row['ratio']:<6g}", f"{percent(row.get('pruned')):>8}"]
             cells.append(f"{percent(row.get('sparsity')):>8}")
             cells.append(f"{percent(row.get('test_acc')):>8}")
             cells.append(f"{yes_no(row.get('removed')):>7}")
             cells += [f"{percent(row['retention'].get(k)):>{len(k)}}" for k in keys]
+            cells += [f"{shown_ber(row.get('ber')):>6}"] if bers else []
             typer.echo("  ".join(cells))
         return
     if json_mode:
         return
     before, after = summary.get("before", {}), summary.get("after", {})
     keys = sorted(set(before.get("retention", {})) | set(after.get("retention", {})))
-    typer.echo("  ".join(["      ", "test acc", *keys]))
+    marks = sorted(set(before.get("white_box", {})) | set(after.get("white_box", {})))
+    typer.echo("  ".join(["      ", "test acc", *keys, *(f"{k} BER" for k in marks)]))
     for label, scores in (("before", before), ("after ", after)):
         cells = [label, f"{percent(scores.get('test_acc')):>8}"]
         cells += [f"{percent(scores.get('retention', {}).get(k)):>{len(k)}}" for k in keys]
+        read = scores.get("white_box", {})
+        cells += [f"{shown_ber(read.get(k, {}).get('ber')):>{len(k) + 4}}" for k in marks]
         typer.echo("  ".join(cells))
     for line in chain_lines(summary) + verdict_lines(summary):
         typer.echo(line)
+
+
+def shown_ber(value: Any) -> str:
+    """A white-box key's bit error rate in a table cell; "-" when it was not read."""
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def by_family() -> list[tuple[str, list[Plugin[Any]]]]:
