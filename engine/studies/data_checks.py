@@ -50,6 +50,11 @@ def check_scenario_data(
                 models[spec.name] = data = train_meta(checked.config, cache)
                 job.job_kind().check_data(job, checked, data)
                 continue
+            if spec.from_model and not spec.data_free:
+                # embedded into phase ``on``'s model, trained on this very data: the model it
+                # needs does not exist yet, and its shape is this dataset's
+                models[spec.name] = models[spec.on]
+                continue
             # the input run is made by phase ``on``: its name stands in for the folder
             job = spec.job_spec(config, Path(spec.on), None, scenario.name)
             data = models[spec.name] = models[spec.on]
