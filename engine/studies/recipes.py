@@ -221,6 +221,10 @@ def recipe_job(
             ),
         )
         settle(scheduler.state, list(trials))
+        for number, trial in enumerate(run.trials, 1):
+            if scheduler.state.trial_done(trial.folder_name):
+                what = f"trial {number}/{len(run.trials)}: {trial.arm} {point_label(trial.point)}"
+                ctx.log(f"{what}: completed in an earlier run, kept")
         try:
             state = scheduler.run()
         except StopRequested:
