@@ -21,6 +21,7 @@ from engine.reports.figures import (
     timeline_figure,
 )
 from engine.reports.html import inline_svg, recipe_page, run_page, scan_name, sweep_name
+from engine.reports.matrix_page import SECTION, matrix_figures, matrix_section, recipe_matrix
 from engine.reports.sweep_page import CONFIGS_FIGURE, sweep_page
 from engine.runs import atomic_write_bytes
 
@@ -44,8 +45,14 @@ def build(source: Path) -> Report:
     data = collect(source)
     if isinstance(data, RecipeData):
         figures = run_figures(data.first, "trial-") if data.first is not None else {}
-        page = recipe_page(data, inline(figures))
-        return Report("recipe", data.title, page, figures)
+        matrix = recipe_matrix(data)
+        if matrix is None:
+            return Report("recipe", data.title, recipe_page(data, inline(figures)), figures)
+        made = {name: render(fig) for name, fig in matrix_figures(data, matrix).items()}
+        figures = {**made, **figures}
+        svgs = inline(figures)
+        extra = (*SECTION, matrix_section(data, matrix, svgs))
+        return Report("recipe", data.title, recipe_page(data, svgs, extra), figures)
     if isinstance(data, SweepData):
         figures = run_figures(data.first, "trial-") if data.first is not None else {}
         made = configs_figure(data)

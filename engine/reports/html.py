@@ -365,7 +365,10 @@ def run_page(data: RunData, svgs: dict[str, str]) -> str:
 
 
 # -- a recipe ----------------------------------------------------------------------------------
-def recipe_page(data: RecipeData, svgs: dict[str, str]) -> str:
+def recipe_page(
+    data: RecipeData, svgs: dict[str, str], extra: tuple[str, str, str] | None = None
+) -> str:
+    """``extra``: a section (id, name, HTML) shown after the comparison (a recipe's matrix)."""
     result = data.result
     meta = (
         f"recipe <b>{esc(result.get('recipe', ''))}</b> · {esc(result.get('paper', ''))}, "
@@ -380,6 +383,9 @@ def recipe_page(data: RecipeData, svgs: dict[str, str]) -> str:
         f"<section id='comparison'><h2>Paper comparison</h2>{comparison_table(data)}</section>",
         f"<section id='trials'><h2>Trials</h2>{trials_table(data)}</section>",
     ]
+    if extra is not None:
+        sections.insert(1, extra[:2])
+        body.insert(2, extra[2])
     if data.first is not None:
         sections.append(("trial", "First trial"))
         body.append(first_trial(data.first, svgs))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import copy
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from engine.errors import ConfigError
 from engine.session import Session
 from engine.studies.grid import placeholders, point_label, substitute
-from engine.studies.recipe_file import load_recipe, recipe_from_mapping
+from engine.studies.recipe_file import Recipe, load_recipe, recipe_from_mapping
 from engine.studies.recipe_matrix import (
     CLAIMS_TABLE,
     Claim,
@@ -23,73 +23,86 @@ from engine.studies.recipe_matrix import (
     matrix_table,
     trials_of,
 )
-from engine.studies.recipes import load_result, plan, prepare_recipe
+from engine.studies.recipes import RecipeRun, load_result, plan, prepare_recipe
 
-TINY_TRAIN = {
-    "dataset": "synthetic",
-    "train_size": 256,
-    "test_size": 128,
-    "epochs": 1,
-    "optimizer": "adam",
-    "lr": 0.003,
-    "device": "cpu",
-}
-ATTACKS = [
-    {"name": "jpeg-10", "attack": "jpeg", "params": {"quality": 10}, "epochs": 1},
-    {"name": "wq", "attack": "weight-quantization", "params": {"bits": 2}, "epochs": 1},
+#: two schemes x two attacks on synthetic data, the SoK rule's numbers given: seconds
+TINY_MATRIX = """
+title = "tiny matrix"
+paper = "Nobody et al."
+source = "Table 0"
+
+[train]
+dataset = "synthetic"
+train_size = 256
+test_size = 128
+epochs = 1
+optimizer = "adam"
+lr = 0.003
+device = "cpu"
+
+[scales.quick]
+minutes = 1
+
+[[arms]]
+name = "single"
+[arms.grid]
+seed = [0]
+scheme = [{ name = "pattern", params = { trigger = "square" } }, { name = "abstract", params = {} }]
+attack = [
+  { name = "jpeg-10", attack = "jpeg", params = { quality = 10 }, epochs = 1 },
+  { name = "wq", attack = "weight-quantization", params = { bits = 2 }, epochs = 1 },
 ]
 
+[[arms.phases]]
+name = "embed"
+kind = "embed"
+scheme = "{scheme.name}"
+params = "{scheme.params}"
 
-def matrix_recipe(seeds: list[int] | None = None) -> dict[str, Any]:
-    """Two schemes x two attacks on synthetic data, the SoK rule's numbers given."""
-    return {
-        "title": "tiny matrix",
-        "paper": "Nobody et al.",
-        "source": "Table 0",
-        "train": dict(TINY_TRAIN),
-        "scales": {"quick": {"minutes": 1}},
-        "arms": [
-            {
-                "name": "single",
-                "grid": {
-                    "seed": seeds or [0],
-                    "scheme": [
-                        {"name": "pattern", "params": {"trigger": "square"}},
-                        {"name": "abstract", "params": {}},
-                    ],
-                    "attack": copy.deepcopy(ATTACKS),
-                },
-                "phases": [
-                    {
-                        "name": "embed",
-                        "kind": "embed",
-                        "scheme": "{scheme.name}",
-                        "params": "{scheme.params}",
-                    },
-                    {
-                        "name": "attack",
-                        "kind": "attack",
-                        "attack": "{attack.attack}",
-                        "params": "{attack.params}",
-                        "on": "embed",
-                        "budget": {"data_fraction": 0.25, "epochs": "{attack.epochs}"},
-                        "threshold": 0.5,
-                        "reference_acc": 0.1,
-                    },
-                ],
-            }
-        ],
-        "matrix": {
-            "rows": "scheme",
-            "columns": "attack",
-            "phase": "attack",
-            "metrics": [
-                {"name": "removed-rate", "metric": "removed", "unit": "%"},
-                {"name": "accuracy kept", "metric": "test_acc", "base": "test_acc_before"},
-            ],
-            "claims": [{"name": "no scheme survives", "every": "row", "has": "removed"}],
-        },
-    }
+[[arms.phases]]
+name = "attack"
+kind = "attack"
+attack = "{attack.attack}"
+params = "{attack.params}"
+on = "embed"
+budget = { data_fraction = 0.25, epochs = "{attack.epochs}" }
+threshold = 0.5
+reference_acc = 0.1
+
+[matrix]
+rows = "scheme"
+columns = "attack"
+phase = "attack"
+metrics = [
+  { name = "removed-rate", metric = "removed", unit = "%" },
+  { name = "accuracy kept", metric = "test_acc", base = "test_acc_before" },
+]
+
+[[matrix.claims]]
+name = "no scheme survives"
+every = "row"
+has = "removed"
+"""
+
+
+def matrix_recipe() -> dict[str, Any]:
+    return tomllib.loads(TINY_MATRIX)
+
+
+def run_tiny_matrix(folder: Path) -> tuple[Recipe, RecipeRun, dict[str, Any]]:
+    """The tiny matrix from its file (as ``wmtui reproduce FILE`` reads it), run whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny.toml").write_text(TINY_MATRIX)
+    recipe = load_recipe(str(folder / "tiny.toml"))
+    run = plan(recipe, "quick", folder / "out")
+    job, _root, sinks = prepare_recipe(run)
+    session = Session(job, sinks)
+    session.start()
+    session.join(300)
+    assert session.status == "completed"
+    result = load_result(run.out)
+    assert result is not None
+    return recipe, run, result
 
 
 # -- axes of tables -------------------------------------------------------------------------
@@ -190,15 +203,7 @@ def test_the_sok_recipe_plans_every_scheme_against_every_attack() -> None:
 
 # -- a tiny matrix, run ---------------------------------------------------------------------
 def test_a_tiny_matrix_runs_and_fills_its_table(tmp_path: Path) -> None:
-    recipe = recipe_from_mapping(matrix_recipe(), "tiny")
-    run = plan(recipe, "quick", tmp_path / "out")
-    job, _root, sinks = prepare_recipe(run)
-    session = Session(job, sinks)
-    session.start()
-    session.join(120)
-    assert session.status == "completed"
-    result = load_result(run.out)
-    assert result is not None
+    recipe, run, result = run_tiny_matrix(tmp_path)
     table = matrix_table(recipe.matrix, result["cells"])
     assert table.rows == ["pattern", "abstract"] and table.columns == ["jpeg-10", "wq"]
     for row in table.rows:
