@@ -137,6 +137,9 @@ def embed_job(
             key = scheme.keygen(params, kctx)
             owner = Source("owner", data.train_x, config.batch_size, y=data.train_y)
             key_sources = scheme.training_sources(key, config.batch_size, device, data)
+            # exp-weighting reads the weights through EW(w) while it embeds, then bakes them
+            prepare = getattr(scheme, "prepare_model", None)
+            finish = prepare(model, key, ctx.log) if prepare is not None else None
             tracker = KeyTracker(scheme, kctx, run, key, 1, config.batch_size)
             if run is not None:
                 ctx.log(f"key saved to {tracker.folders['key']} (mode 0600, not in the model file)")
@@ -178,6 +181,8 @@ def embed_job(
                 result = run_loop(loop, run, summary, save)
             finally:
                 ctx.off(cmd.SetTrigger, cmd.SetTargetLabel)
+                if finish is not None:
+                    finish()
             if loop.finished_early is None:
                 break
             ctx.log(f"fresh start {attempt + 1} of {attempts}: the stalled key is discarded")

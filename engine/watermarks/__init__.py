@@ -6,6 +6,7 @@ from engine.watermarks import datafree as _datafree  # noqa: F401
 from engine.watermarks import dawn as _dawn  # noqa: F401
 from engine.watermarks import dual as _dual  # noqa: F401
 from engine.watermarks import ewe as _ewe  # noqa: F401
+from engine.watermarks import exp_weighting as _exp_weighting  # noqa: F401
 from engine.watermarks import frontier as _frontier  # noqa: F401
 from engine.watermarks import newlabel as _newlabel  # noqa: F401
 from engine.watermarks import pattern as _pattern  # noqa: F401
