@@ -14,6 +14,7 @@ Layout (``engine/studies/presets/recipes/NAME.toml``)::
     [train]                                # the train config every scale starts from
     [scales.quick]  train = {...}, minutes = 12, grid = {ARM = {axis = [...]}},
                     phases = {"ARM.PHASE" = {budget = {...}, params = {...}}}
+                    (skip = true: the phase is left out at that scale)
     [[arms]]        name, grid = {seed = [...], target = [...]}, exclude = [{...}],
                     [[arms.phases]] (a scenario's phases; "{axis}" values come from the grid)
     [[cells]]       name, table, arm, phase, metric = "retention.key", where = {axis = v},
@@ -36,7 +37,7 @@ from engine.studies import presets
 from engine.studies.grid import expand, placeholders, substitute
 from engine.studies.scenarios import Scenario, scenario_from_mapping
 
-SCALES = ("quick", "paper")
+SCALES = ("quick", "paper", "standard")
 MEASURES = ("value", "equals", "smallest-is", "ratio-to-others")
 UNITS = {"%": 100.0, "": 1.0}
 CLAIMS = ("at_least", "at_most")
@@ -142,6 +143,8 @@ class Recipe:
         for raw in arm.phases:
             phase = dict(raw)
             extra = overrides.get(f"{arm.name}.{phase.get('name', '')}", {})
+            if extra.get("skip") is True:
+                continue
             for table in ("params", "budget", "train"):
                 if table in extra:
                     phase[table] = {**phase.get(table, {}), **extra[table]}
@@ -266,7 +269,9 @@ def _scale(name: str, raw: Any, arms: list[str], origin: str) -> Scale:
     for key, value in phases.items():
         if key.partition(".")[0] not in arms:
             raise ConfigError(f"{where} phases: {key!r} is not ARM.PHASE of a known arm")
-        _keys(_table(value, f"{where} phases {key}"), {"params", "budget", "train"}, key)
+        _keys(_table(value, f"{where} phases {key}"), {"params", "budget", "train", "skip"}, key)
+        if not isinstance(value.get("skip", False), bool):
+            raise ConfigError(f"{where} phases {key}: skip must be true or false")
     return Scale(
         name,
         _table(raw.get("train", {}), f"{where} train"),
