@@ -104,6 +104,15 @@ def serve(
             "--scenario", metavar="NAME", help="serve the scenario NAME", show_default=False
         ),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            metavar="NAME",
+            help="serve the matrix view of recipe NAME's run (-- --out DIR --scale S)",
+            show_default=False,
+        ),
+    ] = None,
     public_url: Annotated[
         str | None,
         typer.Option(
@@ -117,14 +126,18 @@ def serve(
 
     Options after `--` are passed to the served command (e.g. -- --dataset synthetic).
     """
-    args = served_args(replay_run, scenario, list(ctx.args))
+    args = served_args(replay_run, scenario, list(ctx.args), recipe)
     prepare_server(host, port, args, public_url).serve()
 
 
-def served_args(replay_run: Path | None, scenario: str | None, extra: list[str]) -> list[str]:
+def served_args(
+    replay_run: Path | None, scenario: str | None, extra: list[str], recipe: str | None = None
+) -> list[str]:
     """The wmtui arguments each browser tab runs; a bad recording fails here, not in a tab."""
-    if replay_run is not None and scenario is not None:
-        raise UserError("--replay and --scenario exclude each other; choose one")
+    if sum(x is not None for x in (replay_run, scenario, recipe)) > 1:
+        raise UserError("--replay, --scenario and --recipe exclude each other; choose one")
+    if recipe is not None:
+        return [*recipe_args(recipe), *extra]
     if replay_run is not None:
         from wmtui.tui.replay import ReplaySession
 
@@ -133,6 +146,22 @@ def served_args(replay_run: Path | None, scenario: str | None, extra: list[str])
     if scenario is not None:
         return [*scenario_args(scenario), *extra]
     return ["tui", *extra] if extra else []  # no options: the start screen, as `wmtui`
+
+
+def recipe_args(name: str) -> list[str]:
+    """``reproduce NAME --no-run --tui``: each tab watches the recipe's folder (the run itself
+    is one process of its own, never one per tab); an unknown name is one line here."""
+    from engine.studies.recipe_file import load_recipe
+
+    source = Path(name)
+    if source.suffix == ".toml" and source.is_file():
+        name = str(source.resolve())
+    recipe = load_recipe(name)
+    if recipe.matrix is None:
+        raise UserError(
+            f"--recipe {name}: it has no [matrix] table to show; serve the sweep or run it"
+        )
+    return ["reproduce", name, "--no-run", "--tui"]
 
 
 def scenario_args(name: str) -> list[str]:

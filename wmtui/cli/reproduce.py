@@ -112,6 +112,10 @@ def reproduce(
     run = plan(recipe, scale, out or default_out(recipe.name, scale), overrides, cache)
     if no_run:
         result = write_result(run, trial_statuses(run), 0.0)
+        if tui and recipe.matrix is not None:  # watch a run made elsewhere (wmtui serve)
+            from wmtui.tui.matrix_app import watch_matrix
+
+            watch_matrix(run.out, recipe.matrix, recipe.title)
     else:
         note = apply_threads(threads) if workers == 1 and backend == "local" else ""
         code, result = _run(run, json_mode, tui, note, options)
@@ -137,7 +141,7 @@ def _run(
 
     job, root, sinks = prepare_recipe(run, options)
     code = (
-        _watch(job, root, sinks, note)
+        _watch(job, root, sinks, note, run)
         if tui
         else run_headless(job, root, json_mode, sinks, note=note)
     )
@@ -145,13 +149,18 @@ def _run(
     return code, result
 
 
-def _watch(job: Any, root: Any, sinks: list[Any], note: str) -> int:
-    """The trials in the playground: the dashboard follows the phases of each in turn."""
+def _watch(job: Any, root: Any, sinks: list[Any], note: str, run: RecipeRun) -> int:
+    """The trials in the playground: the dashboard follows the phases of each in turn; a
+    recipe with a ``[matrix]`` shows it filling instead (Enter: a cell's trials)."""
     from engine.session import Session
     from wmtui.tui.app import WmtuiApp
 
     session = Session(job, [root.event_sink(), *sinks])
     session.ctx.log(note)
+    if run.recipe.matrix is not None:
+        from wmtui.tui.matrix_app import watch_running
+
+        return watch_running(session, run.out, run.recipe.matrix, run.recipe.title)
     app_ = WmtuiApp(lambda: session, refresh=2.0, run_path=root.path)
     app_.run()
     if app_.exit_message:
