@@ -87,8 +87,9 @@ def test_check_fails_naming_the_cell_when_an_expected_number_is_broken(
     )
     result = runner.invoke(app, ["reproduce", str(broken), "--out", str(done), "--check"])
     assert result.exit_code == 1, result.output
-    assert "check failed: 1 cell(s) outside tolerance" in result.output
-    assert "  key retention" in result.output
+    assert "check failed: key retention: mean " in result.output
+    assert " outside 5 ± 1" in result.output
+    assert "check failed: 1 of 2 cell(s)" in result.output
     assert "trial 1/2: marked seed=0: completed in an earlier run, kept" in result.output
 
 
@@ -103,15 +104,15 @@ def test_json_gives_the_comparison_as_one_object(done: Path, recipe_file: Path) 
     assert all(c["n"] == 2 for c in last["cells"])
 
 
-def test_suggest_prints_expect_lines_from_the_measured_spread(
+def test_suggest_prints_regression_records_of_every_trial(
     done: Path, recipe_file: Path
 ) -> None:
     result = runner.invoke(
         app, ["reproduce", str(recipe_file), "--out", str(done), "--no-run", "--suggest"]
     )
     assert result.exit_code == 0, result.output
-    assert "expect.quick = { value = " in result.output
-    assert "3 standard errors of the mean over 2 trials" in result.output
+    assert 'regression.quick = { tolerance = 0.5, values = { "seed=0" = ' in result.output
+    assert "# [[cells]] 'accuracy': the paper: " in result.output
 
 
 def test_list_shows_every_recipe_and_its_scales() -> None:

@@ -1,0 +1,142 @@
+"""The two verdicts of a recipe check without running anything: the 95% intervals against
+hand-computed values, the paper's three outcomes, and the regression rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.studies.intervals import interval95, mean_interval, t95, wilson
+from engine.studies.recipe_check import (
+    DIFFERS,
+    INCONCLUSIVE,
+    NO_PAPER,
+    REPRODUCES,
+    paper_verdict,
+    regression_verdict,
+)
+from engine.studies.recipe_file import Cell, Expectation, Regression, recipe_from_mapping
+from tests.engine.test_recipes import tiny_recipe
+
+
+def cell(**changes: object) -> Cell:
+    base: dict[str, object] = {
+        "name": "c",
+        "table": "",
+        "arm": "a",
+        "phase": "p",
+        "metric": "m",
+        "where": {},
+        "unit": "%",
+    }
+    return Cell(**(base | changes))  # type: ignore[arg-type]
+
+
+# -- intervals ----------------------------------------------------------------------------
+def test_wilson_matches_a_hand_computed_interval() -> None:
+    # 3 of 3 by hand: z² = 3.8415, d = 1 + z²/3 = 2.2805, centre = (1 + z²/6)/d = 0.71925,
+    # half = z·sqrt(z²/36)/d = 0.28075, so [0.4385, 1.0]; 5 of 10: centre 0.5, half 0.2634
+    low, high = wilson(3, 3)
+    assert low == pytest.approx(0.4385, abs=1e-4) and high == pytest.approx(1.0)
+    low, high = wilson(5, 10)
+    assert (low, high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson(0, 3) == pytest.approx((0.0, 0.5615), abs=1e-4)
+
+
+def test_t_interval_and_its_quantiles() -> None:
+    # [1, 2, 3]: mean 2, sd 1, t(2 df) = 4.303: 2 ± 4.303/sqrt(3)
+    low, high = mean_interval([1.0, 2.0, 3.0])  # type: ignore[misc]
+    assert (low, high) == pytest.approx((2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)))
+    assert mean_interval([5.0]) is None
+    assert t95(30) == 2.042 and t95(60) == pytest.approx(2.000, abs=1e-3)
+    assert t95(120) == pytest.approx(1.980, abs=1e-3)
+    # outcome cells in percent: 2 of 3 flagged
+    low, high = interval95([100.0, 100.0, 0.0], outcome=True, scale=100.0)  # type: ignore[misc]
+    assert (low / 100, high / 100) == pytest.approx(wilson(2, 3))
+
+
+# -- the paper ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("values", "changes", "verdict"),
+    [
+        ([88.0, 89.0, 90.0, 91.0, 92.0], {"paper": 90.0}, REPRODUCES),
+        ([40.0, 41.0, 42.0, 43.0, 44.0], {"paper": 90.0}, DIFFERS),
+        ([40.0, 90.0, 99.0], {"paper": 90.0}, INCONCLUSIVE),  # the interval straddles 80
+        ([90.0], {"paper": 90.0}, INCONCLUSIVE),  # one value: no interval
+        ([90.0, 91.0], {}, NO_PAPER),
+        ([95.0, 96.0, 97.0], {"claim": {"at_least": 90.0}}, REPRODUCES),
+        ([50.0, 51.0, 52.0], {"claim": {"at_least": 90.0}}, DIFFERS),
+        ([1.0, 2.0, 1.5], {"claim": {"at_most": 5.0}}, REPRODUCES),
+        ([42.0, 43.0, 44.0], {"paper": 90.0, "margin": 50.0}, REPRODUCES),
+    ],
+)
+def test_the_paper_verdict(values: list[float], changes: dict, verdict: str) -> None:
+    found = paper_verdict(cell(**changes), values, outcome=False)
+    assert found["verdict"] == verdict, found
+    if len(values) > 1:
+        low, high = found["interval"]
+        assert low <= sum(values) / len(values) <= high
+
+
+def test_an_outcome_cell_of_three_seeds_cannot_confirm_a_hundred_percent() -> None:
+    flagged = cell(paper=100.0, measure="equals")
+    assert paper_verdict(flagged, [100.0] * 3, outcome=True)["verdict"] == INCONCLUSIVE
+    assert paper_verdict(flagged, [0.0] * 3, outcome=True)["verdict"] == DIFFERS
+    assert paper_verdict(flagged, [100.0] * 40, outcome=True)["verdict"] == REPRODUCES
+
+
+# -- regression ---------------------------------------------------------------------------
+RECORD = Regression({"seed=0": 51.0, "seed=1": 49.5}, tolerance=0.5)
+
+
+def test_regression_holds_within_the_tolerance_and_names_the_trial_outside() -> None:
+    recorded = cell(regression={"quick": RECORD})
+    same = regression_verdict(recorded, "quick", {"seed=0": 51.0, "seed=1": 49.5}, 50.25)
+    assert same["ok"] is True and same["detail"] == "identical"
+    near = regression_verdict(recorded, "quick", {"seed=0": 51.4, "seed=1": 49.5}, 50.45)
+    assert near["ok"] is True and near["detail"].startswith("within ± 0.5")
+    moved = regression_verdict(recorded, "quick", {"seed=0": 51.0, "seed=1": 52.0}, 51.5)
+    assert moved["ok"] is False and moved["problems"] == ["seed=1: 52, recorded 49.5 (± 0.5)"]
+
+
+def test_a_cell_missing_a_planned_trial_fails_whatever_its_mean() -> None:
+    recorded = cell(regression={"quick": RECORD})
+    found = regression_verdict(recorded, "quick", {"seed=0": 51.0, "seed=1": None}, 51.0)
+    assert found["ok"] is False and found["problems"][0] == "1 of 2 trials have a value"
+    banded = cell(expect={"quick": Expectation(50.0, 50.0, "any")})
+    found = regression_verdict(banded, "quick", {"seed=0": 51.0, "seed=1": None}, 51.0)
+    assert found["ok"] is False and found["kind"] == "band"
+    unrecorded = regression_verdict(cell(), "quick", {"seed=0": 51.0, "seed=1": None}, 51.0)
+    assert unrecorded["ok"] is False
+
+
+def test_an_old_band_is_checked_but_says_it_is_no_regression_record() -> None:
+    banded = cell(expect={"quick": Expectation(50.0, 5.0, "seed spread")})
+    found = regression_verdict(banded, "quick", {"seed=0": 52.0, "seed=1": 49.0}, 50.5)
+    assert found == found | {"ok": True, "kind": "band", "detail": "band (no regression record)"}
+    off = regression_verdict(banded, "quick", {"seed=0": 80.0, "seed=1": 70.0}, 75.0)
+    assert off["ok"] is False and off["detail"] == "mean 75 outside 50 ± 5"
+    assert regression_verdict(cell(), "quick", {"seed=0": 1.0}, 1.0)["ok"] is None
+    unknown = regression_verdict(cell(regression={"quick": RECORD}), "quick", {"seed=7": 1.0}, 1)
+    assert unknown["problems"] == ["seed=7: no recorded value (run --suggest)"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"regression": {"quick": {"tolerance": 0.5}}}, "values: missing"),
+        ({"regression": {"quick": {"values": {"seed=0": 1.0}}}}, "tolerance: must be a number"),
+        ({"regression": {"huge": {"values": {"seed=0": 1.0}, "tolerance": 0}}}, "huge"),
+        ({"claim": {"about": 90}}, "a claim is one of"),
+        ({"margin": 0}, "margin must be a number > 0"),
+        ({"must_reproduce": "yes"}, "must_reproduce must be true or false"),
+    ],
+)
+def test_bad_records_and_claims_are_refused_naming_the_cell(extra: dict, message: str) -> None:
+    raw = tiny_recipe()
+    raw["cells"][0].update(extra)
+    with pytest.raises(ConfigError, match="accuracy") as caught:
+        recipe_from_mapping(raw, "tiny")
+    assert message in str(caught.value)
