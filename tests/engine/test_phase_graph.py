@@ -1,0 +1,237 @@
+"""Recipes as graphs of phases: each phase keyed by what it depends on and computed once,
+on local worker processes or Ray, resumed at phase granularity after a SIGKILL, and shared
+between recipes through one cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.config import TrainConfig
+from engine.studies.phase_graph import phase_key
+from engine.studies.recipe_file import load_recipe
+from engine.studies.recipes import plan
+from wmtui.cli.main import app
+
+runner = CliRunner()
+
+MATRIX = """
+title = "matrix"
+paper = "Nobody et al."
+source = "Table 0"
+
+[train]
+dataset = "synthetic"
+train_size = 192
+test_size = 64
+batch_size = 32
+epochs = 2
+optimizer = "adam"
+lr = 0.003
+device = "cpu"
+
+[scales.quick]
+minutes = 1
+
+[[arms]]
+name = "m"
+grid = { scheme = SCHEMES, attack = ATTACKS, seed = [0, 1] }
+
+[[arms.phases]]
+name = "embed"
+kind = "embed"
+scheme = "{scheme}"
+
+[[arms.phases]]
+name = "attack"
+kind = "attack"
+attack = "{attack}"
+on = "embed"
+budget = { data_fraction = 0.25, epochs = 1 }
+
+[[cells]]
+name = "accuracy change"
+phase = "attack"
+metric = "test_acc"
+base = "test_acc_before"
+unit = "%"
+
+[[cells]]
+name = "accuracy after"
+phase = "attack"
+metric = "test_acc"
+unit = "%"
+"""
+SCHEMES = ["pattern", "uchida"]
+ATTACKS = ["ft-basic", "prune", "weight-quantization"]
+
+
+def matrix_text(schemes: list[str] = SCHEMES, attacks: list[str] = ATTACKS) -> str:
+    return MATRIX.replace("SCHEMES", json.dumps(schemes)).replace("ATTACKS", json.dumps(attacks))
+
+
+@pytest.fixture(scope="module")
+def matrix_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("matrix") / "matrix.toml"
+    path.write_text(matrix_text())
+    return path
+
+
+def reproduce(*args: str) -> dict[str, Any]:
+    """Run ``wmtui reproduce`` here; the recipe's result (it must have completed)."""
+    result = runner.invoke(app, ["reproduce", *args, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    out = Path(args[args.index("--out") + 1])
+    return json.loads((out / "recipe.json").read_text())
+
+
+def values(result: dict[str, Any]) -> dict[str, list[float]]:
+    return {cell["name"]: cell["values"] for cell in result["cells"]}
+
+
+def completed_summaries(cache: Path) -> dict[Path, int]:
+    """Each phase folder that completed -> its summary's mtime (a rerun would rewrite it)."""
+    found = {}
+    for folder in cache.iterdir():
+        summary = folder / "summary.json"
+        try:
+            if json.loads(summary.read_text()).get("status") == "completed":
+                found[folder] = summary.stat().st_mtime_ns
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def local(matrix_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("local") / "out"
+    return out, reproduce(str(matrix_file), "--out", str(out), "--workers", "2")
+
+
+# -- keys ---------------------------------------------------------------------------------
+def test_a_phase_key_follows_what_the_output_depends_on_and_nothing_else(
+    matrix_file: Path, tmp_path: Path
+) -> None:
+    run = plan(load_recipe(str(matrix_file)), "quick", tmp_path / "out")
+    graph = run.graph()
+    embeds = [n for n in graph.nodes.values() if n.spec.kind == "embed"]
+    assert len(run.trials) == 12 and graph.uses == 24
+    assert len(embeds) == 4 and len(graph.nodes) == 16  # 2 schemes x 2 seeds, + 12 attacks
+    by_embed: dict[str, set[tuple[str, int]]] = {}
+    for trial in run.trials:
+        key = graph.trials[trial.folder_name]["embed"]
+        by_embed.setdefault(key, set()).add((trial.point["scheme"], trial.point["seed"]))
+    assert all(len(points) == 1 for points in by_embed.values())  # one (scheme, seed) each
+    embed = embeds[0]
+    where = embed.config.to_dict() | {"device": "cuda", "data_dir": str(tmp_path)}
+    assert phase_key(embed.spec, TrainConfig.from_mapping(where), None) == embed.key
+    other = TrainConfig.from_mapping(embed.config.to_dict() | {"lr": 0.01})
+    assert phase_key(embed.spec, other, None) != embed.key
+    attack = next(n for n in graph.nodes.values() if n.input == embed.key)
+    assert phase_key(attack.spec, attack.config, "another-embedding") != attack.key
+
+
+# -- computed once, on workers ---------------------------------------------------------------
+def test_a_2x3x2_matrix_trains_4_embeddings_not_12(local: tuple[Path, dict]) -> None:
+    out, result = local
+    cache = out / "phases"
+    assert len(list(cache.glob("embed-*"))) == 4
+    assert len(list(cache.glob("attack-*"))) == 12
+    phases = result["phases"]
+    assert (phases["total"], phases["in_trials"], phases["ran"], phases["kept"]) == (16, 24, 16, 0)
+    assert result["complete"] and all(len(v) == 12 for v in values(result).values())
+    embeds: dict[tuple[str, int], set[Path]] = {}
+    for trial in result["trials"]:
+        point = trial["params"]
+        folder = (out / trial["run"] / "01-embed").resolve()
+        assert folder.parent == cache.resolve() and (folder / "model.safetensors").is_file()
+        assert (out / trial["phases"]["embed"]).resolve() == folder
+        embeds.setdefault((point["scheme"], point["seed"]), set()).add(folder)
+    assert len(embeds) == 4 and all(len(f) == 1 for f in embeds.values())  # 3 attacks share it
+
+
+def test_another_recipe_with_the_same_cache_runs_nothing_already_computed(
+    local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out, first = local
+    subset = tmp_path / "subset.toml"
+    subset.write_text(matrix_text(["uchida"], ["prune"]).replace('"matrix"', '"a subset"'))
+    before = completed_summaries(out / "phases")
+    result = reproduce(str(subset), "--out", str(tmp_path / "out"), "--cache", str(out / "phases"))
+    assert (result["phases"]["total"], result["phases"]["ran"], result["phases"]["kept"]) == (
+        4,
+        0,
+        4,
+    )
+    assert completed_summaries(out / "phases") == before
+    assert not (tmp_path / "out" / "phases").exists()
+    wanted = [
+        value
+        for trial, value in zip(first["trials"], first["cells"][0]["values"], strict=True)
+        if trial["params"]["scheme"] == "uchida" and trial["params"]["attack"] == "prune"
+    ]
+    assert sorted(result["cells"][0]["values"]) == sorted(wanted)
+
+
+# -- SIGKILL, then resume ---------------------------------------------------------------------
+def test_killing_the_driver_and_resuming_reruns_no_finished_phase(
+    matrix_file: Path, local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "wmtui", "reproduce", str(matrix_file), "--out", str(out)]
+    driver = subprocess.Popen(
+        [*command, "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not list((out / "phases").glob("*/phase.json")) and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.stderr.read().decode() if driver.stderr else ""
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(10)
+    done = completed_summaries(out / "phases")
+    assert 1 <= len(done) < 16, "the kill came too late to test anything"
+    result = reproduce(str(matrix_file), "--out", str(out))
+    assert {p: t for p, t in completed_summaries(out / "phases").items() if p in done} == done
+    phases = result["phases"]
+    assert phases["kept"] == len(done) and phases["ran"] == 16 - len(done)
+    assert values(result) == values(local[1])  # the same seeds: the same table
+
+
+# -- Ray --------------------------------------------------------------------------------------
+def test_ray_gives_the_same_table_as_local_workers(
+    matrix_file: Path, local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    result = reproduce(str(matrix_file), "--out", str(out), "--backend", "ray", "--workers", "2")
+    assert result["phases"]["ran"] == 16 and len(list((out / "phases").glob("embed-*"))) == 4
+    assert values(result) == values(local[1])
+
+
+# -- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--address", "head:6379"], "--address names a Ray cluster: it needs --backend ray"),
+        (["--backend", "slurm"], "unknown backend 'slurm'; choose one of: local, ray"),
+    ],
+)
+def test_bad_worker_options_are_one_line_and_exit_2(
+    matrix_file: Path, args: list[str], message: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["reproduce", str(matrix_file), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
