@@ -377,6 +377,8 @@ def recipe_page(
         f"{esc(fmt(result.get('trial_seconds', result.get('seconds'))))} s · "
         f"<code>{esc(data.path)}</code>"
     )
+    from engine.reports.recipe_cells import comparison_table  # built on this module's helpers
+
     sections = list(RECIPE_SECTIONS)
     body = [
         notes(data.notes),
@@ -408,47 +410,6 @@ def recipe_verdict(data: RecipeData) -> str:
         return badge(data.result.get("passed"))
     done = sum(1 for t in data.trials if t.get("status") == "completed")
     return f"<span class='badge none'>incomplete</span> {done} of {len(data.trials)} trials"
-
-
-def comparison_table(data: RecipeData) -> str:
-    if not data.cells:
-        return empty("The recipe result holds no cells.")
-    rows = []
-    for c in data.cells:
-        unit = str(c.get("unit", "") or "")
-        paper = c.get("paper_text") or fmt(c.get("paper"))
-        expect = (
-            f"{fmt(c.get('expect'))} ± {fmt(c.get('tolerance'))}{unit}"
-            if c.get("expect") is not None
-            else "–"
-        )
-        measured = "–"
-        if c.get("mean") is not None:
-            several = isinstance(c.get("n"), int) and c["n"] > 1
-            spread = f" ± {fmt(c.get('std'))}" if several else ""
-            measured = f"{fmt(c.get('mean'))}{spread}{unit}"
-        rows.append(
-            [
-                esc(c.get("table", "")),
-                esc(c.get("name", "")),
-                esc(paper),
-                esc(expect),
-                esc(measured) + values_note(c.get("values"), unit),
-                esc(fmt(c.get("n"))),
-                badge(c.get("ok")),
-                esc(c.get("reason", "")),
-            ]
-        )
-    headers = ["table", "cell", "paper", "expected", "measured (mean ± sd)", "n", "result"]
-    return table([*headers, "why this expectation"], rows, {3, 4, 5})
-
-
-def values_note(values: Any, unit: str) -> str:
-    """Each trial's number under the mean, when there are a few."""
-    if not isinstance(values, list) or not 1 < len(values) <= 12:
-        return ""
-    shown = ", ".join(fmt(v) for v in values)
-    return f"<br><small>{esc(shown)}{esc(unit)}</small>"
 
 
 def phase_headline(phase: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from engine.reports.build import build
 from wmtui.cli.main import app
 
 runner = CliRunner()
@@ -170,3 +171,14 @@ def test_suggest_into_an_existing_file_is_one_line_and_exit_2(
         == f"wmtui: error: --suggest-into: {copy} exists; name a new file (the copy)"
     )
     assert copy.read_text() == before
+
+
+def test_the_report_shows_both_verdicts(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    out, copy = recorded
+    code, output = reproduce(copy, "--out", out, "--no-run")  # recipe.json from the records
+    assert code == 0, output
+    page = build(out).page
+    result = json.loads((out / "recipe.json").read_text())
+    verdict = result["cells"][0]["paper_check"]["verdict"]
+    assert verdict in page and "identical" in page and "95% " in page
+    assert "band (no regression record)" not in page  # every cell has its record now

@@ -1,0 +1,78 @@
+"""A recipe report's comparison table: per cell the paper's figure, ours, and both verdicts.
+
+A result written before cells had two verdicts (no ``regression`` or ``paper_check`` in its
+``recipe.json``) still renders: its expected band and pass/fail show where the regression
+verdict would, and the paper column says it was not judged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.reports.collect import RecipeData
+from engine.reports.html import badge, empty, esc, fmt, table
+
+
+def comparison_table(data: RecipeData) -> str:
+    if not data.cells:
+        return empty("The recipe result holds no cells.")
+    rows = []
+    for c in data.cells:
+        unit = str(c.get("unit", "") or "")
+        paper = c.get("paper_text") or fmt(c.get("paper"))
+        measured = "–"
+        if c.get("mean") is not None:
+            several = isinstance(c.get("n"), int) and c["n"] > 1
+            spread = f" ± {fmt(c.get('std'))}" if several else ""
+            measured = f"{fmt(c.get('mean'))}{spread}{unit}"
+        count = fmt(c.get("n"))
+        if c.get("planned") is not None:
+            count = f"{count} of {fmt(c['planned'])}"
+        rows.append(
+            [
+                esc(c.get("table", "")),
+                esc(c.get("name", "")),
+                esc(paper),
+                esc(measured) + values_note(c.get("values"), unit),
+                esc(count),
+                paper_verdict(c.get("paper_check"), unit),
+                badge(c.get("ok")) + " " + esc(regression(c, unit)),
+                esc(c.get("reason", "")),
+            ]
+        )
+    headers = ["table", "cell", "paper", "measured (mean ± sd)", "n", "the paper", "regression"]
+    return table([*headers, "why this expectation"], rows, {3, 4})
+
+
+def paper_verdict(check: Any, unit: str) -> str:
+    """The verdict, the 95% interval and what it was held against."""
+    if not isinstance(check, dict):
+        return esc("not judged (an older result)")
+    verdict = esc(check.get("verdict", ""))
+    interval = check.get("interval")
+    if isinstance(interval, list) and len(interval) == 2:
+        low, high = interval
+        against = check.get("against", "")
+        verdict += f"<br><small>95% {esc(fmt(low))}–{esc(fmt(high))}{esc(unit)}"
+        verdict += f" vs {esc(against)}</small>" if against else "</small>"
+    elif check.get("why"):
+        verdict += f"<br><small>{esc(check['why'])}</small>"
+    return verdict
+
+
+def regression(cell: dict[str, Any], unit: str) -> str:
+    """``identical``, the trials at fault, or an older result's expected band."""
+    found = cell.get("regression")
+    if isinstance(found, dict):
+        return str(found.get("detail", ""))
+    if cell.get("expect") is None:
+        return ""
+    return f"band {fmt(cell.get('expect'))} ± {fmt(cell.get('tolerance'))}{unit}"
+
+
+def values_note(values: Any, unit: str) -> str:
+    """Each trial's number under the mean, when there are a few."""
+    if not isinstance(values, list) or not 1 < len(values) <= 12:
+        return ""
+    shown = ", ".join(fmt(v) for v in values)
+    return f"<br><small>{esc(shown)}{esc(unit)}</small>"
