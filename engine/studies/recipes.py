@@ -39,12 +39,8 @@ from engine.studies.recipe_check import measure as measure
 from engine.studies.recipe_check import suggest_expectations as suggest_expectations
 from engine.studies.recipe_file import Recipe
 from engine.studies.recipe_workers import GraphState, RunOptions, Scheduler
-from engine.studies.scenario_runner import (
-    PhaseRouter,
-    completed,
-    completed_summary,
-    phase_folder,
-)
+from engine.studies.scenario_runner import TrialRouter as TrialRouter
+from engine.studies.scenario_runner import trial_summary as trial_summary
 from engine.studies.scenarios import Scenario
 
 RESULT_FILE = "recipe.json"
@@ -119,30 +115,6 @@ def plan(
             trials.append(Trial(arm.name, point, scenario, config, trial_key(resolved)))
     check_trials_data((f"{t.arm} {point_label(t.point)}", t.scenario, t.config) for t in trials)
     return RecipeRun(recipe, scale, trials, out, cache)
-
-
-def trial_summary(folder: Path, scenario: Scenario) -> dict[str, Any] | None:
-    """A trial's scenario summary when it and every phase's folder completed, else None."""
-    summary = completed(folder)
-    if summary is None:
-        return None
-    for index, spec in enumerate(scenario.phases, 1):
-        if completed_summary(phase_folder(folder, index, spec), spec) is None:
-            return None
-    return summary
-
-
-class TrialRouter:
-    """The session sink: each event into the running trial's stream and its phase's."""
-
-    def __init__(self) -> None:
-        self.trial: Callable[[Event], None] | None = None
-        self.phases = PhaseRouter()
-
-    def __call__(self, event: Event) -> None:
-        if self.trial is not None:
-            self.trial(event)
-        self.phases(event)
 
 
 def prepare_recipe(

@@ -175,6 +175,31 @@ def completed(folder: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) and summary.get("status") == "completed" else None
 
 
+def trial_summary(folder: Path, scenario: Scenario) -> dict[str, Any] | None:
+    """A trial's scenario summary when it and every phase's folder completed, else None
+    (recipes and sweeps both decide with it whether a trial is done)."""
+    summary = completed(folder)
+    if summary is None:
+        return None
+    for index, spec in enumerate(scenario.phases, 1):
+        if completed_summary(phase_folder(folder, index, spec), spec) is None:
+            return None
+    return summary
+
+
+class TrialRouter:
+    """The session sink: each event into the running trial's stream and its phase's."""
+
+    def __init__(self) -> None:
+        self.trial: Callable[[Event], None] | None = None
+        self.phases = PhaseRouter()
+
+    def __call__(self, event: Event) -> None:
+        if self.trial is not None:
+            self.trial(event)
+        self.phases(event)
+
+
 def completed_summary(folder: Path, spec: PhaseSpec) -> dict[str, Any] | None:
     """The summary of a phase folder an earlier run completed (with its model, where the
     phase makes one), else None: anything less is run again from its start."""

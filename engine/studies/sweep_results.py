@@ -19,8 +19,7 @@ from typing import Any
 
 from engine.runs import atomic_write_bytes, atomic_write_json
 from engine.studies.grid import point_label
-from engine.studies.recipes import trial_summary
-from engine.studies.scenario_runner import HEADLINE
+from engine.studies.scenario_runner import HEADLINE, trial_summary
 from engine.studies.sweeps import TRIALS, SweepPlan, SweepTrial
 
 RESULTS_CSV = "results.csv"

@@ -3,7 +3,7 @@
 A trial travels as a *payload* of plain values (the resolved scenario mapping, the train
 config, the folder, the thread count) and is rebuilt and checked again where it runs: nothing
 but JSON crosses a process or a machine. It runs as a recipe trial does
-(:func:`engine.studies.recipes.trial_summary` decides whether it is done; the scenario runs
+(:func:`engine.studies.scenario_runner.trial_summary` decides whether it is done; the scenario runs
 with ``resume``, so the phases an interrupted attempt completed are kept) and answers with
 its results row.
 """
@@ -23,8 +23,12 @@ from engine.errors import UserError
 from engine.runs import RunDir
 from engine.session import Session
 from engine.studies.grid import point_label
-from engine.studies.recipes import TrialRouter, trial_summary
-from engine.studies.scenario_runner import scenario_job, scenario_manifest
+from engine.studies.scenario_runner import (
+    TrialRouter,
+    scenario_job,
+    scenario_manifest,
+    trial_summary,
+)
 from engine.studies.scenarios import scenario_from_mapping
 from engine.studies.sweep_results import Row, trial_row
 from engine.studies.sweeps import SweepPlan, SweepTrial
