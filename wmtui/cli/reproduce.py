@@ -56,7 +56,11 @@ def reproduce(
         str | None, typer.Argument(metavar="NAME", help="recipe name or TOML file (see --list)")
     ] = None,
     scale: Annotated[
-        str, typer.Option("--scale", help="quick (CPU, minutes) or paper (the paper's setup)")
+        str,
+        typer.Option(
+            "--scale",
+            help="quick (CPU, minutes), paper (the paper's setup) or standard (the whole grid)",
+        ),
     ] = "quick",
     check: Annotated[
         bool, typer.Option("--check", help="exit 1 when a cell's regression check fails")
@@ -210,7 +214,7 @@ def describe_recipes() -> str:
             if row["scale"] == SCALES[0]:  # one line says it for every scale
                 lines.append(f"| {row['recipe']} | - | - | - | pending: {row['pending']} |")
             continue
-        time_text = f"{row['minutes']:.0f} min" if row["scale"] == "quick" else "GPU"
+        time_text = f"{row['minutes']:.0f} min" if row["scale"] != "paper" else "GPU"
         lines.append(
             f"| {row['recipe']} | {row['scale']} | {setup} | {time_text} | {row['last']} |"
         )
