@@ -162,7 +162,9 @@ def scan_times(
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
-                scan(model, d, method, scan_steps=steps, **extra)  # ends on a host read
+                # exactly ``steps`` (a window as long as the cap never ends a timed scan
+                # early); the scan ends on a host read
+                scan(model, d, method, scan_steps=steps, converge_window=steps, **extra)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 best = min(best, time.perf_counter() - t0)

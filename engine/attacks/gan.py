@@ -249,7 +249,8 @@ class GanDetector(Detector[GanParams]):
                         )
                     size = schedule.running(size)
                 report.running(step, size[:k])
-                if conv.update(step, size):
+                # each class's smaller restart, what the verdict reads
+                if conv.update(step, size.view(len(inits), k).amin(0)):
                     break
             if universal:
                 masks, patterns = schedule.finish(gen_net.mask(), gen_net.pattern())

@@ -156,7 +156,9 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
                     )
                     running = schedule.running(l1)
                     report.running(step, running[:k])
-                if conv.update(step, running):
+                # each class's smaller restart, what the verdict reads: a losing restart that
+                # still shrinks does not hold the scan
+                if conv.update(step, running.view(len(inits), k).amin(0)):
                     break
             masks, patterns = schedule.finish(trig.mask(), trig.pattern())
             all_sizes, all_success = self._validate(model, scan, masks, patterns, targets)
