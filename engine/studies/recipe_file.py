@@ -22,8 +22,9 @@ Layout (``engine/studies/presets/recipes/NAME.toml``)::
                     equals ("none": absent; smallest-is: the list's smallest entry's index),
                     index, base (a path subtracted), unit = "%",
                     paper, paper_text, expect.quick = {value, tolerance, reason},
-                    regression.quick = {values = {"seed=0" = 51.2}, tolerance, reason},
                     claim = {at_least = N} | {at_most = N}, margin, must_reproduce
+    [regression.quick]  "CELL NAME" = {values = {"seed=0" = 51.2}, tolerance, reason}
+                        (a reference run's per-trial values: ``--suggest-into`` writes them)
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> 
     _keys(
         raw,
         {"title", "paper", "source", "description", "train", "scales", "arms", "cells"}
-        | {"status", "pending", "matrix"},
+        | {"status", "pending", "matrix", "regression"},
         origin,
     )
     status = str(raw.get("status", "ready"))
@@ -218,7 +219,31 @@ def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> 
         matrix = matrix_from_mapping(raw["matrix"], origin)
         recipe = dataclasses.replace(recipe, matrix=matrix)
         cells += matrix_cells(recipe, matrix, origin)
+    cells = _with_records(raw.get("regression"), cells, recipe, origin)
     return dataclasses.replace(recipe, cells=cells)
+
+
+def _with_records(raw: Any, cells: list[Cell], recipe: Recipe, origin: str) -> list[Cell]:
+    """The ``[regression.<scale>]`` tables, each cell's record found by its name: one table
+    at the end of the file, so a matrix's generated cells can be recorded like the file's own
+    and ``--suggest-into`` rewrites one table instead of editing every ``[[cells]]``."""
+    if raw is None:
+        return cells
+    names = [c.name for c in cells]
+    records: dict[str, dict[str, Regression]] = {}
+    for scale, table in _table(raw, f"{origin} [regression]").items():
+        where = f"{origin} [regression.{scale}]"
+        if scale not in recipe.scales:
+            raise ConfigError(
+                f"{origin} [regression]: {unknown_name('scale', scale, recipe.scales)}"
+            )
+        for name, record in _table(table, where).items():
+            if name not in names:
+                raise ConfigError(f"{where}: {unknown_name('cell', name, names)}")
+            if names.count(name) > 1:
+                raise ConfigError(f"{where}: two cells are named {name!r}; rename one")
+            records.setdefault(name, {})[scale] = _regression(record, f"{where} {name!r}")
+    return [dataclasses.replace(c, regression=records.get(c.name, {})) for c in cells]
 
 
 def _check_arm(recipe: Recipe, arm: Arm, scale: str, origin: str) -> None:
@@ -286,7 +311,7 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
     item = _table(item, where)
     allowed = {"name", "table", "arm", "phase", "metric", "where", "measure", "equals", "index"}
     allowed |= {"base"}
-    allowed |= {"regression", "claim", "margin", "must_reproduce"}
+    allowed |= {"claim", "margin", "must_reproduce"}
     _keys(item, allowed | {"unit", "paper", "paper_text", "expect"}, where)
     name = _text(item, "name", where)
     where = f"{origin} [[cells]] {name!r}"
@@ -323,11 +348,6 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
     for scale in expect:
         if scale not in recipe.scales:
             raise ConfigError(f"{where} expect: {unknown_name('scale', scale, recipe.scales)}")
-    regression_raw = _table(item.get("regression", {}), f"{where} regression")
-    for scale in regression_raw:
-        if scale not in recipe.scales:
-            raise ConfigError(f"{where} regression: {unknown_name('scale', scale, recipe.scales)}")
-    regression = {s: _regression(v, f"{where} regression.{s}") for s, v in regression_raw.items()}
     margin = _number(item.get("margin"), f"{where} margin", optional=True)
     if margin is not None and margin <= 0:
         raise ConfigError(f"{where}: margin must be a number > 0")
@@ -349,7 +369,6 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
         paper=_number(item.get("paper"), f"{where} paper", optional=True),
         paper_text=str(item.get("paper_text", "")),
         expect=expect,
-        regression=regression,
         claim=_claim(item.get("claim"), f"{where} claim"),
         margin=margin,
         must_reproduce=must_reproduce,

@@ -1,10 +1,10 @@
 """``--suggest-into FILE``: a copy of a recipe with this run's regression records written in.
 
-Pasting forty ``regression.quick`` lines by hand is where a record ends up under the wrong
-cell. The copy is the recipe's own text, comments kept, with each cell's line put at the end of
-its ``[[cells]]`` block (replacing that scale's old one-line record); the result is read back
-as a recipe and refused unless every cell now holds exactly the values measured. The copy is a
-new file, never the recipe itself: reviewing the difference is the point.
+Pasting forty records by hand is where one ends up under the wrong name. The copy is the
+recipe's own text, comments kept, with its ``[regression.<scale>]`` table (if any) replaced by
+one holding this run's records at the end of the file; the copy is read back as a recipe and
+refused unless every recorded cell now holds exactly the values measured. It is a new file,
+never the recipe itself: reviewing the difference is the point.
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ from typing import Any
 
 from engine.errors import ConfigError, UserError
 from engine.io import atomic_write_bytes
-from engine.studies.recipe_check import suggestions
+from engine.studies.recipe_check import suggest_expectations, suggestions
 from engine.studies.recipe_file import Recipe, recipe_from_mapping
 
 _HEADER = re.compile(r"^\s*\[")
-_CELLS = re.compile(r"^\s*\[\[\s*cells\s*\]\]\s*(#.*)?$")
-_NAME = re.compile(r"^\s*name\s*=")
 
-
-def records(result: Mapping[str, Any]) -> dict[str, str]:
-    """Each recordable cell's name and its ``regression.<scale> = {...}`` line."""
-    return {name: line for name, _, line in suggestions(result) if line}
+_CANNOT = (
+    "--suggest-into: {source} would not read back with the records in ({why}); "
+    "print them with --suggest and paste them by hand"
+)
 
 
 def write_records(recipe: Recipe, result: Mapping[str, Any], target: Path) -> int:
@@ -39,70 +37,39 @@ def write_records(recipe: Recipe, result: Mapping[str, Any], target: Path) -> in
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
-    found = records(result)
     scale = str(result["scale"])
-    updated = _insert(text, found, scale)
+    updated = with_table(text, scale, suggest_expectations(result))
     try:
         copy = recipe_from_mapping(tomllib.loads(updated), recipe.name, str(target))
-    except (tomllib.TOMLDecodeError, UserError):
-        raise ConfigError(_CANNOT.format(source=source)) from None
+    except (tomllib.TOMLDecodeError, UserError) as exc:
+        raise ConfigError(_CANNOT.format(source=source, why=exc)) from None
+    measured = {name: _values(result, name) for name, _, line in suggestions(result) if line}
     for cell in copy.cells:
-        if cell.name in found:
-            wanted = {k: v for k, v in _values(result, cell.name).items() if v is not None}
-            held = cell.regression.get(scale)
-            if held is None or held.values != wanted:
-                raise ConfigError(_CANNOT.format(source=source))
+        held = cell.regression.get(scale)
+        if cell.name in measured and (held is None or held.values != measured[cell.name]):
+            raise ConfigError(_CANNOT.format(source=source, why=f"{cell.name!r} differs"))
     atomic_write_bytes(target, updated.encode())
-    return len(found)
+    return len(measured)
 
 
-_CANNOT = (
-    "--suggest-into: could not place the records in {source}'s [[cells]] tables "
-    "(print them with --suggest and paste them by hand)"
-)
-
-
-def _values(result: Mapping[str, Any], name: str) -> dict[str, float | None]:
+def _values(result: Mapping[str, Any], name: str) -> dict[str, float]:
     for cell in result["cells"]:
         if cell["name"] == name:
-            return dict(cell.get("trial_values") or {})
+            return {k: float(v) for k, v in (cell.get("trial_values") or {}).items()}
     return {}
 
 
-def _insert(text: str, found: Mapping[str, str], scale: str) -> str:
-    """``text`` with each named cell's block ending in its record line."""
-    lines = text.splitlines()
-    out: list[str] = []
-    block: list[str] | None = None
-
-    def flush() -> None:
-        nonlocal block
-        if block is None:
-            return
-        name = _block_name(block)
-        if name in found:
-            block = [ln for ln in block if not ln.lstrip().startswith(f"regression.{scale}")]
-            last = max(i for i, ln in enumerate(block) if ln.strip()) + 1
-            block[last:last] = [found[name]]
-        out.extend(block)
-        block = None
-
-    for line in lines:
+def with_table(text: str, scale: str, table: list[str]) -> str:
+    """``text`` without its ``[regression.<scale>]`` table (up to the next header), with
+    ``table`` at the end."""
+    header = f"[regression.{scale}]"
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines():
         if _HEADER.match(line):
-            flush()
-            if _CELLS.match(line):
-                block = [line]
-                continue
-        (out if block is None else block).append(line)
-    flush()
-    return "\n".join(out) + "\n"
-
-
-def _block_name(block: list[str]) -> str | None:
-    for line in block:
-        if _NAME.match(line):
-            try:
-                return str(tomllib.loads(line.strip()).get("name"))
-            except tomllib.TOMLDecodeError:
-                return None
-    return None
+            skipping = line.split("#")[0].strip() == header
+        if not skipping:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join([*kept, "", *table]) + "\n"

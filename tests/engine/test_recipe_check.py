@@ -123,20 +123,34 @@ def test_an_old_band_is_checked_but_says_it_is_no_regression_record() -> None:
     assert unknown["problems"] == ["seed=7: no recorded value (run --suggest)"]
 
 
+RECORD_OK = {"values": {"seed=0 target=3": 1.0}, "tolerance": 0.5}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"regression": {"quick": {"tolerance": 0.5}}}, "values: missing"),
-        ({"regression": {"quick": {"values": {"seed=0": 1.0}}}}, "tolerance: must be a number"),
-        ({"regression": {"huge": {"values": {"seed=0": 1.0}, "tolerance": 0}}}, "huge"),
-        ({"claim": {"about": 90}}, "a claim is one of"),
-        ({"margin": 0}, "margin must be a number > 0"),
-        ({"must_reproduce": "yes"}, "must_reproduce must be true or false"),
+        ({"regression": {"quick": {"accuracy": {"tolerance": 0.5}}}}, "values: missing"),
+        ({"regression": {"quick": {"accuracy": {"values": {"seed=0": 1}}}}}, "tolerance: must"),
+        ({"regression": {"huge": {"accuracy": RECORD_OK}}}, "unknown scale 'huge'"),
+        ({"regression": {"quick": {"acuracy": RECORD_OK}}}, "did you mean 'accuracy'"),
+        ({"cells": [{"claim": {"about": 90}}]}, "a claim is one of"),
+        ({"cells": [{"margin": 0}]}, "margin must be a number > 0"),
+        ({"cells": [{"must_reproduce": "yes"}]}, "must_reproduce must be true or false"),
     ],
 )
-def test_bad_records_and_claims_are_refused_naming_the_cell(extra: dict, message: str) -> None:
+def test_bad_records_and_claims_are_refused_in_one_line(extra: dict, message: str) -> None:
     raw = tiny_recipe()
-    raw["cells"][0].update(extra)
-    with pytest.raises(ConfigError, match="accuracy") as caught:
+    if "cells" in extra:
+        raw["cells"][0].update(extra["cells"][0])
+    else:
+        raw.update(extra)
+    with pytest.raises(ConfigError) as caught:
         recipe_from_mapping(raw, "tiny")
-    assert message in str(caught.value)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_record_reaches_its_cell_by_name() -> None:
+    raw = tiny_recipe(regression={"quick": {"accuracy change": RECORD_OK}})
+    cells = {c.name: c for c in recipe_from_mapping(raw, "tiny").cells}
+    assert cells["accuracy change"].regression["quick"].values == {"seed=0 target=3": 1.0}
+    assert cells["accuracy"].regression == {}

@@ -104,15 +104,13 @@ def test_json_gives_the_comparison_as_one_object(done: Path, recipe_file: Path) 
     assert all(c["n"] == 2 for c in last["cells"])
 
 
-def test_suggest_prints_regression_records_of_every_trial(
-    done: Path, recipe_file: Path
-) -> None:
+def test_suggest_prints_regression_records_of_every_trial(done: Path, recipe_file: Path) -> None:
     result = runner.invoke(
         app, ["reproduce", str(recipe_file), "--out", str(done), "--no-run", "--suggest"]
     )
     assert result.exit_code == 0, result.output
-    assert 'regression.quick = { tolerance = 0.5, values = { "seed=0" = ' in result.output
-    assert "# [[cells]] 'accuracy': the paper: " in result.output
+    assert "\n[regression.quick]\n# accuracy: the paper: " in result.output
+    assert '\n"accuracy" = { tolerance = 0.5, values = { "seed=0" = ' in result.output
 
 
 def test_list_shows_every_recipe_and_its_scales() -> None:

@@ -88,8 +88,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_suggest_into_records_every_trial_and_keeps_the_file(recorded: tuple[Path, Path]) -> None:
     out, copy = recorded
     text = copy.read_text()
-    kept = [line for line in text.splitlines() if not line.startswith("regression.quick = ")]
-    assert "\n".join(kept) + "\n" == RECIPE and text.count("regression.quick = ") == 3
+    original, _, table = text.partition("\n[regression.quick]\n")
+    assert original == RECIPE  # the file as it was, a blank line, the table after it
+    assert sum(line.startswith('"') for line in table.splitlines()) == 3
     result = json.loads((out / "recipe.json").read_text())
     for cell in result["cells"]:
         assert (
@@ -137,6 +138,11 @@ def test_one_changed_value_fails_naming_the_cell_and_the_trial(
         f"recorded {measured + 2.0:.6g} (± 0.5)",
         "check failed: 1 of 3 cell(s)",
     ]
+    # recording again replaces the file's table: the measured value is back, nothing else moves
+    again = tmp_path / "again" / "tiny.toml"
+    code, output = reproduce(edited, "--out", out, "--no-run", "--suggest-into", again)
+    assert code == 0, output
+    assert again.read_text() == copy.read_text()
 
 
 def test_a_removed_trial_fails_the_cells_it_feeds_and_only_those(
