@@ -97,7 +97,7 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
     if cell.measure == "matrix-claim":  # a finding over the recipe's whole matrix
         from engine.studies.recipe_matrix import claim_values
 
-        by_trial = claim_values(run, cell, statuses)
+        by_trial = claim_values(run, cell, statuses, cell_result)
     values = [v for v in by_trial.values() if v is not None]
     mean = statistics.fmean(values) if values else None
     std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)

@@ -218,7 +218,7 @@ def recipe_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> 
 
         matrix = matrix_from_mapping(raw["matrix"], origin)
         recipe = dataclasses.replace(recipe, matrix=matrix)
-        cells += matrix_cells(recipe, matrix, origin)
+        cells += [Cell(**fields) for fields in matrix_cells(recipe.arms, matrix, origin)]
     cells = _with_records(raw.get("regression"), cells, recipe, origin)
     return dataclasses.replace(recipe, cells=cells)
 

@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from engine.errors import ConfigError
 from engine.studies.grid import value_label
 
-if TYPE_CHECKING:
-    from engine.studies.recipe_file import Cell, Recipe
-    from engine.studies.recipes import RecipeRun
+# This module imports nothing of the recipe modules that use it (recipe_file builds its cells
+# from the fields given here, recipe_check hands its cell_result in): no import cycle.
 
 EVERY = ("row", "column", "cell")
 HAS = ("removed", "kept")
@@ -148,15 +147,13 @@ def _claim(raw: Any, where: str) -> Claim:
 
 
 # -- cells --------------------------------------------------------------------------------
-def matrix_cells(recipe: Recipe, matrix: Matrix, origin: str) -> list[Cell]:
-    """One cell per (row, column, metric) over every arm that has both axes, then one per
-    claim; a (row, column) pair two arms both produce is refused (the matrix would not say
-    which it shows)."""
-    from engine.studies.recipe_file import Cell
-
-    cells: list[Cell] = []
+def matrix_cells(arms: list[Any], matrix: Matrix, origin: str) -> list[dict[str, Any]]:
+    """The fields of one cell per (row, column, metric) over every arm that has both axes,
+    then of one per claim; a (row, column) pair two arms both produce is refused (the matrix
+    would not say which it shows)."""
+    cells: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], str] = {}
-    arms = [a for a in recipe.arms if matrix.rows in a.grid and matrix.columns in a.grid]
+    arms = [a for a in arms if matrix.rows in a.grid and matrix.columns in a.grid]
     if not arms:
         raise ConfigError(
             f"{origin} [matrix]: no arm has both axes {matrix.rows!r} and {matrix.columns!r}"
@@ -175,32 +172,32 @@ def matrix_cells(recipe: Recipe, matrix: Matrix, origin: str) -> list[Cell]:
                 seen[pair] = arm.name
                 for metric in matrix.metrics:
                     cells.append(
-                        Cell(
-                            name=Matrix.cell_name(*pair, metric.name),
-                            table=MATRIX_TABLE,
-                            arm=arm.name,
-                            phase=matrix.phase,
-                            metric=metric.metric,
-                            where={matrix.rows: row, matrix.columns: column},
-                            base=metric.base,
-                            unit=metric.unit,
-                        )
+                        {
+                            "name": Matrix.cell_name(*pair, metric.name),
+                            "table": MATRIX_TABLE,
+                            "arm": arm.name,
+                            "phase": matrix.phase,
+                            "metric": metric.metric,
+                            "where": {matrix.rows: row, matrix.columns: column},
+                            "base": metric.base,
+                            "unit": metric.unit,
+                        }
                     )
     for claim in matrix.claims:
         cells.append(
-            Cell(
-                name=claim.name,
-                table=CLAIMS_TABLE,
-                arm=arms[0].name,
-                phase=matrix.phase,
-                metric="removed",
+            {
+                "name": claim.name,
+                "table": CLAIMS_TABLE,
+                "arm": arms[0].name,
+                "phase": matrix.phase,
+                "metric": "removed",
                 #: no trial has this axis: the claim's value comes from the whole matrix
-                where={CLAIM_AXIS: True},
-                measure="matrix-claim",
-                unit="%",
-                paper=100.0,
-                paper_text=claim.paper_text or "holds",
-            )
+                "where": {CLAIM_AXIS: True},
+                "measure": "matrix-claim",
+                "unit": "%",
+                "paper": 100.0,
+                "paper_text": claim.paper_text or "holds",
+            }
         )
     return cells
 
@@ -276,12 +273,14 @@ def claim_holds(claim: Claim, matrix: Matrix, table: MatrixTable) -> tuple[bool 
 
 
 def claim_values(
-    run: RecipeRun, cell: Cell, statuses: Mapping[str, str]
+    run: Any,
+    cell: Any,
+    statuses: Mapping[str, str],
+    cell_result: Callable[[Any, Any, Mapping[str, str]], dict[str, Any]],
 ) -> dict[str, float | None]:
     """A claim cell's one value: 100 when the claim holds on the matrix measured so far, 0
-    when it does not, None while a cell it needs has no value (its verdict then waits)."""
-    from engine.studies.recipe_check import cell_result
-
+    when it does not, None while a cell it needs has no value (its verdict then waits).
+    ``cell_result`` reads the matrix's own cells (the checker's, handed in)."""
     matrix = run.recipe.matrix
     assert matrix is not None
     claim = next(c for c in matrix.claims if c.name == cell.name)
