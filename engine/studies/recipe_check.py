@@ -43,11 +43,11 @@ REPRODUCES, DIFFERS, INCONCLUSIVE, NO_PAPER = (
 #: how far from the paper's figure still counts as the same result, as a fraction of the unit
 #: (10 percentage points; 0.1 for a ratio or a fraction): quick scales run another dataset
 DEFAULT_MARGIN = 0.1
-#: the regression tolerance ``--suggest`` records, as a fraction of the unit (0.5 points): reruns
-#: with one thread count were identical to the last bit; another thread count moved an
-#: embedding's accuracy 0.3 points, covered with a margin; a fine-tune that took another path
-#: is not covered, and fails (docs/reproducing.md, "Checking a rerun")
-DEFAULT_TOLERANCE = 0.005
+#: the regression tolerance ``--suggest`` records, as a fraction of the unit (1 point): reruns
+#: with one thread count were identical to the last bit; another thread count moved 2 of 6
+#: embeddings' accuracy by up to 0.5 points, doubled for a margin; a fine-tune that took another
+#: path is not covered, and fails (docs/reproducing.md, "Checking a rerun")
+DEFAULT_TOLERANCE = 0.01
 
 
 def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def regression_verdict(
                 continue
             difference = abs(value - record.values[label])
             largest = max(largest, difference)
-            if difference > record.tolerance + 1e-9:
+            if difference > record.tolerance + 1e-9 * max(1.0, abs(value)):  # float slack
                 problems.append(
                     f"{label}: {value:.6g}, recorded {record.values[label]:.6g} "
                     f"(± {record.tolerance:g})"

@@ -135,7 +135,7 @@ def test_one_changed_value_fails_naming_the_cell_and_the_trial(
     failed = [ln for ln in output.splitlines() if ln.startswith("check failed: ")]
     assert failed == [
         f"check failed: accuracy, target 5: seed=1 target=5: {measured:.6g}, "
-        f"recorded {measured + 2.0:.6g} (± 0.5)",
+        f"recorded {measured + 2.0:.6g} (± 1)",
         "check failed: 1 of 3 cell(s)",
     ]
     # recording again replaces the file's table: the measured value is back, nothing else moves
