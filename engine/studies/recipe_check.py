@@ -156,6 +156,8 @@ def regression_verdict(
                     f"{label}: {value:.6g}, recorded {record.values[label]:.6g} "
                     f"(± {record.tolerance:g})"
                 )
+        for label in sorted(record.values.keys() - by_trial.keys()):  # else a vacuous pass
+            problems.append(f"{label}: recorded but not planned (the grid changed? record again)")
         how = "identical" if largest == 0 else f"within ± {record.tolerance:g} (max {largest:.3g})"
         return _verdict("regression", problems, how, tolerance=record.tolerance)
     expect = cell.expect.get(scale)

@@ -120,7 +120,12 @@ def test_an_old_band_is_checked_but_says_it_is_no_regression_record() -> None:
     assert off["ok"] is False and off["detail"] == "mean 75 outside 50 ± 5"
     assert regression_verdict(cell(), "quick", {"seed=0": 1.0}, 1.0)["ok"] is None
     unknown = regression_verdict(cell(regression={"quick": RECORD}), "quick", {"seed=7": 1.0}, 1)
-    assert unknown["problems"] == ["seed=7: no recorded value (run --suggest)"]
+    assert unknown["problems"][0] == "seed=7: no recorded value (run --suggest)"
+    assert (
+        "seed=0: recorded but not planned (the grid changed? record again)" in unknown["problems"]
+    )
+    nothing = regression_verdict(cell(regression={"quick": RECORD}), "quick", {}, None)
+    assert nothing["ok"] is False  # no planned trial left: the record's trials are gone
 
 
 RECORD_OK = {"values": {"seed=0 target=3": 1.0}, "tolerance": 0.5}

@@ -15,6 +15,9 @@ import typer
 
 from engine.studies.recipe_check import paper_line
 
+#: failing cells named one per line; a matrix's hundreds go to recipe.json, not the terminal
+SHOWN = 30
+
 
 def check_code(result: dict[str, Any]) -> int:
     """0 when every checked cell holds and every trial completed; else 1, naming each failing
@@ -29,8 +32,10 @@ def check_code(result: dict[str, Any]) -> int:
     if not checked:
         typer.echo(f"check: no cell has a record or band at scale {result['scale']}", err=True)
         return 1
-    for cell in failing:
+    for cell in failing[:SHOWN]:
         typer.echo(f"check failed: {cell['name']}: {_why(cell)}", err=True)
+    if len(failing) > SHOWN:
+        typer.echo(f"check failed: {len(failing) - SHOWN} more (recipe.json has each)", err=True)
     kinds = Counter(_kind(c) for c in checked)
     banded = kinds.get("band", 0)
     if banded:
