@@ -24,10 +24,17 @@ from engine.errors import RunError, UserError
 from engine.events import Phase
 from engine.runs import RunDir
 from engine.session import Job, JobContext, Session, StopRequested
-from engine.studies.phase_cache import phase_done, phase_lock, write_record
-from engine.studies.phase_graph import PhaseNode
+from engine.studies.phase_cache import (
+    finish_trial,
+    link_trial,
+    phase_done,
+    phase_lock,
+    phase_seconds,
+    write_record,
+)
+from engine.studies.phase_graph import PhaseNode, build_graph
 from engine.studies.scenario_runner import PhaseRouter
-from engine.studies.scenarios import PhaseSpec
+from engine.studies.scenarios import PhaseSpec, Scenario
 
 Payload = dict[str, Any]
 #: seconds an interrupted phase gets to stop between steps and write its summary
@@ -170,6 +177,26 @@ def run_in_context(
                 end = {**info, "status": outcome.status}
                 ctx.emit(Phase(node.spec.name, "end", index=index, total=total, info=end))
         return outcome
+
+
+def run_trial_phases(
+    trial: str, scenario: Scenario, config: TrainConfig, folder: Path, cache: Path, threads: int
+) -> tuple[dict[str, Any] | None, str]:
+    """A whole trial's phases through ``cache``, one after another in this process (a sweep
+    trial given ``--cache``): each phase another run completed is kept, the others run under
+    their folder's lock, the trial folder links to them. Returns (the trial's summary, "")
+    or (None, why it did not complete)."""
+    graph = build_graph([(trial, scenario, config)], cache)
+    seconds: dict[str, float] = {}
+    for node in graph.nodes.values():  # inputs come first
+        source = graph.nodes[node.input].folder if node.input else None
+        outcome = run_phase_payload(payload(node, source, threads))
+        seconds[node.key] = float(outcome["seconds"]) or phase_seconds(node)
+        link_trial(folder, scenario, config, graph, trial)
+        if outcome["status"] not in ("kept", "completed"):
+            return None, f"phase {node.label}: {outcome['error'] or outcome['status']}"
+    summary = finish_trial(folder, scenario, config, graph, trial, seconds)
+    return summary, "" if summary is not None else "a phase left no completed summary"
 
 
 def wait_session(session: Session, timeout: float | None = None) -> None:

@@ -23,6 +23,7 @@ from engine.errors import UserError
 from engine.runs import RunDir
 from engine.session import Session
 from engine.studies.grid import point_label
+from engine.studies.phase_run import run_trial_phases
 from engine.studies.scenario_runner import (
     TrialRouter,
     scenario_job,
@@ -49,6 +50,7 @@ def payload(plan: SweepPlan, trial: SweepTrial, threads: int) -> Payload:
         "config": trial.config.to_dict(),
         "folder": str(plan.folder(trial).resolve()),
         "threads": threads,
+        "cache": str(plan.cache.resolve()) if plan.cache is not None else None,
     }
 
 
@@ -77,6 +79,14 @@ def run_payload(data: Payload) -> Row:
     summary = trial_summary(folder, trial.scenario)
     if summary is not None:
         return trial_row(trial, "completed", summary)
+    if data.get("cache"):  # its phases through the shared cache, each computed once
+        summary, error = run_trial_phases(
+            trial.key, trial.scenario, trial.config, folder, Path(data["cache"]), data["threads"]
+        )
+        seconds = round(time.monotonic() - started, 2)
+        if summary is not None:
+            return trial_row(trial, "completed", summary, seconds=seconds)
+        return trial_row(trial, "failed", error=error, seconds=seconds)
     root = RunDir.create(folder, scenario_manifest(trial.scenario, trial.config), overwrite=True)
     router = TrialRouter()
     sink = root.event_sink()

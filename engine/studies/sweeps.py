@@ -105,6 +105,9 @@ class SweepPlan:
     grid: Grid
     trials: list[SweepTrial]
     out: Path
+    #: a phase cache shared with recipes and other sweeps (``--cache``); None: none, each
+    #: trial computes its phases in its own folder
+    cache: Path | None = None
 
     def folder(self, trial: SweepTrial) -> Path:
         return self.out / TRIALS / trial.key
@@ -150,7 +153,12 @@ def grid_from_mapping(raw: Mapping[str, Any], name: str, source: str = "") -> Gr
     return dataclasses.replace(grid, trials=trials)
 
 
-def plan_sweep(grid: Grid, out: Path, overrides: Mapping[str, Any] | None = None) -> SweepPlan:
+def plan_sweep(
+    grid: Grid,
+    out: Path,
+    overrides: Mapping[str, Any] | None = None,
+    cache: Path | None = None,
+) -> SweepPlan:
     """The grid's trials into ``out``; ``overrides`` (device, data_dir) apply to every trial
     and leave the keys alone. Every trial is checked against its dataset before ``out``
     exists."""
@@ -163,7 +171,7 @@ def plan_sweep(grid: Grid, out: Path, overrides: Mapping[str, Any] | None = None
             for t in trials
         ]
     check_trials_data((t.label, t.scenario, t.config) for t in trials)
-    return SweepPlan(grid, trials, Path(out))
+    return SweepPlan(grid, trials, Path(out), cache)
 
 
 # -- points and trials --------------------------------------------------------------------

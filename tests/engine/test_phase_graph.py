@@ -182,6 +182,61 @@ def test_another_recipe_with_the_same_cache_runs_nothing_already_computed(
     assert sorted(result["cells"][0]["values"]) == sorted(wanted)
 
 
+SWEEP = """
+[train]
+dataset = "synthetic"
+train_size = 192
+test_size = 64
+batch_size = 32
+epochs = 2
+optimizer = "adam"
+lr = 0.003
+device = "cpu"
+
+[[phases]]
+name = "embed"
+kind = "embed"
+scheme = "uchida"
+
+[[phases]]
+name = "attack"
+kind = "attack"
+attack = "prune"
+on = "embed"
+budget = { data_fraction = 0.25, epochs = 1 }
+
+[axes]
+seed = [0, 1, 2]
+"""
+
+
+def test_a_sweep_given_the_recipes_cache_runs_only_its_new_phases(
+    local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from engine.studies.sweep_trial import payload, run_payload
+    from engine.studies.sweeps import grid_from_mapping, plan_sweep
+
+    out, first = local
+    cache = out / "phases"
+    before = completed_summaries(cache)
+    grid = grid_from_mapping(__import__("tomllib").loads(SWEEP), "shared")
+    sweep = plan_sweep(grid, tmp_path / "sweep", cache=cache)
+    rows = {t.point["seed"]: run_payload(payload(sweep, t, 1)) for t in sweep.trials}
+    assert all(row["status"] == "completed" for row in rows.values())
+    after = completed_summaries(cache)
+    assert {p: t for p, t in after.items() if p in before} == before  # seeds 0, 1: kept
+    assert len(after) == len(before) + 2  # seed 2: its embedding and its attack, once
+    recipe = {
+        trial["params"]["seed"]: value / 100
+        for trial, value in zip(first["trials"], first["cells"][1]["values"], strict=True)
+        if trial["params"]["scheme"] == "uchida" and trial["params"]["attack"] == "prune"
+    }
+    for seed in (0, 1):
+        assert rows[seed]["metrics"]["attack.test_acc"] == pytest.approx(recipe[seed])
+        link = tmp_path / "sweep" / rows[seed]["run"] / "01-embed"
+        assert link.resolve().parent == cache.resolve()
+
+
 # -- SIGKILL, then resume ---------------------------------------------------------------------
 def test_killing_the_driver_and_resuming_reruns_no_finished_phase(
     matrix_file: Path, local: tuple[Path, dict], tmp_path: Path

@@ -81,6 +81,12 @@ def sweep(
         typer.Option("--tui", help="watch the trials live; Enter replays one, q stops"),
     ] = False,
     json_mode: JsonFlag = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", metavar="DIR", help="phase cache shared with recipes (each phase once)"
+        ),
+    ] = None,
 ) -> None:
     """Run a grid of trials (a scenario over axes), resumable, locally or on Ray."""
     from engine.studies.sweep_backends import BACKENDS, run_sweep
@@ -93,12 +99,15 @@ def sweep(
         raise ConfigError(f"name a sweep grid: {', '.join(grid_names())} or a TOML file")
     _check_options(backend, workers, threads, device, address, BACKENDS)
     loaded = load_grid(grid)
-    plan = plan_sweep(loaded, out or default_out(loaded.name), {"device": device} if device else {})
+    overrides = {"device": device} if device else {}
+    plan = plan_sweep(loaded, out or default_out(loaded.name), overrides, cache)
     if dry_run:
         _dry_run(plan, json_mode)
         return
     if tui:
-        raise typer.Exit(_watch_live(plan.out, grid, backend, workers, address, device, threads))
+        raise typer.Exit(
+            _watch_live(plan.out, grid, backend, workers, address, device, threads, cache)
+        )
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C stops the sweep cleanly, even where the shell started it ignoring SIGINT
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -140,6 +149,7 @@ def _watch_live(
     address: str | None,
     device: str | None,
     threads: int | None,
+    cache: Path | None = None,
 ) -> int:
     """The sweep in a child process (the same command, headless, its lines in
     ``OUT/sweep.log``) while the browser shows its trials live; quitting stops it."""
@@ -153,6 +163,7 @@ def _watch_live(
         ("--address", address),
         ("--device", device),
         ("--threads", threads),
+        ("--cache", cache),
     ):
         if value is not None:
             args += [flag, str(value)]
