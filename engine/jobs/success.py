@@ -215,7 +215,7 @@ def verdict_lines(summary: Mapping[str, Any], width: int = 80) -> list[str]:
         lines[1] = (
             f"  kept accuracy {_pct(summary.get('kept_accuracy'))} "
             f"(unmarked {_pct(summary.get('reference_test_acc'))}), key BER {read}"
-            + ("" if p is None else f", p-value {p:.3g}")
+            + ("" if p is None else f", p {p:.2g}")
         )
     why = str(summary.get("why") or "")
     if why:
