@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,6 +236,25 @@ def test_a_sweep_given_the_recipes_cache_runs_only_its_new_phases(
         assert rows[seed]["metrics"]["attack.test_acc"] == pytest.approx(recipe[seed])
         link = tmp_path / "sweep" / rows[seed]["run"] / "01-embed"
         assert link.resolve().parent == cache.resolve()
+
+
+def test_a_trial_folder_from_before_the_cache_is_moved_into_it_not_run_again(
+    matrix_file: Path, local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(local[0], out, symlinks=True)
+    trial = out / local[1]["trials"][0]["run"]
+    for link in sorted(trial.glob("0*-*")):  # the layout of old runs: real phase folders
+        target = link.resolve()
+        link.unlink()
+        shutil.move(str(target), str(link))
+    summary = trial / "02-attack" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    result = reproduce(str(matrix_file), "--out", str(out))
+    assert (result["phases"]["ran"], result["phases"]["kept"]) == (0, 16)
+    assert (trial / "02-attack").is_symlink() and (trial / "02-attack").resolve().is_dir()
+    assert (trial / "02-attack" / "summary.json").stat().st_mtime_ns == stamp
+    assert values(result) == values(local[1])
 
 
 # -- SIGKILL, then resume ---------------------------------------------------------------------
