@@ -284,13 +284,28 @@ def claim_values(
     matrix = run.recipe.matrix
     assert matrix is not None
     claim = next(c for c in matrix.claims if c.name == cell.name)
+    holds, _ = claim_holds(claim, matrix, _colour_table(run, matrix, statuses, cell_result))
+    return {"matrix": None if holds is None else (100.0 if holds else 0.0)}
+
+
+#: the matrix the last claim was judged on: (run, statuses, their copy, table); the claims of
+#: one comparison share it rather than each reading every cell again (seconds on sok)
+_LAST: list[Any] = []
+
+
+def _colour_table(
+    run: Any, matrix: Matrix, statuses: Mapping[str, str], cell_result: Callable[..., Any]
+) -> MatrixTable:
+    if _LAST and _LAST[0] is run and _LAST[1] is statuses and _LAST[2] == dict(statuses):
+        return _LAST[3]
     colour = [
         cell_result(run, c, statuses)
         for c in run.recipe.cells
         if c.table == MATRIX_TABLE and c.name.endswith(f": {matrix.colour}")
     ]
-    holds, _ = claim_holds(claim, matrix, matrix_table(matrix, colour))
-    return {"matrix": None if holds is None else (100.0 if holds else 0.0)}
+    table = matrix_table(matrix, colour)
+    _LAST[:] = [run, statuses, dict(statuses), table]
+    return table
 
 
 def trials_of(
