@@ -44,6 +44,9 @@ from engine.studies.scenario_runner import trial_summary as trial_summary
 from engine.studies.scenarios import Scenario
 
 RESULT_FILE = "recipe.json"
+#: seconds between rewrites of ``recipe.json`` while phases end (at least ten times what one
+#: rewrite takes: comparing a large matrix reads every trial, and must not slow the run)
+RESULT_EVERY = 2.0
 TRIALS = "trials"
 
 
@@ -173,15 +176,22 @@ def recipe_job(
         if moved:
             ctx.log(f"{moved} finished phase folder(s) of earlier trials moved into the cache")
 
-        def settle(state: GraphState, names: list[str]) -> dict[str, Any]:
+        written = {"at": 0.0, "took": 0.0}
+
+        def settle(state: GraphState, names: list[str], force: bool = True) -> dict[str, Any]:
             for name in names:
                 trial = trials[name]
                 folder = run.trial_folder(trial)
                 link_trial(folder, trial.scenario, trial.config, graph, name)
                 if state.trial_done(name):
                     finish_trial(folder, trial.scenario, trial.config, graph, name, state.seconds)
+            now = time.monotonic()
+            if not force and now - written["at"] < max(RESULT_EVERY, 10 * written["took"]):
+                return {}
             statuses = {t.key: state.trial_status(t.folder_name) for t in run.trials}
-            return write_result(run, statuses, time.monotonic() - started, root, state)
+            result = write_result(run, statuses, now - started, root, state)
+            written["at"], written["took"] = time.monotonic(), time.monotonic() - now
+            return result
 
         scheduler = Scheduler(
             ctx,
@@ -189,7 +199,7 @@ def recipe_job(
             options,
             router.phases,
             lambda state, outcome: settle(
-                state, sorted({t for t, _ in graph.nodes[outcome.key].uses})
+                state, sorted({t for t, _ in graph.nodes[outcome.key].uses}), force=False
             ),
         )
         settle(scheduler.state, list(trials))
