@@ -20,8 +20,9 @@ from engine.reports.figures import (
     sweep_figure,
     timeline_figure,
 )
-from engine.reports.html import inline_svg, recipe_page, run_page, scan_name, sweep_name
+from engine.reports.html import inline_svg, run_page, scan_name, sweep_name
 from engine.reports.matrix_page import SECTION, matrix_figures, matrix_section, recipe_matrix
+from engine.reports.recipe_cells import recipe_page
 from engine.reports.sweep_page import CONFIGS_FIGURE, sweep_page
 from engine.runs import atomic_write_bytes
 

@@ -365,35 +365,6 @@ def run_page(data: RunData, svgs: dict[str, str]) -> str:
 
 
 # -- a recipe ----------------------------------------------------------------------------------
-def recipe_page(
-    data: RecipeData, svgs: dict[str, str], extra: tuple[str, str, str] | None = None
-) -> str:
-    """``extra``: a section (id, name, HTML) shown after the comparison (a recipe's matrix)."""
-    result = data.result
-    meta = (
-        f"recipe <b>{esc(result.get('recipe', ''))}</b> · {esc(result.get('paper', ''))}, "
-        f"{esc(result.get('source', ''))} · scale {esc(result.get('scale', ''))} · "
-        f"{recipe_verdict(data)} · trials took "
-        f"{esc(fmt(result.get('trial_seconds', result.get('seconds'))))} s · "
-        f"<code>{esc(data.path)}</code>"
-    )
-    from engine.reports.recipe_cells import comparison_table  # built on this module's helpers
-
-    sections = list(RECIPE_SECTIONS)
-    body = [
-        notes(data.notes),
-        f"<section id='comparison'><h2>Paper comparison</h2>{comparison_table(data)}</section>",
-        f"<section id='trials'><h2>Trials</h2>{trials_table(data)}</section>",
-    ]
-    if extra is not None:
-        sections.insert(1, extra[:2])
-        body.insert(2, extra[2])
-    if data.first is not None:
-        sections.append(("trial", "First trial"))
-        body.append(first_trial(data.first, svgs))
-    return document(data.title, meta, sections, "".join(body))
-
-
 def first_trial(first: RunData, svgs: dict[str, str]) -> str:
     """A recipe's or a sweep's first completed trial, in full."""
     return (
@@ -401,15 +372,6 @@ def first_trial(first: RunData, svgs: dict[str, str]) -> str:
         f"<p class='meta'><code>{esc(first.path)}</code></p>"
         f"{run_sections(first, svgs, prefix='trial-', level=3)}</section>"
     )
-
-
-def recipe_verdict(data: RecipeData) -> str:
-    """pass / fail, or "incomplete" with how many trials completed (an unfinished recipe
-    has not failed its paper)."""
-    if data.result.get("complete") is not False:
-        return badge(data.result.get("passed"))
-    done = sum(1 for t in data.trials if t.get("status") == "completed")
-    return f"<span class='badge none'>incomplete</span> {done} of {len(data.trials)} trials"
 
 
 def phase_headline(phase: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""A recipe report's comparison table: per cell the paper's figure, ours, and both verdicts.
+"""A recipe's report page, and its comparison table: per cell the paper's figure, ours, and
+both verdicts.
 
 A result written before cells had two verdicts (no ``regression`` or ``paper_check`` in its
 ``recipe.json``) still renders: its expected band and pass/fail show where the regression
@@ -10,7 +11,54 @@ from __future__ import annotations
 from typing import Any
 
 from engine.reports.collect import RecipeData
-from engine.reports.html import badge, empty, esc, fmt, table
+from engine.reports.html import (
+    RECIPE_SECTIONS,
+    badge,
+    document,
+    empty,
+    esc,
+    first_trial,
+    fmt,
+    notes,
+    table,
+    trials_table,
+)
+
+
+def recipe_page(
+    data: RecipeData, svgs: dict[str, str], extra: tuple[str, str, str] | None = None
+) -> str:
+    """``extra``: a section (id, name, HTML) shown after the comparison (a recipe's matrix)."""
+    result = data.result
+    meta = (
+        f"recipe <b>{esc(result.get('recipe', ''))}</b> · {esc(result.get('paper', ''))}, "
+        f"{esc(result.get('source', ''))} · scale {esc(result.get('scale', ''))} · "
+        f"{recipe_verdict(data)} · trials took "
+        f"{esc(fmt(result.get('trial_seconds', result.get('seconds'))))} s · "
+        f"<code>{esc(data.path)}</code>"
+    )
+    sections = list(RECIPE_SECTIONS)
+    body = [
+        notes(data.notes),
+        f"<section id='comparison'><h2>Paper comparison</h2>{comparison_table(data)}</section>",
+        f"<section id='trials'><h2>Trials</h2>{trials_table(data)}</section>",
+    ]
+    if extra is not None:
+        sections.insert(1, extra[:2])
+        body.insert(2, extra[2])
+    if data.first is not None:
+        sections.append(("trial", "First trial"))
+        body.append(first_trial(data.first, svgs))
+    return document(data.title, meta, sections, "".join(body))
+
+
+def recipe_verdict(data: RecipeData) -> str:
+    """pass / fail, or "incomplete" with how many trials completed (an unfinished recipe
+    has not failed its paper)."""
+    if data.result.get("complete") is not False:
+        return badge(data.result.get("passed"))
+    done = sum(1 for t in data.trials if t.get("status") == "completed")
+    return f"<span class='badge none'>incomplete</span> {done} of {len(data.trials)} trials"
 
 
 def comparison_table(data: RecipeData) -> str:

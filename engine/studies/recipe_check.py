@@ -22,16 +22,46 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 from engine.studies.grid import matches, point_label, substitute
 from engine.studies.intervals import interval95
-from engine.studies.recipe_file import UNITS, Cell
+from engine.studies.recipe_file import UNITS, Cell, Recipe
 from engine.studies.scenario_runner import completed_summary, phase_folder
+from engine.studies.scenarios import Scenario
 
-if TYPE_CHECKING:
-    from engine.studies.recipes import RecipeRun, Trial
+
+class Trial(Protocol):
+    """What a check reads of a trial (``recipes.Trial``): named here, not imported, because
+    the module that runs trials imports this one."""
+
+    @property
+    def arm(self) -> str: ...
+    @property
+    def point(self) -> dict[str, Any]: ...
+    @property
+    def scenario(self) -> Scenario: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def folder_name(self) -> str: ...
+
+
+class RecipeRun(Protocol):
+    """What a check reads of a planned run (``recipes.RecipeRun``)."""
+
+    @property
+    def recipe(self) -> Recipe: ...
+    @property
+    def scale(self) -> str: ...
+    @property
+    def out(self) -> Path: ...
+    @property
+    def trials(self) -> Sequence[Trial]: ...
+    def trial_folder(self, trial: Any) -> Path: ...
+
 
 #: the paper verdicts
 REPRODUCES, DIFFERS, INCONCLUSIVE, NO_PAPER = (
