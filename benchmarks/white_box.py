@@ -55,8 +55,7 @@ from sok_table import write_outputs
 
 from engine.errors import UserError, unknown_name
 from engine.jobs import JobFailed, JobSpec
-from engine.jobs.overwriting import WHITE_BOX_SCHEMES
-from engine.jobs.own_key import OWN_SCHEMES
+from engine.jobs.own_key import OWN_SCHEMES, WHITE_BOX_SCHEMES
 from engine.jobs.verify import verify_run
 from engine.threads import choose_threads
 from engine.watermarks import SCHEMES as REGISTERED

@@ -48,16 +48,12 @@ from engine.attacks.registry import (
     register_attack,
 )
 from engine.data.meta import DatasetMeta
-from engine.jobs.own_key import OWN_SCHEMES, check_own_scheme
+from engine.jobs.own_key import OWN_SCHEMES, WHITE_BOX_SCHEMES, check_own_scheme
 from engine.jobs.piracy import PiracyParams
 from engine.metrics import predictions
 from engine.models import Architecture
 from engine.registry import param
-from engine.watermarks import SCHEMES
-from engine.watermarks.white_box import is_white_box
 
-#: the white-box schemes an attacker can overwrite with (their keys need no images)
-WHITE_BOX_SCHEMES = tuple(p.name for p in SCHEMES if is_white_box(p.factory))
 #: what separates the attacker's key seed from the owner's (see the module)
 SEED_OFFSET = 7_919
 

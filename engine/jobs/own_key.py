@@ -31,11 +31,14 @@ from engine.jobs.embed import widen_outputs
 from engine.models import Architecture
 from engine.registry import parse_params
 from engine.training import Diverged, OptimSettings, Source
-from engine.watermarks import Key, KeyContext, get_scheme, parse_scheme_params
+from engine.watermarks import SCHEMES, Key, KeyContext, get_scheme, parse_scheme_params
 from engine.watermarks.claims import create_key_pair
+from engine.watermarks.white_box import is_white_box
 
 #: the schemes an attacker can embed from its own images with default parameters
 OWN_SCHEMES = ("dual", "pattern", "abstract", "newlabel", "unrelated")
+#: the white-box schemes registered (``overwriting`` writes over a white-box mark with one)
+WHITE_BOX_SCHEMES = tuple(p.name for p in SCHEMES if is_white_box(p.factory))
 #: a throwaway key pair: 2048 bits (it only has to sign one claim, now)
 THROWAWAY_BITS = 2048
 
