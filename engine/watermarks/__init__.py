@@ -4,6 +4,7 @@ from engine.watermarks import abstract as _abstract  # noqa: F401  (registers "a
 from engine.watermarks import blackmarks as _blackmarks  # noqa: F401
 from engine.watermarks import datafree as _datafree  # noqa: F401
 from engine.watermarks import dawn as _dawn  # noqa: F401
+from engine.watermarks import deepsigns as _deepsigns  # noqa: F401
 from engine.watermarks import dual as _dual  # noqa: F401
 from engine.watermarks import ewe as _ewe  # noqa: F401
 from engine.watermarks import exp_weighting as _exp_weighting  # noqa: F401
