@@ -60,7 +60,7 @@ def phase_done(node: PhaseNode) -> dict[str, Any] | None:
 
 def write_record(node: PhaseNode, seconds: float) -> None:
     """``phase.json`` beside the run's files: what the key stands for, and how long it took."""
-    identity = phase_identity(node.spec, node.config, node.input)
+    identity = phase_identity(node.spec, node.config, node.input, node.after)
     record = {
         "key": node.key,
         "kind": node.spec.kind,

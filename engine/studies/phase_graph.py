@@ -7,6 +7,12 @@ of the phases it works on (recursively, through ``on``). Equal keys mean equal o
 the trials' phases collapse into one graph of unique phases, each computed once into its own
 folder of a phase cache (:mod:`engine.studies.phase_cache`).
 
+A phase can also depend on an earlier phase of its trial without working on its model: a
+``threshold`` phase writes the SoK's decision threshold into a record that later phases
+(the attack's verdict) read. Phases of the kinds in :data:`RECORD_KINDS` therefore come
+*before* every later phase of their trial: their keys are part of those phases' keys, and
+the scheduler runs them first.
+
 What says *where* a phase runs (device, data folder, threads) is left out of the key: a run
 on a GPU box reuses what a laptop computed and the other way round. The key also carries
 :data:`CACHE_VERSION`, raised whenever the meaning of a cached folder changes.
@@ -31,6 +37,8 @@ WHERE_FIELDS = ("device", "data_dir")
 #: the config field an attack or scan takes from the scenario (the rest it reads from the
 #: model it works on, whose key is part of its own)
 WORK_FIELDS = ("eval_every",)
+#: phase kinds whose output later phases of the trial read besides their ``on`` model
+RECORD_KINDS = ("threshold",)
 
 
 @dataclasses.dataclass
@@ -46,6 +54,13 @@ class PhaseNode:
     folder: Path
     #: (trial id, phase name) of every trial phase this node computes
     uses: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    #: keys of earlier phases whose records this one reads (:data:`RECORD_KINDS`)
+    after: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def needs(self) -> list[str]:
+        """Every key that must be done before this phase runs."""
+        return ([self.input] if self.input else []) + self.after
 
     @property
     def label(self) -> str:
@@ -74,19 +89,21 @@ class PhaseGraph:
         """Every node that needs ``key``'s output, directly or through others."""
         found: list[str] = []
         for other in self.nodes.values():  # inputs come first: one pass finds them all
-            if other.input is not None and (other.input == key or other.input in found):
+            if any(need == key or need in found for need in other.needs):
                 found.append(other.key)
         return found
 
 
-def phase_identity(spec: PhaseSpec, config: TrainConfig, input_key: str | None) -> dict[str, Any]:
+def phase_identity(
+    spec: PhaseSpec, config: TrainConfig, input_key: str | None, after: list[str] | None = None
+) -> dict[str, Any]:
     """Everything a phase's output depends on (what its key hashes)."""
     settings = config.to_dict()
     if spec.makes_model:
         used = {k: v for k, v in settings.items() if k not in WHERE_FIELDS}
     else:
         used = {k: settings[k] for k in WORK_FIELDS if k in settings}
-    return {
+    identity = {
         "version": CACHE_VERSION,
         "kind": spec.kind,
         "plugin": spec.plugin,
@@ -100,13 +117,19 @@ def phase_identity(spec: PhaseSpec, config: TrainConfig, input_key: str | None) 
         "config": used,
         "input": input_key,
     }
+    return identity | {"after": list(after)} if after else identity
 
 
-def phase_key(spec: PhaseSpec, config: TrainConfig, input_key: str | None) -> str:
+def phase_key(
+    spec: PhaseSpec, config: TrainConfig, input_key: str | None, after: list[str] | None = None
+) -> str:
     """A stable 16-hex-digit hash of :func:`phase_identity` (name and title left out: they
     label a phase, they do not change it)."""
     text = json.dumps(
-        phase_identity(spec, config, input_key), sort_keys=True, separators=(",", ":"), default=str
+        phase_identity(spec, config, input_key, after),
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -124,14 +147,19 @@ def build_graph(trials: Iterable[tuple[str, Scenario, TrainConfig]], cache: Path
     by_trial: dict[str, dict[str, str]] = {}
     for trial_id, scenario, config in trials:
         keys: dict[str, str] = {}
+        records: list[str] = []
         for spec in scenario.phases:
             source = None if spec.makes_model_from_scratch else keys[spec.on]
-            key = phase_key(spec, config, source)
+            key = phase_key(spec, config, source, records)
             node = nodes.get(key)
             if node is None:
                 folder = cache / folder_name(spec, key)
-                node = nodes[key] = PhaseNode(key, spec, config, scenario.name, source, folder)
+                node = PhaseNode(key, spec, config, scenario.name, source, folder)
+                node.after = list(records)
+                nodes[key] = node
             node.uses.append((trial_id, spec.name))
             keys[spec.name] = key
+            if spec.kind in RECORD_KINDS:
+                records.append(key)
         by_trial[trial_id] = keys
     return PhaseGraph(cache, nodes, by_trial)

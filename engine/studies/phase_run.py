@@ -66,6 +66,7 @@ def payload(node: PhaseNode, source: Path | None, threads: int) -> Payload:
         "folder": str(node.folder.resolve()),
         "source": str(source.resolve()) if source is not None else None,
         "input": node.input,
+        "after": node.after,
         "threads": threads,
     }
 
@@ -76,6 +77,7 @@ def rebuild(data: Payload) -> tuple[PhaseNode, Path | None]:
     node = PhaseNode(
         data["key"], spec, config, data["scenario"], data["input"], Path(data["folder"])
     )
+    node.after = list(data.get("after") or [])
     return node, Path(data["source"]) if data["source"] else None
 
 

@@ -112,6 +112,7 @@ class GraphState:
                 "plugin": node.spec.plugin,
                 "label": node.label,
                 "input": node.input,
+                "after": node.after,
                 "folder": _shown(node.folder, out),
                 "status": self.status[key],
                 "seconds": round(self.seconds.get(key, 0.0), 2),
@@ -237,14 +238,14 @@ class Scheduler:
 
     def _depth(self, key: str) -> int:
         node = self.graph.nodes[key]
-        return 0 if node.input is None else 1 + self.depth[node.input]
+        return 1 + max((self.depth[k] for k in node.needs), default=-1)
 
     def ready(self) -> list[PhaseNode]:
         status = self.state.status
         found = [
             n
             for k, n in self.graph.nodes.items()
-            if status[k] == "pending" and (n.input is None or status[n.input] in DONE)
+            if status[k] == "pending" and all(status[need] in DONE for need in n.needs)
         ]
         return sorted(found, key=lambda n: -self.depth[n.key])
 

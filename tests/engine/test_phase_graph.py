@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,12 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.config import TrainConfig
+from engine.session import JobContext
 from engine.studies.phase_graph import phase_key
-from engine.studies.recipe_file import load_recipe
+from engine.studies.recipe_file import load_recipe, recipe_from_mapping
+from engine.studies.recipe_workers import RunOptions, Scheduler
 from engine.studies.recipes import plan
+from engine.studies.scenario_runner import PhaseRouter
 from wmtui.cli.main import app
 
 runner = CliRunner()
@@ -139,6 +144,33 @@ def test_a_phase_key_follows_what_the_output_depends_on_and_nothing_else(
     assert phase_key(embed.spec, other, None) != embed.key
     attack = next(n for n in graph.nodes.values() if n.input == embed.key)
     assert phase_key(attack.spec, attack.config, "another-embedding") != attack.key
+
+
+def test_a_threshold_phase_runs_before_the_later_phases_that_read_its_record(
+    tmp_path: Path,
+) -> None:
+    raw = tomllib.loads(matrix_text(["pattern"], ["prune", "ft-basic"]))
+    phases = raw["arms"][0]["phases"]
+    threshold = {"name": "threshold", "kind": "threshold", "on": "embed"}
+    phases.insert(1, threshold | {"params": {"scheme": "pattern", "null_models": 2}})
+    run = plan(recipe_from_mapping(raw, "ordered"), "quick", tmp_path / "out")
+    graph = run.graph()
+    kinds = Counter(n.spec.kind for n in graph.nodes.values())
+    assert kinds == {"embed": 2, "threshold": 2, "attack": 4}  # per seed; shared by attacks
+    scheduler = Scheduler(JobContext(), graph, RunOptions(), PhaseRouter(), print)
+    state = scheduler.state  # nothing done yet
+    for node in graph.nodes.values():
+        if node.spec.kind == "attack":
+            (before,) = node.after
+            assert graph.nodes[before].spec.kind == "threshold"
+            assert graph.nodes[before].input == node.input  # the same embedding's
+        if node.spec.kind == "embed":
+            state.status[node.key] = "kept"
+    assert {n.spec.kind for n in scheduler.ready()} == {"threshold"}  # not yet the attacks
+    for node in graph.nodes.values():
+        if node.spec.kind == "threshold":
+            state.status[node.key] = "failed"
+            assert {graph.nodes[k].spec.kind for k in graph.dependents(node.key)} == {"attack"}
 
 
 # -- computed once, on workers ---------------------------------------------------------------
