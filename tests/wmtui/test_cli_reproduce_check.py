@@ -79,7 +79,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("check")
     (folder / "tiny.toml").write_text(RECIPE)
     out, copy = folder / "out", folder / "recorded" / "tiny.toml"  # same name, same recipe
-    code, output = reproduce(folder / "tiny.toml", "--out", out, "--suggest-into", copy)
+    code, output = reproduce(
+        folder / "tiny.toml", "--out", out, "--suggest-into", copy, "--threads", "1"
+    )
     assert code == 0, output
     assert f"wrote {copy}: 3 cell(s) with a regression record" in output
     return out, copy
@@ -103,13 +105,16 @@ def test_suggest_into_records_every_trial_and_keeps_the_file(recorded: tuple[Pat
 
 
 def test_an_unchanged_rerun_passes_and_an_old_band_is_no_longer_needed(
-    recorded: tuple[Path, Path],
+    recorded: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    out, copy = recorded
-    code, output = reproduce(copy, "--out", out, "--check")  # resumes: every trial is kept
+    _, copy = recorded
+    rerun = tmp_path / "rerun"  # a fresh folder: every trial trained again, same seeds
+    code, output = reproduce(copy, "--out", rerun, "--check", "--threads", "1")
     assert code == 0, output
     assert "check passed: 3 cells (3 regression, 0 band)" in output
     assert "| accuracy, target 3 |  | 90.0% |" in output
+    assert "(identical) |" in output and "within ±" not in output  # same bits, not just close
+    assert "0 done earlier, 4 to run" in output  # trained again, not read from a cache
 
 
 def test_one_changed_value_fails_naming_the_cell_and_the_trial(
