@@ -114,12 +114,14 @@ def reproduce(
     options.check()  # before anything is written
     overrides = {"device": device} if device else {}
     run = plan(recipe, scale, out or default_out(recipe.name, scale), overrides, cache)
-    if no_run:
-        result = write_result(run, trial_statuses(run), 0.0)
-        if tui and recipe.matrix is not None:  # watch a run made elsewhere (wmtui serve)
-            from wmtui.tui.matrix_app import watch_matrix
+    if no_run and tui and recipe.matrix is not None:
+        # watch a run made elsewhere (wmtui serve): a watcher reads, never writes recipe.json
+        from wmtui.tui.matrix_app import watch_matrix
 
-            watch_matrix(run.out, recipe.matrix, recipe.title)
+        watch_matrix(run.out, recipe.matrix, recipe.title)
+        result = load_result(run.out) or write_result(run, trial_statuses(run), 0.0)
+    elif no_run:
+        result = write_result(run, trial_statuses(run), 0.0)
     else:
         note = apply_threads(threads) if workers == 1 and backend == "local" else ""
         code, result = _run(run, json_mode, tui, note, options)
