@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, UserError
+from engine.errors import ConfigError, RunError, UserError
 from engine.io import atomic_write_bytes
 from engine.studies.recipe_check import suggest_expectations, suggestions
 from engine.studies.recipe_file import Recipe, recipe_from_mapping
@@ -28,10 +28,20 @@ _CANNOT = (
 )
 
 
-def write_records(recipe: Recipe, result: Mapping[str, Any], target: Path) -> int:
-    """Write the copy; the number of cells recorded. Nothing is written on any refusal."""
+def check_target(target: Path) -> None:
+    """Refuse a copy that could not be written, before anything runs."""
     if target.exists():
         raise UserError(f"--suggest-into: {target} exists; name a new file (the copy)")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--suggest-into: {parent} is a file, not a folder")
+            break
+
+
+def write_records(recipe: Recipe, result: Mapping[str, Any], target: Path) -> int:
+    """Write the copy; the number of cells recorded. Nothing is written on any refusal."""
+    check_target(target)
     source = Path(recipe.path)
     try:
         text = source.read_text(encoding="utf-8")
@@ -48,7 +58,10 @@ def write_records(recipe: Recipe, result: Mapping[str, Any], target: Path) -> in
         held = cell.regression.get(scale)
         if cell.name in measured and (held is None or held.values != measured[cell.name]):
             raise ConfigError(_CANNOT.format(source=source, why=f"{cell.name!r} differs"))
-    atomic_write_bytes(target, updated.encode())
+    try:
+        atomic_write_bytes(target, updated.encode())
+    except OSError as exc:
+        raise RunError(f"--suggest-into: cannot write {target}: {exc.strerror or exc}") from None
     return len(measured)
 
 

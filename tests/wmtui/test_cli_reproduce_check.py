@@ -193,3 +193,17 @@ def test_the_report_shows_both_verdicts(recorded: tuple[Path, Path], tmp_path: P
     verdict = result["cells"][0]["paper_check"]["verdict"]
     assert verdict in page and "identical" in page and "95% " in page
     assert "band (no regression record)" not in page  # every cell has its record now
+
+
+def test_suggest_into_under_a_file_is_one_line_and_exit_2(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out, copy = recorded
+    (tmp_path / "plain").write_text("x")
+    target = tmp_path / "plain" / "tiny.toml"
+    code, output = reproduce(copy, "--out", out, "--no-run", "--suggest-into", target)
+    assert code == 2, output
+    assert (
+        output.strip()
+        == f"wmtui: error: --suggest-into: {tmp_path / 'plain'} is a file, not a folder"
+    )

@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.errors import ConfigError, UserError
+from engine.errors import ConfigError
 from engine.studies.recipe_file import SCALES, load_recipe, recipe_names
-from engine.studies.recipe_records import write_records
+from engine.studies.recipe_records import check_target, write_records
 from engine.studies.recipe_workers import RunOptions
 from engine.studies.recipes import (
     RecipeRun,
@@ -108,8 +108,8 @@ def reproduce(
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     recipe = load_recipe(name)
-    if suggest_into is not None and suggest_into.exists():
-        raise UserError(f"--suggest-into: {suggest_into} exists; name a new file (the copy)")
+    if suggest_into is not None:
+        check_target(suggest_into)
     options = RunOptions(backend, workers, threads if workers > 1 else None, address)
     options.check()  # before anything is written
     overrides = {"device": device} if device else {}
