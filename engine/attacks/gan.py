@@ -47,6 +47,10 @@ decoy-trained fashion-mnist models. Started opaque over a random pattern and shr
 where a random start was not (74 vs 58); started from a random mask and pattern
 (``random``, Neural Cleanse's code), the TEST text was found (34 vs 69) where ``full`` was
 not. Both together found both (README, Detection), at twice the cost of one.
+
+**When it stops.** As Neural Cleanse, once no class's smallest trigger (or, in image mode, its
+batch perturbation size) shrinks any more (:mod:`engine.attacks.convergence`); ``--scan-steps``
+is the cap, by default AdvGAN's training budget (:data:`GAN_STEPS`).
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def default_threshold(shape: tuple[int, int, int]) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class GanParams(ScanParams, ConvergeParams):
+class GanParams(ConvergeParams, ScanParams):
     scan_steps: int = param(
         GAN_STEPS,
         "most optimisation steps (the cap; the scan stops earlier once converged). AdvGAN's "

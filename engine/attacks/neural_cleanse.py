@@ -14,6 +14,11 @@ random mask and pattern, and from an opaque mask that shrinks (a decoy-trained s
 only near full opacity, which a transparent start never reaches). On clean synthetic models
 the transparent start (``small``) flagged a natural class on 3 of 5 seeds, ``full,random``
 on 1 of 5 (README, Detection).
+
+The search runs until no class's smallest trigger shrinks any more
+(:mod:`engine.attacks.convergence`), ``--scan-steps`` being the cap: by default Neural
+Cleanse's own budget (:data:`NC_STEPS`), so a decoy-trained trigger that collapses late is
+still found, while a model whose masks settled early is not scanned for the whole budget.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ NC_STEPS = 15_500
 
 
 @dataclasses.dataclass(frozen=True)
-class NeuralCleanseParams(ScanParams, ConvergeParams):
+class NeuralCleanseParams(ConvergeParams, ScanParams):
     scan_steps: int = param(
         NC_STEPS,
         "most optimisation steps (the cap; the scan stops earlier once converged). Neural "
