@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.studies.grid import matches, point_label, substitute
+from engine.studies.grid import point_label, substitute
 from engine.studies.intervals import interval95
 from engine.studies.recipe_file import UNITS, Cell, Recipe
 from engine.studies.scenario_runner import completed_summary, phase_folder
@@ -109,14 +109,45 @@ def compare(run: RecipeRun, statuses: Mapping[str, str]) -> dict[str, Any]:
 
 def planned_trials(run: RecipeRun, cell: Cell) -> list[Trial]:
     """The trials a cell averages over: its arm's grid points that match its ``where`` (and
-    run its phase: a scale may leave a phase out)."""
-    return [
-        t
-        for t in run.trials
-        if t.arm == cell.arm
-        and matches(t.point, cell.where)
-        and cell.phase in [p.name for p in t.scenario.phases]
-    ]
+    run its phase: a scale may leave a phase out). Looked up in an index of the run's trials
+    by the ``where`` axes, built once per run: a matrix's 1,400 cells each scanning 1,400
+    trials took 3.7 s a comparison."""
+    keys = tuple(sorted(cell.where))
+    wanted = (cell.arm, tuple(_hashable(cell.where[k]) for k in keys))
+    found = _groups(run.trials, keys).get(wanted, [])
+    return [t for t in found if cell.phase in [p.name for p in t.scenario.phases]]
+
+
+#: the last run's trials and, per tuple of axes, its trials grouped by (arm, values); one
+#: tuple, replaced whole, so a comparison in another thread never reads another run's groups
+_INDEX: tuple[Any, dict[tuple[str, ...], dict[Any, list[Any]]]] = (None, {})
+
+
+def _groups(trials: Sequence[Trial], keys: tuple[str, ...]) -> dict[Any, list[Trial]]:
+    global _INDEX
+    index = _INDEX
+    if index[0] is not trials:  # the same list object: a run's trials never change
+        index = (trials, {})
+        _INDEX = index
+    groups = index[1].get(keys)
+    if groups is None:
+        groups = {}
+        for trial in trials:
+            if all(k in trial.point for k in keys):
+                group = (trial.arm, tuple(_hashable(trial.point[k]) for k in keys))
+                groups.setdefault(group, []).append(trial)
+        index[1][keys] = groups
+    return groups
+
+
+def _hashable(value: Any) -> Any:
+    """An axis value as a dict key that is equal where the values are (1 and 1.0 too): an
+    axis of tables varies several settings together."""
+    if isinstance(value, Mapping):
+        return ("table", tuple(sorted((str(k), _hashable(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("list", tuple(_hashable(v) for v in value))
+    return value
 
 
 def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:

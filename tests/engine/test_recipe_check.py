@@ -4,10 +4,12 @@ hand-computed values, the paper's three outcomes, and the regression rules."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
 from engine.errors import ConfigError
+from engine.studies.grid import matches
 from engine.studies.intervals import interval95, mean_interval, t95, wilson
 from engine.studies.recipe_check import (
     DIFFERS,
@@ -15,6 +17,7 @@ from engine.studies.recipe_check import (
     NO_PAPER,
     REPRODUCES,
     paper_verdict,
+    planned_trials,
     regression_verdict,
 )
 from engine.studies.recipe_file import Cell, Expectation, Regression, recipe_from_mapping
@@ -159,3 +162,21 @@ def test_a_record_reaches_its_cell_by_name() -> None:
     cells = {c.name: c for c in recipe_from_mapping(raw, "tiny").cells}
     assert cells["accuracy change"].regression["quick"].values == {"seed=0 target=3": 1.0}
     assert cells["accuracy"].regression == {}
+
+
+def test_planned_trials_are_those_matching_the_cells_where() -> None:
+    # the lookup is an index; it must agree with matching every trial (tables, 1 and 1.0)
+    phases = SimpleNamespace(phases=[SimpleNamespace(name="p")])
+    tables = [{"name": "ftb", "epochs": 1}, {"name": "ftb", "epochs": 2}]
+    trials = [
+        SimpleNamespace(arm=arm, point={"seed": seed, "attack": attack}, scenario=phases)
+        for arm in ("a", "b")
+        for seed in (0, 1)
+        for attack in tables
+    ]
+    run = SimpleNamespace(trials=trials)
+    for where in ({}, {"seed": 1.0}, {"attack": {"epochs": 2, "name": "ftb"}}, {"seed": 7}):
+        found = planned_trials(run, cell(where=where))  # type: ignore[arg-type]
+        assert found == [t for t in trials if t.arm == "a" and matches(t.point, where)]
+    assert len(planned_trials(run, cell(where={"seed": 1.0}))) == 2  # type: ignore[arg-type]
+    assert planned_trials(run, cell(phase="other")) == []  # type: ignore[arg-type]
