@@ -163,7 +163,7 @@ def _nan(value: float | None) -> float:
 
 # -- the section -------------------------------------------------------------------------------
 def matrix_table_of(data: RecipeData, matrix: Matrix) -> MatrixTable:
-    return matrix_table(matrix, data.cells)
+    return matrix_table(matrix, data.cells, data.trials)
 
 
 def heatmap_html(matrix: Matrix, table: MatrixTable) -> str:
@@ -185,6 +185,8 @@ def heatmap_html(matrix: Matrix, table: MatrixTable) -> str:
             ]
             unit = matrix.metric(matrix.colour).unit
             shown = "–" if value is None else f"{value:.0f}{unit}"
+            if table.not_applicable(row, column, matrix.colour):
+                shown = "n/a"  # every trial finished; the referee could not judge it
             title = esc(f"{row} × {column}: " + ", ".join([f"{matrix.colour} {shown}", *others]))
             cells.append(f"<td style='background:{shade}' title='{title}'>{esc(shown)}</td>")
         body.append(f"<tr><th scope='row'>{esc(row)}</th>{''.join(cells)}</tr>")

@@ -210,14 +210,23 @@ class MatrixTable:
     columns: list[str]
     values: dict[tuple[str, str], dict[str, float | None]]
     counts: dict[tuple[str, str], int]
+    #: cells whose every trial completed: one of them without a value has none to give (a
+    #: scheme the referee cannot judge under that attack, DAWN under a removal attack)
+    done: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
     def value(self, row: str, column: str, metric: str) -> float | None:
         return self.values.get((row, column), {}).get(metric)
 
+    def not_applicable(self, row: str, column: str, metric: str) -> bool:
+        return (row, column) in self.done and self.value(row, column, metric) is None
 
-def matrix_table(matrix: Matrix, cells: list[Mapping[str, Any]]) -> MatrixTable:
-    """The matrix from a result's cells (``recipe.json``'s ``cells``), by their names."""
-    table = MatrixTable([], [], {}, {})
+
+def matrix_table(
+    matrix: Matrix, cells: list[Mapping[str, Any]], trials: list[Mapping[str, Any]] | None = None
+) -> MatrixTable:
+    """The matrix from a result's cells (``recipe.json``'s ``cells``), by their names;
+    ``trials`` (its ``trials``: params and status) say which cells have finished."""
+    table = MatrixTable([], [], {}, {}, finished_cells(matrix, trials or []))
     for cell in cells:
         if cell.get("table") != MATRIX_TABLE:
             continue
@@ -244,32 +253,50 @@ def removed_fraction(value: float | None, matrix: Matrix) -> float | None:
     return value / 100.0 if unit == "%" else value
 
 
-def claim_holds(claim: Claim, matrix: Matrix, table: MatrixTable) -> tuple[bool | None, int]:
-    """Whether ``claim`` holds on the table (None while a cell in its scope has no value),
-    and how many cells it read."""
-    columns = [c for c in table.columns if claim.in_scope(c)]
-    cells = {
-        (r, c): removed_fraction(table.value(r, c, matrix.colour), matrix)
-        for r in table.rows
-        for c in columns
-    }
-    read = sum(v is not None for v in cells.values())
-    if not columns or not table.rows or read < len(cells):
-        return None, read
+def finished_cells(matrix: Matrix, trials: list[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """The (row, column) pairs whose every trial completed."""
+    states: dict[tuple[str, str], list[bool]] = {}
+    for trial in trials:
+        params = trial.get("params") or {}
+        if matrix.rows in params and matrix.columns in params:
+            pair = (value_label(params[matrix.rows]), value_label(params[matrix.columns]))
+            states.setdefault(pair, []).append(trial.get("status") == "completed")
+    return {pair for pair, done in states.items() if all(done)}
 
-    def has(row: str, column: str) -> bool:
-        value = cells[(row, column)]
-        assert value is not None
-        removed = value >= matrix.removed_at - 1e-9
+
+def claim_holds(claim: Claim, matrix: Matrix, table: MatrixTable) -> tuple[bool | None, int]:
+    """Whether ``claim`` holds on the table (None while a cell in its scope waits for a
+    value), and how many cells it read. A finished cell without a value (the referee could
+    not judge it) is left out, and so is a row or column left with no cell."""
+    columns = [c for c in table.columns if claim.in_scope(c)]
+    cells: dict[tuple[str, str], float] = {}
+    for r in table.rows:
+        for c in columns:
+            value = removed_fraction(table.value(r, c, matrix.colour), matrix)
+            if value is not None:
+                cells[(r, c)] = value
+            elif not table.not_applicable(r, c, matrix.colour):
+                return None, len(cells)  # still to be measured
+    if not cells:
+        return None, 0
+
+    def has(row: str, column: str) -> bool | None:
+        if (row, column) not in cells:
+            return None
+        removed = cells[(row, column)] >= matrix.removed_at - 1e-9
         return removed if claim.has == "removed" else not removed
 
+    def some(pairs: list[tuple[str, str]]) -> bool | None:
+        found = [has(*pair) for pair in pairs]
+        return None if all(f is None for f in found) else any(f for f in found)
+
     if claim.every == "row":
-        holds = all(any(has(r, c) for c in columns) for r in table.rows)
+        verdicts = [some([(r, c) for c in columns]) for r in table.rows]
     elif claim.every == "column":
-        holds = all(any(has(r, c) for r in table.rows) for c in columns)
+        verdicts = [some([(r, c) for r in table.rows]) for c in columns]
     else:
-        holds = all(has(r, c) for r in table.rows for c in columns)
-    return holds, read
+        verdicts = [has(*pair) for pair in cells]
+    return all(v for v in verdicts if v is not None), len(cells)
 
 
 def claim_values(
@@ -303,7 +330,8 @@ def _colour_table(
         for c in run.recipe.cells
         if c.table == MATRIX_TABLE and c.name.endswith(f": {matrix.colour}")
     ]
-    table = matrix_table(matrix, colour)
+    trials = [{"params": t.point, "status": statuses.get(t.key)} for t in run.trials]
+    table = matrix_table(matrix, colour, trials)
     _LAST[:] = [run, statuses, dict(statuses), table]
     return table
 

@@ -47,8 +47,10 @@ def shade(fraction: float | None) -> str:
 
 def cell_text(matrix: Matrix, table: MatrixTable, row: str, column: str) -> str:
     """The value in a cell: the colour metric rounded (``100`` for 100%), ``·`` while none of
-    its trials has finished."""
+    its trials has finished, ``n/a`` when they all have and gave no value."""
     value = table.value(row, column, matrix.colour)
+    if table.not_applicable(row, column, matrix.colour):
+        return "n/a"  # finished, and the referee could not judge it
     return "·" if value is None else f"{value:.0f}"
 
 
@@ -124,7 +126,8 @@ def progress_line(matrix: Matrix, table: MatrixTable, result: dict[str, Any] | N
 
 
 def table_of(matrix: Matrix, result: dict[str, Any] | None) -> MatrixTable:
-    return matrix_table(matrix, (result or {}).get("cells") or [])
+    result = result or {}
+    return matrix_table(matrix, result.get("cells") or [], result.get("trials") or [])
 
 
 def fraction(matrix: Matrix, table: MatrixTable, row: str, column: str) -> float | None:
