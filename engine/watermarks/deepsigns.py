@@ -18,15 +18,19 @@ reads bits independent of it: BER about 0.5.
 Defaults follow the Watermark-Robustness-Toolbox (``wrt/defenses/watermark/deepsign.py`` and
 ``configs/cifar10/wm_configs/deepsignwb.yaml`` of dnn-security/Watermark-Robustness-Toolbox):
 gamma0 1, gamma1 0.001, gamma2 0.3, embedding rate 10, 10 Gaussians (the first classes, as
-WRT takes them), 100 bits per Gaussian, centres learnt at rate 0.01 from the model's mean
-activations, no separation term (``separate_means: false``) and no centre-norm term (its
-gamma3 is 0), key images max(64, batch size) = 128 per class. Where we read WRT differently:
-one key batch of ``batch_size`` images drawn across all Gaussians is added to the step every
-``embedding_rate`` steps (WRT takes three extra optimizer steps, one per random class), and
-the centres' gradient is taken fresh each time (WRT never zeroes it). The layer: WRT names an
-index into its network's list of activations; ours is a role, by default the first dense
-layer's output (LeNet-5: 120 units), so the key survives a re-saved or renamed model. Not
-reproduced: WRT's early stop on the watermark accuracy.
+WRT takes them), 100 bits per Gaussian, no separation term (``separate_means: false``), no
+centre-norm term (its gamma3 is 0), key images max(64, batch size) = 128 per class. Where we
+read it differently (:class:`~engine.watermarks.gaussian_mixture.DeepSignsLoss` says why):
+the centres are the key batch's own class means by default (``--centres learnt``: WRT's free
+variables, learning rate ``mu_lr`` 0.01); loss1 is averaged over images and units and loss2's
+logits are divided by sqrt(M), where WRT sums (its sums, on a LeNet-5 without BatchNorm at
+our learning rate, sent Fashion-MNIST test accuracy to 10%); one key batch of ``batch_size``
+images drawn across all Gaussians joins the step every ``embedding_rate`` steps (WRT takes
+three extra optimizer steps, one per random class). The layer: WRT names an index into its
+network's list of activations (a 24,576-unit feature map for 10 x 100 bits); ours is a role,
+by default the second convolution's output (LeNet-5: 16 x 10 x 10 = 1,600 units), so the key
+survives a re-saved or renamed model. Not reproduced: WRT's early stop on the watermark
+accuracy.
 
 The key (``RUN/key``, 0600) holds A, b and the key images; none of them is in the model file.
 """

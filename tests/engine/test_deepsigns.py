@@ -203,11 +203,11 @@ def test_the_mark_is_fine_tuned_into_a_trained_model(
         "deepsigns",
         from_run=clean,
         out=out,
-        epochs=4,
+        epochs=8,
         optimizer="adam",
         lr=0.01,
         data_dir=str(shared_data_dir),
-        **(FAST | {"gamma2": 3.0}),  # at 1.0 a trained layer needs more than these 64 steps
+        **(FAST | {"gamma2": 3.0}),  # at 1.0 a trained layer needs more than 128 steps
     )
     assert run(spec).status == "completed"
     before = RunDir.open(clean).summary()["test_acc"]
