@@ -23,10 +23,10 @@ the attacker's own key is verified like a pirate's claim (``claims``, ``OUT/pira
 A white-box scheme (``uchida``: a signature in a layer's weights) can overwrite too, as the
 SoK overwrites Uchida with Uchida: the attacker's own projection and signature regularise the
 same layer, and the referee reads the owner's bit error rate after it (``after.white_box``).
-The attacker's key is drawn from a seed of its own (:func:`own_seed`), never from the owner's:
-the budget's seed defaults to the run's, and a key drawn from it would be the owner's own
-signature and projection for ``uchida`` (or the owner's noise trigger), which the attack would
-then reinforce rather than overwrite.
+The attacker's key is drawn from a seed of its own (:func:`engine.jobs.own_key.own_seed`),
+never from the owner's: the budget's seed defaults to the run's, and a key drawn from it would
+be the owner's own signature and projection for ``uchida`` (or the owner's noise trigger),
+which the attack would then reinforce rather than overwrite.
 
 A job-layer plugin (it needs the watermark schemes, which attack modules never import).
 """
@@ -53,14 +53,6 @@ from engine.jobs.piracy import PiracyParams
 from engine.metrics import predictions
 from engine.models import Architecture
 from engine.registry import param
-
-#: what separates the attacker's key seed from the owner's (see the module)
-SEED_OFFSET = 7_919
-
-
-def own_seed(seed: int) -> int:
-    """The attacker's key seed: its budget seed, moved off the owner's key stream."""
-    return seed + SEED_OFFSET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +91,8 @@ class Overwriting(LabelledAttack[OverwritingParams]):
             labels = predictions(model, data.labeled_x, classes=data.num_classes)
             env.queries.add(len(data.labeled_x))
         embedding = p.embedding("attacker")
-        keyed = dataclasses.replace(data, seed=own_seed(data.seed))  # the same images, used
         result = embedding.run(
-            model, arch, keyed, env, steps=self.planned_steps(data), labels=labels
+            model, arch, data, env, steps=self.planned_steps(data), labels=labels
         )
         result.info["labels"] = p.labels
         return result

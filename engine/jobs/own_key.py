@@ -39,6 +39,10 @@ from engine.watermarks.white_box import is_white_box
 OWN_SCHEMES = ("dual", "pattern", "abstract", "newlabel", "unrelated")
 #: the white-box schemes registered (``overwriting`` writes over a white-box mark with one)
 WHITE_BOX_SCHEMES = tuple(p.name for p in SCHEMES if is_white_box(p.factory))
+#: what separates the attacker's key seed from the owner's: the budget's seed defaults to the
+#: run's, and a key drawn from it could be the owner's own (its uchida signature and projection,
+#: its noise trigger or target), which a pirate would then claim and an overwriter reinforce
+SEED_OFFSET = 7_919
 #: a throwaway key pair: 2048 bits (it only has to sign one claim, now)
 THROWAWAY_BITS = 2048
 
@@ -51,6 +55,11 @@ def check_own_scheme(scheme: str, data: DatasetMeta, budget: AttackerBudget, who
         get_scheme(scheme).check_data(parse_params(get_scheme(scheme).Params, {}), share)
     except ConfigError as exc:
         raise ConfigError(f"{who} {scheme} key on its {share.train_size:,} images: {exc}") from None
+
+
+def own_seed(seed: int) -> int:
+    """The attacker's key seed: its budget seed, moved off the owner's key stream."""
+    return seed + SEED_OFFSET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +109,7 @@ class OwnKeyEmbedding:
             y,
             classes=[str(c) for c in range(data.num_classes)],
         )
-        key = self.draw_key(own, arch, data.seed, env)
+        key = self.draw_key(own, arch, own_seed(data.seed), env)
         env.log(f"the {self.name}'s key: {key.describe()}")
         if key.num_outputs > arch.num_classes:
             # a new-label key needs an output the suspect lacks: the attacker widens the head,
