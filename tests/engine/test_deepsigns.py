@@ -20,7 +20,7 @@ from engine.models import build_model
 from engine.runs import RunDir
 from engine.watermarks import Key, get_scheme, load_key
 from engine.watermarks.deepsigns import DeepSignsParams
-from engine.watermarks.gaussian_mixture import DeepSignsLoss, class_means
+from engine.watermarks.gaussian_mixture import DeepSignsLoss, centre_loss, class_means
 from engine.watermarks.white_box import LayerRole
 from wmtui.cli import app
 
@@ -76,6 +76,16 @@ def test_bits_and_ber_from_hand_made_activations() -> None:
     assert verdict.ber == pytest.approx(1 / 6) and (verdict.n_key, verdict.matches) == (6, 5)
     assert verdict.p_value == pytest.approx(7 / 64)  # at most one error in six fair coins
     assert not verdict.verified
+
+
+def test_centre_loss_pulls_to_the_own_centre_and_pushes_from_the_others() -> None:
+    acts = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    mu = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    groups = torch.tensor([0, 1])
+    # squared distances to the own centre: 0 and 4; per image and unit: (0 + 4) / 2 / 2
+    assert float(centre_loss(acts, mu, groups, separate=False)) == pytest.approx(1.0)
+    # to the other centre: 8 and 4, per image and unit 3; pull minus push: 1 - 3
+    assert float(centre_loss(acts, mu, groups, separate=True)) == pytest.approx(-2.0)
 
 
 def test_learnt_centres_move_towards_the_signature() -> None:
