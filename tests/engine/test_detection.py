@@ -241,6 +241,8 @@ def test_detector_flags_the_target_and_not_a_clean_model(
     assert found.anomaly_index >= 2
     assert min(range(10), key=lambda c: found.sizes[c]) == TARGET
     assert found.trigger is not None and found.trigger.cls == TARGET
+    # the scan stops by the convergence rule, at the latest at its cap, and says which
+    assert found.stopped_because and found.steps <= found.cap == SCAN["scan_steps"]
     # the verdict is the decision rule applied to the sizes the search measured
     assert found.flagged_class == decide(found.sizes, gap=found.gap)[0]
     # the reversed trigger works on images the search never saw
