@@ -23,15 +23,15 @@ from wmtui.cli import app
 runner = CliRunner()
 TRAIN = dict(
     dataset="synthetic",
-    train_size=512,
+    train_size=1024,
     test_size=256,
-    epochs=6,
+    epochs=8,
     optimizer="adam",
     lr=0.01,
     device="cpu",
 )
-#: a small abstract key, a large share of each batch: learnt in a few tiny epochs
-KEY = {"key_params": "count=20;inject_ratio=0.25"}
+#: a white-square pattern key: learnt in a few tiny epochs (an abstract key costs more accuracy)
+KEY = {"key_scheme": "pattern", "key_params": "trigger=square"}
 
 
 def test_exp_weighting_of_a_hand_made_weight() -> None:
@@ -75,7 +75,7 @@ def test_a_reweighted_model_saves_and_loads_as_an_ordinary_one() -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> tuple[Path, Path]:
-    """A LeNet-5 trained with an abstract key under EW, and its clean twin (same seed)."""
+    """A LeNet-5 trained with a pattern key under EW, and its clean twin (same seed)."""
     folder = tmp_path_factory.mktemp("exp-weighting")
     data = dict(TRAIN, data_dir=str(shared_data_dir))
     marked = folder / "marked"
@@ -94,17 +94,17 @@ def test_the_key_verifies_at_a_small_cost_and_not_on_the_clean_twin(
     summary = json.loads((marked / "summary.json").read_text())
     clean_acc = json.loads((clean / "summary.json").read_text())["test_acc"]
     verdict = summary["verify"]
-    assert verdict["verified"] and verdict["null_reason"] == "chance 1/10"
-    assert verdict["test_acc"] >= clean_acc - 0.05
+    assert verdict["verified"] and verdict["retention"] > 0.8
+    assert verdict["test_acc"] >= clean_acc - 0.03
     events = (marked / "events.jsonl").read_text()
     assert "read as EW(w, T=2)" in events and "EW(w) baked" in events
     key = load_key(marked / "key")
-    assert key.scheme == "exp-weighting" and key.params["key_scheme"] == "abstract"
-    assert key.meta["key_params"]["count"] == 20
+    assert key.scheme == "exp-weighting" and key.params["key_scheme"] == "pattern"
+    assert key.meta["key_params"]["trigger"] == "square"
     # the model file is an ordinary lenet5: it loads, and its verdict is the same from disk
     model, arch = RunDir.open(marked).load_model()
     assert set(model.state_dict()) == set(build_model(arch).state_dict())
-    data = load_dataset("synthetic", shared_data_dir, train_size=512, test_size=256).data
+    data = load_dataset("synthetic", shared_data_dir, train_size=1024, test_size=256).data
     scheme = get_scheme("exp-weighting")
     again = scheme.verify(model, key, data, 1e-3)
     assert again.verified and again.matches == verdict["matches"]
