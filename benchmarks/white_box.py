@@ -64,6 +64,9 @@ from engine.watermarks.white_box import is_white_box
 
 SCHEMES = ("uchida", "deepsigns", "exp-weighting")
 EMBEDDED, CLEAN = "embedded", "clean model"
+#: Namba & Sakuma fine-tune a trained model with exponential weighting; from scratch, 3 epochs
+#: of EW left one seed's key at 3% and its accuracy at 71%
+FROM_CLEAN = frozenset({"exp-weighting"})
 QUERY_ATTACK = "jpeg"  # the query modification a trigger scheme faces
 
 
@@ -154,7 +157,7 @@ def embed(scheme: str, scale: Scale, config: dict[str, Any], work: Path, clean: 
     params = dict(dict(scale.params).get(scheme, ()))
     config = config | {"eval_every": EMBED_EVAL_EVERY}
     weights = {k: v for k, v in config.items() if k not in ("eval_every", "device")}
-    source = clean if needs_clean_model(scheme) else None
+    source = clean if needs_clean_model(scheme) or scheme in FROM_CLEAN else None
     what = [scheme, params, weights] + ([source.name] if source else [])
     folder = work / f"embed-{scheme}-s{config['seed']}-{digest(what)}"
     spec = JobSpec.embed(scheme, params=params, config=config, from_run=source)
