@@ -47,6 +47,7 @@ from engine.registry import param, parse_params
 from engine.runs import KEY_DIR, RunDir
 from engine.session import Job, JobContext
 from engine.watermarks import SCHEMES, Key, load_key
+from engine.watermarks.white_box import is_white_box
 
 CACHE_ENV = "WMTUI_CACHE_DIR"
 
@@ -238,6 +239,28 @@ def threshold_job(
     return job
 
 
+def white_box_job(
+    config: TrainConfig, scheme: str, params: ThresholdParams, source: RunDir | None
+) -> Job:
+    """A white-box mark has no key samples to query, so no null model can score it: it is
+    judged by its BER's p-value under random weights (``verify --white-box``). The phase
+    completes saying so, so that a recipe over every scheme (``sok``) runs its attacks."""
+
+    def job(ctx: JobContext) -> dict[str, Any]:
+        why = f"{scheme} is read from the model, not queried: judged by its BER, no threshold"
+        ctx.log(f"threshold {scheme}: {why}")
+        return {
+            "status": "completed",
+            "scheme": scheme,
+            "threshold": None,
+            "rule": "white-box",
+            "why": why,
+            "seconds": 0.0,
+        }
+
+    return job
+
+
 def _default_params(scheme: str) -> dict[str, Any]:
     factory = SCHEMES.get(scheme).factory
     return {f.name: f.default for f in dataclasses.fields(factory.Params)}
@@ -285,7 +308,8 @@ class ThresholdKind(JobKind):
         } | ({"source_run": str(source.path)} if source is not None else {})
 
         def make(out: RunDir | None) -> Job:
-            job = threshold_job(config, scheme, params, source)
+            white_box = is_white_box(SCHEMES.get(scheme).factory)
+            job = (white_box_job if white_box else threshold_job)(config, scheme, params, source)
             if out is None:
                 return job
 

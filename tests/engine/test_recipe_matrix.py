@@ -226,8 +226,9 @@ def test_a_tiny_matrix_runs_and_fills_its_table(tmp_path: Path) -> None:
 def test_the_sok_recipes_phases_run_on_synthetic_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sok file's own arms cut to two schemes (pattern, from scratch; dawn, embedded into
-    the trained model, whose mark only its stolen copies carry), one single and one combined
+    """The sok file's own arms cut to three schemes (pattern, from scratch; dawn, embedded into
+    the trained model, whose mark only its stolen copies carry; uchida, read from the weights
+    with no threshold's null models), one single and one combined
     attack, a seed and two null models: every phase kind runs, and the claims leave out the
     cells the referee cannot judge rather than wait for them."""
     from engine.studies import presets
@@ -239,7 +240,7 @@ def test_the_sok_recipes_phases_run_on_synthetic_data(
     for arm in raw["arms"]:
         arm["grid"] = {
             "seed": [0],
-            "scheme": [s for s in arm["grid"]["scheme"] if s["name"] in ("pattern", "dawn")],
+            "scheme": [s for s in arm["grid"]["scheme"] if s["name"] in ("pattern", "dawn", "uchida")],
             "attack": [a for a in arm["grid"]["attack"] if a["name"] in ("jpeg", "sok-combined-1")],
         }
         for phase in arm["phases"]:
@@ -247,7 +248,7 @@ def test_the_sok_recipes_phases_run_on_synthetic_data(
                 phase["params"]["null_models"] = 2
     recipe = recipe_from_mapping(raw, "sok-tiny")
     run = plan(recipe, "quick", tmp_path / "out")
-    assert [t.arm for t in run.trials] == ["single", "single", "combined", "combined"]
+    assert [t.arm for t in run.trials] == ["single"] * 3 + ["combined"] * 3
     job, _root, sinks = prepare_recipe(run)
     session = Session(job, sinks).start()
     session.join(300)
@@ -255,10 +256,12 @@ def test_the_sok_recipes_phases_run_on_synthetic_data(
     result = load_result(run.out)
     assert result is not None and result["complete"]
     table = matrix_table(recipe.matrix, result["cells"], result["trials"])
-    assert table.rows == ["pattern", "dawn"] and table.columns == ["jpeg", "sok-combined-1"]
+    assert table.rows == ["pattern", "uchida", "dawn"]
+    assert table.columns == ["jpeg", "sok-combined-1"]
     for column in table.columns:
         assert table.value("pattern", column, "removed-rate") in (0.0, 100.0)
         assert table.value("pattern", column, "attack cost") is not None
+        assert table.value("uchida", column, "removed-rate") in (0.0, 100.0)
         # dawn's mark is read on stolen copies: a removal attack's cell is judged or n/a
         dawn = table.value("dawn", column, "removed-rate")
         assert dawn in (0.0, 100.0) or table.not_applicable("dawn", column, "removed-rate")

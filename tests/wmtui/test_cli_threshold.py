@@ -65,3 +65,13 @@ def test_threshold_prints_its_line_and_verify_shows_the_verdict(pattern_run: Pat
     line = next(x for x in after.output.splitlines() if "SoK threshold:" in x)
     assert line.startswith("  SoK threshold: marked (key accuracy ")
     assert f"threshold {100 * record['threshold']:.2f}%" in line
+
+
+def test_a_white_box_scheme_has_no_threshold_and_trains_no_null_model() -> None:
+    """uchida is read from the weights, never queried: no null model can score it, so the
+    phase says how it is judged instead (a recipe over every scheme runs on past it)."""
+    result = runner.invoke(app, ["threshold", "--scheme", "uchida", *TINY, "--null-models", "2"])
+    assert result.exit_code == 0, result.output
+    assert "threshold uchida: uchida is read from the model, not queried" in result.output
+    assert "judged by its BER" in result.output
+    assert not any(cache().rglob("*"))  # no null model trained, nothing cached

@@ -69,6 +69,8 @@ def threshold(
 
 def describe(summary: dict[str, Any]) -> str:
     """The threshold, the null accuracies it rests on, and where it is cached."""
+    if "record" not in summary:  # a white-box scheme: judged by its BER, no null models
+        return f"threshold {summary['scheme']}: {summary['why']}"
     record = summary["record"]
     size = (
         f"{record['key_size']} key images"
