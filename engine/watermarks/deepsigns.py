@@ -48,7 +48,6 @@ from engine.data.base import ImageSet
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError, RunError
 from engine.metrics import Probe, Verdict, accuracy
-from engine.models import Architecture, build_model
 from engine.registry import param
 from engine.training import Source
 from engine.watermarks.base import (
@@ -60,7 +59,14 @@ from engine.watermarks.base import (
     register_scheme,
 )
 from engine.watermarks.gaussian_mixture import CENTRES, DeepSignsLoss, class_means
-from engine.watermarks.white_box import LAYER_KINDS, LayerRole, bit_verdict, find_layer, read_bits
+from engine.watermarks.white_box import (
+    LAYER_KINDS,
+    LayerRole,
+    bit_verdict,
+    blank_model,
+    check_layer,
+    read_bits,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,21 +136,7 @@ class DeepSignsScheme(Watermark):
     def check_model(
         self, params: Any, model: str, shape: tuple[int, int, int], outputs: int
     ) -> None:
-        """The chosen layer exists in this architecture (checked before any folder exists)."""
-        try:
-            blank = self._blank(model, shape, outputs)
-        except ConfigError:
-            raise
-        except Exception:  # an architecture that cannot be built fails later, as for any scheme
-            return
-        find_layer(blank, role(params))
-
-    @staticmethod
-    def _blank(model: str, shape: tuple[int, int, int], outputs: int) -> nn.Module:
-        """An untrained instance to size the layer on, without moving the global RNG (keygen
-        must not change the weights a seed gives)."""
-        with torch.random.fork_rng(devices=[]):
-            return build_model(Architecture(model, tuple(shape), outputs))  # type: ignore[arg-type]
+        check_layer(role(params), model, shape, outputs)
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         data = ctx.data
@@ -162,7 +154,7 @@ class DeepSignsScheme(Watermark):
         index = torch.cat(chosen)
         key_x = data.train_x[index.to(data.train_x.device)].cpu()
         key_groups = torch.cat(groups)
-        model = ctx.trained_model or self._blank(
+        model = ctx.trained_model or blank_model(
             ctx.model, data.shape, self.num_outputs(params, data.num_classes)
         )
         size = class_means(model, role(params), key_x[:1], key_groups[:1] * 0, 1).shape[1]

@@ -34,7 +34,6 @@ from torch import nn
 from engine.data.base import ImageSet
 from engine.errors import ConfigError, RunError
 from engine.metrics import Probe, Verdict, accuracy
-from engine.models import Architecture, build_model
 from engine.registry import param
 from engine.training import Source
 from engine.watermarks.base import (
@@ -49,6 +48,8 @@ from engine.watermarks.white_box import (
     LAYER_KINDS,
     LayerRole,
     bit_verdict,
+    blank_model,
+    check_layer,
     find_layer,
     mean_weights,
     read_bits,
@@ -97,26 +98,12 @@ class UchidaScheme(Watermark):
     def check_model(
         self, params: Any, model: str, shape: tuple[int, int, int], outputs: int
     ) -> None:
-        """The chosen layer exists in this architecture (checked before any folder exists)."""
-        try:
-            blank = self._blank(model, shape, outputs)
-        except ConfigError:
-            raise
-        except Exception:  # an architecture that cannot be built fails later, as for any scheme
-            return
-        find_layer(blank, role(params))
-
-    @staticmethod
-    def _blank(model: str, shape: tuple[int, int, int], outputs: int) -> nn.Module:
-        """An untrained instance to count layers on, without moving the global RNG (keygen
-        must not change the weights a seed gives)."""
-        with torch.random.fork_rng(devices=[]):
-            return build_model(Architecture(model, tuple(shape), outputs))  # type: ignore[arg-type]
+        check_layer(role(params), model, shape, outputs)
 
     def keygen(self, params: Any, ctx: KeyContext) -> Key:
         data = ctx.data
         outputs = self.num_outputs(params, data.num_classes)
-        model = ctx.trained_model or self._blank(ctx.model, data.shape, outputs)
+        model = ctx.trained_model or blank_model(ctx.model, data.shape, outputs)
         size = mean_weights(find_layer(model, role(params))).numel()
         gen = generator(ctx.seed, "uchida")
         projection = torch.randn(params.bits, size, generator=gen)

@@ -26,6 +26,7 @@ from torch import nn
 from engine.deploy import unwrap
 from engine.errors import ConfigError
 from engine.metrics import Verdict, make_verdict
+from engine.models import Architecture, build_model
 
 #: module types each role counts (Conv2d only: 1-D and 3-D kernels average differently)
 LAYER_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
@@ -112,3 +113,22 @@ def bit_verdict(
 def is_white_box(scheme: object) -> bool:
     """Whether a scheme is verified from the weights (``verify --white-box``)."""
     return bool(getattr(scheme, "white_box", False))
+
+
+def blank_model(model: str, shape: tuple[int, int, int], outputs: int) -> nn.Module:
+    """An untrained instance to find a layer on, without moving the global RNG (keygen must
+    not change the weights a seed gives)."""
+    with torch.random.fork_rng(devices=[]):
+        return build_model(Architecture(model, tuple(shape), outputs))  # type: ignore[arg-type]
+
+
+def check_layer(layer: LayerRole, model: str, shape: tuple[int, int, int], outputs: int) -> None:
+    """The chosen layer exists in this architecture, checked before any folder exists; an
+    architecture that cannot be built fails later, as for any scheme."""
+    try:
+        blank = blank_model(model, shape, outputs)
+    except ConfigError:
+        raise
+    except Exception:
+        return
+    find_layer(blank, layer)
