@@ -4,6 +4,7 @@ and small synthetic datasets that go through the same loading code as real data.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,23 @@ SMALL_TRAIN, SMALL_TEST = 1024, 256
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fixtures wider than one test (a module's sweep, its spawned workers) start before any
+    test's monkeypatch: they get a private cache and demo key too, never the user's threshold
+    records (a cached synthetic threshold would turn their `removed` from unknown to False)."""
+    names = ("WMTUI_CACHE_DIR", "WMTUI_DEMO_KEY_DIR")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["WMTUI_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
+    os.environ["WMTUI_DEMO_KEY_DIR"] = str(tmp_path_factory.mktemp("session-demo-key"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

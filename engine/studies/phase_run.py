@@ -22,7 +22,7 @@ from engine import commands as cmd
 from engine.config import TrainConfig
 from engine.errors import RunError, UserError
 from engine.events import Phase
-from engine.runs import RunDir
+from engine.runs import EventLog, RunDir
 from engine.session import Job, JobContext, Session, StopRequested
 from engine.studies.phase_cache import (
     finish_trial,
@@ -108,18 +108,7 @@ def run_phase_payload(data: Payload) -> dict[str, Any]:
         sink = run.event_sink()
         session = Session(job, [sink])
         session.ctx.log(f"phase {node.label} ({node.key})")
-        session.start()
-        try:
-            wait_session(session)
-        except KeyboardInterrupt:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
-            session.send(cmd.Stop())
-            wait_session(session, STOP_WAIT)
-            raise
-        finally:
-            if not session.running:  # never close the sink under the worker thread
-                sink.close()
+        run_to_end(session, sink)
         seconds = time.monotonic() - started
         if session.status == "completed" and phase_done(node) is not None:
             write_record(node, seconds)
@@ -199,6 +188,24 @@ def run_trial_phases(
             return None, f"phase {node.label}: {outcome['error'] or outcome['status']}"
     summary = finish_trial(folder, scenario, config, graph, trial, seconds)
     return summary, "" if summary is not None else "a phase left no completed summary"
+
+
+def run_to_end(session: Session, sink: EventLog) -> None:
+    """Start ``session`` and wait for it here. Ctrl-C or SIGTERM (a KeyboardInterrupt in this
+    process) stops it once, gives it ``STOP_WAIT`` seconds to end between steps and re-raises;
+    the sink is closed only once the worker thread has ended, never under it."""
+    session.start()
+    try:
+        wait_session(session)
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+        session.send(cmd.Stop())
+        wait_session(session, STOP_WAIT)
+        raise
+    finally:
+        if not session.running:
+            sink.close()
 
 
 def wait_session(session: Session, timeout: float | None = None) -> None:

@@ -11,19 +11,16 @@ its results row.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from engine import commands as cmd
 from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.runs import RunDir
 from engine.session import Session
 from engine.studies.grid import point_label
-from engine.studies.phase_run import run_trial_phases
+from engine.studies.phase_run import run_to_end, run_trial_phases
 from engine.studies.scenario_runner import (
     TrialRouter,
     scenario_job,
@@ -35,8 +32,6 @@ from engine.studies.sweep_results import Row, trial_row
 from engine.studies.sweeps import SweepPlan, SweepTrial
 
 Payload = dict[str, Any]
-#: seconds an interrupted trial gets to stop between steps and write its summary
-STOP_WAIT = 10.0
 
 
 def payload(plan: SweepPlan, trial: SweepTrial, threads: int) -> Payload:
@@ -94,31 +89,11 @@ def run_payload(data: Payload) -> Row:
     job = scenario_job(trial.scenario, trial.config, root, router.phases, resume=True)
     session = Session(job, [router])
     session.ctx.log(f"sweep trial {trial.key}: {point_label(trial.point)}")
-    session.start()
-    try:
-        _wait(session)
-    except KeyboardInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
-        session.send(cmd.Stop())
-        _wait(session, STOP_WAIT)
-        raise
-    finally:
-        if not session.running:  # never close the sink under the worker thread
-            sink.close()
+    run_to_end(session, sink)
     seconds = round(time.monotonic() - started, 2)
     if session.status == "completed":
         return trial_row(trial, "completed", trial_summary(folder, trial.scenario), seconds=seconds)
     return trial_row(trial, "failed", session.summary, error=_error(session), seconds=seconds)
-
-
-def _wait(session: Session, timeout: float | None = None) -> None:
-    """Wait for the session's worker with short sleeps, never ``Thread.join``: a signal
-    that interrupts a join can leave the thread counted as ended while it still runs (and
-    the process then aborts inside torch at exit)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while session.running and (deadline is None or time.monotonic() < deadline):
-        time.sleep(0.1)
 
 
 def _error(session: Session) -> str:

@@ -320,7 +320,19 @@ def test_ray_gives_the_same_table_as_local_workers(
 ) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "out"
-    result = reproduce(str(matrix_file), "--out", str(out), "--backend", "ray", "--workers", "2")
+    # its own process, as a user runs it: a private Ray started and shut down inside this test
+    # process leaves Ray's module state behind, and a later Ray Tune sweep's actors then die
+    command = [sys.executable, "-m", "wmtui", "reproduce", str(matrix_file), "--out", str(out)]
+    command += ["--backend", "ray", "--workers", "2", "--threads", "1"]
+    done = subprocess.run(
+        command,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "recipe.json").read_text())
     assert result["phases"]["ran"] == 16 and len(list((out / "phases").glob("embed-*"))) == 4
     assert values(result) == values(local[1])
 
