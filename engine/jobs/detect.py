@@ -35,6 +35,7 @@ from engine.jobs.referee import (
     referee_trainer,
     refereed_job,
     run_dataset,
+    white_box_marks,
 )
 from engine.jobs.spec import CheckedJob, JobSpec, loose, register_job_kind
 from engine.registry import Plugin
@@ -125,7 +126,8 @@ class CheckedDetect:
             attacker = suspect.attacker
             summary["clean_images"] = len(attacker.clean_images())
             probes = probes_for(suspect.data, suspect.device) if p.remove else []
-            before = referee_scores(suspect.model, probes) if probes else None
+            marks = white_box_marks(run.path, suspect.data) if p.remove else []  # BER, read
+            before = referee_scores(suspect.model, probes, marks) if probes else None
             trainer = referee_trainer(ctx, method, probes, eval_every, suspect.seed)
             env = AttackEnv(ctx, suspect.device, suspect.seed, trainer)
             detection = detector.detect(suspect.model, attacker, ctx, suspect.seed)
@@ -158,7 +160,7 @@ class CheckedDetect:
                     p,
                     detector.removal_steps(attacker),
                 )
-            after = referee_scores(suspect.model, probes)
+            after = referee_scores(suspect.model, probes, marks)
             assert before is not None
             summary |= {
                 "before": before,

@@ -138,3 +138,21 @@ def test_the_judge_needs_a_reading_and_an_unmarked_accuracy() -> None:
     assert far["removed"] is False and "more than 5 points below" in far["why"]
     near = WhiteBoxJudge(0.84, "given", MARGIN).judge(scores)
     assert near["removed"] is True and near["wm_accuracy"] == 0.5
+
+
+def test_a_detection_with_removal_reports_the_owners_ber_before_and_after(
+    marked: Path, tmp_path: Path
+) -> None:
+    """Unlearning a reversed trigger changes weights too: detect reads the owner's BER around
+    it, as an attack does (a short scan; whatever it flags, before and after are read)."""
+    spec = JobSpec.detect(
+        "neural-cleanse",
+        run=marked,
+        params={"remove": True, "scan_steps": 20, "converge_window": 20},
+        out=tmp_path / "nc",
+        **BUDGET,
+    )
+    summary = run(spec).summary
+    before, after = read(summary["before"]), read(summary["after"])
+    assert before["ber"] == 0 and before["bits"] == after["bits"] > 0
+    assert 0 <= after["ber"] <= 1 and isinstance(after["verified"], bool)
