@@ -96,6 +96,25 @@ async def test_cells_fill_as_the_result_changes_and_scroll_at_80x24(tmp_path: Pa
         assert app.size == (80, 24)
 
 
+async def test_before_any_result_the_planned_layout_shows_with_nothing_measured(
+    tmp_path: Path,
+) -> None:
+    """A run that has written no recipe.json yet (or a watcher started first) shows every
+    planned row and column, empty, and fills from the first result it reads."""
+    planned = [{"name": c["name"], "table": c["table"]} for c in fake_result({})["cells"]]
+    app = MatrixApp(tmp_path, MATRIX, "fake", planned=planned)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        rows = texts(app)
+        assert [r[0] for r in rows] == ROWS and len(rows[0]) == 1 + len(COLUMNS)
+        assert all(cell.strip() == "·" for row in rows for cell in row[1:])
+        assert "no result yet" in str(app.query_one("#matrix-title", Static).render())
+        (tmp_path / "recipe.json").write_text(json.dumps(fake_result({("dual", "attack-01"): 0})))
+        app.reload()
+        await pilot.pause()
+        assert texts(app)[2][2].strip() == "0"
+
+
 async def test_enter_opens_the_cells_trials_and_a_phase_to_replay(matrix_run: tuple) -> None:
     folder, recipe = matrix_run
     app = MatrixApp(folder / "out", recipe.matrix, recipe.title)

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from engine.errors import ConfigError
-from engine.studies.recipe_file import SCALES, load_recipe, recipe_names
+from engine.studies.recipe_file import SCALES, Recipe, load_recipe, recipe_names
 from engine.studies.recipe_records import check_target, write_records
 from engine.studies.recipe_workers import RunOptions
 from engine.studies.recipes import (
@@ -118,7 +118,7 @@ def reproduce(
         # watch a run made elsewhere (wmtui serve): a watcher reads, never writes recipe.json
         from wmtui.tui.matrix_app import watch_matrix
 
-        watch_matrix(run.out, recipe.matrix, recipe.title)
+        watch_matrix(run.out, recipe.matrix, recipe.title, planned=planned_cells(recipe))
         result = load_result(run.out) or write_result(run, trial_statuses(run), 0.0)
     elif no_run:
         result = write_result(run, trial_statuses(run), 0.0)
@@ -166,13 +166,19 @@ def _watch(job: Any, root: Any, sinks: list[Any], note: str, run: RecipeRun) -> 
     if run.recipe.matrix is not None:
         from wmtui.tui.matrix_app import watch_running
 
-        return watch_running(session, run.out, run.recipe.matrix, run.recipe.title)
+        matrix, title = run.recipe.matrix, run.recipe.title
+        return watch_running(session, run.out, matrix, title, planned_cells(run.recipe))
     app_ = WmtuiApp(lambda: session, refresh=2.0, run_path=root.path)
     app_.run()
     if app_.exit_message:
         typer.echo(app_.exit_message, err=True)
     session.join(2.0)
     return {"completed": 0, "stopped": 130}.get(session.status or "", 1)
+
+
+def planned_cells(recipe: Recipe) -> list[dict[str, Any]]:
+    """The recipe's cells as a result names them: the matrix view's layout before any."""
+    return [{"name": cell.name, "table": cell.table} for cell in recipe.cells]
 
 
 def list_rows() -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ chosen phase and opens again on the same cell.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -69,8 +70,11 @@ class MatrixApp(App[Choice | None]):
         title: str = "",
         running: Any = None,
         cursor: tuple[int, int] = (0, 0),
+        planned: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__()
+        #: the recipe's cells: the layout shown before the run has written any result
+        self.planned = planned
         self.out = out
         self.matrix = matrix
         self.recipe_title = title or out.name
@@ -78,7 +82,7 @@ class MatrixApp(App[Choice | None]):
         self.running = running
         self.cursor = cursor
         self.result = read_result(out)
-        self.table = table_of(matrix, self.result)
+        self.table = table_of(matrix, self.result, planned)
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text(), id="matrix-title")
@@ -101,7 +105,7 @@ class MatrixApp(App[Choice | None]):
         result = read_result(self.out)
         if result is not None and result != self.result:
             self.result = result
-            table = table_of(self.matrix, result)
+            table = table_of(self.matrix, result, self.planned)
             same_shape = (table.rows, table.columns) == (self.table.rows, self.table.columns)
             self.table = table
             if same_shape and self.query_one(DataTable).row_count:
@@ -194,6 +198,7 @@ def watch_matrix(
     title: str = "",
     running: Any = None,
     speed: float = 16.0,
+    planned: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     """The matrix, then each chosen phase's replay, until the matrix is quit."""
     from wmtui.tui.replay import ReplaySession
@@ -201,7 +206,7 @@ def watch_matrix(
 
     cursor = (0, 1)
     while True:
-        view = MatrixApp(out, matrix, title, running, cursor)
+        view = MatrixApp(out, matrix, title, running, cursor, planned)
         chosen = view.run()
         if chosen is None:
             return
@@ -210,7 +215,13 @@ def watch_matrix(
         ReplayApp(lambda session=session: session).run()
 
 
-def watch_running(session: Any, out: Path, matrix: Matrix, title: str) -> int:
+def watch_running(
+    session: Any,
+    out: Path,
+    matrix: Matrix,
+    title: str,
+    planned: Sequence[Mapping[str, Any]] = (),
+) -> int:
     """The matrix of a recipe this process runs (``session``, started here): quitting the
     view stops the run cleanly (finished phases are kept; the same command resumes).
     Returns the command's exit code."""
@@ -221,7 +232,7 @@ def watch_running(session: Any, out: Path, matrix: Matrix, title: str) -> int:
 
     session.start()
     try:
-        watch_matrix(out, matrix, title, running=running)
+        watch_matrix(out, matrix, title, running=running, planned=planned)
     finally:
         if session.running:
             session.stop(timeout=30.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,14 @@ def progress_line(matrix: Matrix, table: MatrixTable, result: dict[str, Any] | N
     return text
 
 
-def table_of(matrix: Matrix, result: dict[str, Any] | None) -> MatrixTable:
+def table_of(
+    matrix: Matrix, result: dict[str, Any] | None, planned: Sequence[Mapping[str, Any]] = ()
+) -> MatrixTable:
+    """The matrix as ``result`` has it; before any result, the ``planned`` cells' layout
+    (the recipe's own cells: every row and column, nothing measured yet)."""
     result = result or {}
-    return matrix_table(matrix, result.get("cells") or [], result.get("trials") or [])
+    cells = result.get("cells") or list(planned)
+    return matrix_table(matrix, cells, result.get("trials") or [])
 
 
 def fraction(matrix: Matrix, table: MatrixTable, row: str, column: str) -> float | None:
