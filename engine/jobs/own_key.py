@@ -32,7 +32,9 @@ from engine.models import Architecture
 from engine.registry import parse_params
 from engine.training import Diverged, OptimSettings, Source
 from engine.watermarks import SCHEMES, Key, KeyContext, get_scheme, parse_scheme_params
+from engine.watermarks.base import generator
 from engine.watermarks.claims import create_key_pair
+from engine.watermarks.triggers import random_words
 from engine.watermarks.white_box import is_white_box
 
 #: the schemes an attacker can embed from its own images with default parameters
@@ -43,6 +45,8 @@ WHITE_BOX_SCHEMES = tuple(p.name for p in SCHEMES if is_white_box(p.factory))
 #: run's, and a key drawn from it could be the owner's own (its uchida signature and projection,
 #: its noise trigger or target), which a pirate would then claim and an overwriter reinforce
 SEED_OFFSET = 7_919
+#: the pattern scheme's default word, which an attacker does not reuse
+DEFAULT_WORD = "TEST"
 #: a throwaway key pair: 2048 bits (it only has to sign one claim, now)
 THROWAWAY_BITS = 2048
 
@@ -62,6 +66,22 @@ def own_seed(seed: int) -> int:
     return seed + SEED_OFFSET
 
 
+def own_choices(scheme: str, seed: int, num_classes: int) -> dict[str, Any]:
+    """What an attacker picks for itself rather than taking the scheme's defaults: a scheme's
+    default target (and a pattern's default TEST word) is the owner's key when the owner kept
+    the defaults, and training it again would reinforce the mark it should overwrite. So the
+    target is drawn from the attacker's seed (it does not know the owner's, and may hit it by
+    chance, 1 in the number of classes) and a pattern's word is drawn too."""
+    chosen: dict[str, Any] = {}
+    factory = get_scheme(scheme)
+    if factory.target_field is not None:
+        draw = torch.randint(0, num_classes, (1,), generator=generator(seed, "own-target"))
+        chosen[factory.target_field] = int(draw)
+    if factory.trigger_field == "trigger":
+        chosen["text"] = random_words(1, len(DEFAULT_WORD), seed, exclude=DEFAULT_WORD)[0]
+    return chosen
+
+
 @dataclasses.dataclass(frozen=True)
 class OwnKeyEmbedding:
     """How the attacker embeds its key: the scheme, the identifier a ``dual`` claim signs,
@@ -79,10 +99,10 @@ class OwnKeyEmbedding:
         throwaway key pair, deleted before this returns)."""
         scheme = get_scheme(self.scheme)
         with tempfile.TemporaryDirectory(prefix=f"wmtui-{self.name}-") as folder:
-            values: dict[str, Any] = {}
+            values = own_choices(self.scheme, seed, len(own.classes))
             if self.scheme == "dual":
                 keys = create_key_pair(Path(folder) / "keys", bits=THROWAWAY_BITS)
-                values = {"owner": self.owner, "signing_key": str(keys)}
+                values |= {"owner": self.owner, "signing_key": str(keys)}
             params = parse_scheme_params(self.scheme, values)
             return scheme.keygen(params, KeyContext(own, arch.name, seed, log=env.log))
 

@@ -18,6 +18,7 @@ white-box ``Verdict`` reads like the others: ``retention`` is the share of bits 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
@@ -125,8 +126,15 @@ def blank_model(model: str, shape: tuple[int, int, int], outputs: int) -> nn.Mod
 def check_layer(layer: LayerRole, model: str, shape: tuple[int, int, int], outputs: int) -> None:
     """The chosen layer exists in this architecture, checked before any folder exists; an
     architecture that cannot be built fails later, as for any scheme."""
+    _check_layer(layer, model, tuple(shape), outputs)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_layer(layer: LayerRole, model: str, shape: tuple[int, ...], outputs: int) -> None:
+    """Remembered per architecture: a recipe checks the same one for every trial (``sok``:
+    234 times), and building a model to look at costs a forward pass."""
     try:
-        blank = blank_model(model, shape, outputs)
+        blank = blank_model(model, shape, outputs)  # type: ignore[arg-type]
     except ConfigError:
         raise
     except Exception:

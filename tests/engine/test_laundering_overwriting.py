@@ -20,6 +20,7 @@ from engine.attacks.laundering import (
 from engine.attacks.neural_cleanse import mask_pattern_trigger
 from engine.data import load_dataset
 from engine.jobs import JobSpec, run
+from engine.jobs.own_key import own_choices, own_seed
 from engine.models import Architecture, build_model
 from engine.runs import RunDir
 from engine.watermarks import get_scheme, load_key
@@ -29,8 +30,12 @@ def test_overwriting_embeds_a_verifiable_attacker_key_and_scores_the_owners(
     pattern_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "overwritten"
+    # an attacker seed whose drawn target is not the owner's 0: on the owner's target the
+    # attacker's word sits where the owner's trigger does and its decoy null fires (a real
+    # outcome, 1 draw in 10, that this test is not about)
+    seed = next(s for s in range(10) if own_choices("pattern", own_seed(s), 10)["target_label"])
     spec = JobSpec.attack(
-        "overwriting", run=pattern_run, lr=0.003, data_fraction=0.5, steps=150, out=out
+        "overwriting", run=pattern_run, lr=0.003, data_fraction=0.5, steps=150, seed=seed, out=out
     )
     summary = run(spec).summary
     assert summary["status"] == "completed"
@@ -46,12 +51,23 @@ def test_overwriting_embeds_a_verifiable_attacker_key_and_scores_the_owners(
     )
     key = load_key(out / "pirate-key")
     assert key.scheme == "pattern"
+    # the attacker's mark is its own, not the owner's defaults trained in again
+    owner = load_key(pattern_run / "key")
+    assert key.params["text"] not in (owner.params["text"], "TEST")
     # the verdict in the summary is the one a verifier gets from the saved model and key
     model, _ = RunDir(out).load_model("cpu")
     data = load_dataset("synthetic", train_size=1024, test_size=256).data
     again = get_scheme("pattern").verify(model, key, data, 1e-3).to_dict()
     assert again["verified"] == claim["verified"] is True
     assert again["p_value"] == pytest.approx(claim["p_value"])
+
+
+def test_an_attackers_own_target_is_drawn_from_its_seed_not_the_defaults() -> None:
+    drawn = [own_choices("unrelated", own_seed(seed), 10)["target_label"] for seed in range(40)]
+    assert drawn == [own_choices("unrelated", own_seed(s), 10)["target_label"] for s in range(40)]
+    assert len(set(drawn)) >= 8  # spread over the classes, 7 (the default) no likelier
+    assert own_choices("pattern", 0, 10)["text"] != "TEST"
+    assert own_choices("abstract", 0, 10) == {}  # its labels are drawn per key image already
 
 
 def test_an_overwriting_new_label_key_widens_the_suspects_head(

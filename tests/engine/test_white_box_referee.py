@@ -145,14 +145,14 @@ def test_a_detection_with_removal_reports_the_owners_ber_before_and_after(
 ) -> None:
     """Unlearning a reversed trigger changes weights too: detect reads the owner's BER around
     it, as an attack does (a short scan; whatever it flags, before and after are read)."""
-    spec = JobSpec.detect(
-        "neural-cleanse",
-        run=marked,
-        params={"remove": True, "scan_steps": 20, "converge_window": 20},
-        out=tmp_path / "nc",
-        **BUDGET,
-    )
-    summary = run(spec).summary
+    args = ["detect", "--method", "neural-cleanse", "--run", str(marked), "--device", "cpu"]
+    scan = ["--remove", "true", "--scan-steps", "20", "--converge-window", "20"]
+    out = tmp_path / "nc"
+    result = runner.invoke(app, [*args, *scan, "--data-fraction", "0.25", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
     before, after = read(summary["before"]), read(summary["after"])
     assert before["ber"] == 0 and before["bits"] == after["bits"] > 0
     assert 0 <= after["ber"] <= 1 and isinstance(after["verified"], bool)
+    # the printed lines carry it too, beside the key accuracies
+    assert f"BER 0.00 -> {after['ber']:.2f} of {after['bits']} bits" in result.output

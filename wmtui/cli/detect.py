@@ -27,7 +27,9 @@ import typer
 
 from engine.errors import UserError
 from engine.jobs import JOB_KINDS, JobSpec
+from engine.jobs.verdicts import shown_p
 from engine.metrics import percent
+from wmtui.cli.attacks import shown_ber
 from wmtui.cli.common import DeviceOption, JsonFlag, ThreadsOption
 from wmtui.cli.options import register_plugin_command
 
@@ -156,3 +158,11 @@ def print_result(summary: dict[str, Any], json_mode: bool) -> None:
         before = summary.get("retention_before") or {}
         for key, value in (summary.get("retention") or {}).items():
             typer.echo(f"{key:9} {percent(before.get(key))} -> {percent(value)}")
+        # a white-box key is read from the weights: its bit error rate before and after
+        read_before = (summary.get("before") or {}).get("white_box") or {}
+        for key, read in ((summary.get("after") or {}).get("white_box") or {}).items():
+            was = read_before.get(key, {})
+            typer.echo(
+                f"{key:9} BER {shown_ber(was.get('ber'))} -> {shown_ber(read.get('ber'))} "
+                f"of {read.get('bits', '?')} bits, p {shown_p(read)}"
+            )
