@@ -183,22 +183,8 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             trigger = mask_pattern_trigger(
                 chosen, best_mask[chosen], best_pattern[chosen], as_float(scan.val_x[:1])[0]
             )
-        return ConvergedDetection(
-            method=self.method,
-            sizes=sizes,
-            size_kind="mask L1 norm",
-            flagged_class=flagged,
-            anomaly_index=index,
-            anomaly_indices=indices,
-            success=success,
-            rule=p.rule,
-            gap=p.gap,
-            gap_ratio=gap_ratio(sizes),
-            steps=steps,
-            seconds=round(time.perf_counter() - started, 3),
-            trigger=trigger,
-            stopped_because=conv.reason(),
-            cap=p.scan_steps,
+        return mask_detection(
+            self.method, sizes, success, p, (flagged, index, indices), steps, started, trigger, conv
         )
 
     @torch.no_grad()
@@ -234,3 +220,36 @@ def validation_success(
         hits += (hit * weight).sum(1)
         counts += weight.sum(1)
     return hits / counts.clamp_min(1)
+
+
+def mask_detection(
+    method: str,
+    sizes: list[float],
+    success: list[float],
+    p: NeuralCleanseParams,
+    decision: tuple[int | None, float, list[float]],
+    steps: int,
+    started: float,
+    trigger: ReversedTrigger | None,
+    conv: Convergence,
+) -> ConvergedDetection:
+    """A mask-reversal scan's result (Neural Cleanse and TABOR: sizes are the masks' L1
+    norms), with the decision rule's verdict and why the scan stopped."""
+    flagged, index, indices = decision
+    return ConvergedDetection(
+        method=method,
+        sizes=sizes,
+        size_kind="mask L1 norm",
+        flagged_class=flagged,
+        anomaly_index=index,
+        anomaly_indices=indices,
+        success=success,
+        rule=p.rule,
+        gap=p.gap,
+        gap_ratio=gap_ratio(sizes),
+        steps=steps,
+        seconds=round(time.perf_counter() - started, 3),
+        trigger=trigger,
+        stopped_because=conv.reason(),
+        cap=p.scan_steps,
+    )

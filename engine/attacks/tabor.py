@@ -38,6 +38,7 @@ from engine.attacks.convergence import ConvergedDetection, Convergence, Converge
 from engine.attacks.detection import Detector
 from engine.attacks.neural_cleanse import (
     NeuralCleanseParams,
+    mask_detection,
     mask_pattern_trigger,
     validation_success,
 )
@@ -53,7 +54,7 @@ from engine.attacks.scan import (
     pick_restarts,
 )
 from engine.data.base import as_float
-from engine.metrics import decide, gap_ratio
+from engine.metrics import decide
 from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
@@ -188,20 +189,6 @@ class Tabor(Detector[TaborParams]):
             trigger = mask_pattern_trigger(
                 flagged, best_mask[flagged], best_pattern[flagged], example
             )
-        return ConvergedDetection(
-            method=self.method,
-            sizes=sizes,
-            size_kind="mask L1 norm",
-            flagged_class=flagged,
-            anomaly_index=index,
-            anomaly_indices=indices,
-            success=success,
-            rule=p.rule,
-            gap=p.gap,
-            gap_ratio=gap_ratio(sizes),
-            steps=steps,
-            seconds=round(time.perf_counter() - started, 3),
-            trigger=trigger,
-            stopped_because=conv.reason(),
-            cap=p.scan_steps,
+        return mask_detection(
+            self.method, sizes, success, p, (flagged, index, indices), steps, started, trigger, conv
         )

@@ -186,6 +186,7 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
         "reason": expect.reason if expect else "no expected number at this scale",
         "ok": ok,
         "unit": cell.unit,
+        "record": cell.record,
         "outcome": outcome,
         "regression": regression,
         "paper_check": paper,
@@ -356,6 +357,9 @@ def suggestions(result: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
         by_trial = cell.get("trial_values") or {}
         paper = cell.get("paper_check") or {}
         comment = f"# {cell['name']}: the paper: {paper_line(paper, cell['unit'])}"
+        if not cell.get("record", True):
+            found.append((cell["name"], comment + "; not recorded: not repeatable", None))
+            continue
         if not by_trial or any(v is None for v in by_trial.values()):
             have = sum(v is not None for v in by_trial.values())
             comment += f"; not recorded: {have} of {len(by_trial)} trials have a value"

@@ -22,7 +22,8 @@ Layout (``engine/studies/presets/recipes/NAME.toml``)::
                     equals ("none": absent; smallest-is: the list's smallest entry's index),
                     index, base (a path subtracted), unit = "%",
                     paper, paper_text, expect.quick = {value, tolerance, reason},
-                    claim = {at_least = N} | {at_most = N}, margin, must_reproduce
+                    claim = {at_least = N} | {at_most = N}, margin, must_reproduce,
+                    record = false (a wall time: never recorded for regression)
     [regression.quick]  "CELL NAME" = {values = {"seed=0" = 51.2}, tolerance, reason}
                         (a reference run's per-trial values: ``--suggest-into`` writes them)
 """
@@ -89,6 +90,9 @@ class Cell:
     margin: float | None = None
     #: a "does not reproduce" verdict on the paper fails ``--check``
     must_reproduce: bool = False
+    #: False for what a rerun cannot repeat to the bit (seconds): ``--suggest`` writes no
+    #: regression record for it, and ``--check`` only asks that every trial has a value
+    record: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +315,7 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
     item = _table(item, where)
     allowed = {"name", "table", "arm", "phase", "metric", "where", "measure", "equals", "index"}
     allowed |= {"base"}
-    allowed |= {"claim", "margin", "must_reproduce"}
+    allowed |= {"claim", "margin", "must_reproduce", "record"}
     _keys(item, allowed | {"unit", "paper", "paper_text", "expect"}, where)
     name = _text(item, "name", where)
     where = f"{origin} [[cells]] {name!r}"
@@ -351,9 +355,10 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
     margin = _number(item.get("margin"), f"{where} margin", optional=True)
     if margin is not None and margin <= 0:
         raise ConfigError(f"{where}: margin must be a number > 0")
-    must_reproduce = item.get("must_reproduce", False)
-    if not isinstance(must_reproduce, bool):
-        raise ConfigError(f"{where}: must_reproduce must be true or false")
+    flags = {key: item.get(key, key == "record") for key in ("must_reproduce", "record")}
+    for key, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{where}: {key} must be true or false")
     return Cell(
         name=name,
         table=str(item.get("table", "")),
@@ -371,7 +376,8 @@ def _cell(item: Any, index: int, recipe: Recipe, origin: str) -> Cell:
         expect=expect,
         claim=_claim(item.get("claim"), f"{where} claim"),
         margin=margin,
-        must_reproduce=must_reproduce,
+        must_reproduce=flags["must_reproduce"],
+        record=flags["record"],
     )
 
 

@@ -27,7 +27,9 @@ from wmtui.cli.main import app
 
 TRAIN, TEST = 3000, 300
 SCAN = {"batch": 32, "images": 600, "val_images": 150, "remove": False}
-TABOR = {**SCAN, "batch": 16, "scan_steps": 300, "converge_window": 50}
+# TABOR at 150 steps on 300 images still separates the twins (anomaly index 2.97 marked, 1.79
+# clean) at half the cost; ABS's stimulation needs its 300 steps to flag the target
+TABOR = {**SCAN, "batch": 16, "images": 300, "scan_steps": 150, "converge_window": 50}
 ABS = {**SCAN, "scan_steps": 300, "converge_window": 50, "top_neurons": 6, "seeds_per_class": 3}
 
 
@@ -108,7 +110,7 @@ def test_tabor_flags_the_target_and_not_the_clean_twin(data, wm_model, clean_mod
     assert found.trigger is not None and found.trigger.cls == TARGET
     stamped = found.trigger.apply(data.test_x[:200].float() / 255)
     assert (wm_model(stamped).argmax(1) == TARGET).float().mean() > 0.8
-    assert found.stopped_because and found.steps <= found.cap == 300
+    assert found.stopped_because and found.steps <= found.cap == TABOR["scan_steps"]
     clean = detect(clean_model, data, "tabor", TABOR)
     assert clean.flagged_class is None, clean.sizes
 

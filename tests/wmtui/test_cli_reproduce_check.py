@@ -65,6 +65,12 @@ phase = "embed"
 metric = "retention.key"
 unit = "%"
 expect.quick = { value = 50.0, tolerance = 50.0, reason = "any retention" }
+
+[[cells]]
+name = "seconds to embed"
+phase = "embed"
+metric = "seconds"
+record = false
 """
 
 
@@ -93,8 +99,11 @@ def test_suggest_into_records_every_trial_and_keeps_the_file(recorded: tuple[Pat
     original, _, table = text.partition("\n[regression.quick]\n")
     assert original == RECIPE  # the file as it was, a blank line, the table after it
     assert sum(line.startswith('"') for line in table.splitlines()) == 3
+    # a wall time is measured, never recorded: a rerun cannot repeat it
+    assert "# seconds to embed: the paper: " in table and "not repeatable" in table
+    assert '"seconds to embed" =' not in table
     result = json.loads((out / "recipe.json").read_text())
-    for cell in result["cells"]:
+    for cell in result["cells"][:3]:
         assert (
             cell["planned"]
             == len(cell["trial_values"])
@@ -165,7 +174,9 @@ def test_a_removed_trial_fails_the_cells_it_feeds_and_only_those(
     assert failed == [
         "check failed: accuracy, target 3: 1 of 2 trials have a value; seed=0 target=3: no value",
         "check failed: key retention: 3 of 4 trials have a value; seed=0 target=3: no value",
-        "check failed: 2 of 3 cell(s)",
+        # a wall time has no record, yet a missing trial fails it as any cell
+        "check failed: seconds to embed: 3 of 4 trials have a value; seed=0 target=3: no value",
+        "check failed: 3 of 4 cell(s)",
     ]
     assert f"1 trial(s) did not complete: {gone['id']}" in output
 

@@ -34,7 +34,7 @@ from wmtui.cli import app
 runner = CliRunner()
 # fixtures are per test, not per example: they only point at folders and patch functions
 FUZZ = settings(
-    max_examples=int(os.environ.get("WMTUI_FUZZ_EXAMPLES", "250")),  # more for a deep local run
+    max_examples=int(os.environ.get("WMTUI_FUZZ_EXAMPLES", "150")),  # more for a deep local run
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
