@@ -55,6 +55,14 @@ phase = "embed"
 metric = "retention.key"
 unit = "%"
 expect.quick = { value = 50.0, tolerance = 50.0, reason = "any retention" }
+
+[[cells]]
+name = "embedding completed"
+phase = "embed"
+metric = "status"
+measure = "equals"
+equals = "completed"
+unit = "%"
 """
 
 
@@ -72,6 +80,10 @@ def done(recipe_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     assert "| accuracy | Table 0 | 90.0% |" in result.output
     assert "check passed: 2 cells" in result.output
+    # a rate of 0/1 outcomes carries its Wilson interval, with or without a paper figure
+    assert "| embedding completed |  | - | 100.0% ± 0.0% (2 of 2; 95%: 34.2-100.0%) |" in (
+        result.output
+    )
     return out
 
 
@@ -100,7 +112,11 @@ def test_json_gives_the_comparison_as_one_object(done: Path, recipe_file: Path) 
     assert result.exit_code == 0, result.output
     last = json.loads(result.output.strip().splitlines()[-1])
     assert last["event"] == "recipe" and last["passed"] is True
-    assert [c["name"] for c in last["cells"]] == ["accuracy", "key retention"]
+    assert [c["name"] for c in last["cells"]] == [
+        "accuracy",
+        "key retention",
+        "embedding completed",
+    ]
     assert all(c["n"] == 2 for c in last["cells"])
 
 

@@ -95,7 +95,7 @@ def comparison_table(result: dict[str, Any]) -> str:
         ours = f"- (0 of {planned})"
         if cell["mean"] is not None:
             spread = f"{number(cell['mean'], unit)} ± {number(cell['std'], unit)}"
-            ours = f"{spread} ({cell['n']} of {planned})"
+            ours = f"{spread} ({cell['n']} of {planned}{interval_text(cell)})"
         verdict = paper_line(cell.get("paper_check") or {}, unit)
         lines.append(
             f"| {cell['name']} | {cell['table']} | {paper} | {ours} | {verdict} "
@@ -113,6 +113,16 @@ def comparison_table(result: dict[str, Any]) -> str:
         "the paper: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())),
     ]
     return "\n".join(lines)
+
+
+def interval_text(cell: dict[str, Any]) -> str:
+    """``; 95%: 20.8-93.9%`` for a rate of 0/1 outcomes (Wilson), whether or not the paper
+    gives a figure: with 3 models, 2 of 3 and 3 of 3 overlap, and the reader should see it."""
+    interval = (cell.get("paper_check") or {}).get("interval")
+    if not cell.get("outcome") or not interval:
+        return ""
+    low, high = interval
+    return f"; 95%: {number(low, '')}-{number(high, cell['unit'])}"
 
 
 def regression_text(cell: dict[str, Any]) -> str:
