@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 play: $(STAMP)
 	$(BIN)/wmtui $(ARGS)
 
+# Two processes, each test module whole on one (its module fixtures built once): measured 338 s
+# against 629 s serial on 2 quiet cores. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP) tmux chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The playground's end-to-end test drives the real app in tmux; install it where we can.
 tmux:

@@ -174,6 +174,7 @@ def tiny_detectors() -> dict[str, Any]:
     """The real file's arms, phases and cells on a synthetic dataset, one model per arm, each
     scan capped at a few steps: what runs, what each phase writes and how cells read it."""
     raw = raw_detectors()
+    raw.pop("regression")  # the real run's records: other trials, not this miniature's
     raw["train"] = {
         "dataset": "synthetic",
         "train_size": 256,
