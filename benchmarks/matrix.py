@@ -20,7 +20,7 @@ would be a bug, and the script says so. ``--device cuda`` runs every phase on th
 ``--address`` joins an existing Ray cluster (a GPU box); ``--recipe sok --scale quick`` is
 the SoK matrix on fashion-mnist (hours on 2 cores: give ``--measure reuse`` to time it once).
 
-    .venv/bin/python benchmarks/matrix.py [--scale smoke|small] [--recipe NAME --scale quick]
+    .venv/bin/python benchmarks/matrix.py [--scale smoke|small|medium] [--recipe NAME --scale quick]
         [--measure reuse,workers,ray] [--device cpu|cuda] [--address ADDR] [--threads 1]
         [--work DIR]
 
@@ -57,6 +57,15 @@ SCALES = {
         (0, 1),
         2048,
         2,
+    ),
+    # phases of seconds, as a real matrix's are (fashion-mnist's take 10 s to minutes): the
+    # scale where the workers' speed-up and Ray's overhead per phase mean something
+    "medium": (
+        ("pattern", "abstract"),
+        ("jpeg", "weight-quantization", "ft-basic"),
+        (0, 1, 2),
+        16384,
+        6,
     ),
 }
 
@@ -162,7 +171,9 @@ def reuse(result: dict[str, Any]) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="smoke", help="smoke|small (synthetic) or the recipe's")
+    parser.add_argument(
+        "--scale", default="smoke", help="smoke|small|medium (synthetic) or the recipe's"
+    )
     parser.add_argument("--recipe", default="", help="a matrix recipe (name or TOML) instead")
     parser.add_argument("--measure", default=",".join(MEASURES), help="reuse,workers,ray")
     parser.add_argument("--device", default="", help="cpu or cuda (default: the recipe's)")
