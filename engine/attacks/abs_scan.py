@@ -50,7 +50,7 @@ from torch import nn
 
 from engine import stopping
 from engine.attacks.budget import AttackerData
-from engine.attacks.convergence import ConvergedDetection, Convergence
+from engine.attacks.convergence import ConvergedDetection, Convergence, converged_detection
 from engine.attacks.detection import Detector, ScanParams
 from engine.attacks.neural_cleanse import mask_pattern_trigger
 from engine.attacks.registry import register_detector
@@ -58,7 +58,7 @@ from engine.attacks.scan import ScanReporter, ScanSet, batched_logits, frozen
 from engine.attacks.tabor import ConvergeParams
 from engine.data.base import as_float
 from engine.errors import ConfigError
-from engine.metrics import RULES, decide, gap_ratio
+from engine.metrics import RULES, decide
 from engine.models.generators import StackedTrigger
 from engine.registry import param
 from engine.session import JobContext
@@ -235,23 +235,18 @@ class Abs(Detector[AbsParams]):
             j = best[flagged][1]
             example = as_float(scan.val_x[:1])[0]
             trigger = mask_pattern_trigger(flagged, masks[j], patterns[j], example)
-        return ConvergedDetection(
-            method=self.method,
-            sizes=sizes,
-            size_kind="1 - REASR of the best neuron trigger",
-            flagged_class=flagged,
-            anomaly_index=index,
-            anomaly_indices=indices,
-            success=success,
-            rule=p.rule,
-            threshold=threshold,
-            gap=p.gap,
-            gap_ratio=gap_ratio(sizes),
+        return converged_detection(
+            self.method,
+            sizes,
+            "1 - REASR of the best neuron trigger",
+            (flagged, index, indices),
+            success,
+            p,
             steps=conv.stopped_at or 0,
-            seconds=round(time.perf_counter() - started, 3),
+            started=started,
             trigger=trigger,
             stopped_because=stopped,
-            cap=p.scan_steps,
+            threshold=threshold,
         )
 
     def _reverse(

@@ -16,10 +16,13 @@ it stopped is what a detection's summary reports (``stopped_because``).
 from __future__ import annotations
 
 import dataclasses
+import time
+from typing import Any
 
 import torch
 
-from engine.attacks.detection import Detection
+from engine.attacks.detection import Detection, ReversedTrigger
+from engine.metrics import gap_ratio
 from engine.registry import param
 
 
@@ -41,6 +44,44 @@ class ConvergedDetection(Detection):
 
     stopped_because: str = ""
     cap: int = 0
+
+
+def converged_detection(
+    method: str,
+    sizes: list[float],
+    size_kind: str,
+    decision: tuple[int | None, float, list[float]],
+    success: list[float],
+    params: Any,
+    *,
+    steps: int,
+    started: float,
+    trigger: ReversedTrigger | None,
+    stopped_because: str,
+    threshold: float | None = None,
+) -> ConvergedDetection:
+    """A converged scan's result, the same for every detector: the decision rule's verdict
+    (``decision``: flagged class, anomaly index, indices), ``params``' rule, gap and cap, the
+    time since ``started`` (``time.perf_counter``) and why the scan stopped."""
+    flagged, index, indices = decision
+    return ConvergedDetection(
+        method=method,
+        sizes=sizes,
+        size_kind=size_kind,
+        flagged_class=flagged,
+        anomaly_index=index,
+        anomaly_indices=indices,
+        success=success,
+        rule=params.rule,
+        threshold=threshold,
+        gap=params.gap,
+        gap_ratio=gap_ratio(sizes),
+        steps=steps,
+        seconds=round(time.perf_counter() - started, 3),
+        trigger=trigger,
+        stopped_because=stopped_because,
+        cap=params.scan_steps,
+    )
 
 
 class Convergence:

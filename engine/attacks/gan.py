@@ -65,7 +65,12 @@ from torch import nn
 
 from engine import stopping
 from engine.attacks.budget import AttackerData
-from engine.attacks.convergence import ConvergedDetection, Convergence, ConvergeParams
+from engine.attacks.convergence import (
+    ConvergedDetection,
+    Convergence,
+    ConvergeParams,
+    converged_detection,
+)
 from engine.attacks.detection import Detector, ReversedTrigger, ScanParams
 from engine.attacks.neural_cleanse import mask_pattern_trigger
 from engine.attacks.registry import register_detector
@@ -80,7 +85,7 @@ from engine.attacks.scan import (
     pick_restarts,
 )
 from engine.data.base import as_float
-from engine.metrics import decide, gap_ratio
+from engine.metrics import decide
 from engine.models.generators import (
     StackedDiscriminator,
     StackedGenerator,
@@ -281,23 +286,18 @@ class GanDetector(Detector[GanParams]):
         if flagged is not None:
             trigger = self._reversed(gen_net, int(pick[flagged]), flagged, scan)
         size_kind = "mask L1 norm" if universal and p.size == "mask-l1" else "perturbation L2 size"
-        return ConvergedDetection(
-            method=self.method,
-            sizes=sizes,
-            size_kind=size_kind,
-            flagged_class=flagged,
-            anomaly_index=index,
-            anomaly_indices=indices,
-            success=success_k,
-            rule=p.rule,
-            gap=p.gap,
-            gap_ratio=gap_ratio(sizes),
-            threshold=threshold,
+        return converged_detection(
+            self.method,
+            sizes,
+            size_kind,
+            (flagged, index, indices),
+            success_k,
+            p,
             steps=steps,
-            seconds=round(time.perf_counter() - started, 3),
+            started=started,
             trigger=trigger,
             stopped_because=conv.reason(),
-            cap=p.scan_steps,
+            threshold=threshold,
         )
 
     @staticmethod

@@ -32,7 +32,12 @@ from torch import nn
 
 from engine import stopping
 from engine.attacks.budget import AttackerData
-from engine.attacks.convergence import ConvergedDetection, Convergence, ConvergeParams
+from engine.attacks.convergence import (
+    ConvergedDetection,
+    Convergence,
+    ConvergeParams,
+    converged_detection,
+)
 from engine.attacks.detection import Detector, ReversedTrigger, ScanParams
 from engine.attacks.registry import register_detector
 from engine.attacks.scan import (
@@ -46,7 +51,7 @@ from engine.attacks.scan import (
     pick_restarts,
 )
 from engine.data.base import as_float
-from engine.metrics import decide, gap_ratio
+from engine.metrics import decide
 from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
@@ -183,8 +188,17 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             trigger = mask_pattern_trigger(
                 chosen, best_mask[chosen], best_pattern[chosen], as_float(scan.val_x[:1])[0]
             )
-        return mask_detection(
-            self.method, sizes, success, p, (flagged, index, indices), steps, started, trigger, conv
+        return converged_detection(
+            self.method,
+            sizes,
+            "mask L1 norm",
+            (flagged, index, indices),
+            success,
+            p,
+            steps=steps,
+            started=started,
+            trigger=trigger,
+            stopped_because=conv.reason(),
         )
 
     @torch.no_grad()
@@ -220,36 +234,3 @@ def validation_success(
         hits += (hit * weight).sum(1)
         counts += weight.sum(1)
     return hits / counts.clamp_min(1)
-
-
-def mask_detection(
-    method: str,
-    sizes: list[float],
-    success: list[float],
-    p: NeuralCleanseParams,
-    decision: tuple[int | None, float, list[float]],
-    steps: int,
-    started: float,
-    trigger: ReversedTrigger | None,
-    conv: Convergence,
-) -> ConvergedDetection:
-    """A mask-reversal scan's result (Neural Cleanse and TABOR: sizes are the masks' L1
-    norms), with the decision rule's verdict and why the scan stopped."""
-    flagged, index, indices = decision
-    return ConvergedDetection(
-        method=method,
-        sizes=sizes,
-        size_kind="mask L1 norm",
-        flagged_class=flagged,
-        anomaly_index=index,
-        anomaly_indices=indices,
-        success=success,
-        rule=p.rule,
-        gap=p.gap,
-        gap_ratio=gap_ratio(sizes),
-        steps=steps,
-        seconds=round(time.perf_counter() - started, 3),
-        trigger=trigger,
-        stopped_because=conv.reason(),
-        cap=p.scan_steps,
-    )

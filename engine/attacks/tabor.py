@@ -34,11 +34,15 @@ from torch import nn
 
 from engine import stopping
 from engine.attacks.budget import AttackerData
-from engine.attacks.convergence import ConvergedDetection, Convergence, ConvergeParams
+from engine.attacks.convergence import (
+    ConvergedDetection,
+    Convergence,
+    ConvergeParams,
+    converged_detection,
+)
 from engine.attacks.detection import Detector
 from engine.attacks.neural_cleanse import (
     NeuralCleanseParams,
-    mask_detection,
     mask_pattern_trigger,
     validation_success,
 )
@@ -189,6 +193,15 @@ class Tabor(Detector[TaborParams]):
             trigger = mask_pattern_trigger(
                 flagged, best_mask[flagged], best_pattern[flagged], example
             )
-        return mask_detection(
-            self.method, sizes, success, p, (flagged, index, indices), steps, started, trigger, conv
+        return converged_detection(
+            self.method,
+            sizes,
+            "mask L1 norm",
+            (flagged, index, indices),
+            success,
+            p,
+            steps=steps,
+            started=started,
+            trigger=trigger,
+            stopped_because=conv.reason(),
         )
