@@ -61,6 +61,20 @@ class DawnParams:
         high=0.5,
         low_open=True,
     )
+    secret_seed: int = param(
+        -1,
+        "-1: a random secret, as a real API must have; N >= 0: the secret derived from N and "
+        "the run's seed, so a study reruns to the same numbers (whoever knows both can "
+        "recompute it: never for a deployed API)",
+        low=-1,
+    )
+
+
+def study_secret(secret_seed: int, seed: int) -> bytes:
+    """The reproducible secret of ``secret_seed`` >= 0 for a run of ``seed``: a hash, so two
+    seeds give unrelated secrets."""
+    text = f"wmtui-dawn-secret:{secret_seed}:{seed}".encode()
+    return hashlib.sha256(text).digest()[:SECRET_BYTES]
 
 
 def as_bytes(x: torch.Tensor) -> torch.Tensor:

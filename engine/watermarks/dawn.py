@@ -8,7 +8,9 @@ the ``dawn`` answer filter (:mod:`engine.filters.dawn`), which answers a keyed f
 queries (0.5%) with a wrong label and remembers them. The key holds the secret (32 random
 bytes, never derived from the run's seed, which the manifest records) and the held-out test
 images the API answers wrongly with those answers: the API's own watermark, 100% by
-construction. A thief's model is verified on what the API remembered of that thief: after an
+construction. A study that must rerun to the same numbers (a recipe's regression records)
+sets ``secret_seed``: the secret is then derived from it and the run's seed. A thief's
+model is verified on what the API remembered of that thief: after an
 extraction attack the referee writes those queries and answers as a key into the stolen run
 (:meth:`Dawn.thief_key`), so ``wmtui verify --run STOLEN`` asks the stolen model them.
 
@@ -39,6 +41,7 @@ from engine.filters.dawn import (
     DawnParams,
     chosen,
     digests,
+    study_secret,
     wrong_labels,
 )
 from engine.metrics import Probe, Verdict, accuracy, make_verdict, predictions
@@ -59,7 +62,11 @@ class Dawn(Watermark):
     needs_trained_model: ClassVar[bool] = True
 
     def keygen(self, params: DawnParams, ctx: KeyContext) -> Key:
-        secret = secrets.token_bytes(SECRET_BYTES)
+        secret = (
+            study_secret(params.secret_seed, ctx.seed)
+            if params.secret_seed >= 0
+            else secrets.token_bytes(SECRET_BYTES)
+        )
         data = ctx.data
         images = data.test_x.cpu()
         macs = digests(secret, images)

@@ -27,7 +27,7 @@ from engine.filters.dawn import DawnFilter, DawnParams, chosen, digests, recordi
 from engine.jobs import JobSpec, run
 from engine.metrics import predictions
 from engine.runs import load_model
-from engine.watermarks import get_scheme, load_key
+from engine.watermarks import KeyContext, get_scheme, load_key, parse_scheme_params
 from wmtui.cli import app
 
 SECRET, OTHER = bytes(range(32)), bytes(range(100, 132))
@@ -124,12 +124,29 @@ def api_run(pattern_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
+def test_a_study_secret_reruns_to_the_same_key_and_the_default_never_does() -> None:
+    """A recipe's regression records need the same numbers from the same seeds: with
+    ``secret_seed`` the secret (hence the chosen queries) is a function of it and the run's
+    seed; without it, a real API's random secret, drawn anew each time."""
+    data = load_dataset("synthetic", train_size=64, test_size=512).data
+    scheme = get_scheme("dawn")
+
+    def secret(seed: int, **values) -> bytes:
+        params = parse_scheme_params("dawn", {"fraction": 0.05, **values})
+        key = scheme.keygen(params, KeyContext(data, "lenet5", seed))
+        return bytes(key.tensors["secret"].tolist())
+
+    assert secret(0, secret_seed=3) == secret(0, secret_seed=3)
+    assert len({secret(0, secret_seed=3), secret(1, secret_seed=3), secret(0, secret_seed=4)}) == 3
+    assert secret(0) != secret(0)
+
+
 def test_embedding_serves_the_model_and_keeps_the_secret_apart(
     pattern_run: Path, api_run: Path
 ) -> None:
     served, _ = load_model(api_run)
     original, _ = load_model(pattern_run)
-    assert isinstance(served, Deployed) and served.describe() == "model => dawn(fraction=0.08)"
+    assert isinstance(served, Deployed) and served.describe() == "model => dawn(fraction=0.08, secret_seed=-1)"
     weights = zip(original.state_dict().values(), served.inner.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in weights)  # the owner's weights, untouched
     key_dir = api_run / "key"
