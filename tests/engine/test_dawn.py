@@ -146,7 +146,8 @@ def test_embedding_serves_the_model_and_keeps_the_secret_apart(
 ) -> None:
     served, _ = load_model(api_run)
     original, _ = load_model(pattern_run)
-    assert isinstance(served, Deployed) and served.describe() == "model => dawn(fraction=0.08, secret_seed=-1)"
+    assert isinstance(served, Deployed)
+    assert served.describe() == "model => dawn(fraction=0.08, secret_seed=-1)"
     weights = zip(original.state_dict().values(), served.inner.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in weights)  # the owner's weights, untouched
     key_dir = api_run / "key"
