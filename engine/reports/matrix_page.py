@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from engine.errors import UserError
 from engine.reports.collect import RecipeData
@@ -96,7 +97,8 @@ def heatmap_figure(matrix: Matrix, table: MatrixTable) -> Figure | None:
                     fontsize=6,
                     color="white" if dark else "black",
                 )
-    fig.colorbar(image, ax=ax, label=matrix.colour, shrink=0.8)
+    bar = fig.colorbar(image, ax=ax, label=matrix.colour, shrink=0.8)
+    bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))  # as the cells read: 0-100
     ax.set_title(f"{matrix.colour}: {matrix.rows} × {matrix.columns}", fontsize=9)
     return fig
 

@@ -28,7 +28,9 @@ from engine.reports.html import (
 def recipe_page(
     data: RecipeData, svgs: dict[str, str], extra: tuple[str, str, str] | None = None
 ) -> str:
-    """``extra``: a section (id, name, HTML) shown after the comparison (a recipe's matrix)."""
+    """``extra``: a section (id, name, HTML) shown first (a recipe's matrix: the heatmap is
+    what a reader opens the page for; the comparison below it has a row per cell, thousands
+    for ``sok``)."""
     result = data.result
     meta = (
         f"recipe <b>{esc(result.get('recipe', ''))}</b> · {esc(result.get('paper', ''))}, "
@@ -44,8 +46,8 @@ def recipe_page(
         f"<section id='trials'><h2>Trials</h2>{trials_table(data)}</section>",
     ]
     if extra is not None:
-        sections.insert(1, extra[:2])
-        body.insert(2, extra[2])
+        sections.insert(0, extra[:2])
+        body.insert(1, extra[2])
     if data.first is not None:
         sections.append(("trial", "First trial"))
         body.append(first_trial(data.first, svgs))

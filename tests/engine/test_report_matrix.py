@@ -39,6 +39,8 @@ def test_the_report_draws_the_heatmap_and_the_pareto_planes(matrix_run: tuple) -
         assert shown == f"{rate:.0f}%"
         assert shade == colour(rate / 100)  # red when removed, white when kept
     assert "no scheme survives" in page and "id='fig-matrix-pareto'" in page
+    # the matrix comes first, before the per-cell comparison (thousands of rows for sok)
+    assert page.index("<section id='matrix'") < page.index("<section id='comparison'")
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
