@@ -14,6 +14,13 @@ temporary folder is short (``/tmp/wmtui-ray-PID``: Ray's socket paths must fit i
 characters) and removed afterwards, its node listens on the loopback only, and no dashboard
 is started. ``ray.init`` turns token authentication on by default (Ray 2.59+) unless
 ``RAY_AUTH_MODE`` says otherwise; a loopback-only cluster is safe either way.
+
+One Ray per process: after a Ray is shut down, a Ray Tune experiment on a new one in the same
+process has its trial actors cancelled before they start (Ray 2.x; measured here with a bare
+``ray.init``/``ray.shutdown`` before the sweep, not only ours). A sweep after such a shutdown
+is refused in one line, rather than ending with every trial failed; the command line runs
+each sweep in a process of its own, and from Python a second sweep needs a new process (or a
+Ray the caller keeps initialised across both).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import stopping
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RunError
 from engine.studies.grid import trial_key
 from engine.studies.sweep_trial import Payload, payload, run_payload, set_threads
 from engine.studies.sweeps import SweepPlan, SweepTrial
@@ -42,6 +49,13 @@ RAY_DIR = "ray"
 #: the tracker the driver's Tune callback reports to (a callback is pickled with the
 #: experiment's state, so it holds no reference of its own)
 _ACTIVE: dict[str, Any] = {}
+#: set once this process has shut a Ray down (a Tune experiment after that would not start)
+_SHUT_DOWN: list[bool] = []
+SECOND_RAY = (
+    "a Ray was shut down earlier in this process, and Ray Tune's trials do not start on a "
+    "second one: run this sweep in a new process (wmtui sweep does), or keep one Ray "
+    "initialised for both"
+)
 
 
 class TrialFailed(RuntimeError):
@@ -68,6 +82,8 @@ def run_ray(
 ) -> str:
     """Run ``pending`` on Ray; ``completed`` or ``stopped``."""
     ray = require_ray()
+    if _SHUT_DOWN:
+        raise RunError(SECOND_RAY)
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
     temp = None
@@ -105,6 +121,7 @@ def disconnect(ray: Any, temp: str, wait: float | None) -> None:
     done = threading.Thread(target=ray.shutdown, daemon=True)
     done.start()
     done.join(wait)
+    _SHUT_DOWN.append(True)
     if temp:
         end_processes_of(temp)
         shutil.rmtree(temp, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RunError
 from engine.studies.sweep_backends import run_sweep
 from engine.studies.sweep_results import (
     RESULTS_CSV,
@@ -302,3 +302,18 @@ def test_ray_sweep_gives_the_local_backends_results(
     messages = " / ".join(e.message for e in notes if e.kind == "note")
     assert "restoring experiment" in messages and "1 trial(s) left over" in messages
     assert metrics_of(plan.out) == metrics_of(local_run)
+
+
+def test_a_ray_sweep_after_a_ray_was_shut_down_in_this_process_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray Tune's trials never start on a second Ray in one process (they all failed): the
+    sweep is refused before it starts, saying why and what to do."""
+    pytest.importorskip("ray")
+    from engine.studies import sweep_ray
+
+    monkeypatch.setattr(sweep_ray, "_SHUT_DOWN", [True])
+    plan = plan_sweep(grid_from_mapping(tiny_grid(), "tiny"), tmp_path / "s")
+    with pytest.raises(RunError, match="a Ray was shut down earlier in this process"):
+        run_sweep(plan, "ray", workers=2)
+    assert not (plan.out / "trials").exists()  # no trial ran
