@@ -53,6 +53,12 @@ def environment(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "WMTUI_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
 
 
+def hangup_as_a_terminal_leaves_it() -> None:
+    """The child's SIGHUP as a login shell starts it: a suite launched under ``nohup``
+    passes SIGHUP ignored down to its children, and wmtui rightly keeps running then."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start(args: list[str], data_dir: Path, **popen: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(WMTUI), *args],
@@ -60,6 +66,7 @@ def start(args: list[str], data_dir: Path, **popen: Any) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=hangup_as_a_terminal_leaves_it,
         **popen,
     )
 
