@@ -175,30 +175,18 @@ class NeuralCleanse(Detector[NeuralCleanseParams]):
             pick = pick_restarts(all_sizes, all_success, k, p.target_success)
             best_mask, best_pattern = masks[pick], patterns[pick]
             sizes, success = all_sizes[pick].tolist(), all_success[pick].tolist()
-        steps = conv.stopped_at or p.scan_steps
-        ctx.log(f"{self.method}: {conv.reason()}")
-        report.steps = steps
-        flagged, index, indices = decide(sizes, rule=p.rule, threshold=None, gap=p.gap)
-        report.final(sizes)
-        trigger = None
-        chosen = flagged
-        if chosen is None and smallest:
-            chosen = min(range(k), key=sizes.__getitem__)
-        if chosen is not None:
-            trigger = mask_pattern_trigger(
-                chosen, best_mask[chosen], best_pattern[chosen], as_float(scan.val_x[:1])[0]
-            )
-        return converged_detection(
+        example = as_float(scan.val_x[:1])[0]
+        return mask_scan_result(
             self.method,
-            sizes,
-            "mask L1 norm",
-            (flagged, index, indices),
-            success,
             p,
-            steps=steps,
+            (sizes, success),
+            (best_mask, best_pattern),
+            example,
+            conv,
+            report,
+            ctx=ctx,
             started=started,
-            trigger=trigger,
-            stopped_because=conv.reason(),
+            smallest=smallest,
         )
 
     @torch.no_grad()
@@ -234,3 +222,46 @@ def validation_success(
         hits += (hit * weight).sum(1)
         counts += weight.sum(1)
     return hits / counts.clamp_min(1)
+
+
+def mask_scan_result(
+    method: str,
+    p: NeuralCleanseParams,
+    measured: tuple[list[float], list[float]],
+    best: tuple[torch.Tensor, torch.Tensor],
+    example: torch.Tensor,
+    conv: Convergence,
+    report: ScanReporter,
+    *,
+    ctx: JobContext,
+    started: float,
+    smallest: bool = False,
+) -> ConvergedDetection:
+    """The end of a mask-and-pattern scan (Neural Cleanse, TABOR): the decision rule on the
+    classes' mask sizes and the flagged class's trigger (``smallest``: the smallest class's
+    when none is flagged), reported with why the scan stopped."""
+    sizes, success = measured
+    best_mask, best_pattern = best
+    steps = conv.stopped_at or p.scan_steps
+    ctx.log(f"{method}: {conv.reason()}")
+    report.steps = steps
+    decision = decide(sizes, rule=p.rule, threshold=None, gap=p.gap)
+    report.final(sizes)
+    chosen = decision[0]
+    if chosen is None and smallest:
+        chosen = min(range(len(sizes)), key=sizes.__getitem__)
+    trigger = None
+    if chosen is not None:
+        trigger = mask_pattern_trigger(chosen, best_mask[chosen], best_pattern[chosen], example)
+    return converged_detection(
+        method,
+        sizes,
+        "mask L1 norm",
+        decision,
+        success,
+        p,
+        steps=steps,
+        started=started,
+        trigger=trigger,
+        stopped_because=conv.reason(),
+    )

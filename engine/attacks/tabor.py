@@ -38,12 +38,11 @@ from engine.attacks.convergence import (
     ConvergedDetection,
     Convergence,
     ConvergeParams,
-    converged_detection,
 )
 from engine.attacks.detection import Detector
 from engine.attacks.neural_cleanse import (
     NeuralCleanseParams,
-    mask_pattern_trigger,
+    mask_scan_result,
     validation_success,
 )
 from engine.attacks.registry import register_detector
@@ -58,7 +57,6 @@ from engine.attacks.scan import (
     pick_restarts,
 )
 from engine.data.base import as_float
-from engine.metrics import decide
 from engine.models.generators import StackedTrigger, parse_inits
 from engine.registry import param
 from engine.session import JobContext
@@ -182,26 +180,15 @@ class Tabor(Detector[TaborParams]):
             pick = pick_restarts(all_sizes, all_success, k, p.target_success)
             sizes, success = all_sizes[pick].tolist(), all_success[pick].tolist()
             best_mask, best_pattern = masks[pick], patterns[pick]
-        steps = conv.stopped_at or p.scan_steps
-        ctx.log(f"{self.method}: {conv.reason()}")
-        report.steps = steps
-        flagged, index, indices = decide(sizes, rule=p.rule, threshold=None, gap=p.gap)
-        report.final(sizes)
-        trigger = None
-        if flagged is not None:
-            example = as_float(scan.val_x[:1])[0]
-            trigger = mask_pattern_trigger(
-                flagged, best_mask[flagged], best_pattern[flagged], example
-            )
-        return converged_detection(
+        example = as_float(scan.val_x[:1])[0]
+        return mask_scan_result(
             self.method,
-            sizes,
-            "mask L1 norm",
-            (flagged, index, indices),
-            success,
             p,
-            steps=steps,
+            (sizes, success),
+            (best_mask, best_pattern),
+            example,
+            conv,
+            report,
+            ctx=ctx,
             started=started,
-            trigger=trigger,
-            stopped_because=conv.reason(),
         )
