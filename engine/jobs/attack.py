@@ -19,6 +19,7 @@ from engine.attacks.budget import NOISE, AttackerBudget
 from engine.attacks.queries import QueryBudgetSpent, QueryCounter
 from engine.attacks.registry import (
     ATTACKS,
+    EXTRACTION,
     REMOVAL,
     Attack,
     AttackEnv,
@@ -145,7 +146,16 @@ class CheckedAttack:
                 ctx, suspect.device, suspect.seed, trainer, track=probes.extend, queries=queries
             )
             names = (suspect.data.name, suspect.arch.name)
-            sok = removal_judge(run.path, names, before, marks, self.threshold, self.reference_acc)
+            extraction = ATTACKS.get(attack_name).family == EXTRACTION
+            sok = removal_judge(
+                run.path,
+                names,
+                before,
+                marks,
+                self.threshold,
+                self.reference_acc,
+                extraction=extraction,
+            )
             started = time.monotonic()
             if variants is not None:
                 summary |= _sweep(ctx, variants, attack, suspect, env, (probes, marks), sok)

@@ -33,7 +33,14 @@ from torch import nn
 
 from engine.attacks.budget import AttackerBudget, AttackerData
 from engine.attacks.queries import QueryCounter
-from engine.attacks.registry import ATTACKS, REMOVAL, Attack, AttackEnv, AttackResult
+from engine.attacks.registry import (
+    ATTACKS,
+    EXTRACTION,
+    REMOVAL,
+    Attack,
+    AttackEnv,
+    AttackResult,
+)
 from engine.data.meta import DatasetMeta
 from engine.errors import ConfigError, UserError
 from engine.events import Phase, json_safe
@@ -212,8 +219,15 @@ class CheckedChain:
             }
             ctx.log(f"before the chain ({chain.label}): {describe_scores(before)}")
             names = (suspect.data.name, suspect.arch.name)
+            extraction = any(ATTACKS.get(s.name).family == EXTRACTION for s in chain.steps)
             sok = removal_judge(
-                chain.run.path, names, before, marks, chain.threshold, chain.reference_acc
+                chain.run.path,
+                names,
+                before,
+                marks,
+                chain.threshold,
+                chain.reference_acc,
+                extraction=extraction,
             )
             model, arch, scores, claims = suspect.model, suspect.arch, before, []
             queries = QueryCounter(chain.budget.queries)  # one query budget for every step

@@ -135,6 +135,9 @@ class SoKJudge:
     reference_source: str = ""
     #: the command that computes the owner's threshold, named when it is missing
     hint: str = ""
+    #: why the rule has nothing to judge (:func:`engine.jobs.judges.nothing_to_remove`):
+    #: the verdict is then None with this reason, the numbers are kept
+    nothing: str = ""
 
     @classmethod
     def for_run(
@@ -172,6 +175,8 @@ class SoKJudge:
         )
         if self.hint and self.threshold is None:
             verdict["why"] = verdict["why"].replace("run wmtui threshold", self.hint)
+        if self.nothing:
+            verdict |= {"removed": None, "why": self.nothing}
         return verdict
 
 

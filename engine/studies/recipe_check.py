@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from engine.studies.grid import point_label, substitute
 from engine.studies.intervals import interval95
-from engine.studies.recipe_file import UNITS, Cell, Recipe
+from engine.studies.recipe_file import NOT_JUDGED, UNITS, Cell, Recipe
 from engine.studies.scenario_runner import completed_summary, phase_folder
 from engine.studies.scenarios import Scenario
 
@@ -152,9 +152,14 @@ def _hashable(value: Any) -> Any:
 
 def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict[str, Any]:
     by_trial: dict[str, float | None] = {}
+    unjudged: set[str] = set()  # finished without a value: the referee declined to judge
     for trial in planned_trials(run, cell):
-        value = measure(run, cell, trial) if statuses.get(trial.key) == "completed" else None
-        by_trial[point_label(trial.point)] = None if value is None else value * UNITS[cell.unit]
+        finished = statuses.get(trial.key) == "completed"
+        value = measure(run, cell, trial) if finished else None
+        label = point_label(trial.point)
+        by_trial[label] = None if value is None else value * UNITS[cell.unit]
+        if finished and value is None:
+            unjudged.add(label)
     if cell.measure == "matrix-claim":  # a finding over the recipe's whole matrix
         from engine.studies.recipe_matrix import claim_values
 
@@ -165,7 +170,7 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
     expect = cell.expect.get(run.scale)
     #: each trial counts 0 or 1 (flagged, removed or not): under one trial is noise
     outcome = cell.measure in ("equals", "smallest-is") or cell.metric == "removed"
-    regression = regression_verdict(cell, run.scale, by_trial, mean)
+    regression = regression_verdict(cell, run.scale, by_trial, mean, unjudged)
     paper = paper_verdict(cell, values, outcome)
     ok = regression["ok"]
     if cell.must_reproduce and paper["verdict"] == DIFFERS:
@@ -181,6 +186,7 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
         "planned": len(by_trial),
         "values": values,
         "trial_values": by_trial,
+        "unjudged": sorted(unjudged),
         "expect": expect.value if expect else None,
         "tolerance": expect.tolerance if expect else None,
         "reason": expect.reason if expect else "no expected number at this scale",
@@ -194,15 +200,32 @@ def cell_result(run: RecipeRun, cell: Cell, statuses: Mapping[str, str]) -> dict
 
 
 def regression_verdict(
-    cell: Cell, scale: str, by_trial: Mapping[str, float | None], mean: float | None
+    cell: Cell,
+    scale: str,
+    by_trial: Mapping[str, float | None],
+    mean: float | None,
+    unjudged: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """``ok`` True/False (None: nothing to hold the cell to), the ``kind`` of check
-    (``regression``, ``band`` or ``none``) and, when it fails, one line per trial at fault."""
-    planned, have = len(by_trial), sum(v is not None for v in by_trial.values())
-    problems = [f"{label}: no value" for label, v in by_trial.items() if v is None]
+    (``regression``, ``band`` or ``none``) and, when it fails, one line per trial at fault.
+
+    A trial in ``unjudged`` finished without a value; it passes only where the record says
+    so (``"n/a"``), since a metric that went missing must not pass as one never judged."""
+    record = cell.regression.get(scale)
+    excused = {
+        label
+        for label in unjudged
+        if record is not None and label in record.values and record.values[label] is None
+    }
+    planned = len(by_trial)
+    have = sum(v is not None or label in excused for label, v in by_trial.items())
+    problems = [
+        f"{label}: {'not judged' if label in unjudged else 'no value'}"
+        for label, v in by_trial.items()
+        if v is None and label not in excused
+    ]
     if have < planned:
         problems.insert(0, f"{have} of {planned} trials have a value")
-    record = cell.regression.get(scale)
     if record is not None:
         largest = 0.0
         for label, value in by_trial.items():
@@ -211,12 +234,15 @@ def regression_verdict(
             if label not in record.values:
                 problems.append(f"{label}: no recorded value (run --suggest)")
                 continue
-            difference = abs(value - record.values[label])
+            recorded = record.values[label]
+            if recorded is None:
+                problems.append(f"{label}: {value:.6g}, recorded {NOT_JUDGED}")
+                continue
+            difference = abs(value - recorded)
             largest = max(largest, difference)
             if difference > record.tolerance + 1e-9 * max(1.0, abs(value)):  # float slack
                 problems.append(
-                    f"{label}: {value:.6g}, recorded {record.values[label]:.6g} "
-                    f"(± {record.tolerance:g})"
+                    f"{label}: {value:.6g}, recorded {recorded:.6g} (± {record.tolerance:g})"
                 )
         for label in sorted(record.values.keys() - by_trial.keys()):  # else a vacuous pass
             problems.append(f"{label}: recorded but not planned (the grid changed? record again)")
@@ -360,13 +386,18 @@ def suggestions(result: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
         if not cell.get("record", True):
             found.append((cell["name"], comment + "; not recorded: not repeatable", None))
             continue
-        if not by_trial or any(v is None for v in by_trial.values()):
-            have = sum(v is not None for v in by_trial.values())
+        unjudged = set(cell.get("unjudged") or ())
+        missing = [k for k, v in by_trial.items() if v is None and k not in unjudged]
+        if not by_trial or missing:
+            have = len(by_trial) - len(missing)
             comment += f"; not recorded: {have} of {len(by_trial)} trials have a value"
             found.append((cell["name"], comment, None))
             continue
         tolerance = DEFAULT_TOLERANCE * UNITS[cell["unit"]]
-        values = ", ".join(f"{_toml(k)} = {float(v)!r}" for k, v in by_trial.items())
+        values = ", ".join(
+            f"{_toml(k)} = {_toml(NOT_JUDGED) if v is None else repr(float(v))}"
+            for k, v in by_trial.items()
+        )
         line = (
             f"{_toml(cell['name'])} = {{ tolerance = {tolerance:g}, values = {{ {values} }}, "
             f'reason = "same seeds; run-to-run noise across machines" }}'

@@ -59,9 +59,15 @@ class Regression:
     """A reference run's numbers, trial by trial (keyed by the trial's grid point), and how
     far a rerun of the same seeds may move from them: run-to-run noise, not seed spread."""
 
-    values: dict[str, float]
+    #: None where the trial finished without a value on purpose (recorded as ``"n/a"``: the
+    #: referee declined to judge it); a rerun must decline again
+    values: dict[str, float | None]
     tolerance: float
     reason: str = ""
+
+
+#: how a regression record writes a trial that finished without a value
+NOT_JUDGED = "n/a"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,10 +410,11 @@ def _regression(raw: Any, where: str) -> Regression:
     tolerance = _number(raw.get("tolerance"), f"{where} tolerance")
     if tolerance is None or tolerance < 0:
         raise ConfigError(f"{where}: tolerance must be a number >= 0")
-    numbers = {str(k): _number(v, f"{where} values.{k}") for k, v in values.items()}
-    return Regression(
-        {k: v for k, v in numbers.items() if v is not None}, tolerance, str(raw.get("reason", ""))
-    )
+    numbers = {
+        str(k): None if v == NOT_JUDGED else _number(v, f"{where} values.{k}")
+        for k, v in values.items()
+    }
+    return Regression(numbers, tolerance, str(raw.get("reason", "")))
 
 
 def _claim(raw: Any, where: str) -> dict[str, float]:

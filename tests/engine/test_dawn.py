@@ -169,6 +169,19 @@ def test_embedding_serves_the_model_and_keeps_the_secret_apart(
     assert (predictions(served.inner, key.tensors["x"]) != key.tensors["y"]).all()
 
 
+def test_a_removal_attack_on_the_api_s_own_model_is_not_judged(api_run: Path) -> None:
+    """DAWN marks the answers a thief learns from, not the owner's weights: a fine-tune or a
+    transform of the served model has no watermark to take away, whatever its key reads."""
+    spec = JobSpec.attack(
+        "jpeg", run=api_run, threshold=0.1, reference_acc=0.0, eval_every=10**6, device="cpu"
+    )
+    result = run(spec)
+    assert result.status == "completed"
+    summary = result.summary
+    assert summary["removed"] is None and "DAWN marks the API's answers" in summary["why"]
+    assert summary["wm_accuracy"] is not None and summary["threshold"] == 0.1
+
+
 def test_a_stolen_model_is_verified_on_what_the_api_remembered(
     api_run: Path, tmp_path: Path, small_synthetic
 ) -> None:
@@ -183,10 +196,13 @@ def test_a_stolen_model_is_verified_on_what_the_api_remembered(
         answers="labels",
         eval_every=10_000,
         device="cpu",
+        threshold=0.1,
+        reference_acc=0.0,
     )
     result = run(spec)
     assert result.status == "completed"
     summary = result.summary
+    assert isinstance(summary["removed"], bool)  # a stolen copy is judged on its key
     key = load_key(out / "key")
     images, labels = key.tensors["x"], key.tensors["y"]
     assert key.meta["dawn"] == "thief" and "secret" not in key.tensors

@@ -115,6 +115,50 @@ def test_a_cell_missing_a_planned_trial_fails_whatever_its_mean() -> None:
     assert unrecorded["ok"] is False
 
 
+def test_a_trial_the_referee_did_not_judge_passes_only_where_recorded_as_such() -> None:
+    """A finished trial without a value (DAWN under a removal attack) is recorded ``"n/a"``;
+    the same trial must decline again, and a value that went missing fails as before."""
+    na = Regression({"seed=0": 51.0, "seed=1": None}, 0.5)
+    recorded = cell(regression={"quick": na})
+    declined = {"seed=0": 51.0, "seed=1": None}
+    same = regression_verdict(recorded, "quick", declined, 51.0, {"seed=1"})
+    assert same["ok"] is True and same["problems"] == []
+    lost = regression_verdict(recorded, "quick", declined, 51.0)  # the phase did not finish
+    assert lost["ok"] is False and lost["problems"][0] == "1 of 2 trials have a value"
+    now_judged = regression_verdict(recorded, "quick", {"seed=0": 51.0, "seed=1": 0.0}, 25.5)
+    assert now_judged["ok"] is False and now_judged["problems"] == ["seed=1: 0, recorded n/a"]
+    was_judged = regression_verdict(
+        cell(regression={"quick": RECORD}), "quick", declined, 51.0, {"seed=1"}
+    )
+    assert was_judged["ok"] is False and "seed=1: not judged" in was_judged["problems"]
+    unrecorded = regression_verdict(cell(), "quick", declined, 51.0, {"seed=1"})
+    assert unrecorded["ok"] is False  # nothing says n/a is right: --suggest records it first
+
+
+def test_suggest_records_a_trial_not_judged_as_n_a_and_the_file_reads_it_back() -> None:
+    from engine.studies.recipe_check import suggestions
+
+    result = {
+        "cells": [
+            {
+                "name": "dawn × jpeg: removed-rate",
+                "unit": "%",
+                "trial_values": {"seed=0": None, "seed=1": 100.0},
+                "unjudged": ["seed=0"],
+            },
+            {"name": "lost", "unit": "%", "trial_values": {"seed=0": None}, "unjudged": []},
+        ]
+    }
+    (_, _, line), (_, comment, missing) = suggestions(result)
+    assert line is not None and '"seed=0" = "n/a"' in line and '"seed=1" = 100.0' in line
+    assert missing is None and "0 of 1 trials have a value" in comment
+    raw = tiny_recipe()
+    name = raw["cells"][0]["name"]
+    record = {"values": {"seed=0": "n/a", "seed=1": 1.0}, "tolerance": 0.5}
+    recipe = recipe_from_mapping(raw | {"regression": {"quick": {name: record}}}, "tiny")
+    assert recipe.cells[0].regression["quick"].values == {"seed=0": None, "seed=1": 1.0}
+
+
 def test_an_old_band_is_checked_but_says_it_is_no_regression_record() -> None:
     banded = cell(expect={"quick": Expectation(50.0, 5.0, "seed spread")})
     found = regression_verdict(banded, "quick", {"seed=0": 52.0, "seed=1": 49.0}, 50.5)

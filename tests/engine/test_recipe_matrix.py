@@ -66,7 +66,7 @@ attack = "{attack.attack}"
 params = "{attack.params}"
 on = "embed"
 budget = { data_fraction = 0.25, epochs = "{attack.epochs}" }
-threshold = 0.5
+threshold = 0.1
 reference_acc = 0.1
 
 [matrix]
@@ -263,9 +263,9 @@ def test_the_sok_recipes_phases_run_on_synthetic_data(
         assert table.value("pattern", column, "removed-rate") in (0.0, 100.0)
         assert table.value("pattern", column, "attack cost") is not None
         assert table.value("uchida", column, "removed-rate") in (0.0, 100.0)
-        # dawn's mark is read on stolen copies: a removal attack's cell is judged or n/a
-        dawn = table.value("dawn", column, "removed-rate")
-        assert dawn in (0.0, 100.0) or table.not_applicable("dawn", column, "removed-rate")
+        # dawn's mark is read on stolen copies: a removal attack's cell is not judged
+        assert table.not_applicable("dawn", column, "removed-rate")
+        assert table.value("dawn", column, "accuracy kept") is not None
     claims = {c["name"]: c["mean"] for c in result["cells"] if c["table"] == CLAIMS_TABLE}
     assert set(claims) == {c.name for c in recipe.matrix.claims} and len(claims) == 3
     for claim in recipe.matrix.claims:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,11 @@ def test_an_attack_that_changes_nothing_is_not_a_removal(pattern_run, tmp_path) 
     cost = summary["cost"]
     assert set(cost) == {"seconds", "images", "labels", "queries"}
     assert cost["queries"] == 0 and cost["images"] == 0 and cost["seconds"] >= 0
-    # a threshold above the key accuracy turns the same numbers into a removal
+    # a threshold above the key accuracy before the attack: there was no watermark to
+    # remove, so the rule does not call the attack a removal (the SoK's rule would say yes)
     again = attack(pattern_run, "prune", ratio=0.0, threshold=0.99, reference_acc=0.5)
-    assert again["removed"] is True
+    assert again["removed"] is None and "no watermark to remove" in again["why"]
+    assert again["wm_accuracy"] == summary["wm_accuracy"]  # the numbers are kept
 
 
 def test_the_report_of_an_attack_shows_its_verdict_and_cost(pattern_run, tmp_path) -> None:
@@ -115,11 +118,15 @@ def test_the_cached_threshold_and_null_accuracy_decide(pattern_run) -> None:
     kept = attack(pattern_run, "prune", ratio=0.0)
     assert kept["threshold"] == 0.2 and kept["reference_test_acc"] == owner_acc
     assert kept["removed"] is False  # the key is still answered far above the threshold
-    record(1.0, owner_acc)  # every key accuracy is at or below 1.0: removed
-    assert attack(pattern_run, "prune", ratio=0.0)["removed"] is True
-    # ...unless the attack destroyed the model: pruning 99% of the weights is no removal
+    # an attack that destroyed the model is no removal: pruning 99% of the weights
     broken = attack(pattern_run, "prune", ratio=0.99)
     assert broken["kept_accuracy"] < owner_acc - 0.05 and broken["removed"] is False
+    # a copy learnt from the model's answers on clean images does not learn the trigger
+    stolen = attack(pattern_run, "retraining", data_fraction=0.5, steps=150, reference_acc=0.0)
+    assert stolen["wm_accuracy"] <= 0.2 < kept["wm_accuracy"] and stolen["removed"] is True
+    record(1.0, owner_acc)  # every key accuracy is at or below 1.0: nothing to remove
+    nothing = attack(pattern_run, "prune", ratio=0.0)
+    assert nothing["removed"] is None and "no watermark to remove" in nothing["why"]
     # the user's own numbers win over the record's
     given = attack(pattern_run, "prune", ratio=0.0, threshold=0.2)
     assert given["threshold"] == 0.2 and given["removed"] is False
@@ -195,10 +202,17 @@ def test_a_recipe_cell_averages_removed_into_a_removed_rate(tmp_path) -> None:
         json.loads((tmp_path / "out" / t["run"] / "02-cut" / "summary.json").read_text())
         for t in result["trials"]
     ]
-    assert all(v["threshold"] == 0.5 and isinstance(v["removed"], bool) for v in verdicts)
+    assert all(v["threshold"] == 0.5 for v in verdicts)
+    # a tiny model whose key did not take is not judged (it holds nothing to remove)
+    judged = [v["removed"] for v in verdicts if v["removed"] is not None]
+    for v in verdicts:
+        assert v["removed"] is not None or v["retention_before"]["key"] <= 0.5
+    assert judged, "no trial was judged: the test no longer tests the average"
     cell = result["cells"][0]
-    rate = sum(v["removed"] for v in verdicts) / len(verdicts)
-    assert cell["n"] == 2 and cell["mean"] == pytest.approx(100 * rate) and cell["outcome"]
+    assert cell["n"] == len(judged) and cell["mean"] == pytest.approx(
+        100 * statistics.fmean(judged)
+    )
+    assert cell["outcome"] and len(cell["unjudged"]) == len(verdicts) - len(judged)
 
 
 def test_a_deployed_model_is_judged_by_its_classifiers_threshold(pattern_run, tmp_path) -> None:
@@ -228,9 +242,13 @@ def test_a_scenario_attack_phase_takes_the_rules_numbers(tmp_path) -> None:
     phases = json.loads((tmp_path / "sc" / "summary.json").read_text())["phases"]
     verdicts = {p["name"]: p.get("removed") for p in phases}
     kept = json.loads((tmp_path / "sc" / "02-kept" / "summary.json").read_text())
-    # a key accuracy above 0 survives a threshold of 0; every one is at or below 1
-    assert verdicts == {"owner": None, "kept": kept["wm_accuracy"] == 0.0, "gone": True}
+    gone = json.loads((tmp_path / "sc" / "03-gone" / "summary.json").read_text())
+    # a key accuracy above 0 survives a threshold of 0; every one is at or below 1, so at 1
+    # there was no watermark to remove and the phase is not judged
+    assert kept["retention_before"]["key"] > 0.0
+    assert verdicts == {"owner": None, "kept": kept["wm_accuracy"] == 0.0, "gone": None}
     assert kept["threshold"] == 0.0 and kept["reference_test_acc"] == 0.0
+    assert gone["threshold"] == 1.0 and "no watermark to remove" in gone["why"]
 
 
 @pytest.mark.parametrize(("key", "value"), [("threshold", 2), ("reference_acc", "high")])

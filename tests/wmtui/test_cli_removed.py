@@ -112,13 +112,15 @@ async def test_the_attack_picker_lists_families_one_line_each(tmp_path) -> None:
 
 def test_a_ratio_sweep_table_has_a_removed_column(pattern_run, tmp_path) -> None:
     args = ["--attack", "prune", "--run", str(pattern_run), "--out", str(tmp_path / "sweep")]
-    result = invoke(*args, "--sweep", "0,0.5", "--threshold", "1", "--reference-acc", "0")
+    result = invoke(*args, "--sweep", "0,0.99", "--threshold", "0.3", "--reference-acc", "0")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("ratio"))
     assert lines[head].split()[5] == "removed"  # after ratio, pruned, sparsity, test acc
-    # every key accuracy is at or below a threshold of 100%, and accuracy cannot fall below 0
-    assert [line.split()[4] for line in lines[head + 1 : head + 3]] == ["yes", "yes"]
+    # ratio 0 keeps the key above 30%; 99% of the weights gone: judged too (accuracy cannot
+    # fall below an unmarked 0%), removed if the key fell with them
+    words = [line.split()[4] for line in lines[head + 1 : head + 3]]
+    assert words[0] == "no" and words[1] in ("yes", "no"), words
 
 
 async def test_the_attack_form_takes_the_thiefs_query_cap_and_answers(tmp_path) -> None:
