@@ -23,6 +23,7 @@ the SoK matrix on fashion-mnist (hours on 2 cores: give ``--measure reuse`` to t
     .venv/bin/python benchmarks/matrix.py [--scale smoke|small|medium] [--recipe NAME --scale quick]
         [--measure reuse,workers,ray] [--device cpu|cuda] [--address ADDR] [--threads 1]
         [--work DIR]
+    .venv/bin/python benchmarks/matrix.py --of-run runs/reproduce/sok-quick [--workers 2]
 
 Not a test: CI runs only ``--scale smoke --measure reuse,workers`` (seconds).
 """
@@ -155,13 +156,37 @@ def matrix_numbers(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def by_kind(result: dict[str, Any]) -> dict[str, tuple[int, float]]:
-    """(phases run, seconds) per phase kind, from ``recipe.json``'s phase table."""
+def by_kind(
+    result: dict[str, Any], statuses: tuple[str, ...] = ("completed",)
+) -> dict[str, tuple[int, float]]:
+    """(phases, seconds) per phase kind, from ``recipe.json``'s phase table: those this run
+    computed, or (``statuses`` with ``kept``) also those an earlier sitting of it did."""
     split: dict[str, list[float]] = defaultdict(list)
     for item in ((result.get("phases") or {}).get("items") or {}).values():
-        if item.get("status") == "completed":
+        if item.get("status") in statuses:
             split[str(item.get("kind"))].append(float(item.get("seconds") or 0.0))
     return {kind: (len(times), sum(times)) for kind, times in split.items()}
+
+
+def made_run_lines(result: dict[str, Any], workers: int) -> list[str]:
+    """What a run already made cost, sittings and all (``--of-run``): the phases in its
+    matrix, those computed, their time by kind, and that time spread over ``workers``."""
+    counts = result.get("phases") or {}
+    split = by_kind(result, ("completed", "kept"))
+    total = sum(seconds for _, seconds in split.values())
+    lines = [
+        f"{result.get('recipe')} ({result.get('scale')}): {counts.get('in_trials', 0)} phases "
+        f"in its trials, {counts.get('total', 0)} unique, "
+        f"{sum(n for n, _ in split.values())} computed; complete: {bool(result.get('complete'))}",
+        f"phase time {total / 60:.1f} min: {total / 60 / workers:.1f} min on {workers} workers",
+    ]
+    for kind, (count, seconds) in sorted(split.items(), key=lambda item: -item[1][1]):
+        share = seconds / total if total else 0.0
+        mean = seconds / count if count else 0.0
+        lines.append(
+            f"  {kind}: {count} phase(s), {seconds / 60:.1f} min ({share:.0%}), {mean:.1f} s each"
+        )
+    return lines
 
 
 def reuse(result: dict[str, Any]) -> tuple[int, int]:
@@ -180,7 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None, help="an existing Ray cluster")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per phase")
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs")
+    parser.add_argument(
+        "--of-run",
+        type=Path,
+        default=None,
+        help="print what a run already made (wmtui reproduce's OUT) cost, running nothing",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="with --of-run: spread over")
     args = parser.parse_args(argv)
+    if args.of_run is not None:
+        made = load_result(args.of_run)
+        if made is None:
+            print(
+                f"error: {args.of_run}: no recipe.json (not a recipe's run folder)", file=sys.stderr
+            )
+            return 2
+        print("\n".join(made_run_lines(made, max(1, args.workers))))
+        return 0
     measures = [m.strip() for m in args.measure.split(",") if m.strip()]
     for name in measures:
         if name not in MEASURES:

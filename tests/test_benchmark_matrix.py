@@ -24,6 +24,14 @@ def test_the_smoke_matrix_runs_each_embedding_once(
     assert f"phase reuse: {ran} phases run / {in_matrix} in the matrix" in out
     assert f"embed: {len(schemes) * len(seeds)} phase(s)" in out
     assert f"attack: {len(schemes) * len(attacks) * len(seeds)} phase(s)" in out
+    # the same run, read back afterwards (as for a matrix made over several sittings)
+    made = tmp_path / "local-1" / "out"
+    assert bench.main(["--of-run", str(made), "--workers", "2"]) == 0
+    again = capsys.readouterr().out
+    assert (
+        f"{in_matrix} phases in its trials, {ran} unique, {ran} computed; complete: True" in again
+    )
+    assert f"embed: {len(schemes) * len(seeds)} phase(s)" in again and "on 2 workers" in again
 
 
 def test_bad_flags_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,3 +40,6 @@ def test_bad_flags_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -
     assert exit_.value.code == 2
     assert "unknown 'speed'" in capsys.readouterr().err
     assert bench.main(["--recipe", "no-such-recipe", "--scale", "quick"]) == 2
+    capsys.readouterr()
+    assert bench.main(["--of-run", "no-such-folder"]) == 2
+    assert "no recipe.json" in capsys.readouterr().err
