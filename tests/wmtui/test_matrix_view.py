@@ -186,3 +186,53 @@ def test_serve_refuses_a_recipe_without_a_matrix() -> None:
     result = CliRunner().invoke(app, ["serve", "--recipe", "refit"])
     assert result.exit_code == 2
     assert "no [matrix] table" in result.output and "Traceback" not in result.output
+
+
+def test_reproduce_prints_the_matrix_one_attack_a_line_after_its_table(matrix_run) -> None:
+    """``wmtui reproduce NAME --no-run`` on a matrix recipe ends with the matrix at a glance:
+    one line per attack, ``k/n`` removed of the seeds judged, then the claims."""
+    from typer.testing import CliRunner
+
+    from engine.studies.recipes import load_result
+    from wmtui.cli import app
+
+    folder, _recipe = matrix_run
+    out = folder / "out"
+    result = CliRunner().invoke(
+        app, ["reproduce", str(folder / "tiny.toml"), "--no-run", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    text = result.stdout[result.stdout.index("| attack \\ scheme |") :].splitlines()
+    assert text[0] == "| attack \\ scheme | pattern | abstract |"
+    measured = load_result(out)
+    assert measured is not None
+    for line, column in zip(text[2:4], ["jpeg-10", "wq"], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == column
+        for scheme, shown in zip(["pattern", "abstract"], cells[1:], strict=True):
+            name = f"{scheme} × {column}: removed-rate"
+            cell = next(c for c in measured["cells"] if c["name"] == name)
+            assert shown == f"{round(cell['mean'] / 100 * cell['n'])}/{cell['n']}"
+    assert text[4] == "claim: no scheme survives: " + (
+        "holds" if measured["cells"][-1]["mean"] == 100 else "does not hold"
+    )
+
+
+def test_the_printed_matrix_says_n_a_for_a_cell_finished_unjudged_and_a_dot_for_one_to_come():
+    from wmtui.cli.reproduce_check import matrix_text
+
+    def cell(column: str, mean: float | None) -> dict[str, Any]:
+        name = Matrix.cell_name("dawn", column, "removed-rate")
+        return {"name": name, "table": "matrix", "mean": mean, "n": 0 if mean is None else 3}
+
+    trials = [
+        {"params": {"scheme": "dawn", "attack": column}, "status": status}
+        for column, status in (
+            ("jpeg", "completed"),
+            ("retraining", "completed"),
+            ("ft", "running"),
+        )
+    ]
+    cells = [cell("jpeg", None), cell("retraining", 200 / 3), cell("ft", None)]
+    lines = matrix_text({"cells": cells, "trials": trials}, MATRIX).splitlines()
+    assert lines[2:] == ["| jpeg | n/a |", "| retraining | 2/3 |", "| ft | · |"]

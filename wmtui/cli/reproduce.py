@@ -35,7 +35,7 @@ from engine.studies.recipes import (
 )
 from engine.threads import apply_threads
 from wmtui.cli.common import JsonFlag, StudyDeviceOption, ThreadsOption, guarded
-from wmtui.cli.reproduce_check import check_code, comparison_table, duration
+from wmtui.cli.reproduce_check import check_code, comparison_table, duration, matrix_text
 
 COMMAND = "reproduce"
 
@@ -131,6 +131,8 @@ def reproduce(
         typer.echo(json.dumps({"event": "recipe", **result}))
     else:
         typer.echo(comparison_table(result))
+        if recipe.matrix is not None:
+            typer.echo("\n" + matrix_text(result, recipe.matrix))
     if suggest:
         typer.echo("\n".join(suggest_expectations(result)))
     if suggest_into is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from engine.studies.recipe_check import paper_line
+from engine.studies.recipe_matrix import CLAIMS_TABLE, Matrix, matrix_table
 
 #: failing cells named one per line; a matrix's hundreds go to recipe.json, not the terminal
 SHOWN = 30
@@ -136,3 +137,36 @@ def regression_text(cell: dict[str, Any]) -> str:
             "" if ok else f" ({regression.get('detail', '')})"
         )
     return f"{mark} ({regression.get('detail', '')})" if regression else mark
+
+
+def matrix_text(result: dict[str, Any], matrix: Matrix) -> str:
+    """The matrix at a glance, one line per column value (an attack) and one column per row
+    value (a scheme): ``k/n``, the seeds whose verdict says removed of those judged (the
+    colour metric when it is a rate of 0/1 outcomes, else its mean), ``n/a`` where every trial
+    finished unjudged, ``·`` still to come; then the claims as measured."""
+    table = matrix_table(matrix, result["cells"], result["trials"])
+    metric = matrix.metric(matrix.colour)
+    rate = metric.metric == "removed"
+
+    def shown(row: str, column: str) -> str:
+        value = table.value(row, column, matrix.colour)
+        if value is None:
+            return "n/a" if table.not_applicable(row, column, matrix.colour) else "·"
+        if not rate:
+            return number(value, metric.unit)
+        n = table.counts.get((row, column), 0)
+        return f"{round(value / 100 * n)}/{n}" if metric.unit == "%" else f"{value:.2f}"
+
+    lines = [
+        f"| {matrix.columns} \\ {matrix.rows} | " + " | ".join(table.rows) + " |",
+        "|---|" + "---|" * len(table.rows),
+    ]
+    for column in table.columns:
+        cells = " | ".join(shown(row, column) for row in table.rows)
+        lines.append(f"| {column} | {cells} |")
+    claims = [c for c in result["cells"] if c.get("table") == CLAIMS_TABLE]
+    for claim in claims:
+        mean = claim.get("mean")
+        verdict = "waits" if mean is None else ("holds" if mean >= 50 else "does not hold")
+        lines.append(f"claim: {claim['name']}: {verdict}")
+    return "\n".join(lines)
