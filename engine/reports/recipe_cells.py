@@ -23,6 +23,7 @@ from engine.reports.html import (
     table,
     trials_table,
 )
+from engine.studies.recipes import compute_seconds, duration
 
 
 def recipe_page(
@@ -35,8 +36,8 @@ def recipe_page(
     meta = (
         f"recipe <b>{esc(result.get('recipe', ''))}</b> · {esc(result.get('paper', ''))}, "
         f"{esc(result.get('source', ''))} · scale {esc(result.get('scale', ''))} · "
-        f"{recipe_verdict(data)} · trials took "
-        f"{esc(fmt(result.get('trial_seconds', result.get('seconds'))))} s · "
+        f"{recipe_verdict(data)} · phases took "
+        f"{esc(duration(compute_seconds(result)))} of compute · "
         f"<code>{esc(data.path)}</code>"
     )
     sections = list(RECIPE_SECTIONS)

@@ -267,6 +267,20 @@ def _trial_seconds(run: RecipeRun, trial: Trial) -> float:
     return float(summary.get("seconds", 0.0)) if summary else 0.0
 
 
+def compute_seconds(result: Mapping[str, Any]) -> float:
+    """The compute time a result's phases took, each counted once (a trial's own time
+    counts the embedding it shares with 38 others 39 times); the trials' sum for a result
+    written before phases were."""
+    return float(result.get("phase_seconds") or result.get("trial_seconds") or 0.0)
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12.5 min``, ``4.1 h``: a compute time in the unit a reader thinks in."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def load_result(out: Path) -> dict[str, Any] | None:
     """The last ``recipe.json`` in ``out``, or None."""
     try:

@@ -26,6 +26,7 @@ from engine.studies.recipe_records import check_target, write_records
 from engine.studies.recipe_workers import RunOptions
 from engine.studies.recipes import (
     RecipeRun,
+    compute_seconds,
     load_result,
     plan,
     prepare_recipe,
@@ -210,8 +211,8 @@ def _last_summary(result: dict[str, Any] | None) -> str:
     checked = [c for c in result.get("cells", []) if c.get("ok") is not None]
     held = sum(bool(c["ok"]) for c in checked)
     state = "passed" if result.get("passed") else "not passed"
-    took = duration(result.get("trial_seconds", 0))
-    return f"{state} ({result.get('scale')}): {held}/{len(checked)} cells hold, trials took {took}"
+    took = duration(compute_seconds(result))
+    return f"{state} ({result.get('scale')}): {held}/{len(checked)} cells hold, phases took {took}"
 
 
 def describe_recipes() -> str:

@@ -15,6 +15,7 @@ import typer
 
 from engine.studies.recipe_check import paper_line
 from engine.studies.recipe_matrix import CLAIMS_TABLE, Matrix, matrix_table
+from engine.studies.recipes import compute_seconds, duration
 
 #: failing cells named one per line; a matrix's hundreds go to recipe.json, not the terminal
 SHOWN = 30
@@ -76,10 +77,6 @@ def number(value: float | None, unit: str) -> str:
     return f"{value:.1f}{unit}" if unit else f"{value:.3g}"
 
 
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
 def comparison_table(result: dict[str, Any]) -> str:
     """The paper's number beside ours for every cell, with both verdicts (README-ready)."""
     lines = [
@@ -108,8 +105,8 @@ def comparison_table(result: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        f"{done}/{len(result['trials'])} trials completed; they took "
-        f"{duration(result.get('trial_seconds', 0))} "
+        f"{done}/{len(result['trials'])} trials completed; their phases took "
+        f"{duration(compute_seconds(result))} "
         f"(this run {duration(result.get('seconds', 0))})",
         "the paper: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())),
     ]
