@@ -49,6 +49,8 @@ class MatrixMetric:
     metric: str
     base: str = ""
     unit: str = ""
+    #: false for a wall time: a rerun never repeats it, so it gets no regression record
+    record: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +101,15 @@ def matrix_from_mapping(raw: Any, origin: str) -> Matrix:
     metrics = []
     for item in metrics_raw:
         item = _table(item, f"{where} metrics")
-        _known(item, {"name", "metric", "base", "unit"}, f"{where} metrics")
+        _known(item, {"name", "metric", "base", "unit", "record"}, f"{where} metrics")
         unit = str(item.get("unit", ""))
         if unit not in ("%", ""):
             raise ConfigError(f"{where} metrics: unit must be '%' or '', got {unit!r}")
+        record = item.get("record", True)
+        if not isinstance(record, bool):
+            raise ConfigError(f"{where} metrics: record must be true or false")
         name, metric = _text(item, "name", where), _text(item, "metric", where)
-        metrics.append(MatrixMetric(name, metric, str(item.get("base", "")), unit))
+        metrics.append(MatrixMetric(name, metric, str(item.get("base", "")), unit, record))
     if len({m.name for m in metrics}) != len(metrics):
         raise ConfigError(f"{where}: two metrics share a name")
     colour = str(table.get("colour", metrics[0].name))
@@ -181,6 +186,7 @@ def matrix_cells(arms: list[Any], matrix: Matrix, origin: str) -> list[dict[str,
                             "where": {matrix.rows: row, matrix.columns: column},
                             "base": metric.base,
                             "unit": metric.unit,
+                            "record": metric.record,
                         }
                     )
     for claim in matrix.claims:

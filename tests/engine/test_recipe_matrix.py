@@ -134,9 +134,19 @@ def test_the_matrix_makes_a_cell_per_row_column_and_metric_and_one_per_claim() -
     assert recipe.cells[-1].table == CLAIMS_TABLE
 
 
+def test_a_wall_time_metric_is_never_recorded_for_regression() -> None:
+    raw = matrix_recipe()
+    raw["matrix"]["metrics"].append({"name": "cost", "metric": "cost.seconds", "record": False})
+    recipe = recipe_from_mapping(raw, "tiny")
+    recorded = {c.name: c.record for c in recipe.cells if c.table != CLAIMS_TABLE}
+    assert recorded["pattern × wq: cost"] is False
+    assert recorded["pattern × wq: removed-rate"] is True  # the others still are
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        (lambda m: m["metrics"][0].update(record="no"), "record must be true or false"),
         (lambda m: m.update(rows="target"), "no arm has both axes"),
         (lambda m: m.update(phase="nope"), "no phase 'nope'"),
         (lambda m: m.update(colour="speed"), "colour 'speed'"),
