@@ -65,10 +65,12 @@ def write_records(recipe: Recipe, result: Mapping[str, Any], target: Path) -> in
     return len(measured)
 
 
-def _values(result: Mapping[str, Any], name: str) -> dict[str, float]:
+def _values(result: Mapping[str, Any], name: str) -> dict[str, float | None]:
+    """The cell's trial values as its record reads them back (``"n/a"`` reads as None)."""
     for cell in result["cells"]:
         if cell["name"] == name:
-            return {k: float(v) for k, v in (cell.get("trial_values") or {}).items()}
+            values = (cell.get("trial_values") or {}).items()
+            return {k: None if v is None else float(v) for k, v in values}
     return {}
 
 

@@ -247,6 +247,7 @@ def test_the_sok_recipes_phases_run_on_synthetic_data(
     raw = presets.resolve("recipe", "sok").read()
     raw["train"] = {**matrix_recipe()["train"], "eval_every": 10**6}
     raw["scales"].pop("paper")
+    raw.pop("regression")  # the records name the whole grid's cells, not this cut's
     kept = ("pattern", "dawn", "uchida")
     for arm in raw["arms"]:
         arm["grid"] = {
@@ -282,3 +283,24 @@ def test_the_sok_recipes_phases_run_on_synthetic_data(
         holds, _ = claim_holds(claim, recipe.matrix, table)
         assert holds is not None  # every cell finished: no claim waits
         assert claims[claim.name] == (100.0 if holds else 0.0)
+
+
+def test_suggest_into_writes_a_trial_not_judged_as_n_a(tmp_path: Path) -> None:
+    """The copy holds ``"n/a"`` for a trial the referee declined to judge, read back as None
+    (the sok matrix's first records crashed here on a None value)."""
+    from engine.studies.recipe_records import write_records
+
+    (tmp_path / "tiny.toml").write_text(TINY_MATRIX)
+    recipe = load_recipe(str(tmp_path / "tiny.toml"))
+    declined = {"seed=0": None}
+    cells = [
+        {"name": "pattern × wq: removed-rate", "unit": "%", "trial_values": declined},
+        {"name": "abstract × wq: removed-rate", "unit": "%", "trial_values": {"seed=0": 100.0}},
+    ]
+    cells[0]["unjudged"] = ["seed=0"]
+    copy = tmp_path / "copy.toml"
+    assert write_records(recipe, {"scale": "quick", "cells": cells}, copy) == 2
+    assert '"seed=0" = "n/a"' in copy.read_text()
+    records = {c.name: c.regression.get("quick") for c in load_recipe(str(copy)).cells}
+    assert records["pattern × wq: removed-rate"].values == declined  # type: ignore[union-attr]
+    assert records["abstract × wq: removed-rate"].values == {"seed=0": 100.0}  # type: ignore[union-attr]
