@@ -74,12 +74,22 @@ class PhaseSpec:
 
     @property
     def from_model(self) -> bool:
-        """An embedding made from an earlier phase's model (``on``): data-free, or a scheme
-        whose keys come from a trained model (DAWN, frontier, blackmarks)."""
+        """An embedding made from an earlier phase's model (``on``): data-free, a scheme
+        whose keys come from a trained model (DAWN, frontier, blackmarks), or any embedding
+        given ``on``, fine-tuned into that model as ``wmtui embed --from RUN`` does (how
+        exponential weighting's paper embeds)."""
         if not (self.plugin and self.job_kind.makes_model):
             return False
         factory = self.job_kind.plugin(self.plugin).factory
-        return self.data_free or bool(getattr(factory, "needs_trained_model", False))
+        needs_model = bool(getattr(factory, "needs_trained_model", False))
+        return self.data_free or needs_model or (self.kind == "embed" and bool(self.on))
+
+    @property
+    def from_scratch_only(self) -> bool:
+        """An embedding whose key takes hold only while a model first learns (dual)."""
+        if not (self.plugin and self.kind == "embed"):
+            return False
+        return bool(getattr(self.job_kind.plugin(self.plugin).factory, "from_scratch_only", False))
 
     @property
     def makes_model(self) -> bool:
@@ -326,6 +336,8 @@ def _phase_from_mapping(item: Any, index: int, earlier: list[PhaseSpec], origin:
     _checked(lambda: spec.data_free, where)  # an unknown scheme is named here
     if spec.makes_model_from_scratch and (spec.on or spec.budget):
         raise ConfigError(f"{where}: a {kind} phase takes no 'on' or 'budget'")
+    if spec.on and spec.from_scratch_only:  # the scheme's name was checked just above
+        raise ConfigError(f"{where}: {spec.plugin} embeds only while a model first learns")
     if spec.data_free and spec.budget:
         raise ConfigError(f"{where}: a data-free embed phase takes no 'budget'")
     if spec.makes_model:

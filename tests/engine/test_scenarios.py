@@ -85,6 +85,10 @@ def test_every_preset_loads_and_names_its_phases() -> None:
         (tiny([{"kind": "train", "sweep": [0.5]}]), "only attack phases"),
         (tiny([{"kind": "embed", "scheme": "datafree"}]), "no earlier train/embed"),
         (
+            tiny([{"kind": "train"}, {"kind": "embed", "scheme": "dual", "on": "train"}]),
+            "dual embeds only while a model first learns",
+        ),
+        (
             tiny(
                 [
                     {"kind": "train"},
@@ -218,6 +222,21 @@ def test_a_data_free_phase_embeds_into_an_earlier_model_and_a_sweep_follows(tmp_
     attacked = RunDir(root / "03-prune")
     assert attacked.manifest()["source_run"] == str(root / "02-wm")
     assert [row["ratio"] for row in attacked.summary()["sweep"]] == [0.0, 0.5]
+
+
+def test_an_embed_phase_given_on_fine_tunes_its_key_into_that_model(tmp_path) -> None:
+    """As exponential weighting's paper embeds (``wmtui embed --from RUN``); without ``on``
+    the same phase trains from scratch."""
+    ew = {"kind": "embed", "scheme": "exp-weighting", "params": {"key_scheme": "pattern"}}
+    raw = tiny([{"name": "owner", "kind": "train"}, {**ew, "name": "into", "on": "owner"}])
+    raw["phases"].append({**ew, "name": "scratch"})
+    scenario = scenario_from_mapping(raw, name="tiny")
+    assert [p.from_model for p in scenario.phases] == [False, True, False]
+    session, events = run_scenario(raw, tmp_path / "sc")
+    assert session.status == "completed", [e for e in events if e.kind == "error"]
+    root = tmp_path / "sc"
+    assert RunDir(root / "02-into").manifest()["from"] == str(root / "01-owner")
+    assert not RunDir(root / "03-scratch").manifest().get("from")
 
 
 def test_skip_ends_a_phase_keeps_its_model_and_goes_on(tmp_path) -> None:
