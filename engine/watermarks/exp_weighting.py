@@ -14,7 +14,8 @@ The key is another scheme's (``key_scheme``, with its own params in ``key_params
 its key generation, its share of every batch and its verification are reused as they are,
 so verification stays black-box, with that scheme's null and the SoK threshold. The paper
 embeds after ordinary training (``--from RUN``, fine-tuning on the owner's data mixed with the
-key); from scratch the whole training is reweighted.
+key); from scratch the whole training is reweighted, which can trap it at chance, so a key
+not learnt after an epoch starts again from fresh weights (``fresh_starts``, :meth:`stalled`).
 
 Defaults and deviations. T is 2.0. The Watermark-Robustness-Toolbox snapshot we cite from
 (dnn-security/Watermark-Robustness-Toolbox) has no exponential-weighting module or config, so
@@ -80,6 +81,13 @@ class ExpWeightingParams:
         low=0.0,
         low_open=True,
     )
+    fresh_starts: int = param(
+        2,
+        "times a from-scratch embedding starts again with fresh weights when its key is still "
+        "at most 2/K after an epoch (EW of a random init can trap training; 0: never)",
+        low=0,
+        high=20,
+    )
 
 
 def split_params(text: str) -> dict[str, str]:
@@ -129,6 +137,22 @@ class ExpWeightingScheme(Watermark):
         inner = get_scheme(params.key_scheme).keygen(inner_params(params), ctx)
         meta = {**inner.meta, INNER_PARAMS: inner.params}
         return Key(self.name, dataclasses.asdict(params), meta, inner.tensors)
+
+    def fresh_keys_allowed(self, params: Any) -> int:
+        return int(params.fresh_starts)
+
+    def stalled(self, key: Key, scores: dict[str, float], epoch: float) -> str | None:
+        """From scratch, ``EW(w)`` of a random init can leave training at chance for an epoch
+        and the key never learnt (Fashion-MNIST LeNet-5, seed 1: key 15% after the first
+        epoch, 2.4% after three); a key still at most 2/K after a whole epoch is that trap."""
+        learnt = scores.get("key")
+        ceiling = 2.0 / key.num_classes
+        if epoch < 1 or learnt is None or learnt > ceiling:
+            return None
+        return (
+            f"exp-weighting is trapped: key accuracy {100 * learnt:.1f}% after {epoch:g} "
+            f"epoch(s), at most {100 * ceiling:g}% (2/K)"
+        )
 
     # -- the inner scheme's key, as that scheme sees it --------------------------------------
     @staticmethod

@@ -95,6 +95,7 @@ def test_the_key_verifies_at_a_small_cost_and_not_on_the_clean_twin(
     clean_acc = json.loads((clean / "summary.json").read_text())["test_acc"]
     verdict = summary["verify"]
     assert verdict["verified"] and verdict["retention"] > 0.8
+    assert summary["attempts"] == 1  # a key being learnt is never taken for a trapped one
     assert verdict["test_acc"] >= clean_acc - 0.03
     events = (marked / "events.jsonl").read_text()
     assert "read as EW(w, T=2)" in events and "EW(w) baked" in events
@@ -112,6 +113,41 @@ def test_the_key_verifies_at_a_small_cost_and_not_on_the_clean_twin(
     assert not scheme.verify(twin, key, data, 1e-3).verified
     result = runner.invoke(app, ["verify", "--run", str(marked), "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_key_still_at_most_2_over_k_after_an_epoch_is_a_trap() -> None:
+    scheme = get_scheme("exp-weighting")
+    ten = type("TenClassKey", (), {"num_classes": 10})()
+    assert scheme.stalled(ten, {"key": 0.05}, 0.5) is None  # not an epoch yet
+    assert scheme.stalled(ten, {"key": 0.21}, 1.0) is None  # above 2/K: being learnt
+    reason = scheme.stalled(ten, {"key": 0.154}, 1.0)  # Fashion-MNIST seed 1's first epoch
+    assert reason is not None and "trapped" in reason and "15.4%" in reason
+    assert scheme.stalled(ten, {"test": 0.1}, 3.0) is None  # no key score: nothing to judge
+
+
+def test_a_trapped_embedding_starts_again_from_fresh_weights(tmp_path: Path, monkeypatch) -> None:
+    """A simulated trap on the first attempt: the job starts again, runs its whole schedule,
+    and ends with one key; embedded into a trained model it never starts again."""
+    from engine.watermarks.exp_weighting import ExpWeightingScheme
+
+    calls = {"n": 0}
+
+    def trapped_once(self, key, scores, epoch):
+        calls["n"] += 1
+        return "simulated trap" if calls["n"] == 1 and epoch >= 1 else None
+
+    monkeypatch.setattr(ExpWeightingScheme, "stalled", trapped_once)
+    tiny = {**TRAIN, "train_size": 512, "epochs": 2}
+    out = tmp_path / "scratch"
+    summary = run(JobSpec.embed("exp-weighting", out=out, **KEY, **tiny)).summary
+    assert summary["status"] == "completed" and summary["attempts"] == 2
+    assert summary["steps"] == 2 * 512 // 64  # the fresh attempt ran its whole schedule
+    assert load_key(out / "key").scheme == "exp-weighting"
+    messages = (out / "events.jsonl").read_text()
+    assert "simulated trap" in messages and "fresh start 2 of 3" in messages
+    calls["n"] = 0
+    into = run(JobSpec.embed("exp-weighting", out=tmp_path / "into", from_run=out, **KEY, **tiny))
+    assert into.summary["attempts"] == 1 and calls["n"] == 0  # from a model: no fresh start
 
 
 @pytest.mark.parametrize(
