@@ -219,6 +219,15 @@ class Watermark:
         (None: it still can)."""
         return None
 
+    @staticmethod
+    def still_at_chance(key: Key, score: float | None, epoch: float) -> str | None:
+        """The usual :meth:`stalled` rule: a score still at most 2/K after a whole epoch
+        (a key being learnt is well above it by then); the words that say so, else None."""
+        ceiling = 2.0 / key.num_classes
+        if epoch < 1 or score is None or score > ceiling:
+            return None
+        return f"{100 * score:.1f}% after {epoch:g} epoch(s), at most {100 * ceiling:g}% (2/K)"
+
     def probes(self, key: Key, data: ImageSet, name: str) -> list[Probe]:
         """What the live stream measures of this key (one retention line by default)."""
         return [self.probe(key, data, name)]

@@ -203,14 +203,12 @@ class DualScheme(Watermark):
     def stalled(self, key: Key, scores: dict[str, float], epoch: float) -> str | None:
         """The trap of the module doc: the first claim's null accuracy still at most 2/K
         after a whole epoch."""
-        null = scores.get("key null")
-        ceiling = 2.0 / key.num_classes
-        if epoch < 1 or null is None or null > ceiling:
+        low = self.still_at_chance(key, scores.get("key null"), epoch)
+        if low is None:
             return None
         return (
-            f"claim 1's null embedding is trapped: null accuracy {100 * null:.1f}% after "
-            f"{epoch:g} epoch(s), at most {100 * ceiling:g}% (2/K): the units that see its "
-            "square are dead on marked images"
+            f"claim 1's null embedding is trapped: null accuracy {low}: the units that see "
+            "its square are dead on marked images"
         )
 
     def public_files(self, key: Key) -> dict[str, dict[str, Any]]:

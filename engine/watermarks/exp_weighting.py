@@ -145,14 +145,8 @@ class ExpWeightingScheme(Watermark):
         """From scratch, ``EW(w)`` of a random init can leave training at chance for an epoch
         and the key never learnt (Fashion-MNIST LeNet-5, seed 1: key 15% after the first
         epoch, 2.4% after three); a key still at most 2/K after a whole epoch is that trap."""
-        learnt = scores.get("key")
-        ceiling = 2.0 / key.num_classes
-        if epoch < 1 or learnt is None or learnt > ceiling:
-            return None
-        return (
-            f"exp-weighting is trapped: key accuracy {100 * learnt:.1f}% after {epoch:g} "
-            f"epoch(s), at most {100 * ceiling:g}% (2/K)"
-        )
+        low = self.still_at_chance(key, scores.get("key"), epoch)
+        return None if low is None else f"exp-weighting is trapped: key accuracy {low}"
 
     # -- the inner scheme's key, as that scheme sees it --------------------------------------
     @staticmethod
